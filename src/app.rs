@@ -1,0 +1,315 @@
+//! The daemon's owner: starts one refresh task per group, reports readiness, and handles
+//! signals — SIGHUP reloads (validate the whole new config first, then restart only the groups
+//! that changed), SIGTERM/SIGINT stop cleanly. Also `tokend once`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{self, ClientName, Config, ConfigError};
+use crate::output::atomic;
+use crate::refresh::{Group, Runner};
+use crate::state;
+use crate::store::Store;
+use crate::systemd;
+
+/// Why tokend stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+struct Running {
+    group: Group,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The running set of groups.
+pub struct Daemon {
+    config: Config,
+    store: Arc<Store>,
+    running: Vec<Running>,
+    tracker: TaskTracker,
+}
+
+impl Daemon {
+    /// Starts a task for every group of `config`. The receivers resolve as each group finishes
+    /// its first attempt.
+    pub fn start(
+        config: Config,
+        store: Arc<Store>,
+    ) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
+        let mut daemon = Daemon {
+            config: config.clone(),
+            store,
+            running: Vec::new(),
+            tracker: TaskTracker::new(),
+        };
+        let mut first = Vec::new();
+        daemon
+            .store
+            .retain_clients(config.clients.iter().map(|c| &c.name));
+        for group in Group::from_clients(&config.clients, &config.state_dir) {
+            first.push(daemon.spawn(group)?);
+        }
+        Ok((daemon, first))
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn spawn(&mut self, group: Group) -> Result<oneshot::Receiver<()>, AppError> {
+        remove_stale_temps(&group);
+        let runner =
+            Runner::new(group.clone(), self.store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cancel = CancellationToken::new();
+        let (tx, rx) = oneshot::channel();
+        let handle = self.tracker.spawn(runner.run(cancel.clone(), Some(tx)));
+        self.running.push(Running {
+            group,
+            cancel,
+            handle,
+        });
+        Ok(rx)
+    }
+
+    /// Replaces the configuration. Groups that are unchanged keep running untouched (same token,
+    /// same timer); changed ones are stopped and restarted, taking over a still-valid token if
+    /// their grant is unchanged; removed ones are stopped and their state deleted.
+    pub async fn apply(&mut self, config: Config) -> Result<(), AppError> {
+        let new_groups = Group::from_clients(&config.clients, &config.state_dir);
+        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| new_groups.contains(&r.group));
+        for r in stop {
+            r.cancel.cancel();
+            // A task only stops at a safe point (never mid-write), so this waits for any write.
+            if let Err(e) = r.handle.await {
+                error!(client = %r.group.label(), error = %e, "refresh task ended abnormally");
+            }
+        }
+        let summary = Summary::new(&self.config, &config);
+        self.store
+            .retain_clients(config.clients.iter().map(|c| &c.name));
+        for name in &summary.removed {
+            if let Err(e) = state::remove(&self.config.state_dir, name) {
+                warn!(client = %name, error = %e, "cannot delete the removed client's state file");
+            }
+        }
+        self.running = keep;
+        for group in new_groups {
+            if !self.running.iter().any(|r| r.group == group) {
+                // Readiness was reported at start-up; later first attempts are not awaited.
+                drop(self.spawn(group)?);
+            }
+        }
+        info!(
+            added = %summary.added.len(),
+            changed = %summary.changed.len(),
+            removed = %summary.removed.len(),
+            unchanged = %summary.unchanged,
+            "configuration reloaded{}",
+            summary.details()
+        );
+        self.config = config;
+        Ok(())
+    }
+
+    /// Stops every task (each at a safe point) and waits for them.
+    pub async fn shutdown(self) {
+        for r in &self.running {
+            r.cancel.cancel();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+struct Summary {
+    added: Vec<ClientName>,
+    changed: Vec<ClientName>,
+    removed: Vec<ClientName>,
+    unchanged: usize,
+}
+
+impl Summary {
+    fn new(old: &Config, new: &Config) -> Summary {
+        let mut s = Summary {
+            added: Vec::new(),
+            changed: Vec::new(),
+            removed: Vec::new(),
+            unchanged: 0,
+        };
+        for client in &new.clients {
+            match old.clients.iter().find(|c| c.name == client.name) {
+                None => s.added.push(client.name.clone()),
+                Some(previous) if previous == client && old.state_dir == new.state_dir => {
+                    s.unchanged += 1
+                }
+                Some(_) => s.changed.push(client.name.clone()),
+            }
+        }
+        let names: BTreeSet<&ClientName> = new.clients.iter().map(|c| &c.name).collect();
+        s.removed = old
+            .clients
+            .iter()
+            .filter(|c| !names.contains(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        s
+    }
+
+    fn details(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("added", &self.added),
+            ("changed", &self.changed),
+            ("removed", &self.removed),
+        ] {
+            if !names.is_empty() {
+                let list: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                parts.push(format!("{what}: {}", list.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
+}
+
+fn remove_stale_temps(group: &Group) {
+    let state_files = group
+        .members
+        .iter()
+        .map(|m| state::path(&group.state_dir, &m.name));
+    let outputs = group
+        .members
+        .iter()
+        .flat_map(|m| m.outputs.iter().map(|o| o.path.clone()));
+    for path in outputs.chain(state_files) {
+        match atomic::remove_stale_temps(&path) {
+            Ok(removed) => {
+                for file in removed {
+                    info!(path = %file.display(), "removed a temp file left by an interrupted run");
+                }
+            }
+            Err(e) => warn!(path = %path.display(), error = %e, "cannot clean up temp files"),
+        }
+    }
+}
+
+/// `tokend run`: the daemon, until SIGTERM/SIGINT or `stop`.
+pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppError> {
+    let config = config::load(config_path)?;
+    // Registered before any task starts, so no signal is missed.
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
+    let clients = config.clients.len();
+    info!(config = %config_path.display(), clients, state_dir = %config.state_dir.display(), "tokend starting");
+    let (mut daemon, first) = Daemon::start(config, Store::new())?;
+    let watchdog = CancellationToken::new();
+    systemd::spawn_watchdog(watchdog.clone());
+
+    let startup = futures_util::future::join_all(first);
+    tokio::pin!(startup);
+    let mut started = false;
+    loop {
+        tokio::select! {
+            _ = &mut startup, if !started => {
+                started = true;
+                let status = readiness_status(daemon.store());
+                info!("{status}");
+                systemd::ready(&status);
+            }
+            _ = stop.cancelled() => break,
+            signal = signals.next() => match signal {
+                Some(SIGHUP) => reload(&mut daemon, config_path).await,
+                Some(SIGTERM | SIGINT) | None => break,
+                Some(_) => {}
+            },
+        }
+    }
+    info!("stopping");
+    systemd::stopping();
+    signals.handle().close();
+    daemon.shutdown().await;
+    watchdog.cancel();
+    info!("stopped");
+    Ok(())
+}
+
+async fn reload(daemon: &mut Daemon, config_path: &Path) {
+    systemd::reloading();
+    info!(config = %config_path.display(), "reloading configuration");
+    match config::load(config_path) {
+        Ok(config) => {
+            if let Err(e) = daemon.apply(config).await {
+                error!(error = %e, "reload failed");
+            }
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                error!("invalid configuration: {line}");
+            }
+            error!("the new configuration was rejected; still running the previous one unchanged");
+        }
+    }
+    systemd::ready(&readiness_status(daemon.store()));
+}
+
+fn readiness_status(store: &Store) -> String {
+    let now = SystemTime::now();
+    let all = store.all();
+    let valid = all
+        .iter()
+        .filter(|(_, s)| s.valid_token(now).is_some())
+        .count();
+    format!("{valid} of {} clients have a valid token", all.len())
+}
+
+/// `tokend once`: fetch what is missing or due (everything with `force`), write the outputs, and
+/// report whether every client now has a valid token.
+pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
+    let store = Store::new();
+    store.retain_clients(config.clients.iter().map(|c| &c.name));
+    let mut jobs = Vec::new();
+    for group in Group::from_clients(&config.clients, &config.state_dir) {
+        remove_stale_temps(&group);
+        let mut runner = Runner::new(group, store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        jobs.push(async move {
+            if !force {
+                runner.seed().await;
+            }
+            if force || runner.is_due(SystemTime::now()) {
+                // Failures are logged by `refresh`; a still-valid seeded token remains published.
+                let _ = runner.refresh().await;
+            }
+        });
+    }
+    futures_util::future::join_all(jobs).await;
+    let now = SystemTime::now();
+    let mut all_valid = true;
+    for (name, snapshot) in store.all() {
+        if snapshot.valid_token(now).is_none() {
+            error!(client = %name, "no valid token");
+            all_valid = false;
+        }
+    }
+    Ok(all_valid)
+}

@@ -1,0 +1,227 @@
+//! `tokend check`: validate the configuration, try every secret source and output directory, and
+//! print the plan — never a secret. Problems that would stop tokend from working make it fail;
+//! risky but working settings are warnings.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::unistd::{AccessFlags, Gid, Uid};
+
+use crate::config::{Client, Config, Output};
+use crate::refresh::Group;
+use crate::secret::SecretSource;
+
+/// What `check` found beyond a valid configuration.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub text: String,
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn check(config: &Config) -> Report {
+    let mut r = Report::default();
+    let groups = Group::from_clients(&config.clients, &config.state_dir);
+    let _ = writeln!(
+        r.text,
+        "{}: valid, {} client{} ({} token request{}), state in {}",
+        config.source.display(),
+        config.clients.len(),
+        plural(config.clients.len()),
+        groups.len(),
+        plural(groups.len()),
+        config.state_dir.display()
+    );
+    check_dir(&mut r, "state_dir", &config.state_dir, None);
+    let config_mode = std::fs::metadata(&config.source)
+        .map(|m| m.mode() & 0o777)
+        .unwrap_or(0);
+    for client in &config.clients {
+        describe(&mut r, client, &groups, config_mode);
+    }
+    r
+}
+
+fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
+    let n = &c.name;
+    let _ = writeln!(r.text, "\n{n}");
+    let _ = writeln!(
+        r.text,
+        "  token endpoint  {} ({})",
+        c.grant.token_url,
+        c.auth.as_str()
+    );
+    let _ = writeln!(r.text, "  client id       {}", c.grant.client_id);
+    let secret_state = match c.secret.read() {
+        Ok(_) => "readable".to_owned(),
+        Err(e) => {
+            r.problems.push(format!("{n}: {e}"));
+            "NOT READABLE".to_owned()
+        }
+    };
+    let _ = writeln!(
+        r.text,
+        "  client secret   {} ({secret_state})",
+        c.secret.describe()
+    );
+    if let SecretSource::Literal(_) = c.secret {
+        let mut warning = format!(
+            "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
+        );
+        if config_mode & 0o044 != 0 {
+            warning.push_str(&format!(
+                ", and the config file is readable by others (mode {config_mode:04o})"
+            ));
+        }
+        r.warnings.push(warning);
+    }
+    for (label, value) in [
+        ("audience", c.grant.audience.as_deref()),
+        ("scope", c.grant.scope.as_deref()),
+        ("organization", c.grant.organization.as_deref()),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(r.text, "  {label:<15} {v}");
+        }
+    }
+    for resource in &c.grant.resources {
+        let _ = writeln!(r.text, "  resource        {resource}");
+    }
+    for (name, value) in &c.grant.params {
+        let _ = writeln!(r.text, "  param           {name}={value}");
+    }
+    let f = |d| humantime::format_duration(d);
+    let _ = writeln!(
+        r.text,
+        "  refresh         at {:.0}% ±{:.0}% of the lifetime, at least {} before expiry; retries {} … {}",
+        c.refresh.at * 100.0,
+        c.refresh.jitter * 100.0,
+        f(c.refresh.min_remaining),
+        f(c.retry.initial),
+        f(c.retry.max)
+    );
+    let _ = writeln!(
+        r.text,
+        "  timeouts        connect {}, request {}",
+        f(c.timeouts.connect),
+        f(c.timeouts.request)
+    );
+    if c.outputs.is_empty() {
+        let _ = writeln!(r.text, "  outputs         none");
+        r.warnings.push(format!(
+            "{n}: no outputs; the token is not published anywhere"
+        ));
+    }
+    for (i, o) in c.outputs.iter().enumerate() {
+        let label = if i == 0 { "outputs" } else { "" };
+        let owner = ownership(o);
+        let dir = o.path.parent().unwrap_or(Path::new("/"));
+        let state = check_dir(
+            r,
+            &format!("{n}: output {}", o.path.display()),
+            dir,
+            Some(o),
+        );
+        let _ = writeln!(
+            r.text,
+            "  {label:<15} {} ({}, {}{owner}; {state})",
+            o.path.display(),
+            o.format.as_str(),
+            o.mode
+        );
+        if o.mode.bits() & 0o004 != 0 {
+            r.warnings.push(format!(
+                "{n}: {} is readable by every user (mode {})",
+                o.path.display(),
+                o.mode
+            ));
+        }
+    }
+    if let Some(group) = groups
+        .iter()
+        .find(|g| g.members.len() > 1 && g.members.iter().any(|m| m.name == c.name))
+    {
+        let others: Vec<&str> = group
+            .members
+            .iter()
+            .filter(|m| m.name != c.name)
+            .map(|m| m.name.as_str())
+            .collect();
+        let _ = writeln!(
+            r.text,
+            "  shares its token request with {}",
+            others.join(", ")
+        );
+    }
+}
+
+fn ownership(o: &Output) -> String {
+    match (&o.owner, &o.group) {
+        (None, None) => String::new(),
+        (owner, group) => format!(
+            ", {}:{}",
+            owner
+                .as_ref()
+                .map_or("-".to_owned(), |u| u.spec.to_string()),
+            group
+                .as_ref()
+                .map_or("-".to_owned(), |g| g.spec.to_string())
+        ),
+    }
+}
+
+/// Checks that tokend can write into `dir` (or create it) and, for an output, give the file its
+/// owner and group. Returns a short description for the plan.
+fn check_dir(r: &mut Report, what: &str, dir: &Path, output: Option<&Output>) -> String {
+    let euid = Uid::effective();
+    if let Some(o) = output {
+        if let Some(owner) = &o.owner
+            && !euid.is_root()
+            && owner.id != euid.as_raw()
+        {
+            r.problems.push(format!(
+                "{what}: setting the owner to {} needs root (tokend runs as uid {euid})",
+                owner.spec
+            ));
+        }
+        if let Some(group) = &o.group
+            && !euid.is_root()
+            && !in_group(Gid::from_raw(group.id))
+        {
+            r.problems.push(format!("{what}: tokend (uid {euid}) is not a member of group {}, so it cannot give the file that group", group.spec));
+        }
+    }
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
+        }
+    }
+    if !existing.is_dir() {
+        r.problems
+            .push(format!("{what}: {} is not a directory", existing.display()));
+        return "blocked".into();
+    }
+    if let Err(e) = nix::unistd::access(existing, AccessFlags::W_OK | AccessFlags::X_OK) {
+        r.problems.push(format!(
+            "{what}: directory {} is not writable by uid {euid}: {e}",
+            existing.display()
+        ));
+        return "NOT WRITABLE".into();
+    }
+    if existing == dir {
+        "directory writable".into()
+    } else {
+        format!("{} will be created", dir.display())
+    }
+}
+
+fn in_group(gid: Gid) -> bool {
+    Gid::effective() == gid || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&gid))
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

@@ -1,0 +1,339 @@
+//! Configuration errors that point at the file, line, column and key they concern, with a
+//! suggestion when a key or value looks like a typo of a valid one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line and column of the offending key or value, when known.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key path, such as `clients.billing.outputs[0].mode`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration file could not be used. Every problem found is listed, not just the first.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub fn single(file: &Path, key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                position: None,
+                key: key.to_owned(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file.display())?;
+            if let Some((line, column)) = p.position {
+                write!(f, ":{line}:{column}")?;
+            }
+            if p.key.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns a serde_yaml error into a problem with its position, its key path and a friendlier
+/// message (serde's "unknown field `x`, expected one of …" becomes a "did you mean" hint).
+pub fn from_serde(err: &serde_yaml::Error) -> Problem {
+    let position = err.location().map(|l| (l.line(), l.column()));
+    // serde_yaml renders "<path>: <message> at line L column C"; the position is reported
+    // separately, and the path is split off so it reads like every other problem.
+    let mut text = err.to_string();
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
+    }
+    let (key, message) = split_path(&text);
+    Problem {
+        position,
+        key: key.to_owned(),
+        message: humanize(message),
+    }
+}
+
+/// serde_yaml prefixes a message with the path to the value (`clients.a.outputs[0]: …`) unless the
+/// error is at the top level. Paths never contain `": "`, messages may.
+fn split_path(text: &str) -> (&str, &str) {
+    match text.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.contains('`') => (path, rest),
+        _ => ("", text),
+    }
+}
+
+fn humanize(message: &str) -> String {
+    for (prefix, noun) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((given, expected)) = rest.split_once('`') else {
+            continue;
+        };
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return match closest(given, &candidates) {
+            Some(best) => format!("unknown {noun} `{given}`; did you mean `{best}`?"),
+            None if candidates.is_empty() => format!("unknown {noun} `{given}`"),
+            None => format!(
+                "unknown {noun} `{given}`; expected one of: {}",
+                candidates.join(", ")
+            ),
+        };
+    }
+    message.to_owned()
+}
+
+/// The valid name closest to a misspelt one, if any is close enough to be a plausible typo.
+pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let lower = given.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(&lower, c), *c))
+        .filter(|(distance, c)| *distance <= (c.len() / 3).max(2) || c.contains(lower.as_str()))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+/// Finds the line and column of the key (or, for a sequence index, the element) at `path`, by
+/// walking the document with serde_yaml and failing on purpose when the target is reached, so the
+/// position comes from the same parser that read the config.
+pub fn locate(source: &str, path: &[&str]) -> Option<(usize, usize)> {
+    let err = Locate(path)
+        .deserialize(serde_yaml::Deserializer::from_str(source))
+        .err()?;
+    if !err.to_string().contains(MARKER) {
+        return None;
+    }
+    err.location().map(|l| (l.line(), l.column()))
+}
+
+const MARKER: &str = "\u{1}tokend-locate\u{1}";
+
+struct Locate<'a>(&'a [&'a str]);
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Locate<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Ok(());
+        };
+        while let Some(hit) = map.next_key_seed(KeyProbe {
+            key: first,
+            fail: rest.is_empty(),
+        })? {
+            if hit {
+                map.next_value_seed(Locate(rest))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.0.split_first() else {
+            return Ok(());
+        };
+        let Ok(target) = first.parse::<usize>() else {
+            return Ok(());
+        };
+        for _ in 0..target {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        if rest.is_empty() {
+            seq.next_element_seed(Fail)?;
+        } else {
+            seq.next_element_seed(Locate(rest))?;
+        }
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Reads a mapping key; fails (so serde_yaml records the key's position) when it is the target.
+struct KeyProbe<'a> {
+    key: &'a str,
+    fail: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyProbe<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        match (v == self.key, self.fail) {
+            (true, true) => Err(E::custom(MARKER)),
+            (hit, _) => Ok(hit),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Fails on whatever value it meets, so serde_yaml records where that value starts.
+struct Fail;
+
+impl<'de> DeserializeSeed<'de> for Fail {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fail {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(MARKER))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(MARKER))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(MARKER))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+defaults:
+  token_url: http://a
+clients:
+  billing:
+    client_id: x
+    outputs:
+      - path: /a
+      - { path: /b, mode: \"0600\" }
+";
+
+    #[test]
+    fn locate_finds_keys_and_sequence_elements() {
+        assert_eq!(locate(DOC, &["defaults", "token_url"]), Some((2, 3)));
+        assert_eq!(locate(DOC, &["clients", "billing"]), Some((4, 3)));
+        assert_eq!(
+            locate(DOC, &["clients", "billing", "outputs"]),
+            Some((6, 5))
+        );
+        assert_eq!(
+            locate(DOC, &["clients", "billing", "outputs", "1"]),
+            Some((8, 9))
+        );
+        assert_eq!(
+            locate(DOC, &["clients", "billing", "outputs", "1", "mode"]),
+            Some((8, 21))
+        );
+        assert_eq!(locate(DOC, &["clients", "nobody"]), None);
+        assert_eq!(locate(DOC, &["clients", "billing", "outputs", "7"]), None);
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_closest_valid_key() {
+        let msg = "unknown field `tokne_url`, expected one of `token_url`, `client_id`, `scope`";
+        assert_eq!(
+            humanize(msg),
+            "unknown key `tokne_url`; did you mean `token_url`?"
+        );
+        let msg = "unknown field `zzz`, expected one of `token_url`, `scope`";
+        assert_eq!(
+            humanize(msg),
+            "unknown key `zzz`; expected one of: token_url, scope"
+        );
+        let msg = "unknown variant `client_secret_bsic`, expected `client_secret_post` or `client_secret_basic`";
+        assert_eq!(
+            humanize(msg),
+            "unknown value `client_secret_bsic`; did you mean `client_secret_basic`?"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The configuration file exactly as written: serde types that mirror the YAML. Shape errors
+//! (unknown keys, wrong types, bad scalar values) are caught here, with serde_yaml's line and
+//! column; everything that needs more than one value to judge is checked in `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::values::{ClientName, Mode, OneOrMany, Percent, Principal, Span};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<String>,
+    pub defaults: Option<RawClient>,
+    #[serde(default)]
+    pub clients: ClientMap,
+}
+
+/// One client, or the `defaults` every client inherits. `outputs` is only valid on a client.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<RawSecret>,
+    pub auth: Option<AuthMethod>,
+    pub audience: Option<String>,
+    pub scope: Option<OneOrMany>,
+    pub resource: Option<OneOrMany>,
+    pub organization: Option<String>,
+    pub params: Option<BTreeMap<String, String>>,
+    pub allow_insecure_http: Option<bool>,
+    pub timeouts: Option<RawTimeouts>,
+    pub refresh: Option<RawRefresh>,
+    pub retry: Option<RawRetry>,
+    pub outputs: Option<Vec<RawOutput>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Span>,
+    pub request: Option<Span>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    pub at: Option<Percent>,
+    pub jitter: Option<Percent>,
+    pub min_remaining: Option<Span>,
+    pub default_lifetime: Option<Span>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub initial: Option<Span>,
+    pub max: Option<Span>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutput {
+    pub path: String,
+    pub format: Option<Format>,
+    pub mode: Option<Mode>,
+    pub owner: Option<Principal>,
+    pub group: Option<Principal>,
+    /// `raw` only: end the file with a newline (default: no newline, so `$(cat file)` and
+    /// `-H "Authorization: Bearer $(cat file)"` get exactly the token).
+    pub newline: Option<bool>,
+    /// `env` only: the variable name (default `ACCESS_TOKEN`).
+    pub variable: Option<String>,
+}
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3).
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// id and secret in the form body (Auth0's documented default).
+    #[default]
+    ClientSecretPost,
+    /// id and secret form-urlencoded, then HTTP Basic (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+        }
+    }
+}
+
+/// What a token file contains.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// The token alone.
+    #[default]
+    Raw,
+    /// `{"access_token": …, "token_type": …, "expires_at": …, "scope": …}`.
+    Json,
+    /// `ACCESS_TOKEN=…`, for systemd `EnvironmentFile=` and shell `. file`.
+    Env,
+    /// `Authorization: Bearer …`, for `curl -H @file`.
+    Header,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Json => "json",
+            Format::Env => "env",
+            Format::Header => "header",
+        }
+    }
+}
+
+/// Where a client secret comes from: inline, or `{file: …}`, `{env: …}`, `{credential: …}`.
+#[derive(Clone)]
+pub enum RawSecret {
+    Literal(SecretString),
+    File(String),
+    Env(String),
+    Credential(String),
+}
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const KEYS: &[&str] = &["file", "env", "credential"];
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSecret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a secret string, or one of { file: PATH }, { env: VAR }, { credential: NAME }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSecret, E> {
+                Ok(RawSecret::Literal(SecretString::from(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+                let mut found: Option<RawSecret> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    let source = match key.as_str() {
+                        "file" => RawSecret::File(value),
+                        "env" => RawSecret::Env(value),
+                        "credential" => RawSecret::Credential(value),
+                        other => return Err(de::Error::unknown_field(other, KEYS)),
+                    };
+                    if found.is_some() {
+                        return Err(de::Error::custom(
+                            "a secret takes exactly one source: `file`, `env` or `credential`",
+                        ));
+                    }
+                    found = Some(source);
+                }
+                found.ok_or_else(|| {
+                    de::Error::custom("a secret needs one source: `file`, `env` or `credential`")
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `clients` mapping in document order, with duplicate names refused.
+#[derive(Default)]
+pub struct ClientMap(pub Vec<(ClientName, RawClient)>);
+
+impl<'de> Deserialize<'de> for ClientMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClientMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping from client names to client settings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ClientMap, E> {
+                Ok(ClientMap::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientMap, A::Error> {
+                let mut clients: Vec<(ClientName, RawClient)> = Vec::new();
+                while let Some(name) = map.next_key::<ClientName>()? {
+                    if clients.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom(format!(
+                            "client `{name}` is defined twice"
+                        )));
+                    }
+                    let client = map.next_value::<RawClient>()?;
+                    clients.push((name, client));
+                }
+                Ok(ClientMap(clients))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

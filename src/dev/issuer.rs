@@ -1,0 +1,456 @@
+//! A development OAuth 2.0 authorization server: the client-credentials token endpoint issuing
+//! EdDSA-signed JWTs, JWKS, OIDC/RFC 8414 discovery, and a tiny protected API (`/api/whoami`) that
+//! validates tokens the way a resource server would. Loopback only, with a key that lives as long
+//! as the process.
+//!
+//! It doubles as the token server of the integration tests, so it can be told to misbehave:
+//! `POST /_dev/faults` queues answers for the next token requests (errors, `Retry-After`, delays,
+//! garbage), and `GET /_dev/requests` lists the token requests it has received.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use url::form_urlencoded;
+
+/// What the issuer accepts and issues.
+pub struct IssuerSettings {
+    /// Lifetime of issued tokens (`expires_in`).
+    pub lifetime: Duration,
+    /// Registered clients: id → secret.
+    pub clients: HashMap<String, String>,
+}
+
+/// A queued misbehaviour for the next token request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Wait this long before answering (to provoke client timeouts).
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Answer with this status instead of issuing a token.
+    pub status: Option<u16>,
+    /// With `status`: an OAuth error code, sent as a §5.2 JSON body.
+    pub error: Option<String>,
+    /// With `status`: a raw body instead of the JSON error.
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+    /// A `Retry-After` header value.
+    pub retry_after: Option<String>,
+    /// Without `status`: issue a token with this lifetime instead.
+    pub lifetime_s: Option<u64>,
+    /// Without `status`: leave `expires_in` out of the response.
+    #[serde(default)]
+    pub omit_expires_in: bool,
+}
+
+/// One token request as the issuer saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seen {
+    pub at_ms: u64,
+    pub client_id: Option<String>,
+    pub auth: &'static str,
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Vec<String>,
+    pub organization: Option<String>,
+    pub user_agent: Option<String>,
+    pub status: u16,
+}
+
+struct Issuer {
+    key: Ed25519KeyPair,
+    kid: String,
+    base: String,
+    settings: IssuerSettings,
+    faults: Mutex<VecDeque<Fault>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A running issuer.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub base_url: String,
+}
+
+/// Binds 127.0.0.1:`port` (0 for any free port) and serves until `shutdown` completes.
+pub async fn start(
+    port: u16,
+    settings: IssuerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(Running, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let key = Ed25519KeyPair::generate()
+        .map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
+    let kid = URL_SAFE_NO_PAD.encode(
+        &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()
+            [..8],
+    );
+    let issuer = Arc::new(Issuer {
+        key,
+        kid,
+        base: base.clone(),
+        settings,
+        faults: Mutex::new(VecDeque::new()),
+        seen: Mutex::new(Vec::new()),
+    });
+    let app = Router::new()
+        .route("/oauth/token", post(token))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route("/jwks.json", get(jwks))
+        .route("/api/whoami", get(whoami))
+        .route("/_dev/faults", post(push_faults).delete(clear_faults))
+        .route("/_dev/requests", get(requests))
+        .with_state(issuer);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "development issuer stopped");
+        }
+    });
+    Ok((
+        Running {
+            addr,
+            base_url: base,
+        },
+        handle,
+    ))
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or
+/// both in the body — never both at once.
+/// A refusal: status, OAuth error code and description.
+type Refusal = (StatusCode, &'static str, &'static str);
+
+fn authenticate(
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<(String, String, &'static str), Refusal> {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "));
+    match (basic, field("client_secret")) {
+        (Some(_), Some(_)) => Err((
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "use only one client authentication method",
+        )),
+        (Some(b64), None) => {
+            let bad = || {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "malformed Basic credentials",
+                )
+            };
+            let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+            let text = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            let decode = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Ok((
+                decode(id).ok_or_else(bad)?,
+                decode(secret).ok_or_else(bad)?,
+                "client_secret_basic",
+            ))
+        }
+        (None, Some(secret)) => match field("client_id") {
+            Some(id) => Ok((id, secret, "client_secret_post")),
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client_id is missing",
+            )),
+        },
+        (None, None) => Err((
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "no client authentication",
+        )),
+    }
+}
+
+async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let fault = issuer
+        .faults
+        .lock()
+        .expect("faults lock")
+        .pop_front()
+        .unwrap_or_default();
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    }
+    let (response, who) = match (fault.status, authenticate(&headers, &form)) {
+        (Some(status), auth) => (fault_response(&fault, status), auth.ok()),
+        (None, Err((status, code, description))) => (oauth_error(status, code, description), None),
+        (None, Ok(who)) => {
+            let (id, secret, _) = &who;
+            let registered = issuer.settings.clients.get(id);
+            let response =
+                if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
+                    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
+                } else if field("grant_type").as_deref() != Some("client_credentials") {
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "unsupported_grant_type",
+                        "only client_credentials is supported",
+                    )
+                } else {
+                    issue(&issuer, id, &form, &fault)
+                };
+            (response, Some(who))
+        }
+    };
+    let resource: Vec<String> = form
+        .iter()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v.clone())
+        .collect();
+    issuer.seen.lock().expect("seen lock").push(Seen {
+        at_ms: now_ms(),
+        client_id: who.as_ref().map(|(id, _, _)| id.clone()),
+        auth: who.as_ref().map_or("none", |(_, _, method)| *method),
+        audience: field("audience"),
+        scope: field("scope"),
+        resource,
+        organization: field("organization"),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn fault_response(fault: &Fault, status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match (&fault.body, &fault.error) {
+        (Some(body), _) => (status, body.clone()).into_response(),
+        (None, Some(code)) => oauth_error(status, code, "injected by the development issuer"),
+        (None, None) => status.into_response(),
+    };
+    if let Some(ct) = fault
+        .content_type
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = fault
+        .retry_after
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, ra);
+    }
+    response
+}
+
+fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fault) -> Response {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let lifetime = fault
+        .lifetime_s
+        .map(Duration::from_secs)
+        .unwrap_or(issuer.settings.lifetime);
+    let now = now_ms() / 1000;
+    let resources: Vec<String> = form
+        .iter()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let audience: Value = match (field("audience"), resources.len()) {
+        (Some(a), _) => json!(a),
+        (None, 0) => json!(format!("{}/api", issuer.base)),
+        (None, 1) => json!(resources[0]),
+        (None, _) => json!(resources),
+    };
+    let mut jti = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut jti).expect("system randomness");
+    let mut claims = json!({
+        "iss": issuer.base,
+        "sub": format!("{client_id}@clients"),
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime.as_secs(),
+        "jti": URL_SAFE_NO_PAD.encode(jti),
+        "client_id": client_id,
+        "gty": "client-credentials",
+    });
+    if let Some(scope) = field("scope") {
+        claims["scope"] = json!(scope);
+    }
+    if let Some(org) = field("organization") {
+        claims["org_id"] = json!(org);
+    }
+    let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": issuer.kid });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = issuer.key.sign(signing_input.as_bytes());
+    let token = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    );
+    let mut body = json!({ "access_token": token, "token_type": "Bearer" });
+    if !fault.omit_expires_in {
+        body["expires_in"] = json!(lifetime.as_secs());
+    }
+    if let Some(scope) = field("scope") {
+        body["scope"] = json!(scope);
+    }
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn discovery(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    Json(json!({
+        "issuer": issuer.base,
+        "token_endpoint": format!("{}/oauth/token", issuer.base),
+        "jwks_uri": format!("{}/jwks.json", issuer.base),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+    }))
+}
+
+async fn jwks(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    Json(json!({ "keys": [{
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(issuer.key.public_key().as_ref()),
+        "kid": issuer.kid,
+        "use": "sig",
+        "alg": "EdDSA",
+    }]}))
+}
+
+/// A protected resource: validates the bearer token (signature, issuer, expiry) and echoes its
+/// claims, as an API behind the IdP would.
+async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Response {
+    let deny = |why: &str| {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_token", "error_description": why })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        r
+    };
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return deny("no bearer token");
+    };
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [h, c, s] = parts[..] else {
+        return deny("not a JWT");
+    };
+    let Ok(signature) = URL_SAFE_NO_PAD.decode(s) else {
+        return deny("bad signature encoding");
+    };
+    let public = UnparsedPublicKey::new(&ED25519, issuer.key.public_key().as_ref());
+    if public
+        .verify(format!("{h}.{c}").as_bytes(), &signature)
+        .is_err()
+    {
+        return deny("signature does not verify");
+    }
+    let Some(claims) = URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return deny("unreadable claims");
+    };
+    if claims["iss"] != json!(issuer.base) {
+        return deny("wrong issuer");
+    }
+    let now = now_ms() / 1000;
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    if exp <= now {
+        return deny("token expired");
+    }
+    Json(json!({
+        "ok": true,
+        "sub": claims["sub"],
+        "aud": claims["aud"],
+        "scope": claims["scope"],
+        "expires_in": exp - now,
+    }))
+    .into_response()
+}
+
+async fn push_faults(
+    State(issuer): State<Arc<Issuer>>,
+    Json(faults): Json<Vec<Fault>>,
+) -> StatusCode {
+    issuer.faults.lock().expect("faults lock").extend(faults);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(issuer): State<Arc<Issuer>>) -> StatusCode {
+    issuer.faults.lock().expect("faults lock").clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn requests(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    let seen = issuer.seen.lock().expect("seen lock").clone();
+    Json(json!({ "count": seen.len(), "requests": seen }))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,225 @@
+//! `tokend dev`: a development issuer on loopback plus the real daemon with a generated config,
+//! so a newcomer sees tokens appear and refresh without an IdP account. Never for production: the
+//! issuer binds 127.0.0.1 only, its signing key lives as long as the process, and it says so.
+
+pub mod issuer;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppError};
+use crate::output::atomic;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Directory for the generated config, secret, state and token files.
+    #[arg(long, default_value = "tokend-dev")]
+    pub dir: PathBuf,
+    /// Port of the development issuer on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Lifetime of the tokens the issuer hands out.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lifetime: Duration,
+    /// Run only the issuer, as a local test fixture, and print its URL on the first stdout line.
+    #[arg(long)]
+    pub issuer_only: bool,
+    /// With --issuer-only: a JSON file mapping the client ids the issuer accepts to their secrets.
+    #[arg(long, value_name = "FILE", requires = "issuer_only")]
+    pub clients_file: Option<PathBuf>,
+}
+
+const BANNER: &str = "\
++----------------------------------------------------------------------+
+|  tokend DEVELOPMENT MODE -- NOT FOR PRODUCTION                       |
+|  A throwaway token issuer is running on 127.0.0.1 only. Its signing  |
+|  key and client secret are generated now and mean nothing elsewhere. |
++----------------------------------------------------------------------+";
+
+pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError> {
+    if args.issuer_only {
+        return issuer_only(args, stop).await;
+    }
+    let dir = absolute(&args.dir)?;
+    atomic::create_parents(&dir, 0o700)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let secret = random_secret();
+    let secret_path = dir.join("client-secret");
+    write_private(&secret_path, secret.as_bytes())?;
+
+    let clients = HashMap::from([("tokend-dev".to_owned(), secret)]);
+    let issuer_stop = CancellationToken::new();
+    let (issuer, handle) = issuer::start(
+        args.port,
+        issuer::IssuerSettings {
+            lifetime: args.lifetime,
+            clients,
+        },
+        issuer_stop.clone().cancelled_owned(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot start the development issuer on 127.0.0.1:{}",
+            args.port
+        )
+    })?;
+
+    let config_path = dir.join("config.yaml");
+    std::fs::write(
+        &config_path,
+        example_config(&issuer.base_url, &dir, &secret_path),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    eprintln!("{BANNER}");
+    println!(
+        "{}",
+        instructions(&issuer.base_url, &args.dir, args.lifetime)
+    );
+    let _ = std::io::stdout().flush();
+
+    let result = app::run(&config_path, stop).await;
+    issuer_stop.cancel();
+    // Ignored: the issuer task only logs its own errors.
+    let _ = handle.await;
+    result
+}
+
+async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppError> {
+    let clients: HashMap<String, String> = match &args.clients_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a JSON object of id → secret", path.display())
+            })?
+        }
+        None => HashMap::from([("tokend-dev".to_owned(), "tokend-dev-secret".to_owned())]),
+    };
+    let mut signals = signal_hook_tokio::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
+    let issuer_stop = CancellationToken::new();
+    let (issuer, handle) = issuer::start(
+        args.port,
+        issuer::IssuerSettings {
+            lifetime: args.lifetime,
+            clients,
+        },
+        issuer_stop.clone().cancelled_owned(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot start the development issuer on 127.0.0.1:{}",
+            args.port
+        )
+    })?;
+    println!("tokend dev issuer listening on {}", issuer.base_url);
+    let _ = std::io::stdout().flush();
+    eprintln!("{BANNER}");
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = futures_util::StreamExt::next(&mut signals) => {}
+    }
+    issuer_stop.cancel();
+    let _ = handle.await;
+    Ok(())
+}
+
+fn example_config(base_url: &str, dir: &Path, secret: &Path) -> String {
+    let tokens = dir.join("tokens");
+    let t = |name: &str| tokens.join(name).display().to_string();
+    format!(
+        "\
+# Generated by `tokend dev` for the development issuer at {base_url}.
+# This is the shape of a production config; see README.md for every key.
+state_dir: {state}
+defaults:
+  token_url: {base_url}/oauth/token
+  client_id: tokend-dev
+  client_secret: {{ file: {secret} }}
+  # The development tokens live briefly; refresh well before they expire.
+  refresh: {{ at: 80%, jitter: 10%, min_remaining: 5s }}
+  retry: {{ initial: 1s, max: 30s }}
+clients:
+  demo:
+    audience: https://api.example.dev/
+    scope: read:demo
+    outputs:
+      - {{ path: {raw} }}
+      - {{ path: {header}, format: header }}
+      - {{ path: {json}, format: json }}
+      - {{ path: {env}, format: env }}
+  demo-basic:
+    auth: client_secret_basic
+    audience: https://reports.example.dev/
+    outputs:
+      - {{ path: {basic}, format: header }}
+",
+        state = dir.join("state").display(),
+        secret = secret.display(),
+        raw = t("demo.token"),
+        header = t("demo.header"),
+        json = t("demo.json"),
+        env = t("demo.env"),
+        basic = t("demo-basic.header"),
+    )
+}
+
+fn instructions(base_url: &str, dir: &Path, lifetime: Duration) -> String {
+    let d = dir.display();
+    format!(
+        "\
+issuer   {base_url}   (discovery: {base_url}/.well-known/openid-configuration)
+config   {d}/config.yaml
+tokens   {d}/tokens/
+
+Try, in another terminal:
+  cat {d}/tokens/demo.token
+  curl -H @{d}/tokens/demo.header {base_url}/api/whoami
+  jq . {d}/tokens/demo.json
+  (. {d}/tokens/demo.env && echo \"${{ACCESS_TOKEN:0:24}}...\")
+
+Tokens live {lifetime} and are refreshed at about 80% of that. Ctrl-C stops.",
+        lifetime = humantime::format_duration(lifetime)
+    )
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, AppError> {
+    if path.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(cwd.join(path))
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), AppError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(contents))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

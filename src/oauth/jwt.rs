@@ -1,0 +1,80 @@
+//! Reading the time claims of a JWT access token *without* verifying it. tokend only uses them to
+//! learn a lifetime the server did not state in `expires_in`; it never trusts them for access.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde_json::Value;
+
+/// Time claims (RFC 7519 §4.1.4–4.1.6) of a compact JWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeClaims {
+    pub exp: Option<SystemTime>,
+    pub iat: Option<SystemTime>,
+    pub nbf: Option<SystemTime>,
+}
+
+/// Returns the time claims if `token` looks like a compact JWS with a JSON payload, else `None`
+/// (opaque tokens and encrypted JWEs are not readable).
+pub fn time_claims(token: &str) -> Option<TimeClaims> {
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let Value::Object(claims) = serde_json::from_slice::<Value>(&bytes).ok()? else {
+        return None;
+    };
+    let time = |name: &str| {
+        let seconds = claims.get(name)?.as_f64()?;
+        (seconds.is_finite() && seconds >= 0.0)
+            .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    };
+    Some(TimeClaims {
+        exp: time("exp"),
+        iat: time("iat"),
+        nbf: time("nbf"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.{}", b64(r#"{"alg":"EdDSA"}"#), b64(payload), "c2ln")
+    }
+
+    #[test]
+    fn reads_numeric_time_claims() {
+        let c = time_claims(&jwt(r#"{"exp":1700003600,"iat":1700000000.5,"sub":"x"}"#)).unwrap();
+        assert_eq!(c.exp, Some(UNIX_EPOCH + Duration::from_secs(1_700_003_600)));
+        assert_eq!(
+            c.iat,
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
+        );
+        assert_eq!(c.nbf, None);
+    }
+
+    #[test]
+    fn opaque_and_malformed_tokens_have_no_claims() {
+        for t in [
+            "opaque-token",
+            "a.b",
+            "a.b.c.d.e",
+            "x.!!!.y",
+            &jwt("[1]"),
+            &jwt("not json"),
+        ] {
+            assert_eq!(time_claims(t), None, "{t}");
+        }
+        assert_eq!(
+            time_claims(&jwt(r#"{"exp":"tomorrow"}"#)).unwrap().exp,
+            None
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The OAuth 2.0 client-credentials exchange (RFC 6749 §4.4): building the request (`request`),
+//! reading the response (`response`), peeking at JWT claims (`jwt`), and the HTTP call itself
+//! (`client`). Everything except `client` is free of I/O and tested with plain values.
+
+pub mod client;
+pub mod jwt;
+pub mod request;
+pub mod response;
+
+pub use client::{FetchError, HttpClient};
+pub use request::TokenRequest;
+pub use response::{ErrorClass, IssuedToken, ResponseError};

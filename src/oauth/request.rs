@@ -1,0 +1,179 @@
+//! Encoding the token request: the form body and, for `client_secret_basic`, the Authorization
+//! header. The result holds the secret, so it lives in `secrecy` types with a redacted `Debug`.
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use url::form_urlencoded;
+
+use crate::config::{AuthMethod, Grant};
+
+/// A fully encoded token request.
+pub struct TokenRequest {
+    /// `Authorization` header value for `client_secret_basic`.
+    pub authorization: Option<SecretString>,
+    /// `application/x-www-form-urlencoded` body; holds the secret for `client_secret_post`.
+    pub body: SecretString,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenRequest([REDACTED])")
+    }
+}
+
+/// Builds the RFC 6749 §4.4.2 request for `grant`, authenticating with `auth` and `secret`.
+pub fn build(grant: &Grant, auth: AuthMethod, secret: &SecretString) -> TokenRequest {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(256));
+    form.append_pair("grant_type", "client_credentials");
+    let authorization = match auth {
+        AuthMethod::ClientSecretPost => {
+            // §2.3.1: id and secret as body parameters.
+            form.append_pair("client_id", &grant.client_id);
+            form.append_pair("client_secret", secret.expose_secret());
+            None
+        }
+        AuthMethod::ClientSecretBasic => Some(basic_authorization(&grant.client_id, secret)),
+    };
+    if let Some(audience) = &grant.audience {
+        form.append_pair("audience", audience);
+    }
+    if let Some(scope) = &grant.scope {
+        form.append_pair("scope", scope);
+    }
+    for resource in &grant.resources {
+        form.append_pair("resource", resource);
+    }
+    if let Some(organization) = &grant.organization {
+        form.append_pair("organization", organization);
+    }
+    for (name, value) in &grant.params {
+        form.append_pair(name, value);
+    }
+    TokenRequest {
+        authorization,
+        body: SecretString::from(form.finish()),
+    }
+}
+
+/// RFC 6749 §2.3.1: the id and secret are each encoded with the
+/// `application/x-www-form-urlencoded` algorithm *before* being joined with `:` and base64-encoded
+/// for HTTP Basic (RFC 7617). Servers decode them the same way, so `:` in an id survives.
+pub fn basic_authorization(client_id: &str, secret: &SecretString) -> SecretString {
+    let mut pair = zeroize::Zeroizing::new(String::with_capacity(client_id.len() + 64));
+    pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
+    pair.push(':');
+    pair.extend(form_urlencoded::byte_serialize(
+        secret.expose_secret().as_bytes(),
+    ));
+    let encoded =
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+    SecretString::from(format!("Basic {}", encoded.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> Grant {
+        Grant {
+            token_url: "https://idp.example/oauth/token".parse().unwrap(),
+            client_id: "my id".into(),
+            audience: Some("https://api.example/".into()),
+            scope: Some("read:a write:b".into()),
+            resources: vec!["https://r1.example/".into(), "https://r2.example/".into()],
+            organization: Some("org_123".into()),
+            params: vec![("tenant".into(), "a&b".into())],
+        }
+    }
+
+    fn decode_basic(header: &str) -> String {
+        let b64 = header.strip_prefix("Basic ").unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn post_puts_every_parameter_in_the_body_in_a_fixed_order() {
+        let req = build(
+            &grant(),
+            AuthMethod::ClientSecretPost,
+            &SecretString::from("s3cr=t&x"),
+        );
+        assert!(req.authorization.is_none());
+        assert_eq!(
+            req.body.expose_secret(),
+            "grant_type=client_credentials&client_id=my+id&client_secret=s3cr%3Dt%26x\
+             &audience=https%3A%2F%2Fapi.example%2F&scope=read%3Aa+write%3Ab\
+             &resource=https%3A%2F%2Fr1.example%2F&resource=https%3A%2F%2Fr2.example%2F\
+             &organization=org_123&tenant=a%26b"
+        );
+    }
+
+    #[test]
+    fn basic_keeps_the_secret_out_of_the_body() {
+        let req = build(
+            &grant(),
+            AuthMethod::ClientSecretBasic,
+            &SecretString::from("pw"),
+        );
+        assert!(!req.body.expose_secret().contains("client_secret"));
+        assert!(!req.body.expose_secret().contains("client_id"));
+        assert_eq!(
+            decode_basic(req.authorization.unwrap().expose_secret()),
+            "my+id:pw"
+        );
+    }
+
+    #[test]
+    fn basic_form_urlencodes_id_and_secret_before_base64() {
+        // Table of (client_id, secret, the user:password pair that goes into base64).
+        let cases = [
+            ("plain", "secret", "plain:secret"),
+            ("a:b", "c:d", "a%3Ab:c%3Ad"),
+            ("a+b", "c+d", "a%2Bb:c%2Bd"),
+            ("50%", "100%", "50%25:100%25"),
+            ("with space", "two  spaces", "with+space:two++spaces"),
+            ("ümlaut", "é", "%C3%BCmlaut:%C3%A9"),
+            ("x/y?z", "=&", "x%2Fy%3Fz:%3D%26"),
+        ];
+        for (id, secret, pair) in cases {
+            let header = basic_authorization(id, &SecretString::from(secret));
+            assert_eq!(
+                decode_basic(header.expose_secret()),
+                pair,
+                "id={id:?} secret={secret:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_parameters_are_left_out_when_unset() {
+        let g = Grant {
+            audience: None,
+            scope: None,
+            resources: vec![],
+            organization: None,
+            params: vec![],
+            ..grant()
+        };
+        let req = build(&g, AuthMethod::ClientSecretPost, &SecretString::from("pw"));
+        assert_eq!(
+            req.body.expose_secret(),
+            "grant_type=client_credentials&client_id=my+id&client_secret=pw"
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let req = build(
+            &grant(),
+            AuthMethod::ClientSecretPost,
+            &SecretString::from("hunter2"),
+        );
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
+}

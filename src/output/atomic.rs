@@ -1,0 +1,298 @@
+//! Atomic file replacement. A reader opening the target at any moment sees the complete old file
+//! or the complete new one, never a partial or empty file, even if tokend is killed mid-write:
+//!
+//! 1. create a uniquely named temp file next to the target (`O_EXCL`, mode 0600);
+//! 2. set its owner, group and mode on the open descriptor, before any byte is written;
+//! 3. write, then `fsync` the file;
+//! 4. `rename` it over the target (atomic within a directory);
+//! 5. `fsync` the directory, so the rename itself survives a crash.
+//!
+//! A killed run can leave a temp file behind; `remove_stale_temps` deletes those at start-up.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode for parent directories tokend creates.
+pub const DIR_MODE: u32 = 0o750;
+const TEMP_INFIX: &str = ".tokend-";
+const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RANDOM_LEN: usize = 8;
+
+/// A file to replace and the ownership it must have.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub path: &'a Path,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+/// Atomically replaces `target.path` with `contents`.
+pub fn write(target: &Target<'_>, contents: &[u8]) -> io::Result<()> {
+    let (dir, name) = split(target.path)?;
+    create_parents(dir, DIR_MODE)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}{TEMP_INFIX}"))
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .permissions(Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    let file = temp.as_file_mut();
+    if target.owner.is_some() || target.group.is_some() {
+        std::os::unix::fs::fchown(&*file, target.owner, target.group)?;
+    }
+    // After fchown: changing the owner may clear mode bits.
+    file.set_permissions(Permissions::from_mode(target.mode))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    // On failure the temp file is deleted when `PersistError` drops.
+    temp.persist(target.path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Creates missing directories on the way to `dir` with `mode` exactly (not reduced by umask).
+pub fn create_parents(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cursor = dir;
+    while !cursor.exists() {
+        missing.push(cursor.to_owned());
+        match cursor.parent() {
+            Some(parent) => cursor = parent,
+            None => break,
+        }
+    }
+    for path in missing.iter().rev() {
+        match fs::DirBuilder::new().mode(mode).create(path) {
+            Ok(()) => fs::set_permissions(path, Permissions::from_mode(mode))?,
+            // Another writer may have created it in the meantime.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes temp files a killed run left next to `path`. Only names this module creates are
+/// touched (`.{name}.tokend-XXXXXXXX.tmp`), and only regular files.
+pub fn remove_stale_temps(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let (dir, name) = split(path)?;
+    let prefix = format!(".{name}{TEMP_INFIX}");
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(random) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        if random.len() != TEMP_RANDOM_LEN || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+fn split(path: &Path) -> io::Result<(&Path, &str)> {
+    let invalid = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` does not name a file", path.display()),
+        )
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(invalid)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(invalid)?;
+    Ok((dir, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn target(path: &Path, mode: u32) -> Target<'_> {
+        Target {
+            path,
+            mode,
+            owner: None,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn writes_contents_with_the_exact_mode_and_creates_parents_0750() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/token");
+        write(&target(&path, 0o640), b"hello").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
+        assert_eq!(
+            fs::metadata(dir.path().join("a")).unwrap().mode() & 0o7777,
+            0o750
+        );
+        assert_eq!(
+            fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o7777,
+            0o750
+        );
+        // The mode is re-applied on every write, even if someone changed it in between.
+        fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
+        write(&target(&path, 0o600), b"again").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        // Nothing but the target is left in the directory.
+        let names: Vec<_> = fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["token"]);
+    }
+
+    #[test]
+    fn sets_owner_and_group_on_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owned");
+        let me = nix::unistd::getuid().as_raw();
+        let my_group = nix::unistd::getgid().as_raw();
+        write(
+            &Target {
+                path: &path,
+                mode: 0o600,
+                owner: Some(me),
+                group: Some(my_group),
+            },
+            b"x",
+        )
+        .unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (me, my_group));
+        if me == 0 {
+            write(
+                &Target {
+                    path: &path,
+                    mode: 0o640,
+                    owner: Some(65534),
+                    group: Some(65534),
+                },
+                b"y",
+            )
+            .unwrap();
+            let meta = fs::metadata(&path).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o777),
+                (65534, 65534, 0o640)
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        write(&target(&path, 0o600), b"old").unwrap();
+        // Renaming a file over a non-empty directory fails after the temp file was written.
+        let blocker = dir.path().join("dir");
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("f"), b"").unwrap();
+        assert!(write(&target(&blocker, 0o600), b"new").is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["dir", "token"]);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("billing.token");
+        let stale = dir.path().join(".billing.token.tokend-Ab3dE6gH.tmp");
+        let keep = [
+            ".billing.token.tokend-short.tmp",
+            ".other.token.tokend-Ab3dE6gH.tmp",
+            "billing.token.tokend-Ab3dE6gH.tmp",
+            ".billing.token.tokend-Ab3dE6gH.tmp.bak",
+        ];
+        fs::write(&stale, b"partial").unwrap();
+        for k in keep {
+            fs::write(dir.path().join(k), b"").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&path).unwrap(), vec![stale.clone()]);
+        assert!(!stale.exists());
+        for k in keep {
+            assert!(dir.path().join(k).exists(), "{k}");
+        }
+        assert!(
+            remove_stale_temps(&dir.path().join("missing/x"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// Readers looping on open/read while the file is replaced thousands of times only ever see
+    /// a complete version. Every version has a different length and a self-checking body.
+    #[test]
+    fn concurrent_readers_never_see_a_partial_or_empty_file() {
+        const ROTATIONS: usize = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(dir.path().join("token"));
+        let body = |n: usize| format!("begin-{n}-{}-end-{n}", "x".repeat(n % 977));
+        write(&target(&path, 0o600), body(0).as_bytes()).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (path, done) = (path.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut reads = 0usize;
+                    while !done.load(Ordering::Relaxed) {
+                        let text = String::from_utf8(fs::read(&*path).unwrap()).unwrap();
+                        let n: usize = text
+                            .strip_prefix("begin-")
+                            .unwrap()
+                            .split('-')
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert_eq!(text, body(n), "torn read");
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for n in 1..=ROTATIONS {
+            write(&target(&path, 0o600), body(n).as_bytes()).unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(reads > 0);
+        assert_eq!(fs::read(&*path).unwrap(), body(ROTATIONS).as_bytes());
+    }
+}

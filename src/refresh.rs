@@ -1,0 +1,503 @@
+//! The refresh loop. Clients whose grants are identical form a `Group` and share one token
+//! request; each group runs as its own task, so a slow or failing IdP for one group never delays
+//! another. A group task seeds itself from the previous token (in memory after a reload, or the
+//! state file after a restart), then sleeps on the wall clock until the token is due, refreshes,
+//! publishes it to every member's outputs and the store, and backs off on failure while the old
+//! token keeps being served.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AuthMethod, Client, Grant, Output, RetryPolicy, Timeouts};
+use crate::oauth::{ErrorClass, FetchError, HttpClient, request};
+use crate::output;
+use crate::schedule;
+use crate::secret::SecretSource;
+use crate::state;
+use crate::store::Store;
+use crate::token::{Token, rfc3339};
+
+/// Output retries back off from this …
+const OUTPUT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// … to this.
+const OUTPUT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Clients that receive the same token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub grant: Grant,
+    pub auth: AuthMethod,
+    pub secret: SecretSource,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+    /// In config order; never empty.
+    pub members: Vec<Arc<Client>>,
+    pub state_dir: PathBuf,
+}
+
+impl Group {
+    /// Groups clients that would send identical requests: same grant and the same way of
+    /// authenticating. Their refresh policies may differ; the earliest refresh time wins.
+    pub fn from_clients(clients: &[Arc<Client>], state_dir: &Path) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
+        for client in clients {
+            let same = groups.iter_mut().find(|g| {
+                g.grant == client.grant
+                    && g.auth == client.auth
+                    && g.secret == client.secret
+                    && g.timeouts == client.timeouts
+                    && g.retry == client.retry
+            });
+            match same {
+                Some(group) => group.members.push(client.clone()),
+                None => groups.push(Group {
+                    grant: client.grant.clone(),
+                    auth: client.auth,
+                    secret: client.secret.clone(),
+                    timeouts: client.timeouts,
+                    retry: client.retry,
+                    members: vec![client.clone()],
+                    state_dir: state_dir.to_owned(),
+                }),
+            }
+        }
+        groups
+    }
+
+    /// The member names, for logs: `billing` or `billing,reports`.
+    pub fn label(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Where a group's first token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// Another task of this process held a valid token for the same grant (a reload).
+    Memory,
+    /// A state file from an earlier run.
+    StateFile,
+}
+
+/// One group's refresh state machine. `run` drives it forever; `tokend once` calls its steps.
+pub struct Runner {
+    group: Group,
+    label: String,
+    fingerprint: String,
+    http: HttpClient,
+    store: Arc<Store>,
+    current: Option<Arc<Token>>,
+    /// When to next ask for a token (planned refresh or retry).
+    due: SystemTime,
+    failures: u32,
+    /// Outputs whose last write failed, as (member, output) indexes, and when to retry them.
+    failed_outputs: Vec<(usize, usize)>,
+    output_retry: (SystemTime, Duration),
+    expiry_reported: bool,
+}
+
+impl Runner {
+    pub fn new(group: Group, store: Arc<Store>) -> Result<Self, FetchError> {
+        let http = HttpClient::new(group.timeouts)?;
+        Ok(Runner {
+            label: group.label(),
+            fingerprint: group.grant.fingerprint(),
+            group,
+            http,
+            store,
+            current: None,
+            due: SystemTime::now(),
+            failures: 0,
+            failed_outputs: Vec::new(),
+            output_retry: (SystemTime::now(), OUTPUT_RETRY_INITIAL),
+            expiry_reported: false,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The token every member has now, if it is valid.
+    pub fn has_valid_token(&self, now: SystemTime) -> bool {
+        self.current.as_ref().is_some_and(|t| t.is_valid_at(now))
+    }
+
+    /// Whether a refresh is due at `now`.
+    pub fn is_due(&self, now: SystemTime) -> bool {
+        now >= self.due
+            || self
+                .current
+                .as_ref()
+                .is_none_or(|t| schedule::clock_went_back(t.issued_at, now))
+    }
+
+    /// Takes over a still-valid token for this grant, from a member's previous task or state file,
+    /// and publishes it. Returns where it came from, or `None` if a new token is needed.
+    pub async fn seed(&mut self) -> Option<Seed> {
+        let now = SystemTime::now();
+        // A member whose grant changed must not go on serving the old grant's token.
+        for member in &self.group.members {
+            self.store.update(&member.name, |s| {
+                if s.fingerprint != self.fingerprint {
+                    s.token = None;
+                }
+            });
+        }
+        let from_memory = self
+            .group
+            .members
+            .iter()
+            .filter_map(|m| self.store.get(&m.name))
+            .filter(|s| s.fingerprint == self.fingerprint)
+            .filter_map(|s| s.valid_token(now).cloned())
+            .max_by_key(|t| t.expires_at);
+        if let Some(token) = from_memory {
+            debug!(client = %self.label, "continuing with the token held before the reload");
+            self.adopt(token, Seed::Memory).await;
+            return Some(Seed::Memory);
+        }
+        let mut best: Option<Token> = None;
+        for member in &self.group.members {
+            match state::load(
+                &self.group.state_dir,
+                &member.name,
+                &self.fingerprint,
+                now,
+                Duration::from_secs(1),
+            ) {
+                Ok(token) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| token.expires_at > b.expires_at)
+                    {
+                        best = Some(token);
+                    }
+                }
+                Err(state::Unusable::Missing) => {}
+                Err(reason) => debug!(client = %member.name, ?reason, "saved token not reused"),
+            }
+        }
+        let token = Arc::new(best?);
+        self.adopt(token, Seed::StateFile).await;
+        Some(Seed::StateFile)
+    }
+
+    async fn adopt(&mut self, token: Arc<Token>, seed: Seed) {
+        let planned = self.plan(&token);
+        info!(
+            client = %self.label,
+            outcome = if seed == Seed::Memory { "kept" } else { "reused" },
+            expires_at = %rfc3339(token.expires_at),
+            next_refresh = %rfc3339(planned),
+            "{}",
+            if seed == Seed::Memory {
+                "kept the current token"
+            } else {
+                "reused the token saved by the previous run; no request sent"
+            }
+        );
+        self.due = planned;
+        // The state file already holds this token (or, after a reload, the same grant's).
+        self.publish(token, false).await;
+    }
+
+    /// The earliest refresh time any member's policy asks for.
+    fn plan(&self, token: &Token) -> SystemTime {
+        let sample = token.jitter_sample();
+        let plans =
+            self.group.members.iter().map(|m| {
+                schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample)
+            });
+        let earliest = plans.min_by_key(|p| p.at).expect("a group has members");
+        if earliest.min_remaining_unmet {
+            warn!(
+                client = %self.label,
+                lifetime = %humantime::format_duration(token.lifetime()),
+                "the token lives too briefly to be refreshed `min_remaining` before expiry; refreshing at half its lifetime"
+            );
+        }
+        earliest.at
+    }
+
+    /// Requests a new token now. On success it is published; on failure the current token stays
+    /// and the next attempt is scheduled with backoff.
+    pub async fn refresh(&mut self) -> Result<(), FetchError> {
+        let sent_at = SystemTime::now();
+        match self.fetch(sent_at).await {
+            Ok(token) => {
+                let token = Arc::new(token);
+                self.failures = 0;
+                self.expiry_reported = false;
+                self.due = self.plan(&token);
+                info!(
+                    client = %self.label,
+                    outcome = "refreshed",
+                    lifetime = %humantime::format_duration(token.lifetime()),
+                    lifetime_from = token.lifetime_source.as_str(),
+                    expires_at = %rfc3339(token.expires_at),
+                    next_refresh = %rfc3339(self.due),
+                    "obtained a new token"
+                );
+                self.publish(token, true).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self, sent_at: SystemTime) -> Result<Token, FetchError> {
+        let secret = self.group.secret.read()?;
+        let request = request::build(&self.group.grant, self.group.auth, &secret);
+        drop(secret);
+        let issued = self
+            .http
+            .fetch(&self.group.grant.token_url, &request)
+            .await?;
+        let default_lifetime = self
+            .group
+            .members
+            .iter()
+            .map(|m| m.refresh.default_lifetime)
+            .min()
+            .expect("a group has members");
+        Ok(Token::from_response(issued, sent_at, default_lifetime))
+    }
+
+    fn fail(&mut self, e: &FetchError) {
+        self.failures += 1;
+        let class = e.class();
+        let delay = schedule::retry_delay(
+            &self.group.retry,
+            class,
+            self.failures,
+            e.retry_after(),
+            rand::random::<f64>(),
+        );
+        let now = SystemTime::now();
+        self.due = now + delay;
+        let retry_in =
+            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))).to_string();
+        let keeping = match self.current.as_ref().filter(|t| t.is_valid_at(now)) {
+            Some(t) => format!(
+                "still serving the current token, valid until {}",
+                rfc3339(t.expires_at)
+            ),
+            None => "no valid token is available".to_owned(),
+        };
+        let message = e.to_string();
+        for member in &self.group.members {
+            self.store.update(&member.name, |s| {
+                s.last_error = Some(message.clone());
+                s.failures = self.failures;
+                s.next_attempt = Some(self.due);
+            });
+        }
+        match class {
+            ErrorClass::Permanent => error!(
+                client = %self.label,
+                outcome = "rejected",
+                attempt = self.failures,
+                error = %message,
+                "token request rejected; check the client's credentials and settings; {keeping}; retrying in {retry_in}"
+            ),
+            ErrorClass::RateLimited => warn!(
+                client = %self.label,
+                outcome = "rate-limited",
+                attempt = self.failures,
+                error = %message,
+                retry_after = ?e.retry_after().map(|d| d.as_secs()),
+                "token endpoint asked to slow down; {keeping}; retrying in {retry_in}"
+            ),
+            ErrorClass::Transient => warn!(
+                client = %self.label,
+                outcome = "failed",
+                attempt = self.failures,
+                error = %message,
+                "token request failed; {keeping}; retrying in {retry_in}"
+            ),
+        }
+    }
+
+    /// Makes `token` current: store first (readers see it at once), then files, then state.
+    async fn publish(&mut self, token: Arc<Token>, save_state: bool) {
+        self.current = Some(token.clone());
+        for member in &self.group.members {
+            self.store.update(&member.name, |s| {
+                s.token = Some(token.clone());
+                s.fingerprint = self.fingerprint.clone();
+                s.last_error = None;
+                s.failures = 0;
+                s.next_attempt = Some(self.due);
+            });
+        }
+        let all: Vec<(usize, usize)> = self
+            .group
+            .members
+            .iter()
+            .enumerate()
+            .flat_map(|(m, member)| (0..member.outputs.len()).map(move |o| (m, o)))
+            .collect();
+        self.failed_outputs = self.write_outputs(&token, all, save_state).await;
+        self.output_retry = (
+            SystemTime::now() + OUTPUT_RETRY_INITIAL,
+            OUTPUT_RETRY_INITIAL,
+        );
+    }
+
+    /// Writes the given outputs on a blocking thread; returns those that failed. The write is not
+    /// cancellable: once started, it finishes, so files are never left half-replaced by a reload
+    /// or shutdown.
+    async fn write_outputs(
+        &self,
+        token: &Arc<Token>,
+        which: Vec<(usize, usize)>,
+        save_state: bool,
+    ) -> Vec<(usize, usize)> {
+        let members = self.group.members.clone();
+        let token = token.clone();
+        let label = self.label.clone();
+        let fingerprint = self.fingerprint.clone();
+        let state_dir = self.group.state_dir.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            for (m, o) in which {
+                let out: &Output = &members[m].outputs[o];
+                match output::write(out, &token) {
+                    Ok(()) => {
+                        debug!(client = %members[m].name, path = %out.path.display(), "wrote output")
+                    }
+                    Err(e) => {
+                        error!(
+                            client = %members[m].name,
+                            path = %out.path.display(),
+                            error = %e,
+                            "cannot write output; the other outputs are unaffected; retrying shortly"
+                        );
+                        failed.push((m, o));
+                    }
+                }
+            }
+            if save_state {
+                for member in members.iter() {
+                    if let Err(e) = state::save(&state_dir, &member.name, &fingerprint, &token) {
+                        warn!(
+                            client = %label,
+                            dir = %state_dir.display(),
+                            error = %e,
+                            "cannot save the token for reuse after a restart; a restart will request a new one"
+                        );
+                    }
+                }
+            }
+            failed
+        });
+        match job.await {
+            Ok(failed) => failed,
+            Err(e) => {
+                error!(client = %self.label, error = %e, "output writer stopped unexpectedly");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn retry_outputs(&mut self) {
+        let Some(token) = self.current.clone() else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.failed_outputs);
+        let count = pending.len();
+        self.failed_outputs = self.write_outputs(&token, pending, false).await;
+        let (_, backoff) = self.output_retry;
+        if self.failed_outputs.is_empty() {
+            info!(client = %self.label, outputs = count, "failed outputs written");
+        } else {
+            let next = (backoff * 2).min(OUTPUT_RETRY_MAX);
+            self.output_retry = (SystemTime::now() + next, next);
+        }
+    }
+
+    /// Drives the group until `cancel` fires. `first_attempt` is told once the group has a token
+    /// or its first request has finished, whichever comes first (for readiness).
+    pub async fn run(
+        mut self,
+        cancel: CancellationToken,
+        first_attempt: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let mut first_attempt = first_attempt;
+        if self.seed().await.is_some() {
+            signal_once(&mut first_attempt);
+        }
+        loop {
+            let now = SystemTime::now();
+            if let Some(token) = &self.current
+                && schedule::clock_went_back(token.issued_at, now)
+                && self.due > now
+            {
+                warn!(
+                    client = %self.label,
+                    issued_at = %rfc3339(token.issued_at),
+                    "the clock went back since the token was obtained; its expiry cannot be trusted, refreshing now"
+                );
+                self.due = now;
+            }
+            if now >= self.due {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    // The outcome is logged and recorded in the store by `refresh` itself.
+                    _ = self.refresh() => {}
+                }
+                signal_once(&mut first_attempt);
+                continue;
+            }
+            let mut wake = self.due;
+            if !self.failed_outputs.is_empty() {
+                wake = wake.min(self.output_retry.0);
+            }
+            let expiry = self
+                .current
+                .as_ref()
+                .map(|t| t.expires_at)
+                .filter(|_| !self.expiry_reported);
+            if let Some(expiry) = expiry {
+                wake = wake.min(expiry);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = schedule::sleep_until(wake) => {}
+            }
+            let now = SystemTime::now();
+            if let Some(expiry) = expiry
+                && now >= expiry
+            {
+                self.expiry_reported = true;
+                error!(
+                    client = %self.label,
+                    expired_at = %rfc3339(expiry),
+                    "the token expired before a new one could be obtained; readers now get an expired token"
+                );
+            }
+            if !self.failed_outputs.is_empty() && now >= self.output_retry.0 {
+                self.retry_outputs().await;
+            }
+        }
+    }
+}
+
+fn signal_once(tx: &mut Option<tokio::sync::oneshot::Sender<()>>) {
+    if let Some(tx) = tx.take() {
+        // Ignored: the receiver is gone once start-up has completed or been abandoned.
+        let _ = tx.send(());
+    }
+}

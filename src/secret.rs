@@ -1,0 +1,177 @@
+//! Where client secrets come from, and reading them without ever letting one reach a log line,
+//! an error message or `Debug` output.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// The largest secret file tokend will read; anything bigger is a misconfiguration.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// A configured secret source. Files and credentials are read on every token request, so a
+/// rotated secret is picked up without a restart.
+#[derive(Clone)]
+pub enum SecretSource {
+    /// Written inline in the config file.
+    Literal(SecretString),
+    /// A file holding the secret; one trailing newline is ignored.
+    File(PathBuf),
+    /// An environment variable of the tokend process.
+    Env(String),
+    /// `$CREDENTIALS_DIRECTORY/NAME`, as provided by systemd `LoadCredential=`.
+    Credential(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read client secret from {source_desc}: {reason}")]
+    Unreadable { source_desc: String, reason: String },
+    #[error("client secret from {0} is empty")]
+    Empty(String),
+    #[error("client secret from {0} is not valid UTF-8")]
+    NotUtf8(String),
+    #[error("client secret from {0} contains a line break or control character")]
+    ControlCharacter(String),
+}
+
+impl SecretSource {
+    /// A description that names the source but never its content.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Literal(_) => "the config file (inline)".to_owned(),
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Env(var) => format!("environment variable {var}"),
+            SecretSource::Credential(name) => format!("systemd credential {name}"),
+        }
+    }
+
+    /// Reads the secret now.
+    pub fn read(&self) -> Result<SecretString, SecretError> {
+        let desc = self.describe();
+        let value: Zeroizing<String> = match self {
+            SecretSource::Literal(s) => Zeroizing::new(s.expose_secret().to_owned()),
+            SecretSource::File(path) => read_file(path, &desc)?,
+            SecretSource::Env(var) => match std::env::var_os(var) {
+                None => {
+                    return Err(SecretError::Unreadable {
+                        source_desc: desc,
+                        reason: "the variable is not set".into(),
+                    });
+                }
+                Some(v) => Zeroizing::new(
+                    v.into_string()
+                        .map_err(|_| SecretError::NotUtf8(desc.clone()))?,
+                ),
+            },
+            SecretSource::Credential(name) => {
+                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                    return Err(SecretError::Unreadable {
+                        source_desc: desc,
+                        reason: "$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential= in the unit".into(),
+                    });
+                };
+                read_file(&Path::new(&dir).join(name), &desc)?
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty(desc));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(SecretError::ControlCharacter(desc));
+        }
+        Ok(SecretString::from(value.as_str()))
+    }
+}
+
+fn read_file(path: &Path, desc: &str) -> Result<Zeroizing<String>, SecretError> {
+    let unreadable = |e: std::io::Error| SecretError::Unreadable {
+        source_desc: desc.to_owned(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(256));
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(SecretError::Unreadable {
+            source_desc: desc.to_owned(),
+            reason: format!("the file is larger than {MAX_SECRET_BYTES} bytes"),
+        });
+    }
+    // Editors and `echo` add one trailing newline; it is never part of the secret.
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8(desc.to_owned()))?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Literal(_) => f.write_str("Literal([REDACTED])"),
+            SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            SecretSource::Credential(n) => f.debug_tuple("Credential").field(n).finish(),
+        }
+    }
+}
+
+impl PartialEq for SecretSource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (SecretSource::Literal(a), SecretSource::Literal(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            (SecretSource::File(a), SecretSource::File(b)) => a == b,
+            (SecretSource::Env(a), SecretSource::Env(b)) => a == b,
+            (SecretSource::Credential(a), SecretSource::Credential(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_secrets_drop_one_trailing_newline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "p@ss word\r\n").unwrap();
+        let got = SecretSource::File(path.clone()).read().unwrap();
+        assert_eq!(got.expose_secret(), "p@ss word");
+
+        std::fs::write(&path, "two\nlines\n").unwrap();
+        assert!(matches!(
+            SecretSource::File(path.clone()).read(),
+            Err(SecretError::ControlCharacter(_))
+        ));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            SecretSource::File(path).read(),
+            Err(SecretError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_the_secret() {
+        let source = SecretSource::Literal(SecretString::from("hunter2-very-secret"));
+        assert!(!format!("{source:?}").contains("hunter2"));
+        let missing = SecretSource::File("/nonexistent/tokend-secret".into())
+            .read()
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/tokend-secret"),
+            "{missing}"
+        );
+    }
+}

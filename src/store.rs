@@ -1,0 +1,85 @@
+//! The current token and health of every client, published through `tokio::sync::watch` so
+//! readers (the socket API, `once`, readiness) see each change without polling and never wait on
+//! the token endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::config::ClientName;
+use crate::token::Token;
+
+/// What is known about one client at a moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The newest token, even if it has expired since (check `Token::is_valid_at`).
+    pub token: Option<Arc<Token>>,
+    /// `Grant::fingerprint` of the grant `token` was obtained with.
+    pub fingerprint: String,
+    /// When tokend will next ask for a token (a refresh or a retry).
+    pub next_attempt: Option<SystemTime>,
+    /// The last failure, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+}
+
+impl Snapshot {
+    pub fn valid_token(&self, now: SystemTime) -> Option<&Arc<Token>> {
+        self.token.as_ref().filter(|t| t.is_valid_at(now))
+    }
+}
+
+#[derive(Default)]
+pub struct Store {
+    // std RwLock: never held across an await.
+    clients: RwLock<BTreeMap<ClientName, watch::Sender<Snapshot>>>,
+}
+
+impl Store {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Store::default())
+    }
+
+    /// Makes the set of clients exactly `names`: new ones start empty, missing ones are dropped,
+    /// existing ones keep their state.
+    pub fn retain_clients<'a>(&self, names: impl IntoIterator<Item = &'a ClientName>) {
+        let mut clients = self.clients.write().expect("store lock poisoned");
+        let wanted: BTreeMap<&ClientName, ()> = names.into_iter().map(|n| (n, ())).collect();
+        clients.retain(|name, _| wanted.contains_key(name));
+        for name in wanted.into_keys() {
+            clients
+                .entry(name.clone())
+                .or_insert_with(|| watch::Sender::new(Snapshot::default()));
+        }
+    }
+
+    /// Changes a client's snapshot in place and wakes its watchers. Unknown names are ignored
+    /// (the client was removed by a reload while its task was finishing).
+    pub fn update(&self, name: &ClientName, change: impl FnOnce(&mut Snapshot)) {
+        let clients = self.clients.read().expect("store lock poisoned");
+        if let Some(sender) = clients.get(name) {
+            sender.send_modify(change);
+        }
+    }
+
+    pub fn get(&self, name: &ClientName) -> Option<Snapshot> {
+        let clients = self.clients.read().expect("store lock poisoned");
+        clients.get(name).map(|s| s.borrow().clone())
+    }
+
+    pub fn subscribe(&self, name: &ClientName) -> Option<watch::Receiver<Snapshot>> {
+        let clients = self.clients.read().expect("store lock poisoned");
+        clients.get(name).map(|s| s.subscribe())
+    }
+
+    pub fn all(&self) -> Vec<(ClientName, Snapshot)> {
+        let clients = self.clients.read().expect("store lock poisoned");
+        clients
+            .iter()
+            .map(|(n, s)| (n.clone(), s.borrow().clone()))
+            .collect()
+    }
+}
