@@ -48,10 +48,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a task for every group of `config`. The receivers resolve as each group finishes
     /// its first attempt.
-    pub fn start(
-        config: Config,
-        store: Arc<Store>,
-    ) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
+    pub fn start(config: Config, store: Arc<Store>) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
         let mut daemon = Daemon {
             config: config.clone(),
             store,
@@ -59,9 +56,7 @@ impl Daemon {
             tracker: TaskTracker::new(),
         };
         let mut first = Vec::new();
-        daemon
-            .store
-            .retain_clients(config.clients.iter().map(|c| &c.name));
+        daemon.store.retain_clients(config.clients.iter().map(|c| &c.name));
         for group in Group::from_clients(&config.clients, &config.state_dir) {
             first.push(daemon.spawn(group)?);
         }
@@ -74,16 +69,11 @@ impl Daemon {
 
     fn spawn(&mut self, group: Group) -> Result<oneshot::Receiver<()>, AppError> {
         remove_stale_temps(&group);
-        let runner =
-            Runner::new(group.clone(), self.store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let runner = Runner::new(group.clone(), self.store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let handle = self.tracker.spawn(runner.run(cancel.clone(), Some(tx)));
-        self.running.push(Running {
-            group,
-            cancel,
-            handle,
-        });
+        self.running.push(Running { group, cancel, handle });
         Ok(rx)
     }
 
@@ -103,8 +93,7 @@ impl Daemon {
             }
         }
         let summary = Summary::new(&self.config, &config);
-        self.store
-            .retain_clients(config.clients.iter().map(|c| &c.name));
+        self.store.retain_clients(config.clients.iter().map(|c| &c.name));
         for name in &summary.removed {
             if let Err(e) = state::remove(&self.config.state_dir, name) {
                 warn!(client = %name, error = %e, "cannot delete the removed client's state file");
@@ -157,9 +146,7 @@ impl Summary {
         for client in &new.clients {
             match old.clients.iter().find(|c| c.name == client.name) {
                 None => s.added.push(client.name.clone()),
-                Some(previous) if previous == client && old.state_dir == new.state_dir => {
-                    s.unchanged += 1
-                }
+                Some(previous) if previous == client && old.state_dir == new.state_dir => s.unchanged += 1,
                 Some(_) => s.changed.push(client.name.clone()),
             }
         }
@@ -194,10 +181,7 @@ impl Summary {
 }
 
 fn remove_stale_temps(group: &Group) {
-    let state_files = group
-        .members
-        .iter()
-        .map(|m| state::path(&group.state_dir, &m.name));
+    let state_files = group.members.iter().map(|m| state::path(&group.state_dir, &m.name));
     let outputs = group
         .members
         .iter()
@@ -276,10 +260,7 @@ async fn reload(daemon: &mut Daemon, config_path: &Path) {
 fn readiness_status(store: &Store) -> String {
     let now = SystemTime::now();
     let all = store.all();
-    let valid = all
-        .iter()
-        .filter(|(_, s)| s.valid_token(now).is_some())
-        .count();
+    let valid = all.iter().filter(|(_, s)| s.valid_token(now).is_some()).count();
     format!("{valid} of {} clients have a valid token", all.len())
 }
 

@@ -34,9 +34,7 @@ pub fn check(config: &Config) -> Report {
         config.state_dir.display()
     );
     check_dir(&mut r, "state_dir", &config.state_dir, None);
-    let config_mode = std::fs::metadata(&config.source)
-        .map(|m| m.mode() & 0o777)
-        .unwrap_or(0);
+    let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
         describe(&mut r, client, &groups, config_mode);
     }
@@ -46,12 +44,7 @@ pub fn check(config: &Config) -> Report {
 fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
-    let _ = writeln!(
-        r.text,
-        "  token endpoint  {} ({})",
-        c.grant.token_url,
-        c.auth.as_str()
-    );
+    let _ = writeln!(r.text, "  token endpoint  {} ({})", c.grant.token_url, c.auth.as_str());
     let _ = writeln!(r.text, "  client id       {}", c.grant.client_id);
     let secret_state = match c.secret.read() {
         Ok(_) => "readable".to_owned(),
@@ -60,11 +53,7 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
             "NOT READABLE".to_owned()
         }
     };
-    let _ = writeln!(
-        r.text,
-        "  client secret   {} ({secret_state})",
-        c.secret.describe()
-    );
+    let _ = writeln!(r.text, "  client secret   {} ({secret_state})", c.secret.describe());
     if let SecretSource::Literal(_) = c.secret {
         let mut warning = format!(
             "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
@@ -109,20 +98,14 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
     );
     if c.outputs.is_empty() {
         let _ = writeln!(r.text, "  outputs         none");
-        r.warnings.push(format!(
-            "{n}: no outputs; the token is not published anywhere"
-        ));
+        r.warnings
+            .push(format!("{n}: no outputs; the token is not published anywhere"));
     }
     for (i, o) in c.outputs.iter().enumerate() {
         let label = if i == 0 { "outputs" } else { "" };
         let owner = ownership(o);
         let dir = o.path.parent().unwrap_or(Path::new("/"));
-        let state = check_dir(
-            r,
-            &format!("{n}: output {}", o.path.display()),
-            dir,
-            Some(o),
-        );
+        let state = check_dir(r, &format!("{n}: output {}", o.path.display()), dir, Some(o));
         let _ = writeln!(
             r.text,
             "  {label:<15} {} ({}, {}{owner}; {state})",
@@ -148,11 +131,7 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
             .filter(|m| m.name != c.name)
             .map(|m| m.name.as_str())
             .collect();
-        let _ = writeln!(
-            r.text,
-            "  shares its token request with {}",
-            others.join(", ")
-        );
+        let _ = writeln!(r.text, "  shares its token request with {}", others.join(", "));
     }
 }
 
@@ -161,12 +140,8 @@ fn ownership(o: &Output) -> String {
         (None, None) => String::new(),
         (owner, group) => format!(
             ", {}:{}",
-            owner
-                .as_ref()
-                .map_or("-".to_owned(), |u| u.spec.to_string()),
-            group
-                .as_ref()
-                .map_or("-".to_owned(), |g| g.spec.to_string())
+            owner.as_ref().map_or("-".to_owned(), |u| u.spec.to_string()),
+            group.as_ref().map_or("-".to_owned(), |g| g.spec.to_string())
         ),
     }
 }
@@ -189,7 +164,10 @@ fn check_dir(r: &mut Report, what: &str, dir: &Path, output: Option<&Output>) ->
             && !euid.is_root()
             && !in_group(Gid::from_raw(group.id))
         {
-            r.problems.push(format!("{what}: tokend (uid {euid}) is not a member of group {}, so it cannot give the file that group", group.spec));
+            r.problems.push(format!(
+                "{what}: tokend (uid {euid}) is not a member of group {}, so it cannot give the file that group",
+                group.spec
+            ));
         }
     }
     let mut existing = dir;

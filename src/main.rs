@@ -76,13 +76,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run => app::run(&cli.config, CancellationToken::new())
-                .await
-                .map(|()| true),
+            Command::Run => app::run(&cli.config, CancellationToken::new()).await.map(|()| true),
             Command::Once { force } => app::once(config::load(&cli.config)?, force).await,
-            Command::Dev(args) => dev::run(args, CancellationToken::new())
-                .await
-                .map(|()| true),
+            Command::Dev(args) => dev::run(args, CancellationToken::new()).await.map(|()| true),
             Command::Check => unreachable!("handled above"),
         }
     });

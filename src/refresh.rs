@@ -175,10 +175,7 @@ impl Runner {
                 Duration::from_secs(1),
             ) {
                 Ok(token) => {
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| token.expires_at > b.expires_at)
-                    {
+                    if best.as_ref().is_none_or(|b| token.expires_at > b.expires_at) {
                         best = Some(token);
                     }
                 }
@@ -213,10 +210,11 @@ impl Runner {
     /// The earliest refresh time any member's policy asks for.
     fn plan(&self, token: &Token) -> SystemTime {
         let sample = token.jitter_sample();
-        let plans =
-            self.group.members.iter().map(|m| {
-                schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample)
-            });
+        let plans = self
+            .group
+            .members
+            .iter()
+            .map(|m| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample));
         let earliest = plans.min_by_key(|p| p.at).expect("a group has members");
         if earliest.min_remaining_unmet {
             warn!(
@@ -261,10 +259,7 @@ impl Runner {
         let secret = self.group.secret.read()?;
         let request = request::build(&self.group.grant, self.group.auth, &secret);
         drop(secret);
-        let issued = self
-            .http
-            .fetch(&self.group.grant.token_url, &request)
-            .await?;
+        let issued = self.http.fetch(&self.group.grant.token_url, &request).await?;
         let default_lifetime = self
             .group
             .members
@@ -287,13 +282,9 @@ impl Runner {
         );
         let now = SystemTime::now();
         self.due = now + delay;
-        let retry_in =
-            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))).to_string();
+        let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))).to_string();
         let keeping = match self.current.as_ref().filter(|t| t.is_valid_at(now)) {
-            Some(t) => format!(
-                "still serving the current token, valid until {}",
-                rfc3339(t.expires_at)
-            ),
+            Some(t) => format!("still serving the current token, valid until {}", rfc3339(t.expires_at)),
             None => "no valid token is available".to_owned(),
         };
         let message = e.to_string();
@@ -350,10 +341,7 @@ impl Runner {
             .flat_map(|(m, member)| (0..member.outputs.len()).map(move |o| (m, o)))
             .collect();
         self.failed_outputs = self.write_outputs(&token, all, save_state).await;
-        self.output_retry = (
-            SystemTime::now() + OUTPUT_RETRY_INITIAL,
-            OUTPUT_RETRY_INITIAL,
-        );
+        self.output_retry = (SystemTime::now() + OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_INITIAL);
     }
 
     /// Writes the given outputs on a blocking thread; returns those that failed. The write is not
@@ -430,11 +418,7 @@ impl Runner {
 
     /// Drives the group until `cancel` fires. `first_attempt` is told once the group has a token
     /// or its first request has finished, whichever comes first (for readiness).
-    pub async fn run(
-        mut self,
-        cancel: CancellationToken,
-        first_attempt: Option<tokio::sync::oneshot::Sender<()>>,
-    ) {
+    pub async fn run(mut self, cancel: CancellationToken, first_attempt: Option<tokio::sync::oneshot::Sender<()>>) {
         let mut first_attempt = first_attempt;
         if self.seed().await.is_some() {
             signal_once(&mut first_attempt);

@@ -26,19 +26,11 @@ pub struct RefreshPlan {
 /// The refresh time of a token issued at `issued` and expiring at `expires`: `policy.at` of the
 /// lifetime, moved by `policy.jitter` × lifetime × `sample` (`sample` in [-1, 1]), but no later
 /// than `min_remaining` before expiry — unless that would be before half the lifetime.
-pub fn refresh_at(
-    issued: SystemTime,
-    expires: SystemTime,
-    policy: &RefreshPolicy,
-    sample: f64,
-) -> RefreshPlan {
+pub fn refresh_at(issued: SystemTime, expires: SystemTime, policy: &RefreshPolicy, sample: f64) -> RefreshPlan {
     let lifetime = expires.duration_since(issued).unwrap_or(Duration::ZERO);
     let fraction = (policy.at + policy.jitter * sample.clamp(-1.0, 1.0)).clamp(0.0, 1.0);
     let planned = issued + lifetime.mul_f64(fraction);
-    let latest = expires
-        .checked_sub(policy.min_remaining)
-        .unwrap_or(issued)
-        .max(issued);
+    let latest = expires.checked_sub(policy.min_remaining).unwrap_or(issued).max(issued);
     if planned <= latest {
         return RefreshPlan {
             at: planned,
@@ -68,10 +60,7 @@ pub fn retry_delay(
         ErrorClass::Permanent => policy.max,
         ErrorClass::Transient | ErrorClass::RateLimited => {
             let doublings = attempt.saturating_sub(1).min(30);
-            let cap = policy
-                .initial
-                .saturating_mul(1 << doublings)
-                .min(policy.max);
+            let cap = policy.initial.saturating_mul(1 << doublings).min(policy.max);
             policy.initial + (cap - policy.initial).mul_f64(sample.clamp(0.0, 1.0))
         }
     };
@@ -126,8 +115,8 @@ mod tests {
         let t0 = UNIX_EPOCH + S(1_000_000);
         // (lifetime s, at, jitter, min_remaining s, sample, expected refresh offset s, unmet)
         let cases: &[(u64, f64, f64, u64, f64, f64, bool)] = &[
-            (3600, 0.8, 0.1, 120, 0.0, 2880.0, false), // 80% of an hour
-            (3600, 0.8, 0.1, 120, 1.0, 3240.0, false), // +10% of lifetime
+            (3600, 0.8, 0.1, 120, 0.0, 2880.0, false),  // 80% of an hour
+            (3600, 0.8, 0.1, 120, 1.0, 3240.0, false),  // +10% of lifetime
             (3600, 0.8, 0.1, 120, -1.0, 2520.0, false), // -10% of lifetime
             (3600, 0.8, 0.1, 120, 0.5, 3060.0, false),
             (86400, 0.8, 0.1, 7200, 1.0, 77760.0, false), // 90% leaves 2.4h > 2h: fine

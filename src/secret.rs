@@ -61,16 +61,14 @@ impl SecretSource {
                         reason: "the variable is not set".into(),
                     });
                 }
-                Some(v) => Zeroizing::new(
-                    v.into_string()
-                        .map_err(|_| SecretError::NotUtf8(desc.clone()))?,
-                ),
+                Some(v) => Zeroizing::new(v.into_string().map_err(|_| SecretError::NotUtf8(desc.clone()))?),
             },
             SecretSource::Credential(name) => {
                 let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
                     return Err(SecretError::Unreadable {
                         source_desc: desc,
-                        reason: "$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential= in the unit".into(),
+                        reason: "$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential= in the unit"
+                            .into(),
                     });
                 };
                 read_file(&Path::new(&dir).join(name), &desc)?
@@ -127,9 +125,7 @@ impl fmt::Debug for SecretSource {
 impl PartialEq for SecretSource {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (SecretSource::Literal(a), SecretSource::Literal(b)) => {
-                a.expose_secret() == b.expose_secret()
-            }
+            (SecretSource::Literal(a), SecretSource::Literal(b)) => a.expose_secret() == b.expose_secret(),
             (SecretSource::File(a), SecretSource::File(b)) => a == b,
             (SecretSource::Env(a), SecretSource::Env(b)) => a == b,
             (SecretSource::Credential(a), SecretSource::Credential(b)) => a == b,
@@ -156,10 +152,7 @@ mod tests {
             Err(SecretError::ControlCharacter(_))
         ));
         std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(
-            SecretSource::File(path).read(),
-            Err(SecretError::Empty(_))
-        ));
+        assert!(matches!(SecretSource::File(path).read(), Err(SecretError::Empty(_))));
     }
 
     #[test]
@@ -169,9 +162,6 @@ mod tests {
         let missing = SecretSource::File("/nonexistent/tokend-secret".into())
             .read()
             .unwrap_err();
-        assert!(
-            missing.to_string().contains("/nonexistent/tokend-secret"),
-            "{missing}"
-        );
+        assert!(missing.to_string().contains("/nonexistent/tokend-secret"), "{missing}");
     }
 }

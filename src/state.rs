@@ -51,9 +51,7 @@ pub fn save(dir: &Path, client: &ClientName, fingerprint: &str, token: &Token) -
         issued_at_ms: unix_millis(token.issued_at),
         expires_at_ms: unix_millis(token.expires_at),
     };
-    let mut bytes = Zeroizing::new(Vec::with_capacity(
-        token.access_token.expose_secret().len() + 512,
-    ));
+    let mut bytes = Zeroizing::new(Vec::with_capacity(token.access_token.expose_secret().len() + 512));
     serde_json::to_writer(&mut *bytes, &saved).map_err(io::Error::other)?;
     let path = path(dir, client);
     atomic::write(
@@ -90,13 +88,10 @@ pub fn load(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
         Err(e) => return Err(Unusable::Unreadable(e.to_string())),
     };
-    let saved: Saved<'_> = serde_json::from_slice(&bytes)
-        .map_err(|e| Unusable::Unreadable(format!("not a state file: {e}")))?;
+    let saved: Saved<'_> =
+        serde_json::from_slice(&bytes).map_err(|e| Unusable::Unreadable(format!("not a state file: {e}")))?;
     if saved.format != FORMAT_VERSION {
-        return Err(Unusable::Unreadable(format!(
-            "unknown state format {}",
-            saved.format
-        )));
+        return Err(Unusable::Unreadable(format!("unknown state format {}", saved.format)));
     }
     if saved.fingerprint != fingerprint {
         return Err(Unusable::OtherGrant);
@@ -153,10 +148,7 @@ mod tests {
 
         save(&state, &name, "fp", &token(3600)).unwrap();
         assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
-        assert_eq!(
-            std::fs::metadata(path(&state, &name)).unwrap().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(path(&state, &name)).unwrap().mode() & 0o777, 0o600);
 
         let loaded = load(&state, &name, "fp", now, Duration::ZERO).unwrap();
         assert_eq!(loaded.access_token.expose_secret(), "tok\"en\\");

@@ -77,9 +77,6 @@ impl Store {
 
     pub fn all(&self) -> Vec<(ClientName, Snapshot)> {
         let clients = self.clients.read().expect("store lock poisoned");
-        clients
-            .iter()
-            .map(|(n, s)| (n.clone(), s.borrow().clone()))
-            .collect()
+        clients.iter().map(|(n, s)| (n.clone(), s.borrow().clone())).collect()
     }
 }

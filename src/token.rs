@@ -46,11 +46,7 @@ pub struct Token {
 
 impl Token {
     /// Builds a token from a response to a request sent at `sent_at`.
-    pub fn from_response(
-        issued: IssuedToken,
-        sent_at: SystemTime,
-        default_lifetime: Duration,
-    ) -> Token {
+    pub fn from_response(issued: IssuedToken, sent_at: SystemTime, default_lifetime: Duration) -> Token {
         let (lifetime, lifetime_source) = lifetime(&issued, sent_at, default_lifetime);
         Token {
             access_token: issued.access_token,
@@ -67,9 +63,7 @@ impl Token {
     }
 
     pub fn lifetime(&self) -> Duration {
-        self.expires_at
-            .duration_since(self.issued_at)
-            .unwrap_or(Duration::ZERO)
+        self.expires_at.duration_since(self.issued_at).unwrap_or(Duration::ZERO)
     }
 
     /// A number that grows with every new token of a client: its issue time in milliseconds.
@@ -81,10 +75,8 @@ impl Token {
     /// jitter window. It is random across hosts and tokens (each host gets its own token) yet
     /// stable for one token, so a restart or reload that keeps the token keeps its schedule.
     pub fn jitter_sample(&self) -> f64 {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.access_token.expose_secret().as_bytes(),
-        );
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.access_token.expose_secret().as_bytes());
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest.as_ref()[..8]);
         let unit = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
@@ -98,14 +90,8 @@ impl fmt::Debug for Token {
             .field("access_token", &"[REDACTED]")
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
-            .field(
-                "issued_at",
-                &humantime::format_rfc3339_seconds(self.issued_at),
-            )
-            .field(
-                "expires_at",
-                &humantime::format_rfc3339_seconds(self.expires_at),
-            )
+            .field("issued_at", &humantime::format_rfc3339_seconds(self.issued_at))
+            .field("expires_at", &humantime::format_rfc3339_seconds(self.expires_at))
             .finish()
     }
 }
@@ -113,11 +99,7 @@ impl fmt::Debug for Token {
 /// RFC 6749 §5.1 says `expires_in` is RECOMMENDED, so some servers leave it out. Then the JWT
 /// `exp` is used (as `exp - iat` when `iat` is present, which is immune to clock skew between
 /// tokend and the server), and failing that the configured default.
-fn lifetime(
-    issued: &IssuedToken,
-    sent_at: SystemTime,
-    default: Duration,
-) -> (Duration, LifetimeSource) {
+fn lifetime(issued: &IssuedToken, sent_at: SystemTime, default: Duration) -> (Duration, LifetimeSource) {
     if let Some(expires_in) = issued.expires_in {
         return (expires_in, LifetimeSource::ExpiresIn);
     }
@@ -136,9 +118,7 @@ fn lifetime(
 }
 
 pub fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Formats a wall-clock time for logs and status output.
@@ -183,16 +163,8 @@ mod tests {
                 LifetimeSource::JwtExp,
             ),
             // exp alone: counted from when the request was sent.
-            (
-                issued(&jwt(r#"{"exp":1000900}"#), None),
-                900,
-                LifetimeSource::JwtExp,
-            ),
-            (
-                issued(&jwt(r#"{"exp":10}"#), None),
-                300,
-                LifetimeSource::Default,
-            ),
+            (issued(&jwt(r#"{"exp":1000900}"#), None), 900, LifetimeSource::JwtExp),
+            (issued(&jwt(r#"{"exp":10}"#), None), 300, LifetimeSource::Default),
             (issued("opaque", None), 300, LifetimeSource::Default),
         ];
         for (i, (issued, secs, source)) in cases.into_iter().enumerate() {
@@ -209,12 +181,9 @@ mod tests {
     #[test]
     fn jitter_sample_is_stable_per_token_and_spread_across_tokens() {
         let sent = UNIX_EPOCH;
-        let make =
-            |s: &str| Token::from_response(issued(s, Some(60)), sent, Duration::from_secs(1));
+        let make = |s: &str| Token::from_response(issued(s, Some(60)), sent, Duration::from_secs(1));
         assert_eq!(make("a").jitter_sample(), make("a").jitter_sample());
-        let samples: Vec<f64> = (0..2000)
-            .map(|i| make(&format!("token-{i}")).jitter_sample())
-            .collect();
+        let samples: Vec<f64> = (0..2000).map(|i| make(&format!("token-{i}")).jitter_sample()).collect();
         assert!(samples.iter().all(|s| (-1.0..=1.0).contains(s)));
         let below = samples.iter().filter(|s| **s < 0.0).count();
         assert!((800..1200).contains(&below), "{below} of 2000 below zero");

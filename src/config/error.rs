@@ -1,6 +1,7 @@
 //! Configuration errors that point at the file, line, column and key they concern, with a
 //! suggestion when a key or value looks like a typo of a valid one.
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -65,8 +66,8 @@ pub fn from_serde(err: &serde_yaml::Error) -> Problem {
     // serde_yaml renders "<path>: <message> at line L column C"; the position is reported
     // separately, and the path is split off so it reads like every other problem.
     let mut text = err.to_string();
-    if let Some(at) = text.rfind(" at line ") {
-        text.truncate(at);
+    if let Some((line, column)) = position {
+        text = text.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
     let (key, message) = split_path(&text);
     Problem {
@@ -97,10 +98,7 @@ fn humanize(message: &str) -> String {
         return match closest(given, &candidates) {
             Some(best) => format!("unknown {noun} `{given}`; did you mean `{best}`?"),
             None if candidates.is_empty() => format!("unknown {noun} `{given}`"),
-            None => format!(
-                "unknown {noun} `{given}`; expected one of: {}",
-                candidates.join(", ")
-            ),
+            None => format!("unknown {noun} `{given}`; expected one of: {}", candidates.join(", ")),
         };
     }
     message.to_owned()
@@ -121,9 +119,16 @@ pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
 /// walking the document with serde_yaml and failing on purpose when the target is reached, so the
 /// position comes from the same parser that read the config.
 pub fn locate(source: &str, path: &[&str]) -> Option<(usize, usize)> {
-    let err = Locate(path)
-        .deserialize(serde_yaml::Deserializer::from_str(source))
-        .err()?;
+    locate_nth(source, path, 0)
+}
+
+/// Like `locate`, but for the `skip`+1-th occurrence of the last key (for duplicated keys).
+pub fn locate_nth(source: &str, path: &[&str], skip: usize) -> Option<(usize, usize)> {
+    let seed = Locate {
+        path,
+        skip: Cell::new(skip),
+    };
+    let err = seed.deserialize(serde_yaml::Deserializer::from_str(source)).err()?;
     if !err.to_string().contains(MARKER) {
         return None;
     }
@@ -132,7 +137,20 @@ pub fn locate(source: &str, path: &[&str]) -> Option<(usize, usize)> {
 
 const MARKER: &str = "\u{1}tokend-locate\u{1}";
 
-struct Locate<'a>(&'a [&'a str]);
+struct Locate<'a> {
+    path: &'a [&'a str],
+    /// Matches of the final key still to pass over.
+    skip: Cell<usize>,
+}
+
+impl<'a> Locate<'a> {
+    fn child(&self, path: &'a [&'a str]) -> Locate<'a> {
+        Locate {
+            path,
+            skip: Cell::new(self.skip.get()),
+        }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Locate<'_> {
     type Value = ();
@@ -147,15 +165,16 @@ impl<'de> Visitor<'de> for Locate<'_> {
         f.write_str("any YAML value")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((first, rest)) = self.0.split_first() else {
+        let Some((first, rest)) = self.path.split_first() else {
             return Ok(());
         };
         while let Some(hit) = map.next_key_seed(KeyProbe {
             key: first,
             fail: rest.is_empty(),
+            skip: &self.skip,
         })? {
-            if hit {
-                map.next_value_seed(Locate(rest))?;
+            if hit && !rest.is_empty() {
+                map.next_value_seed(self.child(rest))?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -163,7 +182,7 @@ impl<'de> Visitor<'de> for Locate<'_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some((first, rest)) = self.0.split_first() else {
+        let Some((first, rest)) = self.path.split_first() else {
             return Ok(());
         };
         let Ok(target) = first.parse::<usize>() else {
@@ -177,7 +196,7 @@ impl<'de> Visitor<'de> for Locate<'_> {
         if rest.is_empty() {
             seq.next_element_seed(Fail)?;
         } else {
-            seq.next_element_seed(Locate(rest))?;
+            seq.next_element_seed(self.child(rest))?;
         }
         Ok(())
     }
@@ -205,6 +224,7 @@ impl<'de> Visitor<'de> for Locate<'_> {
 struct KeyProbe<'a> {
     key: &'a str,
     fail: bool,
+    skip: &'a Cell<usize>,
 }
 
 impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
@@ -220,10 +240,16 @@ impl<'de> Visitor<'de> for KeyProbe<'_> {
         f.write_str("a mapping key")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        match (v == self.key, self.fail) {
-            (true, true) => Err(E::custom(MARKER)),
-            (hit, _) => Ok(hit),
+        if v != self.key {
+            return Ok(false);
         }
+        if self.fail {
+            match self.skip.get() {
+                0 => return Err(E::custom(MARKER)),
+                n => self.skip.set(n - 1),
+            }
+        }
+        Ok(true)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
         self.visit_str(&v.to_string())
@@ -302,34 +328,26 @@ clients:
     fn locate_finds_keys_and_sequence_elements() {
         assert_eq!(locate(DOC, &["defaults", "token_url"]), Some((2, 3)));
         assert_eq!(locate(DOC, &["clients", "billing"]), Some((4, 3)));
-        assert_eq!(
-            locate(DOC, &["clients", "billing", "outputs"]),
-            Some((6, 5))
-        );
-        assert_eq!(
-            locate(DOC, &["clients", "billing", "outputs", "1"]),
-            Some((8, 9))
-        );
+        assert_eq!(locate(DOC, &["clients", "billing", "outputs"]), Some((6, 5)));
+        assert_eq!(locate(DOC, &["clients", "billing", "outputs", "1"]), Some((8, 9)));
         assert_eq!(
             locate(DOC, &["clients", "billing", "outputs", "1", "mode"]),
             Some((8, 21))
         );
         assert_eq!(locate(DOC, &["clients", "nobody"]), None);
         assert_eq!(locate(DOC, &["clients", "billing", "outputs", "7"]), None);
+        let twice = "clients:\n  a: {}\n  b: {}\n  a: {}\n";
+        assert_eq!(locate_nth(twice, &["clients", "a"], 0), Some((2, 3)));
+        assert_eq!(locate_nth(twice, &["clients", "a"], 1), Some((4, 3)));
+        assert_eq!(locate_nth(twice, &["clients", "a"], 2), None);
     }
 
     #[test]
     fn unknown_keys_suggest_the_closest_valid_key() {
         let msg = "unknown field `tokne_url`, expected one of `token_url`, `client_id`, `scope`";
-        assert_eq!(
-            humanize(msg),
-            "unknown key `tokne_url`; did you mean `token_url`?"
-        );
+        assert_eq!(humanize(msg), "unknown key `tokne_url`; did you mean `token_url`?");
         let msg = "unknown field `zzz`, expected one of `token_url`, `scope`";
-        assert_eq!(
-            humanize(msg),
-            "unknown key `zzz`; expected one of: token_url, scope"
-        );
+        assert_eq!(humanize(msg), "unknown key `zzz`; expected one of: token_url, scope");
         let msg = "unknown variant `client_secret_bsic`, expected `client_secret_post` or `client_secret_basic`";
         assert_eq!(
             humanize(msg),

@@ -79,8 +79,7 @@ impl Grant {
             "organization": self.organization,
             "params": self.params,
         });
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -166,9 +165,8 @@ const RESERVED_PARAMS: &[&str] = &[
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(path, "", format!("cannot read the configuration file: {e}"))
-    })?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::single(path, "", format!("cannot read the configuration file: {e}")))?;
     parse_str(&source, path)
 }
 
@@ -218,10 +216,7 @@ impl Validator<'_> {
             Some(dir) => {
                 let dir = PathBuf::from(dir);
                 if !dir.is_absolute() {
-                    self.problem(
-                        &["state_dir"],
-                        format!("`{}` must be an absolute path", dir.display()),
-                    );
+                    self.problem(&["state_dir"], format!("`{}` must be an absolute path", dir.display()));
                 }
                 dir
             }
@@ -234,14 +229,22 @@ impl Validator<'_> {
                 "outputs belong to a client, not to `defaults`",
             );
         }
-        if raw.clients.0.is_empty() {
+        if raw.clients.clients.is_empty() {
             self.problem(
                 &["clients"],
                 "no clients are defined; add at least one under `clients:`",
             );
         }
+        for name in &raw.clients.duplicates {
+            let position = error::locate_nth(self.source, &["clients", name.as_str()], 1);
+            self.problems.push(Problem {
+                position,
+                key: format!("clients.{name}"),
+                message: format!("client `{name}` is defined twice; rename or remove one of them"),
+            });
+        }
         let mut clients = Vec::new();
-        for (name, client) in raw.clients.0 {
+        for (name, client) in raw.clients.clients {
             if let Some(client) = self.client(name, &defaults, client) {
                 clients.push(Arc::new(client));
             }
@@ -259,10 +262,7 @@ impl Validator<'_> {
         let at = |key: &'static str| ["clients", n, key];
         let mut ok = true;
 
-        let allow_http = c
-            .allow_insecure_http
-            .or(d.allow_insecure_http)
-            .unwrap_or(false);
+        let allow_http = c.allow_insecure_http.or(d.allow_insecure_http).unwrap_or(false);
         let token_url = match c.token_url.as_ref().or(d.token_url.as_ref()) {
             None => {
                 self.problem(
@@ -348,12 +348,11 @@ impl Validator<'_> {
         params.extend(c.params.clone().unwrap_or_default());
         for key in params.keys() {
             if RESERVED_PARAMS.contains(&key.as_str()) {
-                let hint =
-                    if ["audience", "scope", "resource", "organization"].contains(&key.as_str()) {
-                        format!("set it with the `{key}` key instead")
-                    } else {
-                        "tokend sets it itself".to_owned()
-                    };
+                let hint = if ["audience", "scope", "resource", "organization"].contains(&key.as_str()) {
+                    format!("set it with the `{key}` key instead")
+                } else {
+                    "tokend sets it itself".to_owned()
+                };
                 self.problem(
                     &at("params"),
                     format!("parameter `{key}` cannot be set in `params`; {hint}"),
@@ -409,14 +408,10 @@ impl Validator<'_> {
                 return None;
             }
             RawSecret::File(p) => SecretSource::File(p.into()),
-            RawSecret::Credential(name)
-                if name.is_empty() || name.contains('/') || name == "." || name == ".." =>
-            {
+            RawSecret::Credential(name) if name.is_empty() || name.contains('/') || name == "." || name == ".." => {
                 self.problem(
                     &key,
-                    format!(
-                        "`{name}` is not a credential name (a file name in $CREDENTIALS_DIRECTORY)"
-                    ),
+                    format!("`{name}` is not a credential name (a file name in $CREDENTIALS_DIRECTORY)"),
                 );
                 return None;
             }
@@ -425,27 +420,15 @@ impl Validator<'_> {
     }
 
     fn timeouts(&mut self, n: &str, d: &RawClient, c: &RawClient) -> Option<Timeouts> {
-        let (dt, ct) = (
-            d.timeouts.unwrap_or_default(),
-            c.timeouts.unwrap_or_default(),
-        );
+        let (dt, ct) = (d.timeouts.unwrap_or_default(), c.timeouts.unwrap_or_default());
         let t = Timeouts {
-            connect: ct
-                .connect
-                .or(dt.connect)
-                .map_or(DEFAULT_TIMEOUTS.connect, |s| s.0),
-            request: ct
-                .request
-                .or(dt.request)
-                .map_or(DEFAULT_TIMEOUTS.request, |s| s.0),
+            connect: ct.connect.or(dt.connect).map_or(DEFAULT_TIMEOUTS.connect, |s| s.0),
+            request: ct.request.or(dt.request).map_or(DEFAULT_TIMEOUTS.request, |s| s.0),
         };
         let mut ok = true;
         for (key, value) in [("connect", t.connect), ("request", t.request)] {
             if value.is_zero() {
-                self.problem(
-                    &["clients", n, "timeouts", key],
-                    "a timeout must be longer than zero",
-                );
+                self.problem(&["clients", n, "timeouts", key], "a timeout must be longer than zero");
                 ok = false;
             }
         }
@@ -456,10 +439,7 @@ impl Validator<'_> {
         let (dr, cr) = (d.refresh.unwrap_or_default(), c.refresh.unwrap_or_default());
         let p = RefreshPolicy {
             at: cr.at.or(dr.at).map_or(DEFAULT_REFRESH.at, |p| p.0),
-            jitter: cr
-                .jitter
-                .or(dr.jitter)
-                .map_or(DEFAULT_REFRESH.jitter, |p| p.0),
+            jitter: cr.jitter.or(dr.jitter).map_or(DEFAULT_REFRESH.jitter, |p| p.0),
             min_remaining: cr
                 .min_remaining
                 .or(dr.min_remaining)
@@ -489,10 +469,7 @@ impl Validator<'_> {
             ok = false;
         }
         if p.default_lifetime < Duration::from_secs(1) {
-            self.problem(
-                &key("default_lifetime"),
-                "`default_lifetime` must be at least 1s",
-            );
+            self.problem(&key("default_lifetime"), "`default_lifetime` must be at least 1s");
             ok = false;
         }
         ok.then_some(p)
@@ -501,10 +478,7 @@ impl Validator<'_> {
     fn retry(&mut self, n: &str, d: &RawClient, c: &RawClient) -> Option<RetryPolicy> {
         let (dr, cr) = (d.retry.unwrap_or_default(), c.retry.unwrap_or_default());
         let p = RetryPolicy {
-            initial: cr
-                .initial
-                .or(dr.initial)
-                .map_or(DEFAULT_RETRY.initial, |s| s.0),
+            initial: cr.initial.or(dr.initial).map_or(DEFAULT_RETRY.initial, |s| s.0),
             max: cr.max.or(dr.max).map_or(DEFAULT_RETRY.max, |s| s.0),
         };
         if p.initial < Duration::from_millis(100) {
@@ -542,10 +516,7 @@ impl Validator<'_> {
             };
             let path = PathBuf::from(&o.path);
             if !path.is_absolute() {
-                self.problem(
-                    &key("path"),
-                    format!("output path `{}` must be absolute", o.path),
-                );
+                self.problem(&key("path"), format!("output path `{}` must be absolute", o.path));
                 ok = false;
             } else if path.file_name().is_none()
                 || o.path.ends_with('/')
@@ -569,7 +540,10 @@ impl Validator<'_> {
                     String::new()
                 }
                 Some(v) if !is_env_name(&v) => {
-                    self.problem(&key("variable"), format!("`{v}` is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                    self.problem(
+                        &key("variable"),
+                        format!("`{v}` is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"),
+                    );
                     ok = false;
                     String::new()
                 }
@@ -611,18 +585,10 @@ impl Validator<'_> {
         for client in clients {
             for (i, output) in client.outputs.iter().enumerate() {
                 let index = i.to_string();
-                let key = [
-                    "clients",
-                    client.name.as_str(),
-                    "outputs",
-                    index.as_str(),
-                    "path",
-                ];
+                let key = ["clients", client.name.as_str(), "outputs", index.as_str(), "path"];
                 if output.path == source {
                     self.problem(&key, "an output must not overwrite the configuration file");
-                } else if output.path.starts_with(state_dir)
-                    && output.path.extension().is_some_and(|e| e == "state")
-                {
+                } else if output.path.starts_with(state_dir) && output.path.extension().is_some_and(|e| e == "state") {
                     self.problem(&key, "this path is reserved for tokend's own state files");
                 }
                 if let Some((other, j)) = seen.insert(&output.path, (client.name.as_str(), i)) {
@@ -659,10 +625,7 @@ fn path_string(path: &[&str]) -> String {
 fn check_token_url(text: &str, allow_http: bool) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "the token URL must not contain credentials; use `client_id` and `client_secret`"
-                .into(),
-        );
+        return Err("the token URL must not contain credentials; use `client_id` and `client_secret`".into());
     }
     if url.fragment().is_some() {
         return Err("the token URL must not have a #fragment (RFC 6749 §3.2)".into());
@@ -673,9 +636,7 @@ fn check_token_url(text: &str, allow_http: bool) -> Result<Url, String> {
         "http" => Err(format!(
             "`{text}` uses plain http, which would send the client secret unencrypted; use https, or set `allow_insecure_http: true` on the client if you really mean it"
         )),
-        other => Err(format!(
-            "unsupported URL scheme `{other}`; the token URL must be https"
-        )),
+        other => Err(format!("unsupported URL scheme `{other}`; the token URL must be https")),
     }
 }
 
@@ -724,11 +685,7 @@ fn resolve_group(spec: &Principal) -> Result<u32, String> {
 /// `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) if present, else `/var/lib/tokend`.
 fn default_state_dir() -> PathBuf {
     std::env::var_os("STATE_DIRECTORY")
-        .and_then(|v| {
-            v.to_str()
-                .and_then(|s| s.split(':').next())
-                .map(PathBuf::from)
-        })
+        .and_then(|v| v.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from))
         .filter(|p| p.is_absolute())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }

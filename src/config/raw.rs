@@ -140,9 +140,7 @@ impl<'de> Deserialize<'de> for RawSecret {
         impl<'de> Visitor<'de> for V {
             type Value = RawSecret;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a secret string, or one of { file: PATH }, { env: VAR }, { credential: NAME }",
-                )
+                f.write_str("a secret string, or one of { file: PATH }, { env: VAR }, { credential: NAME }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSecret, E> {
                 Ok(RawSecret::Literal(SecretString::from(v)))
@@ -164,18 +162,20 @@ impl<'de> Deserialize<'de> for RawSecret {
                     }
                     found = Some(source);
                 }
-                found.ok_or_else(|| {
-                    de::Error::custom("a secret needs one source: `file`, `env` or `credential`")
-                })
+                found.ok_or_else(|| de::Error::custom("a secret needs one source: `file`, `env` or `credential`"))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-/// The `clients` mapping in document order, with duplicate names refused.
+/// The `clients` mapping in document order. A name that appears again is kept aside in
+/// `duplicates` (YAML would silently keep the last one) so validation can point at it.
 #[derive(Default)]
-pub struct ClientMap(pub Vec<(ClientName, RawClient)>);
+pub struct ClientMap {
+    pub clients: Vec<(ClientName, RawClient)>,
+    pub duplicates: Vec<ClientName>,
+}
 
 impl<'de> Deserialize<'de> for ClientMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -189,17 +189,16 @@ impl<'de> Deserialize<'de> for ClientMap {
                 Ok(ClientMap::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientMap, A::Error> {
-                let mut clients: Vec<(ClientName, RawClient)> = Vec::new();
+                let mut result = ClientMap::default();
                 while let Some(name) = map.next_key::<ClientName>()? {
-                    if clients.iter().any(|(n, _)| *n == name) {
-                        return Err(de::Error::custom(format!(
-                            "client `{name}` is defined twice"
-                        )));
-                    }
                     let client = map.next_value::<RawClient>()?;
-                    clients.push((name, client));
+                    if result.clients.iter().any(|(n, _)| *n == name) {
+                        result.duplicates.push(name);
+                    } else {
+                        result.clients.push((name, client));
+                    }
                 }
-                Ok(ClientMap(clients))
+                Ok(result)
             }
         }
         d.deserialize_any(V)

@@ -1,1 +1,328 @@
+use super::*;
 
+const FILE: &str = "/etc/tokend/config.yaml";
+
+fn parse(yaml: &str) -> Result<Config, ConfigError> {
+    parse_str(yaml, Path::new(FILE))
+}
+
+fn errors(yaml: &str) -> String {
+    match parse(yaml) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const MINIMAL: &str = "\
+clients:
+  billing:
+    token_url: https://example.eu.auth0.com/oauth/token
+    client_id: abc123
+    client_secret: { file: /etc/tokend/secrets/billing }
+    outputs:
+      - { path: /run/tokend/billing.token }
+";
+
+#[test]
+fn a_minimal_config_gets_safe_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.clients.len(), 1);
+    let c = &config.clients[0];
+    assert_eq!(c.name.as_str(), "billing");
+    assert_eq!(c.auth, AuthMethod::ClientSecretPost);
+    assert_eq!(c.secret, SecretSource::File("/etc/tokend/secrets/billing".into()));
+    assert_eq!(c.refresh, DEFAULT_REFRESH);
+    assert_eq!(c.retry, DEFAULT_RETRY);
+    assert_eq!(c.timeouts, DEFAULT_TIMEOUTS);
+    assert_eq!(c.outputs[0].mode.bits(), 0o600);
+    assert_eq!(c.outputs[0].format, Format::Raw);
+    assert!(!c.outputs[0].newline);
+}
+
+#[test]
+fn defaults_are_inherited_and_overridden_field_by_field() {
+    let config = parse(
+        "\
+state_dir: /var/lib/tokend-test
+defaults:
+  token_url: https://idp.example/oauth/token
+  client_id: shared
+  client_secret: { env: TOKEND_SECRET }
+  auth: client_secret_basic
+  audience: https://api.example/
+  scope: [read:a, write:b]
+  params: { tenant: blue }
+  refresh: { at: 70%, min_remaining: 5m }
+  retry: { max: 10m }
+  timeouts: { connect: 3s }
+clients:
+  a:
+    outputs: [{ path: /run/tokend/a.json, format: json, mode: \"0640\", owner: 0, group: \"0\" }]
+  b:
+    client_id: own
+    scope: only
+    resource: [https://r1.example/, https://r2.example/]
+    refresh: { jitter: 5% }
+    retry: { initial: 2s }
+    params: { region: eu }
+    timeouts: { request: 9s }
+",
+    )
+    .unwrap();
+    assert_eq!(config.state_dir, Path::new("/var/lib/tokend-test"));
+    let (a, b) = (&config.clients[0], &config.clients[1]);
+    assert_eq!(a.grant.client_id, "shared");
+    assert_eq!(a.grant.scope.as_deref(), Some("read:a write:b"));
+    assert_eq!(a.auth, AuthMethod::ClientSecretBasic);
+    assert_eq!(a.refresh.at, 0.7);
+    assert_eq!(a.refresh.jitter, 0.1);
+    assert_eq!(a.refresh.min_remaining, Duration::from_secs(300));
+    assert_eq!(
+        a.retry,
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(600)
+        }
+    );
+    assert_eq!(
+        a.timeouts,
+        Timeouts {
+            connect: Duration::from_secs(3),
+            request: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(
+        a.outputs[0].owner,
+        Some(Owner {
+            spec: Principal::Id(0),
+            id: 0
+        })
+    );
+    assert_eq!(a.outputs[0].group.as_ref().map(|g| g.id), Some(0));
+    assert_eq!(a.outputs[0].mode.bits(), 0o640);
+    assert_eq!(b.grant.client_id, "own");
+    assert_eq!(b.grant.scope.as_deref(), Some("only"));
+    assert_eq!(b.grant.resources, vec!["https://r1.example/", "https://r2.example/"]);
+    assert_eq!(
+        b.grant.params,
+        vec![
+            ("region".to_owned(), "eu".to_owned()),
+            ("tenant".to_owned(), "blue".to_owned())
+        ]
+    );
+    assert_eq!((b.refresh.at, b.refresh.jitter), (0.7, 0.05));
+    assert_eq!(
+        b.retry,
+        RetryPolicy {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(600)
+        }
+    );
+    assert_eq!(
+        b.timeouts,
+        Timeouts {
+            connect: Duration::from_secs(3),
+            request: Duration::from_secs(9)
+        }
+    );
+}
+
+#[test]
+fn plain_http_is_allowed_only_for_loopback_or_with_an_explicit_opt_in() {
+    let with = |url: &str, extra: &str| {
+        parse(&format!(
+            "clients:\n  c:\n    token_url: {url}\n    client_id: x\n    client_secret: s\n{extra}"
+        ))
+    };
+    for ok in [
+        "http://127.0.0.1:8080/token",
+        "http://localhost/token",
+        "http://[::1]:9/t",
+        "https://idp.example/t",
+    ] {
+        assert!(with(ok, "").is_ok(), "{ok}");
+    }
+    assert!(with("http://idp.example/t", "").is_err());
+    assert!(with("http://idp.example/t", "    allow_insecure_http: true\n").is_ok());
+}
+
+#[test]
+fn the_grant_fingerprint_changes_with_every_identifying_field() {
+    let base = parse(MINIMAL).unwrap().clients[0].grant.clone();
+    let same = parse(MINIMAL).unwrap().clients[0].grant.fingerprint();
+    assert_eq!(base.fingerprint(), same);
+    let variants = [
+        Grant {
+            token_url: "https://other.example/oauth/token".parse().unwrap(),
+            ..base.clone()
+        },
+        Grant {
+            client_id: "other".into(),
+            ..base.clone()
+        },
+        Grant {
+            audience: Some("a".into()),
+            ..base.clone()
+        },
+        Grant {
+            scope: Some("s".into()),
+            ..base.clone()
+        },
+        Grant {
+            resources: vec!["https://r.example/".into()],
+            ..base.clone()
+        },
+        Grant {
+            organization: Some("o".into()),
+            ..base.clone()
+        },
+        Grant {
+            params: vec![("k".into(), "v".into())],
+            ..base.clone()
+        },
+    ];
+    for v in variants {
+        assert_ne!(v.fingerprint(), base.fingerprint(), "{v:?}");
+    }
+}
+
+/// Every class of configuration error, with the exact message a user sees.
+#[test]
+fn error_messages() {
+    let cases: &[(&str, &str)] = &[
+        ("yaml_syntax", "clients:\n  a: { token_url: x\n"),
+        ("unknown_top_level_key", "clinets: {}\n"),
+        (
+            "unknown_client_key",
+            &MINIMAL.replace("    client_id:", "    clientid:"),
+        ),
+        ("unknown_output_key", &MINIMAL.replace("{ path:", "{ pth:")),
+        (
+            "unknown_refresh_key",
+            &format!("{MINIMAL}    refresh: {{ minimum_remaining: 1m }}\n"),
+        ),
+        (
+            "unknown_auth_method",
+            &format!("{MINIMAL}    auth: client_secret_bsic\n"),
+        ),
+        (
+            "unknown_format",
+            &MINIMAL.replace("billing.token }", "billing.token, format: jsn }"),
+        ),
+        (
+            "bare_integer_mode",
+            &MINIMAL.replace("billing.token }", "billing.token, mode: 640 }"),
+        ),
+        (
+            "bad_octal_mode",
+            &MINIMAL.replace("billing.token }", "billing.token, mode: \"0648\" }"),
+        ),
+        (
+            "setuid_mode",
+            &MINIMAL.replace("billing.token }", "billing.token, mode: \"4755\" }"),
+        ),
+        (
+            "duration_without_unit",
+            &format!("{MINIMAL}    retry: {{ max: 300 }}\n"),
+        ),
+        (
+            "bad_duration",
+            &format!("{MINIMAL}    timeouts: {{ connect: 5 parsecs }}\n"),
+        ),
+        (
+            "percent_without_sign",
+            &format!("{MINIMAL}    refresh: {{ at: 0.8 }}\n"),
+        ),
+        ("bad_client_name", &MINIMAL.replace("  billing:", "  billing/eu:")),
+        (
+            "duplicate_client",
+            &format!("{MINIMAL}  billing:\n    client_id: again\n"),
+        ),
+        (
+            "wrong_type",
+            &MINIMAL.replace("client_id: abc123", "client_id: [abc123]"),
+        ),
+        (
+            "secret_with_two_sources",
+            &MINIMAL.replace("{ file: /etc/tokend/secrets/billing }", "{ file: /a, env: B }"),
+        ),
+        (
+            "secret_unknown_source",
+            &MINIMAL.replace("{ file: /etc/tokend/secrets/billing }", "{ fille: /a }"),
+        ),
+        ("no_clients", "defaults:\n  token_url: https://idp.example/t\n"),
+        ("empty_file", ""),
+        (
+            "missing_required_keys_are_all_reported",
+            "clients:\n  a:\n    audience: x\n  b:\n    token_url: https://idp.example/t\n    client_id: \"\"\n    client_secret: s\n",
+        ),
+        (
+            "insecure_http",
+            &MINIMAL.replace("https://example.eu.auth0.com", "http://example.eu.auth0.com"),
+        ),
+        (
+            "http_from_defaults",
+            "defaults:\n  token_url: http://idp.example/t\nclients:\n  a:\n    client_id: x\n    client_secret: s\n",
+        ),
+        (
+            "url_with_credentials",
+            &MINIMAL.replace("https://example", "https://user:pw@example"),
+        ),
+        (
+            "not_a_url",
+            &MINIMAL.replace(
+                "https://example.eu.auth0.com/oauth/token",
+                "example.eu.auth0.com/oauth/token",
+            ),
+        ),
+        (
+            "relative_output_path",
+            &MINIMAL.replace("/run/tokend/billing.token", "run/billing.token"),
+        ),
+        (
+            "duplicate_output_path",
+            &format!(
+                "{MINIMAL}  reports:\n    client_id: r\n    client_secret: s\n    token_url: https://idp.example/t\n    outputs: [{{ path: /run/tokend/billing.token, format: json }}]\n"
+            ),
+        ),
+        (
+            "unknown_owner",
+            &MINIMAL.replace(
+                "billing.token }",
+                "billing.token, owner: no-such-user-tokend, group: no-such-group-tokend }",
+            ),
+        ),
+        (
+            "retry_max_below_initial",
+            &format!("{MINIMAL}    retry: {{ initial: 10s, max: 5s }}\n"),
+        ),
+        (
+            "jitter_too_wide",
+            &format!("{MINIMAL}    refresh: {{ at: 90%, jitter: 20% }}\n"),
+        ),
+        (
+            "reserved_param",
+            &format!("{MINIMAL}    params: {{ audience: x, client_secret: y }}\n"),
+        ),
+        ("outputs_in_defaults", &format!("defaults:\n  outputs: []\n{MINIMAL}")),
+        (
+            "relative_secret_file",
+            &MINIMAL.replace("/etc/tokend/secrets/billing", "secrets/billing"),
+        ),
+        (
+            "newline_on_json",
+            &MINIMAL.replace("billing.token }", "billing.token, format: json, newline: true }"),
+        ),
+        (
+            "bad_env_variable",
+            &MINIMAL.replace("billing.token }", "billing.token, format: env, variable: 1TOKEN }"),
+        ),
+        ("bad_scope", &format!("{MINIMAL}    scope: \"read\\\\all\"\n")),
+        ("relative_state_dir", &format!("state_dir: state\n{MINIMAL}")),
+    ];
+    let mut all = String::new();
+    for (name, yaml) in cases {
+        all.push_str(&format!("--- {name}\n{}\n", errors(yaml)));
+    }
+    insta::assert_snapshot!(all);
+}

@@ -80,10 +80,7 @@ impl Mode {
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let digits = s.strip_prefix("0o").unwrap_or(s);
-        if digits.is_empty()
-            || digits.len() > 4
-            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-        {
+        if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
             return Err(format!(
                 "`{s}` is not an octal file mode; write it as a quoted string such as \"0600\" or \"0640\""
             ));
@@ -170,9 +167,7 @@ impl<'de> Deserialize<'de> for Percent {
                 Percent::parse(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
-                Err(E::custom(format!(
-                    "write a percentage with its sign, like \"{v}%\""
-                )))
+                Err(E::custom(format!("write a percentage with its sign, like \"{v}%\"")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
                 Err(E::custom(format!(

@@ -94,12 +94,9 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
-    let key = Ed25519KeyPair::generate()
-        .map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
-    let kid = URL_SAFE_NO_PAD.encode(
-        &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()
-            [..8],
-    );
+    let key = Ed25519KeyPair::generate().map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
+    let kid = URL_SAFE_NO_PAD
+        .encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()[..8]);
     let issuer = Arc::new(Issuer {
         key,
         kid,
@@ -118,28 +115,15 @@ pub async fn start(
         .route("/_dev/requests", get(requests))
         .with_state(issuer);
     let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "development issuer stopped");
         }
     });
-    Ok((
-        Running {
-            addr,
-            base_url: base,
-        },
-        handle,
-    ))
+    Ok((Running { addr, base_url: base }, handle))
 }
 
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": code, "error_description": description })),
-    )
-        .into_response()
+    (status, Json(json!({ "error": code, "error_description": description }))).into_response()
 }
 
 /// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or
@@ -147,10 +131,7 @@ fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
 /// A refusal: status, OAuth error code and description.
 type Refusal = (StatusCode, &'static str, &'static str);
 
-fn authenticate(
-    headers: &HeaderMap,
-    form: &[(String, String)],
-) -> Result<(String, String, &'static str), Refusal> {
+fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(String, String, &'static str), Refusal> {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -186,17 +167,9 @@ fn authenticate(
         }
         (None, Some(secret)) => match field("client_id") {
             Some(id) => Ok((id, secret, "client_secret_post")),
-            None => Err((
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "client_id is missing",
-            )),
+            None => Err((StatusCode::UNAUTHORIZED, "invalid_client", "client_id is missing")),
         },
-        (None, None) => Err((
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "no client authentication",
-        )),
+        (None, None) => Err((StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication")),
     }
 }
 
@@ -218,18 +191,17 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
         (None, Ok(who)) => {
             let (id, secret, _) = &who;
             let registered = issuer.settings.clients.get(id);
-            let response =
-                if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
-                    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
-                } else if field("grant_type").as_deref() != Some("client_credentials") {
-                    oauth_error(
-                        StatusCode::BAD_REQUEST,
-                        "unsupported_grant_type",
-                        "only client_credentials is supported",
-                    )
-                } else {
-                    issue(&issuer, id, &form, &fault)
-                };
+            let response = if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
+                oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
+            } else if field("grant_type").as_deref() != Some("client_credentials") {
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "only client_credentials is supported",
+                )
+            } else {
+                issue(&issuer, id, &form, &fault)
+            };
             (response, Some(who))
         }
     };
@@ -269,11 +241,7 @@ fn fault_response(fault: &Fault, status: u16) -> Response {
     {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    if let Some(ra) = fault
-        .retry_after
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
+    if let Some(ra) = fault.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, ra);
     }
     response
@@ -323,10 +291,7 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fa
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let signature = issuer.key.sign(signing_input.as_bytes());
-    let token = format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.as_ref())
-    );
+    let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
     let mut body = json!({ "access_token": token, "token_type": "Bearer" });
     if !fault.omit_expires_in {
         body["expires_in"] = json!(lifetime.as_secs());
@@ -395,10 +360,7 @@ async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Respon
         return deny("bad signature encoding");
     };
     let public = UnparsedPublicKey::new(&ED25519, issuer.key.public_key().as_ref());
-    if public
-        .verify(format!("{h}.{c}").as_bytes(), &signature)
-        .is_err()
-    {
+    if public.verify(format!("{h}.{c}").as_bytes(), &signature).is_err() {
         return deny("signature does not verify");
     }
     let Some(claims) = URL_SAFE_NO_PAD
@@ -426,10 +388,7 @@ async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Respon
     .into_response()
 }
 
-async fn push_faults(
-    State(issuer): State<Arc<Issuer>>,
-    Json(faults): Json<Vec<Fault>>,
-) -> StatusCode {
+async fn push_faults(State(issuer): State<Arc<Issuer>>, Json(faults): Json<Vec<Fault>>) -> StatusCode {
     issuer.faults.lock().expect("faults lock").extend(faults);
     StatusCode::NO_CONTENT
 }

@@ -48,8 +48,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
         return issuer_only(args, stop).await;
     }
     let dir = absolute(&args.dir)?;
-    atomic::create_parents(&dir, 0o700)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    atomic::create_parents(&dir, 0o700).with_context(|| format!("cannot create {}", dir.display()))?;
     let secret = random_secret();
     let secret_path = dir.join("client-secret");
     write_private(&secret_path, secret.as_bytes())?;
@@ -65,25 +64,14 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
         issuer_stop.clone().cancelled_owned(),
     )
     .await
-    .with_context(|| {
-        format!(
-            "cannot start the development issuer on 127.0.0.1:{}",
-            args.port
-        )
-    })?;
+    .with_context(|| format!("cannot start the development issuer on 127.0.0.1:{}", args.port))?;
 
     let config_path = dir.join("config.yaml");
-    std::fs::write(
-        &config_path,
-        example_config(&issuer.base_url, &dir, &secret_path),
-    )
-    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    std::fs::write(&config_path, example_config(&issuer.base_url, &dir, &secret_path))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
 
     eprintln!("{BANNER}");
-    println!(
-        "{}",
-        instructions(&issuer.base_url, &args.dir, args.lifetime)
-    );
+    println!("{}", instructions(&issuer.base_url, &args.dir, args.lifetime));
     let _ = std::io::stdout().flush();
 
     let result = app::run(&config_path, stop).await;
@@ -96,19 +84,14 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
 async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppError> {
     let clients: HashMap<String, String> = match &args.clients_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!("{} is not a JSON object of id → secret", path.display())
-            })?
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON object of id → secret", path.display()))?
         }
         None => HashMap::from([("tokend-dev".to_owned(), "tokend-dev-secret".to_owned())]),
     };
-    let mut signals = signal_hook_tokio::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context("cannot install signal handlers")?;
+    let mut signals = signal_hook_tokio::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("cannot install signal handlers")?;
     let issuer_stop = CancellationToken::new();
     let (issuer, handle) = issuer::start(
         args.port,
@@ -119,12 +102,7 @@ async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppEr
         issuer_stop.clone().cancelled_owned(),
     )
     .await
-    .with_context(|| {
-        format!(
-            "cannot start the development issuer on 127.0.0.1:{}",
-            args.port
-        )
-    })?;
+    .with_context(|| format!("cannot start the development issuer on 127.0.0.1:{}", args.port))?;
     println!("tokend dev issuer listening on {}", issuer.base_url);
     let _ = std::io::stdout().flush();
     eprintln!("{BANNER}");

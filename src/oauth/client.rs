@@ -75,11 +75,7 @@ impl HttpClient {
     }
 
     /// Sends the request and reads the answer.
-    pub async fn fetch(
-        &self,
-        url: &Url,
-        request: &TokenRequest,
-    ) -> Result<IssuedToken, FetchError> {
+    pub async fn fetch(&self, url: &Url, request: &TokenRequest) -> Result<IssuedToken, FetchError> {
         let mut builder = self
             .inner
             .post(url.clone())
@@ -88,19 +84,14 @@ impl HttpClient {
             .body(request.body.expose_secret().to_owned());
         if let Some(auth) = &request.authorization {
             let mut value =
-                reqwest::header::HeaderValue::from_str(auth.expose_secret()).map_err(|_| {
-                    FetchError::Transport {
-                        url: url.to_string(),
-                        reason: "invalid credentials header".into(),
-                    }
+                reqwest::header::HeaderValue::from_str(auth.expose_secret()).map_err(|_| FetchError::Transport {
+                    url: url.to_string(),
+                    reason: "invalid credentials header".into(),
                 })?;
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| self.transport_error(url, &e))?;
+        let mut response = builder.send().await.map_err(|e| self.transport_error(url, &e))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -113,22 +104,13 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
         let mut body = zeroize::Zeroizing::new(Vec::with_capacity(4096));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(url, &e))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, &e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(FetchError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(response::parse(
-            status,
-            content_type.as_deref(),
-            retry_after,
-            &body,
-        )?)
+        Ok(response::parse(status, content_type.as_deref(), retry_after, &body)?)
     }
 
     fn transport_error(&self, url: &Url, e: &reqwest::Error) -> FetchError {
@@ -144,10 +126,7 @@ impl HttpClient {
                 timeout: humantime::format_duration(budget).to_string(),
             }
         } else {
-            FetchError::Transport {
-                url,
-                reason: chain(e),
-            }
+            FetchError::Transport { url, reason: chain(e) }
         }
     }
 }

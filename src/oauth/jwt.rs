@@ -30,8 +30,7 @@ pub fn time_claims(token: &str) -> Option<TimeClaims> {
     };
     let time = |name: &str| {
         let seconds = claims.get(name)?.as_f64()?;
-        (seconds.is_finite() && seconds >= 0.0)
-            .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+        (seconds.is_finite() && seconds >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
     };
     Some(TimeClaims {
         exp: time("exp"),
@@ -53,10 +52,7 @@ mod tests {
     fn reads_numeric_time_claims() {
         let c = time_claims(&jwt(r#"{"exp":1700003600,"iat":1700000000.5,"sub":"x"}"#)).unwrap();
         assert_eq!(c.exp, Some(UNIX_EPOCH + Duration::from_secs(1_700_003_600)));
-        assert_eq!(
-            c.iat,
-            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
-        );
+        assert_eq!(c.iat, Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)));
         assert_eq!(c.nbf, None);
     }
 
@@ -72,9 +68,6 @@ mod tests {
         ] {
             assert_eq!(time_claims(t), None, "{t}");
         }
-        assert_eq!(
-            time_claims(&jwt(r#"{"exp":"tomorrow"}"#)).unwrap().exp,
-            None
-        );
+        assert_eq!(time_claims(&jwt(r#"{"exp":"tomorrow"}"#)).unwrap().exp, None);
     }
 }

@@ -62,11 +62,8 @@ pub fn basic_authorization(client_id: &str, secret: &SecretString) -> SecretStri
     let mut pair = zeroize::Zeroizing::new(String::with_capacity(client_id.len() + 64));
     pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
     pair.push(':');
-    pair.extend(form_urlencoded::byte_serialize(
-        secret.expose_secret().as_bytes(),
-    ));
-    let encoded =
-        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
+    pair.extend(form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()));
+    let encoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
     SecretString::from(format!("Basic {}", encoded.as_str()))
 }
 
@@ -88,21 +85,12 @@ mod tests {
 
     fn decode_basic(header: &str) -> String {
         let b64 = header.strip_prefix("Basic ").unwrap();
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap(),
-        )
-        .unwrap()
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
     }
 
     #[test]
     fn post_puts_every_parameter_in_the_body_in_a_fixed_order() {
-        let req = build(
-            &grant(),
-            AuthMethod::ClientSecretPost,
-            &SecretString::from("s3cr=t&x"),
-        );
+        let req = build(&grant(), AuthMethod::ClientSecretPost, &SecretString::from("s3cr=t&x"));
         assert!(req.authorization.is_none());
         assert_eq!(
             req.body.expose_secret(),
@@ -115,17 +103,10 @@ mod tests {
 
     #[test]
     fn basic_keeps_the_secret_out_of_the_body() {
-        let req = build(
-            &grant(),
-            AuthMethod::ClientSecretBasic,
-            &SecretString::from("pw"),
-        );
+        let req = build(&grant(), AuthMethod::ClientSecretBasic, &SecretString::from("pw"));
         assert!(!req.body.expose_secret().contains("client_secret"));
         assert!(!req.body.expose_secret().contains("client_id"));
-        assert_eq!(
-            decode_basic(req.authorization.unwrap().expose_secret()),
-            "my+id:pw"
-        );
+        assert_eq!(decode_basic(req.authorization.unwrap().expose_secret()), "my+id:pw");
     }
 
     #[test]
@@ -169,11 +150,7 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let req = build(
-            &grant(),
-            AuthMethod::ClientSecretPost,
-            &SecretString::from("hunter2"),
-        );
+        let req = build(&grant(), AuthMethod::ClientSecretPost, &SecretString::from("hunter2"));
         assert!(!format!("{req:?}").contains("hunter2"));
     }
 }

@@ -32,10 +32,7 @@ impl std::fmt::Debug for IssuedToken {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResponseError {
     /// A §5.2 error response.
-    #[error(
-        "the token endpoint answered HTTP {status} `{error}`{}",
-        describe(description)
-    )]
+    #[error("the token endpoint answered HTTP {status} `{error}`{}", describe(description))]
     OAuth {
         status: u16,
         error: String,
@@ -55,10 +52,7 @@ pub enum ResponseError {
 }
 
 fn describe(description: &Option<String>) -> String {
-    description
-        .as_ref()
-        .map(|d| format!(": {d}"))
-        .unwrap_or_default()
+    description.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
 }
 
 /// How a failure should be retried.
@@ -77,9 +71,7 @@ impl ResponseError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ResponseError::OAuth { status, error, .. } => match (*status, error.as_str()) {
-                (429 | 503, _) | (_, "slow_down" | "temporarily_unavailable") => {
-                    ErrorClass::RateLimited
-                }
+                (429 | 503, _) | (_, "slow_down" | "temporarily_unavailable") => ErrorClass::RateLimited,
                 (_, "server_error") => ErrorClass::Transient,
                 (s, _) if s >= 500 || s == 408 => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
@@ -95,8 +87,7 @@ impl ResponseError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ResponseError::OAuth { retry_after, .. }
-            | ResponseError::Status { retry_after, .. } => *retry_after,
+            ResponseError::OAuth { retry_after, .. } | ResponseError::Status { retry_after, .. } => *retry_after,
             ResponseError::Invalid(_) => None,
         }
     }
@@ -114,13 +105,7 @@ pub fn parse(
         _ => None,
     };
     if !(200..300).contains(&status) {
-        return Err(error_response(
-            status,
-            content_type,
-            retry_after,
-            body.len(),
-            json,
-        ));
+        return Err(error_response(status, content_type, retry_after, body.len(), json));
     }
     let Some(json) = json else {
         return Err(ResponseError::Invalid(format!(
@@ -130,13 +115,7 @@ pub fn parse(
     };
     if json.get("access_token").is_none() && json.get("error").is_some_and(Value::is_string) {
         // Some servers answer 200 with a §5.2 error body.
-        return Err(error_response(
-            400,
-            content_type,
-            retry_after,
-            body.len(),
-            Some(json),
-        ));
+        return Err(error_response(400, content_type, retry_after, body.len(), Some(json)));
     }
     success(&json)
 }
@@ -148,9 +127,7 @@ fn success(json: &serde_json::Map<String, Value>) -> Result<IssuedToken, Respons
         }
         Some(Value::String(t)) => t,
         Some(_) => {
-            return Err(ResponseError::Invalid(
-                "`access_token` is not a string".into(),
-            ));
+            return Err(ResponseError::Invalid("`access_token` is not a string".into()));
         }
         None => return Err(ResponseError::Invalid("`access_token` is missing".into())),
     };
@@ -166,16 +143,12 @@ fn success(json: &serde_json::Map<String, Value>) -> Result<IssuedToken, Respons
         None => "Bearer".to_owned(),
         Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") => "Bearer".to_owned(),
         Some(Value::String(t))
-            if !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
         {
             t.clone()
         }
         Some(_) => {
-            return Err(ResponseError::Invalid(
-                "`token_type` is not a valid token type".into(),
-            ));
+            return Err(ResponseError::Invalid("`token_type` is not a valid token type".into()));
         }
     };
     let expires_in = match json.get("expires_in") {
@@ -250,11 +223,7 @@ fn body_summary(content_type: Option<&str>, len: usize) -> String {
 /// RFC 6749 §5.2 restricts `error` and `error_description` to printable ASCII; anything else is
 /// dropped so a hostile server cannot inject lines or escape sequences into our logs.
 fn sanitize(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| (' '..='~').contains(c))
-        .take(max)
-        .collect();
+    let mut out: String = s.chars().filter(|c| (' '..='~').contains(c)).take(max).collect();
     if s.chars().count() > max {
         out.push('…');
     }
@@ -286,9 +255,7 @@ mod tests {
 
     #[test]
     fn success_responses_are_read_per_section_5_1() {
-        let t = ok(
-            r#"{"access_token":"abc.def","token_type":"bearer","expires_in":3600,"scope":"a b"}"#,
-        );
+        let t = ok(r#"{"access_token":"abc.def","token_type":"bearer","expires_in":3600,"scope":"a b"}"#);
         assert_eq!(t.access_token.expose_secret(), "abc.def");
         assert_eq!(t.token_type, "Bearer");
         assert_eq!(t.expires_in, Some(Duration::from_secs(3600)));
@@ -331,18 +298,10 @@ mod tests {
                 r#"{"error":"invalid_client","error_description":"Unauthorized"}"#,
                 ErrorClass::Permanent,
             ),
-            (
-                400,
-                r#"{"error":"unauthorized_client"}"#,
-                ErrorClass::Permanent,
-            ),
+            (400, r#"{"error":"unauthorized_client"}"#, ErrorClass::Permanent),
             (400, r#"{"error":"invalid_grant"}"#, ErrorClass::Permanent),
             (403, r#"{"error":"access_denied"}"#, ErrorClass::Permanent),
-            (
-                429,
-                r#"{"error":"too_many_requests"}"#,
-                ErrorClass::RateLimited,
-            ),
+            (429, r#"{"error":"too_many_requests"}"#, ErrorClass::RateLimited),
             (400, r#"{"error":"slow_down"}"#, ErrorClass::RateLimited),
             (500, r#"{"error":"server_error"}"#, ErrorClass::Transient),
             (502, "<html>bad gateway</html>", ErrorClass::Transient),
@@ -354,11 +313,7 @@ mod tests {
             assert_eq!(err(status, body).class(), class, "{status} {body}");
         }
         assert_eq!(
-            err(
-                401,
-                r#"{"error":"invalid_client","error_description":"Unauthorized"}"#
-            )
-            .to_string(),
+            err(401, r#"{"error":"invalid_client","error_description":"Unauthorized"}"#).to_string(),
             "the token endpoint answered HTTP 401 `invalid_client`: Unauthorized"
         );
     }
@@ -376,10 +331,7 @@ mod tests {
             e.to_string(),
             "the token endpoint answered HTTP 502 (text/html, 28 bytes)"
         );
-        let e = err(
-            200,
-            r#"{"access_token":"eyJhbGciOi.secret","expires_in":"later"}"#,
-        );
+        let e = err(200, r#"{"access_token":"eyJhbGciOi.secret","expires_in":"later"}"#);
         assert!(!e.to_string().contains("eyJ"), "{e}");
     }
 
@@ -398,15 +350,9 @@ mod tests {
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(90))
-        );
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

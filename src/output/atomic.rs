@@ -122,10 +122,7 @@ fn split(path: &Path) -> io::Result<(&Path, &str)> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(invalid)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(invalid)?;
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(invalid)?;
     Ok((dir, name))
 }
 
@@ -152,14 +149,8 @@ mod tests {
         write(&target(&path, 0o640), b"hello").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"hello");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
-        assert_eq!(
-            fs::metadata(dir.path().join("a")).unwrap().mode() & 0o7777,
-            0o750
-        );
-        assert_eq!(
-            fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o7777,
-            0o750
-        );
+        assert_eq!(fs::metadata(dir.path().join("a")).unwrap().mode() & 0o7777, 0o750);
+        assert_eq!(fs::metadata(dir.path().join("a/b")).unwrap().mode() & 0o7777, 0o750);
         // The mode is re-applied on every write, even if someone changed it in between.
         fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
         write(&target(&path, 0o600), b"again").unwrap();
@@ -202,10 +193,7 @@ mod tests {
             )
             .unwrap();
             let meta = fs::metadata(&path).unwrap();
-            assert_eq!(
-                (meta.uid(), meta.gid(), meta.mode() & 0o777),
-                (65534, 65534, 0o640)
-            );
+            assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (65534, 65534, 0o640));
         }
     }
 
@@ -248,11 +236,7 @@ mod tests {
         for k in keep {
             assert!(dir.path().join(k).exists(), "{k}");
         }
-        assert!(
-            remove_stale_temps(&dir.path().join("missing/x"))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(remove_stale_temps(&dir.path().join("missing/x")).unwrap().is_empty());
     }
 
     /// Readers looping on open/read while the file is replaced thousands of times only ever see

@@ -107,19 +107,13 @@ mod tests {
             ..output(Format::Raw)
         };
         assert_eq!(&render(&with_newline, &token("t")).unwrap()[..], b"t\n");
-        assert_eq!(
-            text(Format::Header, "eyJ.a.b"),
-            "Authorization: Bearer eyJ.a.b\n"
-        );
+        assert_eq!(text(Format::Header, "eyJ.a.b"), "Authorization: Bearer eyJ.a.b\n");
         assert_eq!(text(Format::Env, "eyJ.a.b"), "ACCESS_TOKEN=eyJ.a.b\n");
         let renamed = Output {
             variable: "BILLING_TOKEN".into(),
             ..output(Format::Env)
         };
-        assert_eq!(
-            &render(&renamed, &token("t")).unwrap()[..],
-            b"BILLING_TOKEN=t\n"
-        );
+        assert_eq!(&render(&renamed, &token("t")).unwrap()[..], b"BILLING_TOKEN=t\n");
         assert_eq!(
             text(Format::Json, "eyJ.a.b"),
             "{\"access_token\":\"eyJ.a.b\",\"expires_at\":\"2023-11-14T23:13:20Z\",\"expires_at_unix\":1700003600,\
