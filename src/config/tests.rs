@@ -40,6 +40,13 @@ fn a_minimal_config_gets_safe_defaults() {
 }
 
 #[test]
+fn the_packaged_example_config_is_valid() {
+    let example = include_str!("../../packaging/config.example.yaml");
+    let config = parse(example).unwrap();
+    assert_eq!(config.clients[0].outputs.len(), 3);
+}
+
+#[test]
 fn defaults_are_inherited_and_overridden_field_by_field() {
     let config = parse(
         "\

@@ -67,6 +67,7 @@ pub struct Seen {
     pub resource: Vec<String>,
     pub organization: Option<String>,
     pub user_agent: Option<String>,
+    /// The status answered; 0 while the request is still being answered or was abandoned.
     pub status: u16,
 }
 
@@ -182,16 +183,39 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
         .expect("faults lock")
         .pop_front()
         .unwrap_or_default();
+    let authenticated = authenticate(&headers, &form);
+    // Recorded on arrival (status 0 until answered), so requests a client gave up on still show.
+    let index = {
+        let mut seen = issuer.seen.lock().expect("seen lock");
+        seen.push(Seen {
+            at_ms: now_ms(),
+            client_id: authenticated.as_ref().ok().map(|(id, _, _)| id.clone()),
+            auth: authenticated.as_ref().map_or("none", |(_, _, method)| *method),
+            audience: field("audience"),
+            scope: field("scope"),
+            resource: form
+                .iter()
+                .filter(|(k, _)| k == "resource")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            organization: field("organization"),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            status: 0,
+        });
+        seen.len() - 1
+    };
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
     }
-    let (response, who) = match (fault.status, authenticate(&headers, &form)) {
-        (Some(status), auth) => (fault_response(&fault, status), auth.ok()),
-        (None, Err((status, code, description))) => (oauth_error(status, code, description), None),
-        (None, Ok(who)) => {
-            let (id, secret, _) = &who;
-            let registered = issuer.settings.clients.get(id);
-            let response = if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
+    let response = match (fault.status, authenticated) {
+        (Some(status), _) => fault_response(&fault, status),
+        (None, Err((status, code, description))) => oauth_error(status, code, description),
+        (None, Ok((id, secret, _))) => {
+            let registered = issuer.settings.clients.get(&id);
+            if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
                 oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
             } else if field("grant_type").as_deref() != Some("client_credentials") {
                 oauth_error(
@@ -200,30 +224,11 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
                     "only client_credentials is supported",
                 )
             } else {
-                issue(&issuer, id, &form, &fault)
-            };
-            (response, Some(who))
+                issue(&issuer, &id, &form, &fault)
+            }
         }
     };
-    let resource: Vec<String> = form
-        .iter()
-        .filter(|(k, _)| k == "resource")
-        .map(|(_, v)| v.clone())
-        .collect();
-    issuer.seen.lock().expect("seen lock").push(Seen {
-        at_ms: now_ms(),
-        client_id: who.as_ref().map(|(id, _, _)| id.clone()),
-        auth: who.as_ref().map_or("none", |(_, _, method)| *method),
-        audience: field("audience"),
-        scope: field("scope"),
-        resource,
-        organization: field("organization"),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        status: response.status().as_u16(),
-    });
+    issuer.seen.lock().expect("seen lock")[index].status = response.status().as_u16();
     response
 }
 

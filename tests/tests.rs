@@ -1,0 +1,831 @@
+//! Integration tests: the real `tokend` binary against the development issuer running as its own
+//! process on loopback, with real files and real signals. Each test uses its own directory.
+
+mod util;
+
+use std::collections::HashSet;
+use std::fs;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use util::*;
+
+const SECRET: &str = "s3cret+with/odd=chars&more";
+const T: Duration = Duration::from_secs(15);
+
+/// A one-client config: `extra` is indented under the client, `outputs` is a YAML flow list.
+fn config(dir: &TestDir, issuer: &Issuer, clients: &[(&str, &str)]) -> std::path::PathBuf {
+    let secret = dir.secret("secret", SECRET);
+    let mut yaml = format!(
+        "state_dir: {state}\ndefaults:\n  token_url: {url}\n  client_id: app\n  client_secret: {{ file: {secret} }}\n  retry: {{ initial: 200ms, max: 3s }}\nclients:\n",
+        state = dir.join("state").display(),
+        url = issuer.token_url(),
+        secret = secret.display()
+    );
+    for (name, body) in clients {
+        yaml.push_str(&format!("  {name}:\n"));
+        for line in body.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    dir.write("config.yaml", &yaml)
+}
+
+fn out(dir: &TestDir, name: &str) -> String {
+    dir.join(&format!("out/{name}")).display().to_string()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[test]
+fn tokens_appear_in_every_format_with_the_configured_modes() {
+    let dir = TestDir::new("formats");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "billing",
+            &format!(
+                "audience: https://billing.example/\nscope: read:invoices write:invoices\noutputs:\n\
+                 - {{ path: {raw} }}\n\
+                 - {{ path: {raw_nl}, newline: true }}\n\
+                 - {{ path: {header}, format: header }}\n\
+                 - {{ path: {json}, format: json, mode: \"0640\", group: 0 }}\n\
+                 - {{ path: {env}, format: env, variable: BILLING_TOKEN, mode: \"0400\" }}",
+                raw = out(&dir, "billing.token"),
+                raw_nl = out(&dir, "nl/billing.token"),
+                header = out(&dir, "billing.header"),
+                json = out(&dir, "billing.json"),
+                env = out(&dir, "billing.env"),
+            ),
+        )],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let raw_path = dir.join("out/billing.token");
+    let token = wait_for(T, "the raw token file", || read(&raw_path));
+    // Every output is written before the readiness line.
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+
+    let claims = claims(&token);
+    assert_eq!(claims["aud"], "https://billing.example/");
+    assert_eq!(claims["scope"], "read:invoices write:invoices");
+    assert!(!token.ends_with('\n'), "raw has no newline by default");
+    assert_eq!(read(&dir.join("out/nl/billing.token")).unwrap(), format!("{token}\n"));
+    assert_eq!(
+        read(&dir.join("out/billing.header")).unwrap(),
+        format!("Authorization: Bearer {token}\n")
+    );
+    let json: Value = serde_json::from_str(&read(&dir.join("out/billing.json")).unwrap()).unwrap();
+    assert_eq!(json["access_token"], token);
+    assert_eq!(json["token_type"], "Bearer");
+    assert_eq!(json["scope"], "read:invoices write:invoices");
+    assert_eq!(json["expires_at_unix"], claims["exp"]);
+    assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        read(&dir.join("out/billing.env")).unwrap(),
+        format!("BILLING_TOKEN={token}\n")
+    );
+
+    assert_eq!(mode(&raw_path), 0o600, "default mode");
+    assert_eq!(mode(&dir.join("out/billing.json")), 0o640);
+    assert_eq!(mode(&dir.join("out/billing.env")), 0o400);
+    assert_eq!(mode(&dir.join("out/nl")), 0o750, "created parent directory");
+    assert_eq!(mode(&dir.join("state")), 0o700);
+    assert_eq!(mode(&dir.join("state/billing.state")), 0o600);
+
+    // The consumers the README documents: curl -H @file, and `. file` in a shell.
+    let (status, body) = curl(&[
+        "-H",
+        &format!("@{}", dir.join("out/billing.header").display()),
+        &format!("{}/api/whoami", issuer.url),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["aud"],
+        "https://billing.example/"
+    );
+    let sourced = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            ". {} && printf %s \"$BILLING_TOKEN\"",
+            dir.join("out/billing.env").display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(sourced.stdout).unwrap(), token);
+
+    // The wire: one request, client_secret_post, our User-Agent, the audience and scope.
+    let requests = issuer.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["auth"], "client_secret_post");
+    assert_eq!(requests[0]["client_id"], "app");
+    assert_eq!(
+        requests[0]["user_agent"],
+        format!("tokend/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(requests[0]["scope"], "read:invoices write:invoices");
+
+    let log = daemon.output();
+    assert!(log.contains("obtained a new token"), "{log}");
+    assert!(log.contains("client=billing"), "{log}");
+    assert!(log.contains("next_refresh="), "{log}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_short_lived_token_is_refreshed_before_it_expires() {
+    let dir = TestDir::new("refresh");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "4s");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "short",
+            &format!(
+                "refresh: {{ min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+                out(&dir, "short.token")
+            ),
+        )],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let path = dir.join("out/short.token");
+    let mut token = wait_for(T, "the first token", || read(&path));
+    for round in 0..2 {
+        let exp_ms = claims(&token)["exp"].as_u64().unwrap() * 1000;
+        let next = wait_for(T, "a refreshed token", || read(&path).filter(|t| *t != token));
+        let replaced_at = now_ms();
+        assert!(
+            replaced_at < exp_ms,
+            "round {round}: token replaced at {replaced_at}, after it expired at {exp_ms}"
+        );
+        token = next;
+    }
+    assert!(issuer.request_count() >= 3);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_restart_reuses_the_saved_token_without_asking_the_idp() {
+    let dir = TestDir::new("restart");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "keep",
+            &format!(
+                "audience: https://a/\noutputs: [{{ path: {} }}]",
+                out(&dir, "keep.token")
+            ),
+        )],
+    );
+    let first = Tokend::run(&dir, &cfg);
+    let path = dir.join("out/keep.token");
+    let token = wait_for(T, "the token", || read(&path));
+    assert!(first.stop().success());
+    assert_eq!(issuer.request_count(), 1);
+
+    // The reader's file is gone, as after a reboot with outputs on tmpfs: it is rewritten.
+    fs::remove_file(&path).unwrap();
+    let second = Tokend::run(&dir, &cfg);
+    second.wait_log("reused the token saved by the previous run; no request sent", T);
+    second.wait_log("1 of 1 clients have a valid token", T);
+    assert_eq!(read(&path).as_deref(), Some(token.as_str()));
+    assert_eq!(issuer.request_count(), 1, "the IdP saw no new request");
+    assert!(second.stop().success());
+
+    // `once` reuses it too.
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    assert_eq!(issuer.request_count(), 1);
+
+    // A changed grant (another audience) must not reuse the old token.
+    let changed = fs::read_to_string(&cfg).unwrap().replace("https://a/", "https://b/");
+    fs::write(&cfg, changed).unwrap();
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(once.status.success());
+    assert_eq!(issuer.request_count(), 2);
+    assert_eq!(claims(&read(&path).unwrap())["aud"], "https://b/");
+}
+
+#[test]
+fn sighup_adds_changes_and_removes_clients_and_survives_a_broken_config() {
+    let dir = TestDir::new("reload");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let client =
+        |aud: &str, file: &str| format!("audience: https://{aud}/\noutputs: [{{ path: {} }}]", out(&dir, file));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("a", &client("a", "a.token")),
+            ("b", &client("b", "b.token")),
+            ("c", &client("c", "c.token")),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("3 of 3 clients have a valid token", T);
+    let token_a = read(&dir.join("out/a.token")).unwrap();
+    let token_b = read(&dir.join("out/b.token")).unwrap();
+    assert!(dir.join("state/c.state").exists());
+
+    config(
+        &dir,
+        &issuer,
+        &[
+            ("a", &client("a", "a.token")),
+            ("b", &client("b2", "b.token")),
+            ("d", &client("d", "d.token")),
+        ],
+    );
+    daemon.signal(Signal::SIGHUP);
+    let log = daemon.wait_log("configuration reloaded", T);
+    assert!(log.contains("added: d; changed: b; removed: c"), "{log}");
+    let new_b = wait_for(T, "b's new token", || {
+        read(&dir.join("out/b.token")).filter(|t| *t != token_b)
+    });
+    assert_eq!(claims(&new_b)["aud"], "https://b2/");
+    let token_d = wait_for(T, "d's token", || read(&dir.join("out/d.token")));
+    assert_eq!(claims(&token_d)["aud"], "https://d/");
+    assert_eq!(
+        read(&dir.join("out/a.token")).unwrap(),
+        token_a,
+        "unchanged client keeps its token"
+    );
+    let for_a = issuer
+        .requests()
+        .iter()
+        .filter(|r| r["audience"] == "https://a/")
+        .count();
+    assert_eq!(for_a, 1, "unchanged client made no new request");
+    assert!(!dir.join("state/c.state").exists(), "removed client's state is deleted");
+
+    // A broken config is rejected and the running one keeps working.
+    dir.write("config.yaml", "clients:\n  a:\n    tokne_url: nope\n");
+    daemon.signal(Signal::SIGHUP);
+    let log = daemon.wait_log("still running the previous one unchanged", T);
+    assert!(
+        log.contains("unknown key `tokne_url`; did you mean `token_url`?"),
+        "{log}"
+    );
+    assert!(log.contains("config.yaml:3:5"), "{log}");
+    let mut daemon = daemon;
+    assert!(daemon.is_running());
+    assert_eq!(read(&dir.join("out/a.token")).unwrap(), token_a);
+    assert_eq!(issuer.request_count(), 5);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn retry_after_on_429_is_honoured() {
+    let dir = TestDir::new("429");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    issuer.faults(json!([{ "status": 429, "error": "too_many_requests", "retry_after": "3" }]));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("limited", &format!("outputs: [{{ path: {} }}]", out(&dir, "l.token")))],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_for(T, "a token after the 429", || read(&dir.join("out/l.token")));
+    let r = issuer.requests();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["status"], 429);
+    let gap = r[1]["at_ms"].as_u64().unwrap() - r[0]["at_ms"].as_u64().unwrap();
+    assert!(gap >= 2900, "retried after {gap} ms despite Retry-After: 3");
+    let log = daemon.output();
+    assert!(
+        log.contains("token endpoint asked to slow down; no valid token is available; retrying in 3s"),
+        "{log}"
+    );
+    assert!(log.contains("HTTP 429 `too_many_requests`"), "{log}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn failures_back_off_and_the_old_token_is_kept_until_a_refresh_succeeds() {
+    let dir = TestDir::new("backoff");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "20s");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "flaky",
+            &format!(
+                "refresh: {{ at: 10%, jitter: 0%, min_remaining: 1s }}\ntimeouts: {{ request: 1s }}\noutputs: [{{ path: {} }}]",
+                out(&dir, "f.token")
+            ),
+        )],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let path = dir.join("out/f.token");
+    let first = wait_for(T, "the first token", || read(&path));
+    issuer.faults(json!([
+        { "status": 500 },
+        { "status": 502, "body": "<html>bad gateway</html>", "content_type": "text/html" },
+        { "status": 200, "body": "{ this is not json" },
+        { "delay_ms": 2500 },
+    ]));
+    // Watch the file through the failures: it must hold the first token until the refresh works.
+    let mut contents = vec![first.clone()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while contents.len() < 2 && Instant::now() < deadline {
+        let now = read(&path).expect("the token file never disappears");
+        if now != *contents.last().unwrap() {
+            contents.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(contents.len(), 2, "expected exactly one replacement");
+    let r = issuer.requests();
+    let statuses: Vec<u64> = r.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    // first token, 500, 502, garbage (200), abandoned after the 1s timeout (0), then success.
+    assert_eq!(statuses, vec![200, 500, 502, 200, 0, 200], "{r:?}");
+    let log = daemon.output();
+    for expected in [
+        "the token endpoint answered HTTP 500 (0 bytes)",
+        "the token endpoint answered HTTP 502 (text/html, 24 bytes)",
+        "the token endpoint sent an invalid token response: the body is not a JSON object",
+        "did not answer within 1s",
+        "token request failed; still serving the current token, valid until",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+    // Backoff: each retry waits at least `retry.initial` (200ms) after the previous attempt.
+    let times: Vec<u64> = r.iter().map(|r| r["at_ms"].as_u64().unwrap()).collect();
+    for w in times[1..].windows(2) {
+        assert!(w[1] - w[0] >= 190, "retried too fast: {times:?}");
+    }
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn invalid_client_backs_off_straight_to_the_maximum() {
+    let dir = TestDir::new("invalid-client");
+    let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("bad", &format!("outputs: [{{ path: {} }}]", out(&dir, "bad.token")))],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let log = daemon.wait_log_n("token request rejected", 2, T);
+    assert!(
+        log.contains("the token endpoint answered HTTP 401 `invalid_client`: Unauthorized"),
+        "{log}"
+    );
+    assert!(
+        log.contains("check the client's credentials and settings; no valid token is available; retrying in 3s"),
+        "{log}"
+    );
+    let r = issuer.requests();
+    let gap = r[1]["at_ms"].as_u64().unwrap() - r[0]["at_ms"].as_u64().unwrap();
+    assert!(gap >= 2900, "retried after {gap} ms; retry.max is 3s");
+    assert!(!dir.join("out/bad.token").exists());
+    daemon.wait_log("0 of 1 clients have a valid token", T);
+    assert!(daemon.stop().success());
+
+    let once = tokend(&["--config", dir.join("config.yaml").to_str().unwrap(), "once"]);
+    assert_eq!(once.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&once.stderr).contains("no valid token"));
+}
+
+#[test]
+fn client_secret_basic_encodes_characters_that_need_it() {
+    let dir = TestDir::new("basic");
+    let (id, secret) = ("id:with+odd% chars", "se:cr+et% /&=");
+    let issuer = Issuer::start(&dir, &[(id, secret)], "1h");
+    let secret_file = dir.secret("basic-secret", secret);
+    let cfg = dir.write(
+        "config.yaml",
+        &format!(
+            "state_dir: {}\nclients:\n  basic:\n    token_url: {}\n    client_id: \"{id}\"\n    client_secret: {{ file: {} }}\n    auth: client_secret_basic\n    outputs: [{{ path: {} }}]\n",
+            dir.join("state").display(),
+            issuer.token_url(),
+            secret_file.display(),
+            out(&dir, "basic.token"),
+        ),
+    );
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let r = issuer.requests();
+    assert_eq!(
+        (
+            r[0]["auth"].as_str(),
+            r[0]["client_id"].as_str(),
+            r[0]["status"].as_u64()
+        ),
+        (Some("client_secret_basic"), Some(id), Some(200))
+    );
+    assert_eq!(claims(&read(&dir.join("out/basic.token")).unwrap())["client_id"], id);
+}
+
+#[test]
+fn clients_with_identical_grants_share_one_request() {
+    let dir = TestDir::new("share");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let same = |file: &str| format!("audience: https://same/\noutputs: [{{ path: {} }}]", out(&dir, file));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("one", &same("one.token")),
+            ("two", &same("two.token")),
+            ("other", "audience: https://other/"),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("3 of 3 clients have a valid token", T);
+    assert_eq!(issuer.request_count(), 2);
+    assert_eq!(read(&dir.join("out/one.token")), read(&dir.join("out/two.token")));
+    assert!(daemon.output().contains("client=one,two"));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_missing_expires_in_falls_back_to_the_jwt_exp() {
+    let dir = TestDir::new("no-expires-in");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    issuer.faults(json!([{ "omit_expires_in": true, "lifetime_s": 600 }]));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "jwt",
+            &format!("outputs: [{{ path: {}, format: json }}]", out(&dir, "jwt.json")),
+        )],
+    );
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    let log = String::from_utf8_lossy(&once.stderr).into_owned();
+    assert!(once.status.success(), "{log}");
+    assert!(log.contains("lifetime=10m lifetime_from=\"jwt exp\""), "{log}");
+    let json: Value = serde_json::from_str(&read(&dir.join("out/jwt.json")).unwrap()).unwrap();
+    let exp = claims(json["access_token"].as_str().unwrap())["exp"].as_u64().unwrap();
+    let written = json["expires_at_unix"].as_u64().unwrap();
+    assert!(written.abs_diff(exp) <= 1, "expires_at {written} vs exp {exp}");
+}
+
+#[test]
+fn one_failing_output_does_not_stop_the_others_and_is_retried() {
+    let dir = TestDir::new("output-failure");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    // A regular file where a directory should be: fails even for root.
+    dir.write("out/blocked", "not a directory");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "c",
+            &format!(
+                "outputs:\n- {{ path: {} }}\n- {{ path: {} }}",
+                out(&dir, "blocked/c.token"),
+                out(&dir, "ok.token")
+            ),
+        )],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let token = wait_for(T, "the healthy output", || read(&dir.join("out/ok.token")));
+    let log = daemon.wait_log("cannot write output", T);
+    assert!(log.contains("blocked/c.token"), "{log}");
+    fs::remove_file(dir.join("out/blocked")).unwrap();
+    let retried = wait_for(T, "the retried output", || read(&dir.join("out/blocked/c.token")));
+    assert_eq!(retried, token);
+    daemon.wait_log("failed outputs written", T);
+    assert_eq!(issuer.request_count(), 1);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn stale_temp_files_from_a_killed_run_are_removed_at_start_up() {
+    let dir = TestDir::new("stale-temp");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("t", &format!("outputs: [{{ path: {} }}]", out(&dir, "t.token")))],
+    );
+    let stale = dir.write("out/.t.token.tokend-Ab3dE6gH.tmp", "half a tok");
+    let stale_state = dir.write("state/.t.state.tokend-Zz9yX8wV.tmp", "{");
+    let unrelated = dir.write("out/.t.token.backup", "keep me");
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(once.status.success());
+    assert!(!stale.exists() && !stale_state.exists());
+    assert!(unrelated.exists());
+    assert!(String::from_utf8_lossy(&once.stderr).contains("removed a temp file left by an interrupted run"));
+}
+
+/// Readers looping on open/read while the real binary replaces the files over a thousand times
+/// never see an empty or partial token.
+#[test]
+fn readers_never_see_a_partial_token_across_a_thousand_rotations() {
+    const ROTATIONS: usize = 1000;
+    let dir = TestDir::new("atomic");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "r",
+            &format!(
+                "outputs:\n- {{ path: {} }}\n- {{ path: {}, format: header }}\n- {{ path: {}, format: json }}",
+                out(&dir, "r.token"),
+                out(&dir, "r.header"),
+                out(&dir, "r.json")
+            ),
+        )],
+    );
+    let cfg = cfg.to_str().unwrap().to_owned();
+    assert!(tokend(&["--config", &cfg, "once"]).status.success());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = ["r.token", "r.header", "r.json"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&format!("out/{name}"));
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut seen = HashSet::new();
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = fs::read_to_string(&path).expect("the file always exists");
+                    let token = match name {
+                        "r.header" => text
+                            .strip_prefix("Authorization: Bearer ")
+                            .and_then(|t| t.strip_suffix('\n'))
+                            .expect("complete header")
+                            .to_owned(),
+                        "r.json" => serde_json::from_str::<Value>(&text).expect("complete JSON")["access_token"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        _ => text,
+                    };
+                    let parts: Vec<&str> = token.split('.').collect();
+                    assert_eq!(parts.len(), 3, "torn token {token:?}");
+                    assert_eq!(parts[2].len(), 86, "torn signature in {token:?}");
+                    claims(&token);
+                    seen.insert(token);
+                    reads += 1;
+                }
+                (reads, seen.len())
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..ROTATIONS {
+        let once = tokend(&["--config", &cfg, "--log-level", "warn", "once", "--force"]);
+        assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    }
+    let elapsed = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let (reads, distinct) = reader.join().expect("a reader saw a torn file");
+        assert!(
+            reads > 100 && distinct > 10,
+            "readers barely ran: {reads} reads, {distinct} tokens"
+        );
+    }
+    assert_eq!(issuer.request_count(), ROTATIONS + 1);
+    eprintln!("{ROTATIONS} rotations in {elapsed:?}");
+}
+
+/// Everything the binary prints, at trace level for tokend and every library, through successes
+/// and failures, contains neither the client secret nor any token.
+#[test]
+fn no_secret_or_token_appears_in_any_output_even_at_trace_level() {
+    let dir = TestDir::new("no-leaks");
+    let issuer = Issuer::start(&dir, &[("app", SECRET), ("basic:id", SECRET)], "4s");
+    issuer.faults(json!([
+        { "status": 400, "error": "invalid_request" },
+        { "status": 200, "body": "{\"access_token\": 17}" },
+    ]));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            (
+                "post",
+                &format!(
+                    "refresh: {{ min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+                    out(&dir, "post.token")
+                ),
+            ),
+            (
+                "basic",
+                &format!(
+                    "client_id: \"basic:id\"\nauth: client_secret_basic\nrefresh: {{ min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+                    out(&dir, "basic.token")
+                ),
+            ),
+        ],
+    );
+    let trace = [("RUST_LOG", "trace")];
+    let args = ["--config", cfg.to_str().unwrap(), "--log-level", "trace", "run"];
+    let daemon = Tokend::spawn(&dir, &args, &trace);
+    let mut tokens = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < deadline && tokens.len() < 4 {
+        for f in ["out/post.token", "out/basic.token"] {
+            if let Some(t) = read(&dir.join(f)) {
+                tokens.insert(t);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(tokens.len() >= 4, "expected refreshed tokens, got {}", tokens.len());
+    let log_path = daemon.log.clone();
+    assert!(daemon.stop().success());
+    let mut printed = fs::read_to_string(&log_path).unwrap();
+    for cmd in [&["check"][..], &["once"], &["once", "--force"]] {
+        let mut args = vec!["--config", cfg.to_str().unwrap(), "--log-level", "trace"];
+        args.extend_from_slice(cmd);
+        let o = std::process::Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        printed.push_str(&String::from_utf8_lossy(&o.stdout));
+        printed.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(
+        printed.len() > 10_000,
+        "trace output unexpectedly small ({} bytes)",
+        printed.len()
+    );
+    assert!(printed.contains("invalid_request"), "the failures were exercised");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut forbidden = vec![
+        SECRET.to_owned(),
+        url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect::<String>(),
+        b64.encode(format!(
+            "app:{}",
+            url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect::<String>()
+        )),
+        b64.encode(format!(
+            "basic%3Aid:{}",
+            url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect::<String>()
+        )),
+    ];
+    for t in &tokens {
+        forbidden.push(t.clone());
+        forbidden.push(t.rsplit('.').next().unwrap().to_owned()); // the signature alone
+    }
+    for f in &forbidden {
+        assert!(!printed.contains(f.as_str()), "leaked {f:?} into the output");
+    }
+}
+
+#[test]
+fn check_exits_78_for_an_invalid_config_and_1_for_an_unreadable_secret() {
+    let dir = TestDir::new("check");
+    let bad = dir.write("bad.yaml", "clients:\n  x:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: s\n    outputs: [{ path: /run/x, mode: 640 }]\n");
+    let o = tokend(&["--config", bad.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:6:37: clients.x.outputs[0].mode: mode must be a quoted octal string",
+            bad.display()
+        )),
+        "{err}"
+    );
+
+    let missing = dir.join("nope.yaml");
+    let o = tokend(&["--config", missing.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the configuration file"));
+
+    let unreadable = dir.write(
+        "unreadable.yaml",
+        &format!(
+            "state_dir: {}\nclients:\n  x:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: {{ file: {} }}\n    outputs: [{{ path: {} }}]\n",
+            dir.join("state").display(),
+            dir.join("no-such-secret").display(),
+            out(&dir, "x.token")
+        ),
+    );
+    let o = tokend(&["--config", unreadable.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("problem: x: cannot read client secret from file"), "{err}");
+
+    let secret = dir.secret("ok-secret", "hunter2-secret-value");
+    let good = dir.write(
+        "good.yaml",
+        &fs::read_to_string(&unreadable)
+            .unwrap()
+            .replace(dir.join("no-such-secret").to_str().unwrap(), secret.to_str().unwrap()),
+    );
+    let o = tokend(&["--config", good.to_str().unwrap(), "check"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("valid, 1 client (1 token request)"), "{text}");
+    assert!(text.contains("client secret   file"), "{text}");
+    assert!(text.contains("(readable)"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let dir = TestDir::new("sigint");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("i", "audience: https://i/")]);
+    let mut daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    daemon.signal(Signal::SIGINT);
+    assert!(daemon.wait(T).success());
+    assert!(daemon.output().contains("stopped"));
+}
+
+#[test]
+fn tokend_dev_issues_tokens_a_newcomer_can_use() {
+    let dir = TestDir::new("dev");
+    let dev_dir = dir.join("devdir");
+    let daemon = Tokend::spawn(&dir, &["dev", "--dir", dev_dir.to_str().unwrap()], &[]);
+    let header = dev_dir.join("tokens/demo.header");
+    wait_for(T, "the dev token", || read(&header));
+    let log = daemon.wait_log("2 of 2 clients have a valid token", T);
+    assert!(log.contains("DEVELOPMENT MODE -- NOT FOR PRODUCTION"), "{log}");
+    let url = log
+        .lines()
+        .find_map(|l| l.strip_prefix("issuer   "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"));
+    let (status, body) = curl(&["-H", &format!("@{}", header.display()), &format!("{url}/api/whoami")]);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = curl(&[
+        "-H",
+        "Authorization: Bearer forged.token.value",
+        &format!("{url}/api/whoami"),
+    ]);
+    assert_eq!(status, 401);
+    let check = tokend(&["--config", dev_dir.join("config.yaml").to_str().unwrap(), "check"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(daemon.stop().success());
+    assert_eq!(mode(&dev_dir.join("client-secret")), 0o600);
+}
+
+#[test]
+fn a_hanging_token_endpoint_does_not_delay_other_clients() {
+    let dir = TestDir::new("independent");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    // Accepts connections (the kernel completes the handshake) but never answers.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = format!("http://{}/oauth/token", black_hole.local_addr().unwrap());
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            (
+                "stuck",
+                &format!(
+                    "token_url: {hole}\ntimeouts: {{ request: 60s }}\noutputs: [{{ path: {} }}]",
+                    out(&dir, "stuck.token")
+                ),
+            ),
+            ("fine", &format!("outputs: [{{ path: {} }}]", out(&dir, "fine.token"))),
+        ],
+    );
+    let started = Instant::now();
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_for(Duration::from_secs(5), "the healthy client's token", || {
+        read(&dir.join("out/fine.token"))
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!dir.join("out/stuck.token").exists());
+    assert!(daemon.stop().success(), "stops cleanly even with a request in flight");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = TestDir::new("json-logs");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("j", "audience: https://j/")]);
+    let o = tokend(&["--config", cfg.to_str().unwrap(), "--log-format", "json", "once"]);
+    assert!(o.status.success());
+    let stderr = String::from_utf8(o.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let refreshed = lines
+        .iter()
+        .find(|l| l["message"] == "obtained a new token")
+        .expect("the refresh line");
+    assert_eq!(refreshed["client"], "j");
+    assert_eq!(refreshed["outcome"], "refreshed");
+    assert!(refreshed["expires_at"].is_string() && refreshed["next_refresh"].is_string());
+}

@@ -1,0 +1,271 @@
+//! Helpers for the integration tests: a unique directory per test, the development issuer run as
+//! its own process (the token server), the real `tokend` binary, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+
+/// A fresh directory for one test, removed when dropped.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tokend-{name}-"))
+            .tempdir()
+            .expect("temp dir");
+        TestDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes a file, creating parent directories; returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Writes a secret file with mode 0600.
+    pub fn secret(&self, name: &str, secret: &str) -> PathBuf {
+        let path = self.write(name, &format!("{secret}\n"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a file if it exists and is not empty.
+pub fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().filter(|s| !s.is_empty())
+}
+
+/// Runs curl with `args`; returns (HTTP status, body).
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+/// The development issuer (`tokend dev --issuer-only`) as a separate process.
+pub struct Issuer {
+    child: Child,
+    pub url: String,
+}
+
+impl Issuer {
+    /// Starts an issuer accepting `clients` (id, secret) and issuing tokens that live `lifetime`.
+    pub fn start(dir: &TestDir, clients: &[(&str, &str)], lifetime: &str) -> Issuer {
+        let map: serde_json::Map<String, Value> = clients
+            .iter()
+            .map(|(id, secret)| (id.to_string(), Value::String(secret.to_string())))
+            .collect();
+        let file = dir.write("issuer-clients.json", &Value::Object(map).to_string());
+        let mut child = Command::new(BIN)
+            .args(["dev", "--issuer-only", "--lifetime", lifetime, "--clients-file"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start issuer");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "unexpected issuer banner: {line:?}"
+        );
+        Issuer { child, url }
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.url)
+    }
+
+    /// Every token request the issuer has seen.
+    pub fn requests(&self) -> Vec<Value> {
+        let (status, body) = curl(&[&format!("{}/_dev/requests", self.url)]);
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["requests"].as_array().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests().len()
+    }
+
+    /// Queues misbehaviours for the next token requests.
+    pub fn faults(&self, faults: Value) {
+        let (status, _) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &faults.to_string(),
+            &format!("{}/_dev/faults", self.url),
+        ]);
+        assert_eq!(status, 204);
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real daemon, with stdout and stderr captured to a file.
+pub struct Tokend {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Tokend {
+    pub fn run(dir: &TestDir, config: &Path) -> Tokend {
+        Self::spawn(dir, &["--config", config.to_str().unwrap(), "run"], &[])
+    }
+
+    pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
+        let n = fs::read_dir(dir.path()).unwrap().count();
+        let log = dir.join(&format!("tokend-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start tokend");
+        Tokend {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `times` times; returns the log.
+    pub fn wait_log_n(&self, needle: &str, times: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.output();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {times}× {needle:?} in the log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_log_n(needle, 1, timeout)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait(Duration::from_secs(10))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let status = wait_for(timeout, "tokend to exit", || child.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Tokend {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `tokend ARGS` to completion.
+pub fn tokend(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run tokend")
+}
+
+/// The claims of a JWT, without verifying it.
+pub fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.trim().split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
