@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{self, ClientName, Config, ConfigError};
+use crate::oauth::HttpClients;
 use crate::output::atomic;
 use crate::refresh::{Group, Runner};
 use crate::state;
@@ -41,6 +42,7 @@ struct Running {
 pub struct Daemon {
     config: Config,
     store: Arc<Store>,
+    http: HttpClients,
     running: Vec<Running>,
     tracker: TaskTracker,
 }
@@ -52,13 +54,15 @@ impl Daemon {
         let mut daemon = Daemon {
             config: config.clone(),
             store,
+            http: HttpClients::default(),
             running: Vec::new(),
             tracker: TaskTracker::new(),
         };
         let mut first = Vec::new();
         daemon.store.retain_clients(config.clients.iter().map(|c| &c.name));
         for group in Group::from_clients(&config.clients, &config.state_dir) {
-            first.push(daemon.spawn(group)?);
+            let runner = daemon.prepare(&group)?;
+            first.push(daemon.spawn(group, runner));
         }
         Ok((daemon, first))
     }
@@ -67,14 +71,18 @@ impl Daemon {
         &self.store
     }
 
-    fn spawn(&mut self, group: Group) -> Result<oneshot::Receiver<()>, AppError> {
+    fn prepare(&self, group: &Group) -> Result<Runner, AppError> {
+        Runner::new(group.clone(), self.store.clone(), &self.http)
+            .map_err(|e| anyhow::anyhow!("cannot set up client {}: {e}", group.label()).into())
+    }
+
+    fn spawn(&mut self, group: Group, runner: Runner) -> oneshot::Receiver<()> {
         remove_stale_temps(&group);
-        let runner = Runner::new(group.clone(), self.store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let handle = self.tracker.spawn(runner.run(cancel.clone(), Some(tx)));
         self.running.push(Running { group, cancel, handle });
-        Ok(rx)
+        rx
     }
 
     /// Replaces the configuration. Groups that are unchanged keep running untouched (same token,
@@ -82,12 +90,21 @@ impl Daemon {
     /// their grant is unchanged; removed ones are stopped and their state deleted.
     pub async fn apply(&mut self, config: Config) -> Result<(), AppError> {
         let new_groups = Group::from_clients(&config.clients, &config.state_dir);
+        // Everything that can fail happens before anything is stopped, so a failed reload leaves
+        // the running set exactly as it was.
+        let mut prepared = Vec::new();
+        for group in &new_groups {
+            if !self.running.iter().any(|r| r.group == *group) {
+                prepared.push((group.clone(), self.prepare(group)?));
+            }
+        }
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|r| new_groups.contains(&r.group));
         for r in stop {
             r.cancel.cancel();
-            // A task only stops at a safe point (never mid-write), so this waits for any write.
+            // A task stops only while sleeping or waiting for the token endpoint, never while
+            // writing files, so once this returns no write of the old task is in flight.
             if let Err(e) = r.handle.await {
                 error!(client = %r.group.label(), error = %e, "refresh task ended abnormally");
             }
@@ -100,11 +117,9 @@ impl Daemon {
             }
         }
         self.running = keep;
-        for group in new_groups {
-            if !self.running.iter().any(|r| r.group == group) {
-                // Readiness was reported at start-up; later first attempts are not awaited.
-                drop(self.spawn(group)?);
-            }
+        for (group, runner) in prepared {
+            // Readiness was reported at start-up; later first attempts are not awaited.
+            drop(self.spawn(group, runner));
         }
         info!(
             added = %summary.added.len(),
@@ -207,14 +222,17 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
     let clients = config.clients.len();
     info!(config = %config_path.display(), clients, state_dir = %config.state_dir.display(), "tokend starting");
     let (mut daemon, first) = Daemon::start(config, Store::new())?;
-    let watchdog = CancellationToken::new();
-    systemd::spawn_watchdog(watchdog.clone());
+    // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
+    // systemd restarts tokend.
+    let watchdog = systemd::watchdog_period();
+    let mut watchdog_ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     let startup = futures_util::future::join_all(first);
     tokio::pin!(startup);
     let mut started = false;
     loop {
         tokio::select! {
+            _ = watchdog_ticker.tick(), if watchdog.is_some() => systemd::watchdog(),
             _ = &mut startup, if !started => {
                 started = true;
                 let status = readiness_status(daemon.store());
@@ -223,7 +241,7 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
             }
             _ = stop.cancelled() => break,
             signal = signals.next() => match signal {
-                Some(SIGHUP) => reload(&mut daemon, config_path).await,
+                Some(SIGHUP) => reload(&mut daemon, config_path, started).await,
                 Some(SIGTERM | SIGINT) | None => break,
                 Some(_) => {}
             },
@@ -233,13 +251,16 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
     systemd::stopping();
     signals.handle().close();
     daemon.shutdown().await;
-    watchdog.cancel();
     info!("stopped");
     Ok(())
 }
 
-async fn reload(daemon: &mut Daemon, config_path: &Path) {
-    systemd::reloading();
+/// Reloads the configuration. Before start-up has completed (READY not yet sent), systemd is not
+/// told about the reload: READY will follow when start-up completes.
+async fn reload(daemon: &mut Daemon, config_path: &Path, started: bool) {
+    if started {
+        systemd::reloading();
+    }
     info!(config = %config_path.display(), "reloading configuration");
     match config::load(config_path) {
         Ok(config) => {
@@ -254,7 +275,9 @@ async fn reload(daemon: &mut Daemon, config_path: &Path) {
             error!("the new configuration was rejected; still running the previous one unchanged");
         }
     }
-    systemd::ready(&readiness_status(daemon.store()));
+    if started {
+        systemd::ready(&readiness_status(daemon.store()));
+    }
 }
 
 fn readiness_status(store: &Store) -> String {
@@ -265,14 +288,15 @@ fn readiness_status(store: &Store) -> String {
 }
 
 /// `tokend once`: fetch what is missing or due (everything with `force`), write the outputs, and
-/// report whether every client now has a valid token.
+/// report whether every client now has a valid token and every output was written.
 pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let store = Store::new();
     store.retain_clients(config.clients.iter().map(|c| &c.name));
+    let http = HttpClients::default();
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients, &config.state_dir) {
         remove_stale_temps(&group);
-        let mut runner = Runner::new(group, store.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut runner = Runner::new(group, store.clone(), &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         jobs.push(async move {
             if !force {
                 runner.seed().await;
@@ -281,11 +305,12 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
                 // Failures are logged by `refresh`; a still-valid seeded token remains published.
                 let _ = runner.refresh().await;
             }
+            runner.failed_outputs()
         });
     }
-    futures_util::future::join_all(jobs).await;
+    let failed_outputs: usize = futures_util::future::join_all(jobs).await.into_iter().sum();
     let now = SystemTime::now();
-    let mut all_valid = true;
+    let mut all_valid = failed_outputs == 0;
     for (name, snapshot) in store.all() {
         if snapshot.valid_token(now).is_none() {
             error!(client = %name, "no valid token");

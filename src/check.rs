@@ -34,6 +34,15 @@ pub fn check(config: &Config) -> Report {
         config.state_dir.display()
     );
     check_dir(&mut r, "state_dir", &config.state_dir, None);
+    if let Ok(meta) = std::fs::metadata(&config.state_dir)
+        && meta.mode() & 0o077 != 0
+    {
+        r.warnings.push(format!(
+            "state_dir {} has mode {:04o}; it holds tokens, so 0700 is safer",
+            config.state_dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
         describe(&mut r, client, &groups, config_mode);

@@ -63,8 +63,12 @@ fn main() -> ExitCode {
     if let Command::Check = cli.command {
         return run_check(&cli.config);
     }
+    // File writes (with fsync) and DNS lookups run on blocking threads. The cap keeps a burst of
+    // refreshes from spawning a thread per client, yet leaves room for a few hung writes (a stuck
+    // NFS mount) without holding up everyone else's.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AuthMethod, Client, Grant, Output, RetryPolicy, Timeouts};
-use crate::oauth::{ErrorClass, FetchError, HttpClient, request};
+use crate::config::{AuthMethod, Client, ClientName, Grant, Output, RetryPolicy, Timeouts};
+use crate::oauth::{ErrorClass, FetchError, HttpClient, HttpClients, request};
 use crate::output;
 use crate::schedule;
 use crate::secret::SecretSource;
 use crate::state;
-use crate::store::Store;
+use crate::store::{Snapshot, Store};
 use crate::token::{Token, rfc3339};
 
 /// Output retries back off from this …
@@ -40,18 +40,15 @@ pub struct Group {
 }
 
 impl Group {
-    /// Groups clients that would send identical requests: same grant and the same way of
-    /// authenticating. Their refresh policies may differ; the earliest refresh time wins.
+    /// Groups clients that would send identical requests: the same grant, authenticated the same
+    /// way with the same secret. The first client (in config order) decides the group's timeouts
+    /// and retry policy; refresh times take the earliest any member's policy asks for.
     pub fn from_clients(clients: &[Arc<Client>], state_dir: &Path) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         for client in clients {
-            let same = groups.iter_mut().find(|g| {
-                g.grant == client.grant
-                    && g.auth == client.auth
-                    && g.secret == client.secret
-                    && g.timeouts == client.timeouts
-                    && g.retry == client.retry
-            });
+            let same = groups
+                .iter_mut()
+                .find(|g| g.grant == client.grant && g.auth == client.auth && g.secret == client.secret);
             match same {
                 Some(group) => group.members.push(client.clone()),
                 None => groups.push(Group {
@@ -102,11 +99,16 @@ pub struct Runner {
     failed_outputs: Vec<(usize, usize)>,
     output_retry: (SystemTime, Duration),
     expiry_reported: bool,
+    /// The clock was seen to have gone back since the current token was obtained, and an
+    /// immediate refresh was ordered; not again for the same token, so that a failing refresh
+    /// backs off normally.
+    clock_leap_handled: bool,
+    short_lifetime_reported: bool,
 }
 
 impl Runner {
-    pub fn new(group: Group, store: Arc<Store>) -> Result<Self, FetchError> {
-        let http = HttpClient::new(group.timeouts)?;
+    pub fn new(group: Group, store: Arc<Store>, http: &HttpClients) -> Result<Self, FetchError> {
+        let http = http.get(group.timeouts)?;
         Ok(Runner {
             label: group.label(),
             fingerprint: group.grant.fingerprint(),
@@ -119,6 +121,8 @@ impl Runner {
             failed_outputs: Vec::new(),
             output_retry: (SystemTime::now(), OUTPUT_RETRY_INITIAL),
             expiry_reported: false,
+            clock_leap_handled: false,
+            short_lifetime_reported: false,
         })
     }
 
@@ -126,9 +130,9 @@ impl Runner {
         &self.label
     }
 
-    /// The token every member has now, if it is valid.
-    pub fn has_valid_token(&self, now: SystemTime) -> bool {
-        self.current.as_ref().is_some_and(|t| t.is_valid_at(now))
+    /// How many outputs failed their last write.
+    pub fn failed_outputs(&self) -> usize {
+        self.failed_outputs.len()
     }
 
     /// Whether a refresh is due at `now`.
@@ -140,8 +144,9 @@ impl Runner {
                 .is_none_or(|t| schedule::clock_went_back(t.issued_at, now))
     }
 
-    /// Takes over a still-valid token for this grant, from a member's previous task or state file,
-    /// and publishes it. Returns where it came from, or `None` if a new token is needed.
+    /// Takes over what is known about this grant: after a reload, the previous task's token and
+    /// retry state (from the store); after a restart, a still-valid saved token. A token found is
+    /// published. Returns where it came from, or `None` if a new token is needed.
     pub async fn seed(&mut self) -> Option<Seed> {
         let now = SystemTime::now();
         // A member whose grant changed must not go on serving the old grant's token.
@@ -149,52 +154,61 @@ impl Runner {
             self.store.update(&member.name, |s| {
                 if s.fingerprint != self.fingerprint {
                     s.token = None;
+                    s.failures = 0;
                 }
             });
         }
-        let from_memory = self
+        let previous: Vec<Snapshot> = self
             .group
             .members
             .iter()
             .filter_map(|m| self.store.get(&m.name))
             .filter(|s| s.fingerprint == self.fingerprint)
+            .collect();
+        // A grant that was backing off keeps backing off across a reload.
+        if let Some(failing) = previous.iter().filter(|s| s.failures > 0).max_by_key(|s| s.failures) {
+            self.failures = failing.failures;
+            self.due = failing.next_attempt.unwrap_or(now);
+        }
+        let from_memory = previous
+            .iter()
             .filter_map(|s| s.valid_token(now).cloned())
             .max_by_key(|t| t.expires_at);
         if let Some(token) = from_memory {
-            debug!(client = %self.label, "continuing with the token held before the reload");
             self.adopt(token, Seed::Memory).await;
             return Some(Seed::Memory);
         }
-        let mut best: Option<Token> = None;
-        for member in &self.group.members {
-            match state::load(
-                &self.group.state_dir,
-                &member.name,
-                &self.fingerprint,
-                now,
-                Duration::from_secs(1),
-            ) {
-                Ok(token) => {
-                    if best.as_ref().is_none_or(|b| token.expires_at > b.expires_at) {
-                        best = Some(token);
-                    }
+        let dir = self.group.state_dir.clone();
+        let names: Vec<ClientName> = self.group.members.iter().map(|m| m.name.clone()).collect();
+        let fingerprint = self.fingerprint.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut best: Option<Token> = None;
+            for name in &names {
+                match state::load(&dir, name, &fingerprint, now, Duration::from_secs(1)) {
+                    Ok(token) if best.as_ref().is_none_or(|b| token.expires_at > b.expires_at) => best = Some(token),
+                    Ok(_) | Err(state::Unusable::Missing) => {}
+                    Err(reason) => debug!(client = %name, ?reason, "saved token not reused"),
                 }
-                Err(state::Unusable::Missing) => {}
-                Err(reason) => debug!(client = %member.name, ?reason, "saved token not reused"),
             }
-        }
-        let token = Arc::new(best?);
-        self.adopt(token, Seed::StateFile).await;
+            best
+        })
+        .await
+        .ok()
+        .flatten()?;
+        self.adopt(Arc::new(saved), Seed::StateFile).await;
         Some(Seed::StateFile)
     }
 
     async fn adopt(&mut self, token: Arc<Token>, seed: Seed) {
-        let planned = self.plan(&token);
+        if self.failures == 0 {
+            // Deterministic for a given token, so a reload or restart keeps the schedule.
+            self.due = self.plan(&token);
+        }
         info!(
             client = %self.label,
             outcome = if seed == Seed::Memory { "kept" } else { "reused" },
             expires_at = %rfc3339(token.expires_at),
-            next_refresh = %rfc3339(planned),
+            next_refresh = %rfc3339(self.due),
             "{}",
             if seed == Seed::Memory {
                 "kept the current token"
@@ -202,13 +216,12 @@ impl Runner {
                 "reused the token saved by the previous run; no request sent"
             }
         );
-        self.due = planned;
         // The state file already holds this token (or, after a reload, the same grant's).
         self.publish(token, false).await;
     }
 
     /// The earliest refresh time any member's policy asks for.
-    fn plan(&self, token: &Token) -> SystemTime {
+    fn plan(&mut self, token: &Token) -> SystemTime {
         let sample = token.jitter_sample();
         let plans = self
             .group
@@ -216,7 +229,8 @@ impl Runner {
             .iter()
             .map(|m| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample));
         let earliest = plans.min_by_key(|p| p.at).expect("a group has members");
-        if earliest.min_remaining_unmet {
+        if earliest.min_remaining_unmet && !self.short_lifetime_reported {
+            self.short_lifetime_reported = true;
             warn!(
                 client = %self.label,
                 lifetime = %humantime::format_duration(token.lifetime()),
@@ -229,12 +243,42 @@ impl Runner {
     /// Requests a new token now. On success it is published; on failure the current token stays
     /// and the next attempt is scheduled with backoff.
     pub async fn refresh(&mut self) -> Result<(), FetchError> {
+        let result = self.request().await;
+        self.complete(result).await
+    }
+
+    /// The request alone: cancellable, as it changes nothing.
+    async fn request(&self) -> Result<Token, FetchError> {
         let sent_at = SystemTime::now();
-        match self.fetch(sent_at).await {
+        let source = self.group.secret.clone();
+        // Reading a secret file is blocking I/O (and may sit on a slow mount).
+        let secret =
+            tokio::task::spawn_blocking(move || source.read())
+                .await
+                .map_err(|e| FetchError::Transport {
+                    url: String::new(),
+                    reason: format!("secret reader failed: {e}"),
+                })??;
+        let request = request::build(&self.group.grant, self.group.auth, &secret);
+        drop(secret);
+        let issued = self.http.fetch(&self.group.grant.token_url, &request).await?;
+        let default_lifetime = self
+            .group
+            .members
+            .iter()
+            .map(|m| m.refresh.default_lifetime)
+            .min()
+            .expect("a group has members");
+        Ok(Token::from_response(issued, sent_at, default_lifetime)?)
+    }
+
+    /// Acts on a request's outcome: publishes a new token, or schedules the retry. Never
+    /// cancelled part-way, so a reload or shutdown waits for the files to be written.
+    async fn complete(&mut self, result: Result<Token, FetchError>) -> Result<(), FetchError> {
+        match result {
             Ok(token) => {
                 let token = Arc::new(token);
                 self.failures = 0;
-                self.expiry_reported = false;
                 self.due = self.plan(&token);
                 info!(
                     client = %self.label,
@@ -255,21 +299,6 @@ impl Runner {
         }
     }
 
-    async fn fetch(&self, sent_at: SystemTime) -> Result<Token, FetchError> {
-        let secret = self.group.secret.read()?;
-        let request = request::build(&self.group.grant, self.group.auth, &secret);
-        drop(secret);
-        let issued = self.http.fetch(&self.group.grant.token_url, &request).await?;
-        let default_lifetime = self
-            .group
-            .members
-            .iter()
-            .map(|m| m.refresh.default_lifetime)
-            .min()
-            .expect("a group has members");
-        Ok(Token::from_response(issued, sent_at, default_lifetime))
-    }
-
     fn fail(&mut self, e: &FetchError) {
         self.failures += 1;
         let class = e.class();
@@ -282,7 +311,7 @@ impl Runner {
         );
         let now = SystemTime::now();
         self.due = now + delay;
-        let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))).to_string();
+        let retry_in = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)).to_string();
         let keeping = match self.current.as_ref().filter(|t| t.is_valid_at(now)) {
             Some(t) => format!("still serving the current token, valid until {}", rfc3339(t.expires_at)),
             None => "no valid token is available".to_owned(),
@@ -290,6 +319,7 @@ impl Runner {
         let message = e.to_string();
         for member in &self.group.members {
             self.store.update(&member.name, |s| {
+                s.fingerprint = self.fingerprint.clone();
                 s.last_error = Some(message.clone());
                 s.failures = self.failures;
                 s.next_attempt = Some(self.due);
@@ -324,12 +354,16 @@ impl Runner {
     /// Makes `token` current: store first (readers see it at once), then files, then state.
     async fn publish(&mut self, token: Arc<Token>, save_state: bool) {
         self.current = Some(token.clone());
+        self.expiry_reported = false;
+        self.clock_leap_handled = false;
         for member in &self.group.members {
             self.store.update(&member.name, |s| {
                 s.token = Some(token.clone());
                 s.fingerprint = self.fingerprint.clone();
-                s.last_error = None;
-                s.failures = 0;
+                if self.failures == 0 {
+                    s.last_error = None;
+                }
+                s.failures = self.failures;
                 s.next_attempt = Some(self.due);
             });
         }
@@ -344,9 +378,7 @@ impl Runner {
         self.output_retry = (SystemTime::now() + OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_INITIAL);
     }
 
-    /// Writes the given outputs on a blocking thread; returns those that failed. The write is not
-    /// cancellable: once started, it finishes, so files are never left half-replaced by a reload
-    /// or shutdown.
+    /// Writes the given outputs on a blocking thread; returns those that failed.
     async fn write_outputs(
         &self,
         token: &Arc<Token>,
@@ -363,15 +395,13 @@ impl Runner {
             for (m, o) in which {
                 let out: &Output = &members[m].outputs[o];
                 match output::write(out, &token) {
-                    Ok(()) => {
-                        debug!(client = %members[m].name, path = %out.path.display(), "wrote output")
-                    }
+                    Ok(()) => debug!(client = %members[m].name, path = %out.path.display(), "wrote output"),
                     Err(e) => {
                         error!(
                             client = %members[m].name,
                             path = %out.path.display(),
                             error = %e,
-                            "cannot write output; the other outputs are unaffected; retrying shortly"
+                            "cannot write output; the other outputs are unaffected; retrying with backoff"
                         );
                         failed.push((m, o));
                     }
@@ -416,8 +446,27 @@ impl Runner {
         }
     }
 
+    /// A token whose issue time lies in the future: the clock went back. Refresh at once, once.
+    fn check_clock(&mut self, now: SystemTime) {
+        if let Some(token) = &self.current
+            && !self.clock_leap_handled
+            && schedule::clock_went_back(token.issued_at, now)
+        {
+            self.clock_leap_handled = true;
+            warn!(
+                client = %self.label,
+                issued_at = %rfc3339(token.issued_at),
+                "the clock went back since the token was obtained; its expiry cannot be trusted, refreshing now"
+            );
+            self.due = self.due.min(now);
+        }
+    }
+
     /// Drives the group until `cancel` fires. `first_attempt` is told once the group has a token
     /// or its first request has finished, whichever comes first (for readiness).
+    ///
+    /// Cancellation only takes effect while sleeping or waiting for the token endpoint; once a
+    /// response is in, it is published completely (files and state) before the task can stop.
     pub async fn run(mut self, cancel: CancellationToken, first_attempt: Option<tokio::sync::oneshot::Sender<()>>) {
         let mut first_attempt = first_attempt;
         if self.seed().await.is_some() {
@@ -425,23 +474,14 @@ impl Runner {
         }
         loop {
             let now = SystemTime::now();
-            if let Some(token) = &self.current
-                && schedule::clock_went_back(token.issued_at, now)
-                && self.due > now
-            {
-                warn!(
-                    client = %self.label,
-                    issued_at = %rfc3339(token.issued_at),
-                    "the clock went back since the token was obtained; its expiry cannot be trusted, refreshing now"
-                );
-                self.due = now;
-            }
+            self.check_clock(now);
             if now >= self.due {
-                tokio::select! {
+                let result = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    // The outcome is logged and recorded in the store by `refresh` itself.
-                    _ = self.refresh() => {}
-                }
+                    result = self.request() => result,
+                };
+                // The outcome is logged and recorded in the store by `complete` itself.
+                let _ = self.complete(result).await;
                 signal_once(&mut first_attempt);
                 continue;
             }

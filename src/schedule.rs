@@ -10,6 +10,9 @@ use crate::oauth::ErrorClass;
 /// suspended; re-checking this often means a wake-up (or a clock jump) is noticed within this time.
 pub const WALL_CLOCK_CHECK: Duration = Duration::from_secs(30);
 
+/// No retry comes sooner than this after a failure, however the jitter falls.
+pub const MIN_RETRY: Duration = Duration::from_millis(100);
+
 /// `Retry-After` is honoured up to this long (or `retry.max`, if longer), so that a hostile or
 /// broken server cannot park a client for days.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
@@ -46,9 +49,11 @@ pub fn refresh_at(issued: SystemTime, expires: SystemTime, policy: &RefreshPolic
 
 /// How long to wait after the `attempt`-th consecutive failure (1-based).
 ///
-/// Transient and rate-limit failures back off exponentially from `initial`, doubling per attempt
-/// up to `max`, with full jitter inside [`initial`, cap] (`sample` in [0, 1)). Permanent failures
-/// (bad credentials) wait `max` at once. A `Retry-After` from the server is a floor.
+/// Transient and rate-limit failures back off exponentially with full jitter: a uniformly random
+/// delay in [0, cap] (`sample` in [0, 1)), where the cap starts at `initial` and doubles per
+/// attempt up to `max`, so a fleet that failed together does not retry together. Delays never go
+/// below `MIN_RETRY`. Permanent failures (bad credentials) wait `max` at once. A `Retry-After`
+/// from the server is a floor.
 pub fn retry_delay(
     policy: &RetryPolicy,
     class: ErrorClass,
@@ -61,7 +66,7 @@ pub fn retry_delay(
         ErrorClass::Transient | ErrorClass::RateLimited => {
             let doublings = attempt.saturating_sub(1).min(30);
             let cap = policy.initial.saturating_mul(1 << doublings).min(policy.max);
-            policy.initial + (cap - policy.initial).mul_f64(sample.clamp(0.0, 1.0))
+            cap.mul_f64(sample.clamp(0.0, 1.0)).max(MIN_RETRY)
         }
     };
     match retry_after {
@@ -166,15 +171,16 @@ mod tests {
         use ErrorClass::*;
         // (class, attempt, retry_after, sample, expected)
         let cases: &[(ErrorClass, u32, Option<u64>, f64, f64)] = &[
-            (Transient, 1, None, 0.9, 1.0), // first retry: exactly initial
-            (Transient, 2, None, 0.0, 1.0), // [1, 2]
-            (Transient, 2, None, 1.0, 2.0),
-            (Transient, 4, None, 0.5, 4.5),             // [1, 8]
-            (Transient, 20, None, 1.0, 300.0),          // capped at max
-            (Transient, 500, None, 0.0, 1.0),           // no overflow
-            (Permanent, 1, None, 0.0, 300.0),           // invalid_client: straight to max
-            (RateLimited, 1, Some(30), 0.0, 30.0),      // Retry-After is a floor
-            (RateLimited, 9, Some(30), 1.0, 256.0),     // backoff already longer
+            (Transient, 1, None, 0.5, 0.5),         // first retry: [0, initial]
+            (Transient, 1, None, 0.0, 0.1),         // never below MIN_RETRY
+            (Transient, 2, None, 1.0, 2.0),         // [0, 2]
+            (Transient, 4, None, 0.5, 4.0),         // [0, 8]
+            (Transient, 20, None, 1.0, 300.0),      // capped at max
+            (Transient, 500, None, 0.5, 150.0),     // no overflow
+            (Permanent, 1, None, 0.0, 300.0),       // invalid_client: straight to max
+            (RateLimited, 1, Some(30), 0.0, 30.0),  // Retry-After is a floor
+            (RateLimited, 9, Some(30), 1.0, 256.0), // backoff already longer
+            (RateLimited, 9, Some(30), 0.0, 30.0),
             (RateLimited, 1, Some(86400), 0.0, 3600.0), // capped
             (Permanent, 1, Some(900), 0.0, 900.0),
         ];

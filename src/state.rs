@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ClientName;
 use crate::output::atomic;
-use crate::token::{LifetimeSource, Token, unix_millis};
+use crate::token::{LifetimeSource, MAX_LIFETIME, Token, unix_millis};
 
 const FORMAT_VERSION: u32 = 1;
 const DIR_MODE: u32 = 0o700;
@@ -104,6 +104,9 @@ pub fn load(
         expires_at: UNIX_EPOCH + Duration::from_millis(saved.expires_at_ms),
         lifetime_source: LifetimeSource::Saved,
     };
+    if token.lifetime() > MAX_LIFETIME {
+        return Err(Unusable::Unreadable("implausible token lifetime".into()));
+    }
     if !token.is_valid_at(now + min_valid) {
         return Err(Unusable::Expired);
     }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -36,19 +35,11 @@ pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }
 
-/// Pings the watchdog at half the interval systemd asked for, until `cancel`.
-pub fn spawn_watchdog(cancel: CancellationToken) {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let period = (interval / 2).max(Duration::from_millis(100));
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticker.tick() => notify(&[NotifyState::Watchdog]),
-            }
-        }
-    });
+/// How often to ping the watchdog (half the interval systemd asked for), if it is enabled.
+pub fn watchdog_period() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|interval| (interval / 2).max(Duration::from_millis(100)))
+}
+
+pub fn watchdog() {
+    notify(&[NotifyState::Watchdog]);
 }

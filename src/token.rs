@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::oauth::IssuedToken;
 use crate::oauth::jwt;
+use crate::oauth::{IssuedToken, ResponseError};
 
 /// Where a token's lifetime came from, for logs and `check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +46,20 @@ pub struct Token {
 
 impl Token {
     /// Builds a token from a response to a request sent at `sent_at`.
-    pub fn from_response(issued: IssuedToken, sent_at: SystemTime, default_lifetime: Duration) -> Token {
-        let (lifetime, lifetime_source) = lifetime(&issued, sent_at, default_lifetime);
-        Token {
+    pub fn from_response(
+        issued: IssuedToken,
+        sent_at: SystemTime,
+        default_lifetime: Duration,
+    ) -> Result<Token, ResponseError> {
+        let (lifetime, lifetime_source) = lifetime(&issued, sent_at, default_lifetime)?;
+        Ok(Token {
             access_token: issued.access_token,
             token_type: issued.token_type,
             scope: issued.scope,
             issued_at: sent_at,
             expires_at: sent_at + lifetime,
             lifetime_source,
-        }
+        })
     }
 
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
@@ -98,32 +102,48 @@ impl fmt::Debug for Token {
 
 /// RFC 6749 §5.1 says `expires_in` is RECOMMENDED, so some servers leave it out. Then the JWT
 /// `exp` is used (as `exp - iat` when `iat` is present, which is immune to clock skew between
-/// tokend and the server), and failing that the configured default.
-fn lifetime(issued: &IssuedToken, sent_at: SystemTime, default: Duration) -> (Duration, LifetimeSource) {
+/// tokend and the server), and failing that the configured default. Lifetimes are capped at
+/// `MAX_LIFETIME`, like `expires_in`, so absurd claims cannot overflow the clock.
+fn lifetime(
+    issued: &IssuedToken,
+    sent_at: SystemTime,
+    default: Duration,
+) -> Result<(Duration, LifetimeSource), ResponseError> {
     if let Some(expires_in) = issued.expires_in {
-        return (expires_in, LifetimeSource::ExpiresIn);
+        return Ok((expires_in.min(MAX_LIFETIME), LifetimeSource::ExpiresIn));
     }
-    if let Some(claims) = jwt::time_claims(issued.access_token.expose_secret())
-        && let Some(exp) = claims.exp
-    {
-        let from_claims = match claims.iat {
-            Some(iat) => exp.duration_since(iat).ok(),
-            None => exp.duration_since(sent_at).ok(),
-        };
-        if let Some(lifetime) = from_claims.filter(|d| *d >= Duration::from_secs(1)) {
-            return (lifetime, LifetimeSource::JwtExp);
-        }
+    let Some(exp) = jwt::time_claims(issued.access_token.expose_secret()).and_then(|c| c.exp.map(|exp| (exp, c.iat)))
+    else {
+        return Ok((default, LifetimeSource::Default));
+    };
+    let lifetime = match exp {
+        (exp, Some(iat)) => exp.duration_since(iat).ok(),
+        (exp, None) => exp.duration_since(sent_at).ok(),
+    };
+    match lifetime.filter(|d| *d >= Duration::from_secs(1)) {
+        Some(lifetime) => Ok((lifetime.min(MAX_LIFETIME), LifetimeSource::JwtExp)),
+        None => Err(ResponseError::Invalid(
+            "the response has no `expires_in` and the JWT's `exp` is already past".into(),
+        )),
     }
-    (default, LifetimeSource::Default)
 }
+
+/// No token lifetime is believed beyond this.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86400);
 
 pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Formats a wall-clock time for logs and status output.
+/// Formats a wall-clock time for logs and status output. Times humantime cannot format (after
+/// the year 9999) are shown as Unix seconds rather than panicking.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    use std::fmt::Write;
+    let mut out = String::new();
+    match write!(out, "{}", humantime::format_rfc3339_seconds(t)) {
+        Ok(()) => out,
+        Err(_) => format!("@{}", unix_millis(t) / 1000),
+    }
 }
 
 #[cfg(test)]
@@ -164,11 +184,29 @@ mod tests {
             ),
             // exp alone: counted from when the request was sent.
             (issued(&jwt(r#"{"exp":1000900}"#), None), 900, LifetimeSource::JwtExp),
-            (issued(&jwt(r#"{"exp":10}"#), None), 300, LifetimeSource::Default),
             (issued("opaque", None), 300, LifetimeSource::Default),
+            (issued(&jwt(r#"{"sub":"no exp"}"#), None), 300, LifetimeSource::Default),
+            // Absurd lifetimes are capped rather than overflowing the clock.
+            // Absurd lifetimes are capped rather than overflowing the clock; an `exp` the clock
+            // cannot even represent counts as absent.
+            (
+                issued(&jwt(r#"{"exp":3e11,"iat":0}"#), None),
+                MAX_LIFETIME.as_secs(),
+                LifetimeSource::JwtExp,
+            ),
+            (
+                issued(&jwt(r#"{"exp":1e19,"iat":0}"#), None),
+                300,
+                LifetimeSource::Default,
+            ),
+            (
+                issued(&jwt(r#"{"exp":1e300,"iat":0}"#), None),
+                300,
+                LifetimeSource::Default,
+            ),
         ];
         for (i, (issued, secs, source)) in cases.into_iter().enumerate() {
-            let t = Token::from_response(issued, sent, default);
+            let t = Token::from_response(issued, sent, default).unwrap();
             assert_eq!(
                 (t.lifetime(), t.lifetime_source),
                 (Duration::from_secs(secs), source),
@@ -179,9 +217,28 @@ mod tests {
     }
 
     #[test]
+    fn a_jwt_already_past_its_exp_is_refused() {
+        let sent = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for payload in [r#"{"exp":10}"#, r#"{"exp":500,"iat":900}"#] {
+            let err = Token::from_response(issued(&jwt(payload), None), sent, Duration::from_secs(300)).unwrap_err();
+            assert!(err.to_string().contains("already past"), "{err}");
+        }
+    }
+
+    #[test]
+    fn times_beyond_year_9999_format_without_panicking() {
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339(far), "@300000000000");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
     fn jitter_sample_is_stable_per_token_and_spread_across_tokens() {
         let sent = UNIX_EPOCH;
-        let make = |s: &str| Token::from_response(issued(s, Some(60)), sent, Duration::from_secs(1));
+        let make = |s: &str| Token::from_response(issued(s, Some(60)), sent, Duration::from_secs(1)).unwrap();
         assert_eq!(make("a").jitter_sample(), make("a").jitter_sample());
         let samples: Vec<f64> = (0..2000).map(|i| make(&format!("token-{i}")).jitter_sample()).collect();
         assert!(samples.iter().all(|s| (-1.0..=1.0).contains(s)));

@@ -282,22 +282,47 @@ fn sighup_adds_changes_and_removes_clients_and_survives_a_broken_config() {
 }
 
 #[test]
-fn retry_after_on_429_is_honoured() {
+fn retry_after_in_seconds_and_as_an_http_date_is_honoured() {
     let dir = TestDir::new("429");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
-    issuer.faults(json!([{ "status": 429, "error": "too_many_requests", "retry_after": "3" }]));
+    // A 503 whose Retry-After is a date about 4 s ahead (the date has whole seconds).
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
+    issuer.faults(json!([
+        { "status": 429, "error": "too_many_requests", "retry_after": "3" },
+        { "status": 503, "retry_after": date },
+    ]));
     let cfg = config(
         &dir,
         &issuer,
         &[("limited", &format!("outputs: [{{ path: {} }}]", out(&dir, "l.token")))],
     );
     let daemon = Tokend::run(&dir, &cfg);
-    wait_for(T, "a token after the 429", || read(&dir.join("out/l.token")));
+    wait_for(T, "a token after the 429 and the 503", || {
+        read(&dir.join("out/l.token"))
+    });
     let r = issuer.requests();
-    assert_eq!(r.len(), 2);
-    assert_eq!(r[0]["status"], 429);
-    let gap = r[1]["at_ms"].as_u64().unwrap() - r[0]["at_ms"].as_u64().unwrap();
-    assert!(gap >= 2900, "retried after {gap} ms despite Retry-After: 3");
+    let at: Vec<u64> = r.iter().map(|r| r["at_ms"].as_u64().unwrap()).collect();
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        (r[0]["status"].as_u64(), r[1]["status"].as_u64()),
+        (Some(429), Some(503))
+    );
+    assert!(
+        at[1] - at[0] >= 2900,
+        "retried after {} ms despite Retry-After: 3",
+        at[1] - at[0]
+    );
+    let date_ms = httpdate::parse_http_date(&date)
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        at[2] + 100 >= date_ms,
+        "retried at {} ms, before the Retry-After date {date_ms}",
+        at[2]
+    );
+    assert!(daemon.output().contains("HTTP 503"));
     let log = daemon.output();
     assert!(
         log.contains("token endpoint asked to slow down; no valid token is available; retrying in 3s"),
@@ -356,10 +381,11 @@ fn failures_back_off_and_the_old_token_is_kept_until_a_refresh_succeeds() {
     ] {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
-    // Backoff: each retry waits at least `retry.initial` (200ms) after the previous attempt.
+    // Backoff: no retry comes sooner than 100 ms after the previous attempt (full jitter below
+    // a cap that starts at `retry.initial` = 200ms and doubles).
     let times: Vec<u64> = r.iter().map(|r| r["at_ms"].as_u64().unwrap()).collect();
     for w in times[1..].windows(2) {
-        assert!(w[1] - w[0] >= 190, "retried too fast: {times:?}");
+        assert!(w[1] - w[0] >= 95, "retried too fast: {times:?}");
     }
     assert!(daemon.stop().success());
 }
@@ -681,6 +707,23 @@ fn no_secret_or_token_appears_in_any_output_even_at_trace_level() {
 }
 
 #[test]
+fn a_numeric_inline_secret_is_never_echoed_in_config_errors() {
+    let dir = TestDir::new("numeric-secret");
+    let cfg = dir.write(
+        "config.yaml",
+        "clients:\n  n:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: 8374910273849123\n",
+    );
+    let o = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("clients.n.client_secret: a secret written inline must be a quoted string"),
+        "{err}"
+    );
+    assert!(!err.contains("8374910273849123"), "{err}");
+}
+
+#[test]
 fn check_exits_78_for_an_invalid_config_and_1_for_an_unreadable_secret() {
     let dir = TestDir::new("check");
     let bad = dir.write("bad.yaml", "clients:\n  x:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: s\n    outputs: [{ path: /run/x, mode: 640 }]\n");
@@ -713,6 +756,21 @@ fn check_exits_78_for_an_invalid_config_and_1_for_an_unreadable_secret() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("problem: x: cannot read client secret from file"), "{err}");
+
+    // An output directory that cannot be created (a regular file is in the way).
+    dir.write("blocker", "a file, not a directory");
+    let secret = dir.secret("x-secret", "value");
+    let blocked = dir.write(
+        "blocked.yaml",
+        &fs::read_to_string(&unreadable)
+            .unwrap()
+            .replace(dir.join("no-such-secret").to_str().unwrap(), secret.to_str().unwrap())
+            .replace(&out(&dir, "x.token"), dir.join("blocker/sub/x.token").to_str().unwrap()),
+    );
+    let o = tokend(&["--config", blocked.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("blocker is not a directory"), "{err}");
 
     let secret = dir.secret("ok-secret", "hunter2-secret-value");
     let good = dir.write(
@@ -828,4 +886,310 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(refreshed["client"], "j");
     assert_eq!(refreshed["outcome"], "refreshed");
     assert!(refreshed["expires_at"].is_string() && refreshed["next_refresh"].is_string());
+}
+
+/// systemd `Type=notify`: READY once every client has had its first attempt, RELOADING and READY
+/// around a reload, STOPPING on SIGTERM, and watchdog pings.
+#[test]
+fn systemd_notifications_follow_the_daemon_lifecycle() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TestDir::new("notify");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("n", &format!("outputs: [{{ path: {} }}]", out(&dir, "n.token")))],
+    );
+    let socket_path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let env = [
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    let daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    let recv = |what: &str| -> String {
+        let mut buf = [0u8; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {what} notification: {e}"));
+        String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+    };
+    let next = |what: &str| -> String {
+        loop {
+            let msg = recv(what);
+            if msg != "WATCHDOG=1" {
+                return msg;
+            }
+        }
+    };
+    let ready = next("READY");
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=1 of 1 clients have a valid token"),
+        "{ready:?}"
+    );
+    assert!(
+        dir.join("out/n.token").exists(),
+        "READY comes after the first token is written"
+    );
+    daemon.signal(Signal::SIGHUP);
+    let reloading = next("RELOADING");
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert!(next("READY after reload").starts_with("READY=1"));
+    // Watchdog pings at half of WATCHDOG_USEC.
+    assert_eq!(recv("WATCHDOG"), "WATCHDOG=1");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(next("STOPPING"), "STOPPING=1");
+}
+
+/// A saved token whose issue time lies in the future means the clock went back since it was
+/// obtained; its expiry cannot be trusted, so tokend refreshes at once instead of reusing it.
+#[test]
+fn a_clock_that_went_back_triggers_an_immediate_refresh() {
+    let dir = TestDir::new("clock-back");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("c", &format!("outputs: [{{ path: {} }}]", out(&dir, "c.token")))],
+    );
+    assert!(tokend(&["--config", cfg.to_str().unwrap(), "once"]).status.success());
+    let state_path = dir.join("state/c.state");
+    let mut state: Value = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    // As if the token had been obtained an hour from now: the clock has since stepped back.
+    let now = now_ms();
+    state["issued_at_ms"] = json!(now + 3_600_000);
+    state["expires_at_ms"] = json!(now + 7_200_000);
+    fs::write(&state_path, state.to_string()).unwrap();
+    let old = read(&dir.join("out/c.token")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    let log = daemon.wait_log("the clock went back since the token was obtained", T);
+    assert!(log.contains("refreshing now"), "{log}");
+    wait_for(T, "a new token", || {
+        read(&dir.join("out/c.token")).filter(|t| *t != old)
+    });
+    assert_eq!(issuer.request_count(), 2);
+    assert!(daemon.stop().success());
+
+    // The same leap while the IdP rejects the client: one immediate attempt, then the normal
+    // backoff (retry.max = 3s for a rejection), not a tight loop.
+    let mut state: Value = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    let now = now_ms();
+    state["issued_at_ms"] = json!(now + 3_600_000);
+    state["expires_at_ms"] = json!(now + 7_200_000);
+    fs::write(&state_path, state.to_string()).unwrap();
+    issuer.faults(json!([
+        { "status": 401, "error": "invalid_client" },
+        { "status": 401, "error": "invalid_client" },
+        { "status": 401, "error": "invalid_client" },
+    ]));
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("token request rejected", T);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(issuer.request_count(), 3, "one attempt after the leap, then backoff");
+    assert!(daemon.stop().success());
+}
+
+/// Tests that change users need root. CI runs as root and sets TOKEND_REQUIRE_ROOT_TESTS=1, so
+/// there they can never be skipped silently.
+fn running_as_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TOKEND_REQUIRE_ROOT_TESTS").is_none(),
+        "{test} needs root"
+    );
+    eprintln!("SKIPPED {test}: needs root (set TOKEND_REQUIRE_ROOT_TESTS=1 to make this an error)");
+    false
+}
+
+/// As an unprivileged user, tokend can give files its own group but not another owner: that
+/// output fails clearly (and `once` says so), the others are written, and `check` predicts it.
+#[test]
+fn an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot_set() {
+    if !running_as_root("an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot_set") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TestDir::new("unprivileged");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "u",
+            &format!(
+                "outputs:\n- {{ path: {}, group: 65534, mode: \"0640\" }}\n- {{ path: {}, owner: 0 }}\n- {{ path: {} }}",
+                out(&dir, "grouped.token"),
+                out(&dir, "root-owned.token"),
+                out(&dir, "plain.token")
+            ),
+        )],
+    );
+    // Let uid 65534 into the test directory and its files.
+    for entry in walk(dir.path()) {
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", BIN])
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    let check = as_nobody(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("setting the owner to 0 needs root (tokend runs as uid 65534)"),
+        "{err}"
+    );
+
+    let once = as_nobody(&["--config", cfg.to_str().unwrap(), "once"]);
+    let err = String::from_utf8_lossy(&once.stderr);
+    assert_eq!(once.status.code(), Some(1), "an output failed: {err}");
+    assert!(
+        err.contains("cannot write output") && err.contains("root-owned.token"),
+        "{err}"
+    );
+    assert!(!dir.join("out/root-owned.token").exists());
+    let grouped = fs::metadata(dir.join("out/grouped.token")).unwrap();
+    assert_eq!(
+        (grouped.uid(), grouped.gid(), grouped.mode() & 0o777),
+        (65534, 65534, 0o640)
+    );
+    assert!(read(&dir.join("out/plain.token")).is_some());
+}
+
+fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![root.to_owned()];
+    if root.is_dir() {
+        for entry in fs::read_dir(root).unwrap() {
+            all.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    all
+}
+
+/// A reload leaves an unchanged client's timer alone: it refreshes when it said it would.
+#[test]
+fn a_reload_keeps_the_refresh_time_of_unchanged_clients() {
+    let dir = TestDir::new("timers");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "8s");
+    let a = format!(
+        "audience: https://a/\nrefresh: {{ at: 50%, jitter: 10%, min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+        out(&dir, "a.token")
+    );
+    let cfg = config(&dir, &issuer, &[("a", &a)]);
+    let daemon = Tokend::run(&dir, &cfg);
+    let log = daemon.wait_log("obtained a new token", T);
+    let planned = log
+        .lines()
+        .find(|l| l.contains("obtained a new token"))
+        .and_then(|l| l.split("next_refresh=").nth(1))
+        .map(|v| humantime::parse_rfc3339(v.split_whitespace().next().unwrap()).unwrap())
+        .expect("the refresh line names the next refresh");
+    config(&dir, &issuer, &[("a", &a), ("b", "audience: https://b/")]);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded (added: b)", T);
+    let requests_for_a = || {
+        issuer
+            .requests()
+            .into_iter()
+            .filter(|r| r["audience"] == "https://a/")
+            .collect::<Vec<_>>()
+    };
+    let second = wait_for(T, "a's refresh", || requests_for_a().get(1).cloned());
+    let at = UNIX_EPOCH + Duration::from_millis(second["at_ms"].as_u64().unwrap());
+    let planned_ms = planned.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let actual_ms = at.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    // next_refresh is logged with whole seconds.
+    assert!(
+        (actual_ms - planned_ms).abs() <= 1500,
+        "planned {planned_ms}, refreshed at {actual_ms}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A reload that removes a client while its files are being written waits for the write to
+/// finish before deleting the client's state: nothing of the removed client appears afterwards.
+#[test]
+fn a_reload_waits_for_writes_in_progress() {
+    const OUTPUTS: usize = 1500;
+    let dir = TestDir::new("reload-mid-write");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let many: String = (0..OUTPUTS)
+        .map(|i| format!("- {{ path: {} }}\n", out(&dir, &format!("many/{i}.token"))))
+        .collect();
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("many", &format!("outputs:\n{many}")),
+            ("stay", "audience: https://stay/"),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let count = || fs::read_dir(dir.join("out/many")).map(|d| d.count()).unwrap_or(0);
+    wait_for(T, "the first outputs", || (count() > 0).then_some(()));
+    config(&dir, &issuer, &[("stay", "audience: https://stay/")]);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded", Duration::from_secs(60));
+    let after_reload = count();
+    assert!(
+        !dir.join("state/many.state").exists(),
+        "the removed client's state is gone"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        count(),
+        after_reload,
+        "a removed client's write went on after the reload"
+    );
+    assert!(
+        !dir.join("state/many.state").exists(),
+        "the removed client's state came back"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// Clients sharing a request share its backoff: when a reload changes one of them (here its
+/// outputs), the group is restarted but keeps backing off instead of retrying at once.
+#[test]
+fn a_reload_keeps_the_backoff_of_a_failing_group() {
+    let dir = TestDir::new("reload-backoff");
+    let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
+    let x = format!("outputs: [{{ path: {} }}]", out(&dir, "x.token"));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("x", &x),
+            ("z", &format!("outputs: [{{ path: {} }}]", out(&dir, "z.token"))),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("token request rejected", T);
+    assert_eq!(issuer.request_count(), 1);
+    config(
+        &dir,
+        &issuer,
+        &[
+            ("x", &x),
+            ("z", &format!("outputs: [{{ path: {} }}]", out(&dir, "z2.token"))),
+        ],
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded (changed: z)", T);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        issuer.request_count(),
+        1,
+        "the restarted group retried before its backoff ended"
+    );
+    // It does retry when the backoff (retry.max = 3s) is over.
+    daemon.wait_log_n("token request rejected", 2, T);
+    assert!(daemon.stop().success());
 }

@@ -136,6 +136,7 @@ pub enum RawSecret {
 impl<'de> Deserialize<'de> for RawSecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         const KEYS: &[&str] = &["file", "env", "credential"];
+        const UNQUOTED: &str = "a secret written inline must be a quoted string (YAML read this one as a number or boolean); better, move it to { file: PATH }";
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = RawSecret;
@@ -144,6 +145,19 @@ impl<'de> Deserialize<'de> for RawSecret {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSecret, E> {
                 Ok(RawSecret::Literal(SecretString::from(v)))
+            }
+            // The default messages would quote the value, which is the secret itself.
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawSecret, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawSecret, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawSecret, E> {
+                Err(E::custom(UNQUOTED))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawSecret, E> {
+                Err(E::custom(UNQUOTED))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
                 let mut found: Option<RawSecret> = None;

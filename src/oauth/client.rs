@@ -1,6 +1,8 @@
 //! The HTTP side of a token request: one `reqwest` client per grant, rustls only, no redirects
 //! (a redirected token request could hand the secret to another host), bounded response size.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -51,6 +53,39 @@ impl FetchError {
     }
 }
 
+/// Shared HTTP clients, one per distinct connection setting. A `reqwest::Client` carries its
+/// own TLS configuration and root store (over 100 KiB each), so groups share them instead of
+/// building one each; the request timeout is set per request.
+#[derive(Clone, Default)]
+pub struct HttpClients {
+    by_connect_timeout: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+}
+
+impl HttpClients {
+    /// A client for a grant with these timeouts.
+    pub fn get(&self, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
+        let mut cache = self.by_connect_timeout.lock().expect("http client cache poisoned");
+        let inner = match cache.get(&timeouts.connect) {
+            Some(client) => client.clone(),
+            None => {
+                let client = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(timeouts.connect)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| FetchError::Transport {
+                        url: String::new(),
+                        reason: chain(&e),
+                    })?;
+                cache.insert(timeouts.connect, client.clone());
+                client
+            }
+        };
+        Ok(HttpClient { inner, timeouts })
+    }
+}
+
 /// An HTTP client for one grant's token endpoint.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -59,26 +94,12 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(timeouts: Timeouts) -> Result<Self, FetchError> {
-        let inner = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| FetchError::Transport {
-                url: String::new(),
-                reason: chain(&e),
-            })?;
-        Ok(HttpClient { inner, timeouts })
-    }
-
     /// Sends the request and reads the answer.
     pub async fn fetch(&self, url: &Url, request: &TokenRequest) -> Result<IssuedToken, FetchError> {
         let mut builder = self
             .inner
             .post(url.clone())
+            .timeout(self.timeouts.request)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(request.body.expose_secret().to_owned());

@@ -28,9 +28,10 @@ pub fn time_claims(token: &str) -> Option<TimeClaims> {
     let Value::Object(claims) = serde_json::from_slice::<Value>(&bytes).ok()? else {
         return None;
     };
+    // Out-of-range values (negative, beyond what the clock can hold) are treated as absent.
     let time = |name: &str| {
         let seconds = claims.get(name)?.as_f64()?;
-        (seconds.is_finite() && seconds >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+        UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
     };
     Some(TimeClaims {
         exp: time("exp"),
@@ -69,5 +70,8 @@ mod tests {
             assert_eq!(time_claims(t), None, "{t}");
         }
         assert_eq!(time_claims(&jwt(r#"{"exp":"tomorrow"}"#)).unwrap().exp, None);
+        for absurd in [r#"{"exp":-5}"#, r#"{"exp":1e300}"#, r#"{"exp":1.8e19}"#] {
+            assert_eq!(time_claims(&jwt(absurd)).unwrap().exp, None, "{absurd}");
+        }
     }
 }

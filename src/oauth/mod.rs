@@ -7,6 +7,6 @@ pub mod jwt;
 pub mod request;
 pub mod response;
 
-pub use client::{FetchError, HttpClient};
+pub use client::{FetchError, HttpClient, HttpClients};
 pub use request::TokenRequest;
 pub use response::{ErrorClass, IssuedToken, ResponseError};

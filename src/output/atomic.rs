@@ -2,7 +2,7 @@
 //! or the complete new one, never a partial or empty file, even if tokend is killed mid-write:
 //!
 //! 1. create a uniquely named temp file next to the target (`O_EXCL`, mode 0600);
-//! 2. set its owner, group and mode on the open descriptor, before any byte is written;
+//! 2. set its mode, then its owner and group, on the open descriptor, before any byte is written;
 //! 3. write, then `fsync` the file;
 //! 4. `rename` it over the target (atomic within a directory);
 //! 5. `fsync` the directory, so the rename itself survives a crash.
@@ -40,11 +40,12 @@ pub fn write(target: &Target<'_>, contents: &[u8]) -> io::Result<()> {
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
     let file = temp.as_file_mut();
+    // Mode first, while tokend still owns the file: once it belongs to another user, changing the
+    // mode would need CAP_FOWNER. (fchown only clears setuid/setgid bits, which modes never have.)
+    file.set_permissions(Permissions::from_mode(target.mode))?;
     if target.owner.is_some() || target.group.is_some() {
         std::os::unix::fs::fchown(&*file, target.owner, target.group)?;
     }
-    // After fchown: changing the owner may clear mode bits.
-    file.set_permissions(Permissions::from_mode(target.mode))?;
     file.write_all(contents)?;
     file.sync_all()?;
     // On failure the temp file is deleted when `PersistError` drops.

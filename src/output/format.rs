@@ -33,10 +33,10 @@ pub fn render(output: &Output, token: &Token) -> Result<Zeroizing<Vec<u8>>, Rend
             out.push(b'=');
             // Tokens are printable ASCII without spaces (checked when received). Those made only
             // of base64url/JWT characters need no quoting in sh or systemd; others are single-
-            // quoted, which both read literally.
+            // quoted, which both read literally. (`~` is quoted: a leading one is expanded.)
             if secret
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+                .all(|b| b.is_ascii_alphanumeric() || b"-._+/=".contains(&b))
             {
                 out.extend_from_slice(secret.as_bytes());
             } else if secret.contains('\'') {
@@ -124,6 +124,7 @@ mod tests {
     #[test]
     fn env_quotes_tokens_with_shell_characters() {
         assert_eq!(text(Format::Env, "a$b;c"), "ACCESS_TOKEN='a$b;c'\n");
+        assert_eq!(text(Format::Env, "~root"), "ACCESS_TOKEN='~root'\n");
         assert!(render(&output(Format::Env), &token("it's")).is_err());
     }
 }

@@ -176,8 +176,9 @@ impl Tokend {
         let out = fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(args)
-            .envs(env.iter().copied())
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
