@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idle resident memory of the release daemon with 1, 10 and 100 clients (two outputs each), all
-# holding a valid token from the development issuer. Usage: bench/idle-memory.sh
+# holding a valid token from the development issuer; the median of 3 runs each.
+# Usage: bench/idle-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
@@ -13,9 +14,10 @@ issuer=$!
 for _ in $(seq 50); do [ -s "$work/issuer.out" ] && break; sleep 0.1; done
 url=$(head -1 "$work/issuer.out" | awk '{print $NF}')
 
-printf '%-8s %-10s %-8s\n' clients rss_kib threads
-for n in 1 10 100; do
-  cfg=$work/c$n.yaml
+# One run: start the daemon with n clients, wait until every file exists, read VmRSS.
+rss_with() {
+  local n=$1 cfg=$work/c$1.yaml pid
+  rm -rf "$work/state$n" "$work/out$n"
   {
     echo "state_dir: $work/state$n"
     echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
@@ -28,8 +30,13 @@ for n in 1 10 100; do
   pid=$!
   for _ in $(seq 100); do [ "$(ls "$work/out$n" 2>/dev/null | wc -l)" -ge $((2 * n)) ] && break; sleep 0.1; done
   sleep 1
-  rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-  printf '%-8s %-10s %-8s\n' "$n" "$rss" "$(ls /proc/$pid/task | wc -l)"
+  awk '/VmRSS/ {print $2}' /proc/$pid/status
   kill $pid
   wait $pid
+}
+
+printf '%-8s %-16s %s\n' clients rss_kib_median runs
+for n in 1 10 100; do
+  samples=$(for _ in 1 2 3; do rss_with "$n"; done | sort -n)
+  printf '%-8s %-16s %s\n' "$n" "$(echo "$samples" | sed -n 2p)" "$(echo $samples)"
 done

@@ -201,14 +201,25 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// Records a problem at `path`. A client setting the client did not write itself came from
+    /// `defaults`, so the problem is reported there (once, however many clients inherit it).
     fn problem(&mut self, path: &[&str], message: impl Into<String>) {
-        let position = error::locate(self.source, path);
-        let key = path_string(path);
-        self.problems.push(Problem {
+        let mut path = path.to_vec();
+        let mut position = error::locate(self.source, &path);
+        if position.is_none() && path.len() >= 3 && path[0] == "clients" {
+            let inherited: Vec<&str> = std::iter::once("defaults").chain(path[2..].iter().copied()).collect();
+            if let Some(found) = error::locate(self.source, &inherited) {
+                (path, position) = (inherited, Some(found));
+            }
+        }
+        let problem = Problem {
             position,
-            key,
+            key: path_string(&path),
             message: message.into(),
-        });
+        };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 
     fn config(&mut self, raw: RawConfig, path: &Path) -> Config {

@@ -304,6 +304,12 @@ fn error_messages() {
             &format!("{MINIMAL}    retry: {{ initial: 10s, max: 5s }}\n"),
         ),
         (
+            "inherited_problems_point_at_defaults_once",
+            &format!(
+                "defaults:\n  retry: {{ initial: 10s, max: 5s }}\n  params: {{ scope: x }}\n{MINIMAL}  second:\n    token_url: https://idp.example/t\n    client_id: b\n    client_secret: s\n"
+            ),
+        ),
+        (
             "jitter_too_wide",
             &format!("{MINIMAL}    refresh: {{ at: 90%, jitter: 20% }}\n"),
         ),

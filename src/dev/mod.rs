@@ -54,17 +54,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
     write_private(&secret_path, secret.as_bytes())?;
 
     let clients = HashMap::from([("tokend-dev".to_owned(), secret)]);
-    let issuer_stop = CancellationToken::new();
-    let (issuer, handle) = issuer::start(
-        args.port,
-        issuer::IssuerSettings {
-            lifetime: args.lifetime,
-            clients,
-        },
-        issuer_stop.clone().cancelled_owned(),
-    )
-    .await
-    .with_context(|| format!("cannot start the development issuer on 127.0.0.1:{}", args.port))?;
+    let (issuer, issuer_stop, handle) = start_issuer(&args, clients).await?;
 
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, example_config(&issuer.base_url, &dir, &secret_path))
@@ -92,17 +82,7 @@ async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppEr
     };
     let mut signals = signal_hook_tokio::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .context("cannot install signal handlers")?;
-    let issuer_stop = CancellationToken::new();
-    let (issuer, handle) = issuer::start(
-        args.port,
-        issuer::IssuerSettings {
-            lifetime: args.lifetime,
-            clients,
-        },
-        issuer_stop.clone().cancelled_owned(),
-    )
-    .await
-    .with_context(|| format!("cannot start the development issuer on 127.0.0.1:{}", args.port))?;
+    let (issuer, issuer_stop, handle) = start_issuer(&args, clients).await?;
     println!("tokend dev issuer listening on {}", issuer.base_url);
     let _ = std::io::stdout().flush();
     eprintln!("{BANNER}");
@@ -113,6 +93,22 @@ async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppEr
     issuer_stop.cancel();
     let _ = handle.await;
     Ok(())
+}
+
+/// Starts the issuer; it stops when the returned token is cancelled.
+async fn start_issuer(
+    args: &DevArgs,
+    clients: HashMap<String, String>,
+) -> Result<(issuer::Running, CancellationToken, tokio::task::JoinHandle<()>), AppError> {
+    let stop = CancellationToken::new();
+    let settings = issuer::IssuerSettings {
+        lifetime: args.lifetime,
+        clients,
+    };
+    let (running, handle) = issuer::start(args.port, settings, stop.clone().cancelled_owned())
+        .await
+        .with_context(|| format!("cannot start the development issuer on 127.0.0.1:{}", args.port))?;
+    Ok((running, stop, handle))
 }
 
 fn example_config(base_url: &str, dir: &Path, secret: &Path) -> String {
