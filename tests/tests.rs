@@ -1193,3 +1193,67 @@ fn a_reload_keeps_the_backoff_of_a_failing_group() {
     daemon.wait_log_n("token request rejected", 2, T);
     assert!(daemon.stop().success());
 }
+
+/// Secrets from an environment variable and from a systemd credential (`LoadCredential=` puts it
+/// in `$CREDENTIALS_DIRECTORY`), and a rotated secret file picked up without a restart.
+#[test]
+fn secrets_come_from_env_credentials_and_rotated_files() {
+    let dir = TestDir::new("secret-sources");
+    let issuer = Issuer::start(
+        &dir,
+        &[("env-client", "from-env"), ("cred-client", "from-credential")],
+        "1h",
+    );
+    dir.secret("credentials/idp-secret", "from-credential");
+    let cfg = dir.write(
+        "config.yaml",
+        &format!(
+            "state_dir: {state}\ndefaults:\n  token_url: {url}\nclients:\n  e:\n    client_id: env-client\n    client_secret: {{ env: TOKEND_TEST_SECRET }}\n    outputs: [{{ path: {e} }}]\n  c:\n    client_id: cred-client\n    client_secret: {{ credential: idp-secret }}\n    outputs: [{{ path: {c} }}]\n",
+            state = dir.join("state").display(),
+            url = issuer.token_url(),
+            e = out(&dir, "e.token"),
+            c = out(&dir, "c.token"),
+        ),
+    );
+    let run = |env: &[(&str, &str)]| {
+        std::process::Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "once", "--force"])
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let creds = dir.join("credentials");
+    let ok = run(&[
+        ("TOKEND_TEST_SECRET", "from-env"),
+        ("CREDENTIALS_DIRECTORY", creds.to_str().unwrap()),
+    ]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(read(&dir.join("out/e.token")).is_some() && read(&dir.join("out/c.token")).is_some());
+
+    let missing = run(&[]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("environment variable TOKEND_TEST_SECRET: the variable is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential="),
+        "{err}"
+    );
+
+    // Rotation: the issuer only knows the new secret; the file changes, no restart.
+    let rotated = Issuer::start(&dir, &[("app", "rotated-secret")], "1h");
+    let cfg = config(
+        &dir,
+        &rotated,
+        &[("r", &format!("outputs: [{{ path: {} }}]", out(&dir, "r.token")))],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("token request rejected", T);
+    dir.secret("secret", "rotated-secret");
+    // The next attempt (after retry.max = 3s) reads the new secret.
+    wait_for(T, "a token with the rotated secret", || read(&dir.join("out/r.token")));
+    assert!(daemon.stop().success());
+}

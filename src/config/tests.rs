@@ -64,7 +64,7 @@ defaults:
   timeouts: { connect: 3s }
 clients:
   a:
-    outputs: [{ path: /run/tokend/a.json, format: json, mode: \"0640\", owner: 0, group: \"0\" }]
+    outputs: [{ path: /run/tokend/a.json, format: json, mode: \"0640\", owner: root, group: \"0\" }]
   b:
     client_id: own
     scope: only
@@ -101,7 +101,7 @@ clients:
     assert_eq!(
         a.outputs[0].owner,
         Some(Owner {
-            spec: Principal::Id(0),
+            spec: Principal::Name("root".into()),
             id: 0
         })
     );
