@@ -16,9 +16,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{self, ClientName, Config, ConfigError};
+use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::atomic;
 use crate::refresh::{Group, Runner};
+use crate::server::Server;
+use crate::server::access::Authority;
 use crate::state;
 use crate::store::Store;
 use crate::systemd;
@@ -42,6 +45,7 @@ struct Running {
 pub struct Daemon {
     config: Config,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     http: HttpClients,
     running: Vec<Running>,
     tracker: TaskTracker,
@@ -50,10 +54,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a task for every group of `config`. The receivers resolve as each group finishes
     /// its first attempt.
-    pub fn start(config: Config, store: Arc<Store>) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
+    pub fn start(
+        config: Config,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
         let mut daemon = Daemon {
             config: config.clone(),
             store,
+            metrics,
             http: HttpClients::default(),
             running: Vec::new(),
             tracker: TaskTracker::new(),
@@ -72,7 +81,7 @@ impl Daemon {
     }
 
     fn prepare(&self, group: &Group) -> Result<Runner, AppError> {
-        Runner::new(group.clone(), self.store.clone(), &self.http)
+        Runner::new(group.clone(), self.store.clone(), self.metrics.clone(), &self.http)
             .map_err(|e| anyhow::anyhow!("cannot set up client {}: {e}", group.label()).into())
     }
 
@@ -112,6 +121,7 @@ impl Daemon {
         let summary = Summary::new(&self.config, &config);
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
         for name in &summary.removed {
+            self.metrics.forget(name);
             if let Err(e) = state::remove(&self.config.state_dir, name) {
                 warn!(client = %name, error = %e, "cannot delete the removed client's state file");
             }
@@ -221,7 +231,14 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
         .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
     let clients = config.clients.len();
     info!(config = %config_path.display(), clients, state_dir = %config.state_dir.display(), "tokend starting");
-    let (mut daemon, first) = Daemon::start(config, Store::new())?;
+    raise_open_files_limit();
+    let (store, metrics) = (Store::new(), Arc::new(Metrics::new()));
+    store.retain_clients(config.clients.iter().map(|c| &c.name));
+    // The socket comes up first, so a reader that starts with tokend finds it and can wait.
+    let authority = Authority::new(config.access.clone());
+    let mut server = Server::start(config.socket.as_ref(), authority, store.clone(), metrics.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut daemon, first) = Daemon::start(config, store, metrics)?;
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
     let watchdog = systemd::watchdog_period();
@@ -241,7 +258,7 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
             }
             _ = stop.cancelled() => break,
             signal = signals.next() => match signal {
-                Some(SIGHUP) => reload(&mut daemon, config_path, started).await,
+                Some(SIGHUP) => reload(&mut daemon, &mut server, config_path, started).await,
                 Some(SIGTERM | SIGINT) | None => break,
                 Some(_) => {}
             },
@@ -250,6 +267,7 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
     info!("stopping");
     systemd::stopping();
     signals.handle().close();
+    server.shutdown().await;
     daemon.shutdown().await;
     info!("stopped");
     Ok(())
@@ -257,15 +275,17 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
 
 /// Reloads the configuration. Before start-up has completed (READY not yet sent), systemd is not
 /// told about the reload: READY will follow when start-up completes.
-async fn reload(daemon: &mut Daemon, config_path: &Path, started: bool) {
+async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, started: bool) {
     if started {
         systemd::reloading();
     }
     info!(config = %config_path.display(), "reloading configuration");
     match config::load(config_path) {
         Ok(config) => {
-            if let Err(e) = daemon.apply(config).await {
-                error!(error = %e, "reload failed");
+            let (socket, access) = (config.socket.clone(), config.access.clone());
+            match daemon.apply(config).await {
+                Ok(()) => server.reconfigure(socket.as_ref(), Authority::new(access)).await,
+                Err(e) => error!(error = %e, "reload failed; still running the previous configuration"),
             }
         }
         Err(e) => {
@@ -293,10 +313,12 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let store = Store::new();
     store.retain_clients(config.clients.iter().map(|c| &c.name));
     let http = HttpClients::default();
+    let metrics = Arc::new(Metrics::new());
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients, &config.state_dir) {
         remove_stale_temps(&group);
-        let mut runner = Runner::new(group, store.clone(), &http).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut runner =
+            Runner::new(group, store.clone(), metrics.clone(), &http).map_err(|e| anyhow::anyhow!("{e}"))?;
         jobs.push(async move {
             if !force {
                 runner.seed().await;
@@ -318,4 +340,19 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
         }
     }
     Ok(all_valid)
+}
+
+/// Every socket connection needs a descriptor; the soft limit (often 1024) is raised to the hard
+/// limit so the connection cap, not the descriptor table, decides how many readers are served.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(error = %e, soft, hard, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read the open files limit"),
+    }
 }

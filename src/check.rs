@@ -8,7 +8,7 @@ use std::path::Path;
 
 use nix::unistd::{AccessFlags, Gid, Uid};
 
-use crate::config::{Client, Config, Output};
+use crate::config::{Access, Client, Config, Output};
 use crate::refresh::Group;
 use crate::secret::SecretSource;
 
@@ -34,6 +34,34 @@ pub fn check(config: &Config) -> Report {
         config.state_dir.display()
     );
     check_dir(&mut r, "state_dir", &config.state_dir, None);
+    match &config.socket {
+        None => {
+            let _ = writeln!(r.text, "socket API disabled");
+        }
+        Some(s) => {
+            let dir = s.path.parent().unwrap_or(Path::new("/"));
+            let state = check_dir(&mut r, "socket", dir, None);
+            let group = s
+                .group
+                .as_ref()
+                .map_or(String::new(), |g| format!(", group {}", g.spec));
+            let _ = writeln!(
+                r.text,
+                "socket {} (mode {}{group}, at most {} connections; {state})",
+                s.path.display(),
+                s.mode,
+                s.max_connections
+            );
+            if let Ok(meta) = std::fs::symlink_metadata(&s.path)
+                && !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+            {
+                r.problems.push(format!(
+                    "socket: {} exists and is not a socket; tokend will not replace it",
+                    s.path.display()
+                ));
+            }
+        }
+    }
     if let Ok(meta) = std::fs::metadata(&config.state_dir)
         && meta.mode() & 0o077 != 0
     {
@@ -45,12 +73,12 @@ pub fn check(config: &Config) -> Report {
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
-        describe(&mut r, client, &groups, config_mode);
+        describe(&mut r, client, &groups, config_mode, &config.access);
     }
     r
 }
 
-fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
+fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, access: &Access) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
     let _ = writeln!(r.text, "  token endpoint  {} ({})", c.grant.token_url, c.auth.as_str());
@@ -105,6 +133,15 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32) {
         f(c.timeouts.connect),
         f(c.timeouts.request)
     );
+    let readers = match access.readers.get(&c.name) {
+        None => "root and tokend's user only".to_owned(),
+        Some(r) => {
+            let users = r.users.iter().map(|u| format!("user {}", u.spec));
+            let groups = r.groups.iter().map(|g| format!("group {}", g.spec));
+            users.chain(groups).collect::<Vec<_>>().join(", ") + ", root and tokend's user"
+        }
+    };
+    let _ = writeln!(r.text, "  socket readers  {readers}");
     if c.outputs.is_empty() {
         let _ = writeln!(r.text, "  outputs         none");
         r.warnings

@@ -1,8 +1,10 @@
 //! The `tokend` command: parse the command line, set up logging and the runtime, run the chosen
 //! command, map the outcome to an exit status.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokend::app::{self, AppError};
 use tokend::config::{self, DEFAULT_CONFIG_PATH};
 use tokend::logging::{self, LogFormat};
+use tokend::socket_client::{self, CliError};
 use tokend::{check, dev};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -44,8 +47,51 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a client's token, read through the socket (for `TOKEN=$(tokend get NAME)`).
+    Get {
+        /// The client's name.
+        name: String,
+        /// Wait until the client has a valid token (at most --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait may block.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the JSON form (token, type, expires_at, expires_in, scope, version).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Show every client's state, expiry, next refresh and last error, read through the socket.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Run a local development issuer and the daemon against it (never for production).
     Dev(dev::DevArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SocketArg {
+    /// The socket to talk to [default: socket.path from --config if readable, else /run/tokend/tokend.sock].
+    #[arg(long, env = "TOKEND_SOCKET")]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn resolve(&self, config: &Path) -> PathBuf {
+        if let Some(path) = &self.socket {
+            return path.clone();
+        }
+        config::load(config)
+            .ok()
+            .and_then(|c| c.socket.map(|s| s.path))
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SOCKET_PATH))
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,6 +108,9 @@ fn main() -> ExitCode {
 
     if let Command::Check = cli.command {
         return run_check(&cli.config);
+    }
+    if let Command::Get { .. } | Command::Status { .. } = cli.command {
+        return run_socket_command(&cli);
     }
     // File writes (with fsync) and DNS lookups run on blocking threads. The cap keeps a burst of
     // refreshes from spawning a thread per client, yet leaves room for a few hung writes (a stuck
@@ -83,7 +132,7 @@ fn main() -> ExitCode {
             Command::Run => app::run(&cli.config, CancellationToken::new()).await.map(|()| true),
             Command::Once { force } => app::once(config::load(&cli.config)?, force).await,
             Command::Dev(args) => dev::run(args, CancellationToken::new()).await.map(|()| true),
-            Command::Check => unreachable!("handled above"),
+            Command::Check | Command::Get { .. } | Command::Status { .. } => unreachable!("handled above"),
         }
     });
     match result {
@@ -96,6 +145,55 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("tokend: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `get` and `status`: a current-thread runtime is plenty for one request.
+fn run_socket_command(cli: &Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), CliError> = runtime.block_on(async {
+        match &cli.command {
+            Command::Get {
+                name,
+                wait,
+                timeout,
+                json,
+                socket,
+            } => {
+                let socket = socket.resolve(&cli.config);
+                let body = socket_client::get(&socket, name, wait.then_some(*timeout), *json).await?;
+                let mut out = std::io::stdout().lock();
+                // Ignored: a closed stdout (`tokend get x | head -c0`) is not tokend's failure.
+                let _ = out.write_all(&body).and_then(|()| out.write_all(b"\n"));
+                Ok(())
+            }
+            Command::Status { json, socket } => {
+                let clients = socket_client::status(&socket.resolve(&cli.config)).await?;
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "clients": clients })).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", socket_client::status_table(&clients));
+                }
+                Ok(())
+            }
+            _ => unreachable!("only socket commands come here"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

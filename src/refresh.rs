@@ -7,12 +7,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AuthMethod, Client, ClientName, Grant, Output, RetryPolicy, Timeouts};
+use crate::metrics::Metrics;
 use crate::oauth::{ErrorClass, FetchError, HttpClient, HttpClients, request};
 use crate::output;
 use crate::schedule;
@@ -91,6 +92,7 @@ pub struct Runner {
     fingerprint: String,
     http: HttpClient,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     current: Option<Arc<Token>>,
     /// When to next ask for a token (planned refresh or retry).
     due: SystemTime,
@@ -107,7 +109,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(group: Group, store: Arc<Store>, http: &HttpClients) -> Result<Self, FetchError> {
+    pub fn new(group: Group, store: Arc<Store>, metrics: Arc<Metrics>, http: &HttpClients) -> Result<Self, FetchError> {
         let http = http.get(group.timeouts)?;
         Ok(Runner {
             label: group.label(),
@@ -115,6 +117,7 @@ impl Runner {
             group,
             http,
             store,
+            metrics,
             current: None,
             due: SystemTime::now(),
             failures: 0,
@@ -243,8 +246,9 @@ impl Runner {
     /// Requests a new token now. On success it is published; on failure the current token stays
     /// and the next attempt is scheduled with backoff.
     pub async fn refresh(&mut self) -> Result<(), FetchError> {
+        let started = Instant::now();
         let result = self.request().await;
-        self.complete(result).await
+        self.complete(result, started.elapsed()).await
     }
 
     /// The request alone: cancellable, as it changes nothing.
@@ -274,7 +278,18 @@ impl Runner {
 
     /// Acts on a request's outcome: publishes a new token, or schedules the retry. Never
     /// cancelled part-way, so a reload or shutdown waits for the files to be written.
-    async fn complete(&mut self, result: Result<Token, FetchError>) -> Result<(), FetchError> {
+    async fn complete(&mut self, result: Result<Token, FetchError>, took: Duration) -> Result<(), FetchError> {
+        let outcome = match &result {
+            Ok(_) => "refreshed",
+            Err(e) => match e.class() {
+                ErrorClass::Transient => "failed",
+                ErrorClass::RateLimited => "rate_limited",
+                ErrorClass::Permanent => "rejected",
+            },
+        };
+        for member in &self.group.members {
+            self.metrics.refresh(&member.name, outcome, took);
+        }
         match result {
             Ok(token) => {
                 let token = Arc::new(token);
@@ -357,6 +372,7 @@ impl Runner {
         self.expiry_reported = false;
         self.clock_leap_handled = false;
         for member in &self.group.members {
+            self.metrics.token_published(&member.name, token.expires_at);
             self.store.update(&member.name, |s| {
                 s.token = Some(token.clone());
                 s.fingerprint = self.fingerprint.clone();
@@ -390,6 +406,7 @@ impl Runner {
         let label = self.label.clone();
         let fingerprint = self.fingerprint.clone();
         let state_dir = self.group.state_dir.clone();
+        let metrics = self.metrics.clone();
         let job = tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
             for (m, o) in which {
@@ -397,6 +414,7 @@ impl Runner {
                 match output::write(out, &token) {
                     Ok(()) => debug!(client = %members[m].name, path = %out.path.display(), "wrote output"),
                     Err(e) => {
+                        metrics.output_error(&members[m].name);
                         error!(
                             client = %members[m].name,
                             path = %out.path.display(),
@@ -476,12 +494,13 @@ impl Runner {
             let now = SystemTime::now();
             self.check_clock(now);
             if now >= self.due {
+                let started = Instant::now();
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
                     result = self.request() => result,
                 };
                 // The outcome is logged and recorded in the store by `complete` itself.
-                let _ = self.complete(result).await;
+                let _ = self.complete(result, started.elapsed()).await;
                 signal_once(&mut first_attempt);
                 continue;
             }

@@ -65,12 +65,22 @@ impl Store {
         }
     }
 
+    /// Runs `f` on a client's snapshot without copying it (the socket API's hot path).
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&Snapshot) -> R) -> Option<R> {
+        let clients = self.clients.read().expect("store lock poisoned");
+        clients.get(name).map(|s| f(&s.borrow()))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.clients.read().expect("store lock poisoned").contains_key(name)
+    }
+
     pub fn get(&self, name: &ClientName) -> Option<Snapshot> {
         let clients = self.clients.read().expect("store lock poisoned");
         clients.get(name).map(|s| s.borrow().clone())
     }
 
-    pub fn subscribe(&self, name: &ClientName) -> Option<watch::Receiver<Snapshot>> {
+    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<Snapshot>> {
         let clients = self.clients.read().expect("store lock poisoned");
         clients.get(name).map(|s| s.subscribe())
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `tokend` binary against the development issuer running as its own
 //! process on loopback, with real files and real signals. Each test uses its own directory.
 
+mod socket_api;
 mod util;
 
 use std::collections::HashSet;
@@ -19,8 +20,9 @@ const T: Duration = Duration::from_secs(15);
 fn config(dir: &TestDir, issuer: &Issuer, clients: &[(&str, &str)]) -> std::path::PathBuf {
     let secret = dir.secret("secret", SECRET);
     let mut yaml = format!(
-        "state_dir: {state}\ndefaults:\n  token_url: {url}\n  client_id: app\n  client_secret: {{ file: {secret} }}\n  retry: {{ initial: 200ms, max: 3s }}\nclients:\n",
+        "state_dir: {state}\nsocket: {{ path: {socket} }}\ndefaults:\n  token_url: {url}\n  client_id: app\n  client_secret: {{ file: {secret} }}\n  retry: {{ initial: 200ms, max: 3s }}\nclients:\n",
         state = dir.join("state").display(),
+        socket = dir.join("tokend.sock").display(),
         url = issuer.token_url(),
         secret = secret.display()
     );
@@ -830,6 +832,19 @@ fn tokend_dev_issues_tokens_a_newcomer_can_use() {
         &format!("{url}/api/whoami"),
     ]);
     assert_eq!(status, 401);
+    let via_socket = tokend(&["--config", dev_dir.join("config.yaml").to_str().unwrap(), "get", "demo"]);
+    assert!(
+        via_socket.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_socket.stderr)
+    );
+    assert_eq!(
+        format!(
+            "Authorization: Bearer {}",
+            String::from_utf8(via_socket.stdout).unwrap()
+        ),
+        read(&header).unwrap()
+    );
     let check = tokend(&["--config", dev_dir.join("config.yaml").to_str().unwrap(), "check"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(daemon.stop().success());

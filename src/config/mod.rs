@@ -18,7 +18,7 @@ pub use raw::{AuthMethod, Format};
 pub use values::{ClientName, Mode, Principal};
 
 use crate::secret::SecretSource;
-use raw::{RawClient, RawConfig, RawOutput, RawSecret};
+use raw::{RawClient, RawConfig, RawOutput, RawReaders, RawSecret, RawSocket};
 
 /// Where tokend looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokend/config.yaml";
@@ -34,7 +34,52 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Clients in document order.
     pub clients: Vec<Arc<Client>>,
+    /// The Unix socket API, unless disabled.
+    pub socket: Option<SocketConfig>,
+    /// Who may read what over the socket. Kept apart from `Client`, so that changing readers
+    /// never restarts a client's refresh.
+    pub access: Access,
 }
+
+/// Where and how the socket API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketConfig {
+    pub path: PathBuf,
+    pub mode: Mode,
+    /// Group of the socket file; tokend's own group when unset.
+    pub group: Option<Owner>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// Access rules for the socket API. Root and tokend's own user may read everything; everyone
+/// else only what a rule names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Per client: who may read its token. A client without an entry is readable by root and
+    /// tokend's own user only.
+    pub readers: BTreeMap<ClientName, Readers>,
+    /// Who may read `/metrics`.
+    pub metrics_readers: Readers,
+}
+
+/// Users and groups, resolved to ids when the config was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readers {
+    pub users: Vec<Owner>,
+    pub groups: Vec<Owner>,
+}
+
+impl Readers {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+}
+
+pub const DEFAULT_SOCKET_PATH: &str = "/run/tokend/tokend.sock";
+pub const DEFAULT_SOCKET_MODE: Mode = Mode::new(0o660);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One OAuth client, with `defaults` already applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,9 +300,30 @@ impl Validator<'_> {
             });
         }
         let mut clients = Vec::new();
+        let mut access = Access::default();
         for (name, client) in raw.clients.clients {
+            let readers = match (&client.readers, &defaults.readers) {
+                (Some(own), _) => self.readers(&["clients", name.as_str(), "readers"], own),
+                (None, Some(inherited)) => self.readers(&["defaults", "readers"], inherited),
+                (None, None) => Readers::default(),
+            };
+            if !readers.is_empty() {
+                access.readers.insert(name.clone(), readers);
+            }
             if let Some(client) = self.client(name, &defaults, client) {
                 clients.push(Arc::new(client));
+            }
+        }
+        let socket = self.socket(raw.socket.unwrap_or_default(), &mut access);
+        if let Some(socket) = &socket {
+            for client in &clients {
+                if let Some(i) = client.outputs.iter().position(|o| o.path == socket.path) {
+                    let index = i.to_string();
+                    self.problem(
+                        &["clients", client.name.as_str(), "outputs", index.as_str(), "path"],
+                        "this is the socket's path; choose another file",
+                    );
+                }
             }
         }
         self.cross_checks(&clients, path, &state_dir);
@@ -265,7 +331,69 @@ impl Validator<'_> {
             source: path.to_owned(),
             state_dir,
             clients,
+            socket,
+            access,
         }
+    }
+
+    fn socket(&mut self, raw: RawSocket, access: &mut Access) -> Option<SocketConfig> {
+        if let Some(readers) = &raw.metrics_readers {
+            access.metrics_readers = self.readers(&["socket", "metrics_readers"], readers);
+        }
+        if raw.enabled == Some(false) {
+            return None;
+        }
+        let path = PathBuf::from(raw.path.as_deref().unwrap_or(DEFAULT_SOCKET_PATH));
+        if !path.is_absolute() || path.file_name().is_none() {
+            self.problem(
+                &["socket", "path"],
+                format!("socket path `{}` must be an absolute file path", path.display()),
+            );
+        } else if path.as_os_str().len() > 107 {
+            // sun_path holds 108 bytes including the terminating NUL.
+            self.problem(&["socket", "path"], "a Unix socket path must be shorter than 108 bytes");
+        }
+        let group = raw.group.and_then(|spec| match resolve_group(&spec) {
+            Ok(id) => Some(Owner { spec, id }),
+            Err(msg) => {
+                self.problem(&["socket", "group"], msg);
+                None
+            }
+        });
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            self.problem(&["socket", "max_connections"], "`max_connections` must be at least 1");
+        }
+        let header_timeout = raw.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |s| s.0);
+        if header_timeout < Duration::from_millis(100) {
+            self.problem(&["socket", "header_timeout"], "`header_timeout` must be at least 100ms");
+        }
+        Some(SocketConfig {
+            path,
+            mode: raw.mode.unwrap_or(DEFAULT_SOCKET_MODE),
+            group,
+            max_connections,
+            header_timeout,
+        })
+    }
+
+    fn readers(&mut self, at: &[&str], raw: &RawReaders) -> Readers {
+        let mut readers = Readers::default();
+        for (i, spec) in raw.users.iter().flatten().enumerate() {
+            let index = i.to_string();
+            match resolve_user(spec) {
+                Ok(id) => readers.users.push(Owner { spec: spec.clone(), id }),
+                Err(msg) => self.problem(&[at, &["users", index.as_str()]].concat(), msg),
+            }
+        }
+        for (i, spec) in raw.groups.iter().flatten().enumerate() {
+            let index = i.to_string();
+            match resolve_group(spec) {
+                Ok(id) => readers.groups.push(Owner { spec: spec.clone(), id }),
+                Err(msg) => self.problem(&[at, &["groups", index.as_str()]].concat(), msg),
+            }
+        }
+        readers
     }
 
     fn client(&mut self, name: ClientName, d: &RawClient, c: RawClient) -> Option<Client> {

@@ -15,9 +15,34 @@ use super::values::{ClientName, Mode, OneOrMany, Percent, Principal, Span};
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state_dir: Option<String>,
+    pub socket: Option<RawSocket>,
     pub defaults: Option<RawClient>,
     #[serde(default)]
     pub clients: ClientMap,
+}
+
+/// The Unix socket API.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocket {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    pub mode: Option<Mode>,
+    pub group: Option<Principal>,
+    pub max_connections: Option<usize>,
+    /// A connection that sends no complete request head within this time is closed (slow
+    /// clients, idle keep-alive connections).
+    pub header_timeout: Option<Span>,
+    /// Who may read `/metrics` (besides root and tokend's own user).
+    pub metrics_readers: Option<RawReaders>,
+}
+
+/// Users and groups allowed to read something over the socket.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawReaders {
+    pub users: Option<Vec<Principal>>,
+    pub groups: Option<Vec<Principal>>,
 }
 
 /// One client, or the `defaults` every client inherits. `outputs` is only valid on a client.
@@ -38,6 +63,8 @@ pub struct RawClient {
     pub refresh: Option<RawRefresh>,
     pub retry: Option<RawRetry>,
     pub outputs: Option<Vec<RawOutput>>,
+    /// Who may read this client's token over the socket (besides root and tokend's own user).
+    pub readers: Option<RawReaders>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

@@ -36,6 +36,12 @@ impl ClientName {
     }
 }
 
+impl std::borrow::Borrow<str> for ClientName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ClientName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -1,0 +1,173 @@
+//! Prometheus metrics, served at `/metrics` on the socket: token expiry, refresh outcomes and
+//! latency, output write errors, and socket requests by status.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::ClientName;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabel {
+    client: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    client: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+type HistogramFamily = Family<ClientLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    expiry: Family<ClientLabel, Gauge<f64, AtomicU64>>,
+    refreshes: Family<RefreshLabels, Counter>,
+    latency: HistogramFamily,
+    output_errors: Family<ClientLabel, Counter>,
+    requests: Family<StatusLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tokend");
+        let expiry = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        let latency: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
+        let output_errors = Family::<ClientLabel, Counter>::default();
+        let requests = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the client's current token expires, in Unix seconds",
+            expiry.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "Token requests by outcome (refreshed, failed, rate_limited, rejected)",
+            refreshes.clone(),
+        );
+        registry.register(
+            "refresh_duration_seconds",
+            "Time from sending a token request to having its answer",
+            latency.clone(),
+        );
+        registry.register(
+            "output_write_errors",
+            "Failed writes of token files",
+            output_errors.clone(),
+        );
+        registry.register(
+            "socket_requests",
+            "Requests served on the Unix socket, by HTTP status",
+            requests.clone(),
+        );
+        Metrics {
+            registry,
+            expiry,
+            refreshes,
+            latency,
+            output_errors,
+            requests,
+        }
+    }
+
+    pub fn token_published(&self, client: &ClientName, expires_at: SystemTime) {
+        let seconds = expires_at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.expiry.get_or_create(&label(client)).set(seconds);
+    }
+
+    pub fn refresh(&self, client: &ClientName, outcome: &'static str, took: Duration) {
+        let labels = RefreshLabels {
+            client: client.to_string(),
+            outcome,
+        };
+        self.refreshes.get_or_create(&labels).inc();
+        self.latency.get_or_create(&label(client)).observe(took.as_secs_f64());
+    }
+
+    pub fn output_error(&self, client: &ClientName) {
+        self.output_errors.get_or_create(&label(client)).inc();
+    }
+
+    pub fn request(&self, status: u16) {
+        self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// Drops the series of a client removed by a reload.
+    pub fn forget(&self, client: &ClientName) {
+        let l = label(client);
+        self.expiry.remove(&l);
+        self.latency.remove(&l);
+        self.output_errors.remove(&l);
+        for outcome in OUTCOMES {
+            self.refreshes.remove(&RefreshLabels {
+                client: client.to_string(),
+                outcome,
+            });
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub const OUTCOMES: [&str; 4] = ["refreshed", "failed", "rate_limited", "rejected"];
+
+fn label(client: &ClientName) -> ClientLabel {
+    ClientLabel {
+        client: client.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_its_labels() {
+        let m = Metrics::new();
+        let c = ClientName::new("billing").unwrap();
+        m.token_published(&c, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        m.refresh(&c, "refreshed", Duration::from_millis(40));
+        m.output_error(&c);
+        m.request(200);
+        m.request(200);
+        m.request(403);
+        let text = m.render();
+        for line in [
+            "tokend_token_expiry_timestamp_seconds{client=\"billing\"} 1700000000.0",
+            "tokend_refreshes_total{client=\"billing\",outcome=\"refreshed\"} 1",
+            "tokend_refresh_duration_seconds_count{client=\"billing\"} 1",
+            "tokend_output_write_errors_total{client=\"billing\"} 1",
+            "tokend_socket_requests_total{status=\"200\"} 2",
+            "tokend_socket_requests_total{status=\"403\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.forget(&c);
+        assert!(!m.render().contains("billing"));
+    }
+}

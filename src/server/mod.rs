@@ -1,0 +1,318 @@
+//! The HTTP API on a Unix socket. Callers are identified by the kernel (`peer`), checked against
+//! the access rules (`access`) on every request, and served from the store (`routes`); the
+//! socket file itself is created and cleaned up by `socket`.
+//!
+//! Robustness: a cap on concurrent connections (waiting callers queue in the kernel's backlog), a
+//! bound on request head size, and a deadline for each request head, which also closes idle
+//! keep-alive connections, so a slow or idle client cannot hold the daemon. Accept errors such as
+//! EMFILE pause accepting briefly instead of stopping the server.
+
+pub mod access;
+pub mod peer;
+pub mod routes;
+pub mod socket;
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::SocketConfig;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use access::Authority;
+use peer::Peer;
+use socket::{Bound, SocketError};
+
+/// The largest request head accepted (hyper's minimum buffer size); larger heads get 431.
+const MAX_HEAD_BYTES: usize = 8192;
+/// How long open connections get to finish when tokend stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What every connection shares.
+pub struct ServerState {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    authority: RwLock<Arc<Authority>>,
+    /// Fired when tokend stops: long-polls return and connections close.
+    pub shutdown: CancellationToken,
+}
+
+impl ServerState {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, authority: Authority) -> Arc<ServerState> {
+        Arc::new(ServerState {
+            store,
+            metrics,
+            authority: RwLock::new(Arc::new(authority)),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn authority(&self) -> Arc<Authority> {
+        self.authority.read().expect("authority lock poisoned").clone()
+    }
+
+    /// New access rules (a reload); they apply to the next request on every connection.
+    pub fn set_authority(&self, authority: Authority) {
+        *self.authority.write().expect("authority lock poisoned") = Arc::new(authority);
+    }
+}
+
+/// One socket and its accept loop.
+pub struct Listener {
+    pub config: SocketConfig,
+    bound: Bound,
+    permits: Arc<Semaphore>,
+    header_timeout_ms: Arc<AtomicU64>,
+    stop_accepting: CancellationToken,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Creates the socket and starts accepting. Connections are tracked by `connections`, so that
+    /// they outlive this listener (a reload that moves the socket does not cut them off).
+    pub fn start(
+        config: SocketConfig,
+        state: Arc<ServerState>,
+        connections: TaskTracker,
+    ) -> Result<Listener, SocketError> {
+        let bound = socket::bind(&config)?;
+        let std_listener = bound.listener.try_clone().map_err(|source| SocketError::Io {
+            path: config.path.clone(),
+            source,
+        })?;
+        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|source| SocketError::Io {
+            path: config.path.clone(),
+            source,
+        })?;
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let header_timeout_ms = Arc::new(AtomicU64::new(config.header_timeout.as_millis() as u64));
+        let stop_accepting = CancellationToken::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            state,
+            permits.clone(),
+            header_timeout_ms.clone(),
+            stop_accepting.clone(),
+            connections,
+        ));
+        info!(socket = %config.path.display(), mode = %config.mode, "serving the socket API");
+        Ok(Listener {
+            config,
+            bound,
+            permits,
+            header_timeout_ms,
+            stop_accepting,
+            accept_loop,
+        })
+    }
+
+    /// Applies new settings for the same path: mode and group on the file, limits on the loop.
+    pub fn update(&mut self, config: &SocketConfig) -> io::Result<()> {
+        socket::apply_mode(&self.config.path, config)?;
+        self.header_timeout_ms
+            .store(config.header_timeout.as_millis() as u64, Ordering::Relaxed);
+        let (old, new) = (self.config.max_connections, config.max_connections);
+        if new > old {
+            self.permits.add_permits(new - old);
+        } else if new < old {
+            // Take the surplus permits out of circulation as connections release them.
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned((old - new) as u32).await {
+                    p.forget();
+                }
+            });
+        }
+        self.config = config.clone();
+        Ok(())
+    }
+
+    /// Stops accepting and removes the socket file. Open connections are not touched.
+    pub async fn stop(self) {
+        self.stop_accepting.cancel();
+        // Ignored: the loop only ends by cancellation.
+        let _ = self.accept_loop.await;
+        self.bound.remove();
+        info!(socket = %self.config.path.display(), "socket closed");
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    state: Arc<ServerState>,
+    permits: Arc<Semaphore>,
+    header_timeout_ms: Arc<AtomicU64>,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    let mut pause = Duration::from_millis(10);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        // At the cap, stop accepting: further callers wait in the listen backlog.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    pause = Duration::from_millis(10);
+                    stream
+                }
+                Err(e) => {
+                    match e.raw_os_error() {
+                        // The caller went away, or a signal: just go on.
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EAGAIN) => continue,
+                        // Out of descriptors or memory: pause, so the condition can clear
+                        // (connections finishing) instead of spinning.
+                        _ => {
+                            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                warn!(error = %e, pause = ?pause, "cannot accept socket connections; pausing");
+                                last_warning = Some(Instant::now());
+                            }
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(pause) => {}
+                            }
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
+                    }
+                }
+            },
+        };
+        let peer = match Peer::of(&stream) {
+            Ok(peer) => Arc::new(peer),
+            Err(e) => {
+                debug!(error = %e, "cannot read the peer's credentials; closing the connection");
+                continue;
+            }
+        };
+        let header_timeout = Duration::from_millis(header_timeout_ms.load(Ordering::Relaxed));
+        connections.spawn(serve_connection(stream, peer, state.clone(), header_timeout, permit));
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::UnixStream,
+    peer: Arc<Peer>,
+    state: Arc<ServerState>,
+    header_timeout: Duration,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let (state, peer) = (state.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(routes::handle(req, &peer, &state).await) }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(error = %e, "socket connection ended with an error");
+            }
+        }
+        _ = state.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            // Ignored: after the grace period the connection is simply dropped.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+        }
+    }
+}
+
+/// The socket API as the daemon sees it: the shared state, the current listener (if the socket
+/// is enabled), and every open connection.
+pub struct Server {
+    state: Arc<ServerState>,
+    listener: Option<Listener>,
+    connections: TaskTracker,
+}
+
+impl Server {
+    pub fn start(
+        socket: Option<&SocketConfig>,
+        authority: Authority,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Server, SocketError> {
+        let state = ServerState::new(store, metrics, authority);
+        let connections = TaskTracker::new();
+        let listener = match socket {
+            Some(config) => Some(Listener::start(config.clone(), state.clone(), connections.clone())?),
+            None => None,
+        };
+        Ok(Server {
+            state,
+            listener,
+            connections,
+        })
+    }
+
+    /// Applies a reloaded configuration: new access rules at once; socket changes without
+    /// dropping open connections (a moved socket keeps serving them until they end). A socket
+    /// that cannot be created is logged and the previous one kept.
+    pub async fn reconfigure(&mut self, socket: Option<&SocketConfig>, authority: Authority) {
+        self.state.set_authority(authority);
+        match (self.listener.take(), socket) {
+            (None, None) => {}
+            (Some(old), None) => old.stop().await,
+            (None, Some(config)) => match Listener::start(config.clone(), self.state.clone(), self.connections.clone())
+            {
+                Ok(new) => self.listener = Some(new),
+                Err(e) => warn!(error = %e, "the socket API stays off"),
+            },
+            (Some(mut current), Some(config)) if current.config.path == config.path => {
+                if current.config != *config
+                    && let Err(e) = current.update(config)
+                {
+                    warn!(socket = %config.path.display(), error = %e, "cannot apply the new socket settings");
+                }
+                self.listener = Some(current);
+            }
+            (Some(old), Some(config)) => {
+                match Listener::start(config.clone(), self.state.clone(), self.connections.clone()) {
+                    Ok(new) => {
+                        old.stop().await;
+                        self.listener = Some(new);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, socket = %old.config.path.display(), "keeping the previous socket");
+                        self.listener = Some(old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, ends long-polls, gives open connections `SHUTDOWN_GRACE` to finish, and
+    /// removes the socket file.
+    pub async fn shutdown(self) {
+        if let Some(listener) = self.listener {
+            listener.stop().await;
+        }
+        self.state.shutdown.cancel();
+        self.connections.close();
+        // Ignored: connections still open after the grace period are dropped with the runtime.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), self.connections.wait()).await;
+    }
+}

@@ -1,0 +1,357 @@
+//! The socket API's endpoints. Every answer comes from the store: serving a read never waits on
+//! the token endpoint.
+//!
+//! ```text
+//! GET /v1/tokens/{name}   the token (text/plain), or JSON with `Accept: application/json` or
+//!                         `?format=json`; `?wait=30s[&after=VERSION]` long-polls for a token
+//!                         newer than VERSION (or any valid one)
+//! GET /v1/tokens          the clients this caller may read: state, expiry, next refresh, error
+//! GET /healthz  /readyz   liveness; readiness (every client has a valid token)
+//! GET /metrics            Prometheus text format
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::ServerState;
+use super::peer::Peer;
+use crate::store::Snapshot;
+use crate::token::{Token, rfc3339, unix_millis};
+
+pub type Body = Full<Bytes>;
+
+/// The longest a long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Header carrying a token's version, for `?after=`.
+pub const VERSION_HEADER: &str = "token-version";
+
+pub async fn handle<B>(req: Request<B>, peer: &Peer, state: &ServerState) -> Response<Body> {
+    let response = route(&req, peer, state).await;
+    state.metrics.request(response.status().as_u16());
+    response
+}
+
+async fn route<B>(req: &Request<B>, peer: &Peer, state: &ServerState) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let query = match Query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(msg) => return plain(StatusCode::BAD_REQUEST, format!("{msg}\n")),
+    };
+    let path = req.uri().path();
+    if let Some(name) = path.strip_prefix("/v1/tokens/").filter(|n| !n.is_empty()) {
+        return token(req, name, &query, peer, state).await;
+    }
+    if query != Query::default() {
+        return plain(StatusCode::BAD_REQUEST, "this endpoint takes no query parameters\n");
+    }
+    match path {
+        "/v1/tokens" | "/v1/tokens/" => list(peer, state),
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => readiness(state),
+        "/metrics" => metrics(peer, state),
+        _ => plain(StatusCode::NOT_FOUND, "no such endpoint; see /v1/tokens/{name}\n"),
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Query {
+    json: Option<bool>,
+    wait: Option<Duration>,
+    after: Option<u64>,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Query, String> {
+        let mut q = Query::default();
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match key.as_ref() {
+                "format" => match value.as_ref() {
+                    "json" => q.json = Some(true),
+                    "text" => q.json = Some(false),
+                    _ => return Err("`format` must be `json` or `text`".into()),
+                },
+                "wait" => {
+                    let wait = humantime::parse_duration(&value)
+                        .or_else(|_| value.parse::<u64>().map(Duration::from_secs))
+                        .map_err(|_| "`wait` must be a duration such as `30s`".to_owned())?;
+                    q.wait = Some(wait.min(MAX_WAIT));
+                }
+                "after" => {
+                    q.after = Some(
+                        value
+                            .parse()
+                            .map_err(|_| "`after` must be a token version (a number)".to_owned())?,
+                    )
+                }
+                other => return Err(format!("unknown query parameter `{}`", other.escape_debug())),
+            }
+        }
+        if q.after.is_some() && q.wait.is_none() {
+            return Err("`after` needs `wait`".into());
+        }
+        Ok(q)
+    }
+}
+
+async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, state: &ServerState) -> Response<Body> {
+    if !state.store.contains(name) {
+        return plain(StatusCode::NOT_FOUND, "no such client\n");
+    }
+    if !state.authority().may_read(peer, name) {
+        return denied(peer, name);
+    }
+    let json = query.json.unwrap_or_else(|| accepts_json(req));
+    let Some(wait) = query.wait else {
+        let now = SystemTime::now();
+        return state
+            .store
+            .with(name, |s| match s.valid_token(now) {
+                Some(t) => token_response(t, json),
+                None => unavailable(name, s, now),
+            })
+            .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "no such client\n"));
+    };
+    let Some(mut changes) = state.store.subscribe(name) else {
+        return plain(StatusCode::NOT_FOUND, "no such client\n");
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = SystemTime::now();
+        let ready = {
+            let snapshot = changes.borrow_and_update();
+            snapshot
+                .valid_token(now)
+                .filter(|t| query.after.is_none_or(|v| t.version() > v))
+                .cloned()
+        };
+        if let Some(t) = ready {
+            // Readers may have changed by a reload while this request waited.
+            if !state.authority().may_read(peer, name) {
+                return denied(peer, name);
+            }
+            return token_response(&t, json);
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                return plain(StatusCode::NOT_FOUND, "the client was removed\n");
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.shutdown.cancelled() => {
+                let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "tokend is shutting down\n");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        }
+    }
+    let now = SystemTime::now();
+    let snapshot = changes.borrow().clone();
+    match (snapshot.valid_token(now), query.after) {
+        // The caller's version is still current.
+        (Some(t), Some(_)) => {
+            let mut r = empty(StatusCode::NOT_MODIFIED);
+            r.headers_mut().insert(VERSION_HEADER, t.version().into());
+            r
+        }
+        (Some(t), None) => token_response(t, json),
+        (None, _) => unavailable(name, &snapshot, now),
+    }
+}
+
+fn accepts_json<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+fn token_response(token: &Token, json: bool) -> Response<Body> {
+    let secret = token.access_token.expose_secret();
+    let mut response = if json {
+        let now = SystemTime::now();
+        let body = json!({
+            "token": secret,
+            "type": token.token_type,
+            "expires_at": rfc3339(token.expires_at),
+            "expires_in": token.expires_at.duration_since(now).map_or(0, |d| d.as_secs()),
+            "scope": token.scope,
+            "version": token.version(),
+        });
+        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::copy_from_slice(secret.as_bytes())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(VERSION_HEADER, token.version().into());
+    response
+}
+
+/// 503 while a client has no valid token, with `Retry-After` pointing at the next attempt.
+fn unavailable(name: &str, snapshot: &Snapshot, now: SystemTime) -> Response<Body> {
+    let wait = snapshot
+        .next_attempt
+        .and_then(|t| t.duration_since(now).ok())
+        .unwrap_or(Duration::ZERO);
+    let what = if snapshot.token.is_some() {
+        "its token has expired"
+    } else {
+        "no token has been obtained yet"
+    };
+    let mut message = format!("client {name}: {what}");
+    if let Some(error) = &snapshot.last_error {
+        message.push_str(&format!("; last error: {error}"));
+    }
+    message.push_str(&format!("; next attempt in {}s\n", wait.as_secs()));
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, wait.as_secs().clamp(1, 60).into());
+    r
+}
+
+fn denied(peer: &Peer, name: &str) -> Response<Body> {
+    warn!(
+        uid = peer.uid,
+        pid = peer.pid,
+        client = name,
+        "refused a socket request: caller is not a reader of this client"
+    );
+    plain(
+        StatusCode::FORBIDDEN,
+        format!("uid {} may not read client {name}\n", peer.uid),
+    )
+}
+
+fn list(peer: &Peer, state: &ServerState) -> Response<Body> {
+    let authority = state.authority();
+    let now = SystemTime::now();
+    let clients: Vec<Value> = state
+        .store
+        .all()
+        .into_iter()
+        .filter(|(name, _)| authority.may_read(peer, name.as_str()))
+        .map(|(name, s)| status_entry(name.as_str(), &s, now))
+        .collect();
+    let mut r = Response::new(Full::new(Bytes::from(json!({ "clients": clients }).to_string())));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// One client's health, never its token.
+fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
+    let valid = s.valid_token(now).is_some();
+    let state = match (valid, s.failures > 0, s.token.is_some()) {
+        (true, false, _) => "ok",
+        (true, true, _) => "retrying",
+        (false, _, true) => "expired",
+        (false, true, false) => "failing",
+        (false, false, false) => "pending",
+    };
+    let secs_until = |t: SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
+    json!({
+        "name": name,
+        "state": state,
+        "expires_at": s.token.as_ref().map(|t| rfc3339(t.expires_at)),
+        "expires_in": s.token.as_ref().map(|t| secs_until(t.expires_at)),
+        "next_refresh": s.next_attempt.map(rfc3339),
+        "next_refresh_in": s.next_attempt.map(secs_until),
+        "failures": s.failures,
+        "last_error": s.last_error,
+        "version": s.token.as_ref().map(|t| t.version()),
+        "issued_at_ms": s.token.as_ref().map(|t| unix_millis(t.issued_at)),
+    })
+}
+
+fn readiness(state: &ServerState) -> Response<Body> {
+    let now = SystemTime::now();
+    let all = state.store.all();
+    let valid = all.iter().filter(|(_, s)| s.valid_token(now).is_some()).count();
+    if valid == all.len() {
+        plain(StatusCode::OK, "ready\n")
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {valid} of {} clients have a valid token\n", all.len()),
+        )
+    }
+}
+
+fn metrics(peer: &Peer, state: &ServerState) -> Response<Body> {
+    if !state.authority().may_read_metrics(peer) {
+        warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            "refused /metrics: caller is not a metrics reader"
+        );
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("uid {} may not read /metrics\n", peer.uid),
+        );
+    }
+    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+fn plain(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(Query::parse(None), Ok(Query::default()));
+        assert_eq!(Query::parse(Some("format=json")).unwrap().json, Some(true));
+        let q = Query::parse(Some("wait=30s&after=17")).unwrap();
+        assert_eq!((q.wait, q.after), (Some(Duration::from_secs(30)), Some(17)));
+        assert_eq!(
+            Query::parse(Some("wait=45")).unwrap().wait,
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(Query::parse(Some("wait=1h")).unwrap().wait, Some(MAX_WAIT));
+        for bad in ["format=xml", "wait=soon", "after=x&wait=1s", "after=5", "token=abc"] {
+            assert!(Query::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

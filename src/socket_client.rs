@@ -1,0 +1,159 @@
+//! `tokend get` and `tokend status`: a small HTTP/1.1 client for the socket API, for scripts
+//! (`TOKEN=$(tokend get billing)`) and operators (`tokend status`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{ACCEPT, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::config::ClientName;
+use crate::server::routes::MAX_WAIT;
+
+/// Why a socket command failed; each maps to a sysexits code scripts can test.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot connect to {socket}: {reason} (is tokend running? is this the right socket? see --socket)")]
+    Unavailable { socket: String, reason: String },
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotYetValid(String),
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// sysexits.h: EX_UNAVAILABLE 69, EX_TEMPFAIL 75, EX_NOPERM 77; 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Unavailable { .. } => 69,
+            CliError::NotYetValid(_) => 75,
+            CliError::Denied(_) => 77,
+            CliError::Unknown(_) | CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// A response from the socket API.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// Sends `GET path_and_query` over the socket.
+pub async fn request(socket: &Path, path_and_query: &str, json: bool, timeout: Duration) -> Result<Reply, CliError> {
+    let unavailable = |reason: String| CliError::Unavailable {
+        socket: socket.display().to_string(),
+        reason,
+    };
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        // The connection task ends with the exchange; its result is reported through it.
+        tokio::spawn(connection);
+        let request = Request::get(path_and_query)
+            .header(HOST, "localhost")
+            .header(ACCEPT, if json { "application/json" } else { "text/plain" })
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .to_bytes();
+        Ok(Reply { status, body })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| unavailable("no answer in time".into()))?
+}
+
+/// The token of `name`; with `wait`, blocks until the client has a valid one or `wait` passes.
+pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) -> Result<Bytes, CliError> {
+    let name = ClientName::new(name).map_err(CliError::Unknown)?;
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()).min(MAX_WAIT));
+        let path = match remaining {
+            Some(r) if !r.is_zero() => format!("/v1/tokens/{name}?wait={}ms", r.as_millis()),
+            _ => format!("/v1/tokens/{name}"),
+        };
+        let timeout = remaining.unwrap_or_default() + Duration::from_secs(10);
+        let reply = request(socket, &path, json, timeout).await?;
+        let message = || String::from_utf8_lossy(&reply.body).trim().to_owned();
+        match reply.status {
+            StatusCode::OK => return Ok(reply.body),
+            StatusCode::FORBIDDEN => return Err(CliError::Denied(message())),
+            StatusCode::NOT_FOUND => return Err(CliError::Unknown(format!("no client named {name}"))),
+            StatusCode::SERVICE_UNAVAILABLE if deadline.is_some_and(|d| Instant::now() < d) => continue,
+            StatusCode::SERVICE_UNAVAILABLE => return Err(CliError::NotYetValid(message())),
+            other => return Err(CliError::Other(format!("unexpected answer {other}: {}", message()))),
+        }
+    }
+}
+
+/// Every client the caller may see, as the socket API describes them.
+pub async fn status(socket: &Path) -> Result<Vec<Value>, CliError> {
+    let reply = request(socket, "/v1/tokens", true, Duration::from_secs(10)).await?;
+    if reply.status != StatusCode::OK {
+        return Err(CliError::Other(format!("unexpected answer {}", reply.status)));
+    }
+    let value: Value =
+        serde_json::from_slice(&reply.body).map_err(|e| CliError::Other(format!("unreadable status: {e}")))?;
+    Ok(value["clients"].as_array().cloned().unwrap_or_default())
+}
+
+/// `tokend status` as a table.
+pub fn status_table(clients: &[Value]) -> String {
+    let mut rows = vec![["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR"].map(str::to_owned)];
+    for c in clients {
+        let secs = |key: &str| {
+            c[key]
+                .as_u64()
+                .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
+        };
+        rows.push([
+            c["name"].as_str().unwrap_or("?").to_owned(),
+            c["state"].as_str().unwrap_or("?").to_owned(),
+            match (c["state"].as_str(), secs("expires_in")) {
+                (Some("expired"), _) => "expired".to_owned(),
+                (_, Some(s)) => s,
+                (_, None) => "-".to_owned(),
+            },
+            secs("next_refresh_in").map_or("-".to_owned(), |s| format!("in {s}")),
+            c["last_error"].as_str().unwrap_or("-").to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < 4 {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,591 @@
+//! The socket API with the real binary: `curl --unix-socket`, callers of other uids via setpriv,
+//! stale sockets, connection floods, reloads, and the `get`/`status` commands.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::{SECRET, T, config, out, running_as_root};
+use crate::util::*;
+
+/// curl over the socket; returns (status, headers, body).
+fn get(socket: &Path, path: &str, extra: &[&str]) -> (u16, String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-D", "-", "--unix-socket"])
+        .arg(socket)
+        .args(extra)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    assert!(
+        o.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_lowercase(), body.to_owned())
+}
+
+/// Runs a command as uid/gid 65534 with the given supplementary groups.
+fn as_nobody(groups: &[u32], program: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "65534", "--regid", "65534"]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        cmd.arg("--groups")
+            .arg(groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","));
+    }
+    cmd.arg(program).args(args).output().expect("setpriv")
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::trim)
+}
+
+/// Lets uid 65534 reach files in the test directory.
+fn open_up(dir: &TestDir) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
+    let dir = TestDir::new("api");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            (
+                "a",
+                &format!(
+                    "audience: https://a/\nscope: read:a\noutputs: [{{ path: {} }}]",
+                    out(&dir, "a.token")
+                ),
+            ),
+            (
+                "pending",
+                &format!("token_url: http://{}/t", black_hole.local_addr().unwrap()),
+            ),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    let token = wait_for(T, "a's token", || read(&dir.join("out/a.token")));
+
+    let (status, headers, body) = get(&socket, "/v1/tokens/a", &[]);
+    assert_eq!((status, body.as_str()), (200, token.as_str()));
+    assert_eq!(header(&headers, "content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    let version: u64 = header(&headers, "token-version").unwrap().parse().unwrap();
+
+    for json_request in [&["-H", "Accept: application/json"][..], &[]] {
+        let path = if json_request.is_empty() {
+            "/v1/tokens/a?format=json"
+        } else {
+            "/v1/tokens/a"
+        };
+        let (status, _, body) = get(&socket, path, json_request);
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["token"], token.as_str());
+        assert_eq!(v["type"], "Bearer");
+        assert_eq!(v["scope"], "read:a");
+        assert_eq!(v["version"], version);
+        assert!(v["expires_in"].as_u64().unwrap() > 3500);
+        assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    }
+    // HEAD: the headers of the GET, no body (curl -I prints the head twice with -D).
+    let (status, headers, body) = get(&socket, "/v1/tokens/a", &["-I"]);
+    assert_eq!(status, 200);
+    assert!(
+        body.trim().is_empty() && !body.contains(&token[..20]),
+        "HEAD sent a body: {body:?}"
+    );
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(token.len().to_string().as_str())
+    );
+
+    let (status, _, _) = get(&socket, "/v1/tokens/nope", &[]);
+    assert_eq!(status, 404);
+    let (status, headers, body) = get(&socket, "/v1/tokens/pending", &[]);
+    assert_eq!(status, 503);
+    assert!(header(&headers, "retry-after").is_some(), "{headers}");
+    assert!(body.contains("no token has been obtained yet"), "{body}");
+    let (status, headers, _) = get(&socket, "/v1/tokens/a", &["-X", "POST"]);
+    assert_eq!(status, 405);
+    assert_eq!(
+        header(&headers, "allow"),
+        Some("get, head"),
+        "(headers are lowercased here)"
+    );
+    for bad in [
+        "/v1/tokens/a?format=xml",
+        "/v1/tokens/a?wait=soon",
+        "/v1/tokens/a?token=1",
+        "/healthz?x=1",
+    ] {
+        assert_eq!(get(&socket, bad, &[]).0, 400, "{bad}");
+    }
+    assert_eq!(get(&socket, "/v2/anything", &[]).0, 404);
+    assert_eq!(
+        get(&socket, "/healthz", &[]),
+        (200, get(&socket, "/healthz", &[]).1, "ok\n".to_owned())
+    );
+    let (status, _, body) = get(&socket, "/readyz", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: 1 of 2 clients have a valid token\n")
+    );
+
+    let (status, _, body) = get(&socket, "/v1/tokens", &[]);
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let states: Vec<(&str, &str)> = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, vec![("a", "ok"), ("pending", "pending")]);
+    assert!(!body.contains(&token), "the listing never contains a token");
+
+    let (status, headers, body) = get(&socket, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    for metric in [
+        "tokend_token_expiry_timestamp_seconds{client=\"a\"}",
+        "tokend_refreshes_total{client=\"a\",outcome=\"refreshed\"} 1",
+        "tokend_refresh_duration_seconds_count{client=\"a\"} 1",
+        "tokend_socket_requests_total{status=\"200\"}",
+        "tokend_socket_requests_total{status=\"404\"}",
+        "tokend_socket_requests_total{status=\"503\"}",
+    ] {
+        assert!(body.contains(metric), "missing {metric} in\n{body}");
+    }
+    let socket_path = socket.clone();
+    assert!(daemon.stop().success());
+    assert!(!socket_path.exists(), "the socket is removed on clean exit");
+}
+
+#[test]
+fn a_long_poll_returns_within_a_second_of_a_refresh() {
+    let dir = TestDir::new("long-poll");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "4s");
+    let cfg = config(&dir, &issuer, &[("p", "refresh: { min_remaining: 1s }")]);
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    let (_, headers, first) = get(&socket, "/v1/tokens/p", &[]);
+    let version: u64 = header(&headers, "token-version").unwrap().parse().unwrap();
+
+    // No newer token within 300ms: 304 with the current version.
+    let (status, headers, body) = get(&socket, &format!("/v1/tokens/p?wait=300ms&after={version}"), &[]);
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(header(&headers, "token-version"), Some(version.to_string().as_str()));
+
+    let (status, headers, second) = get(&socket, &format!("/v1/tokens/p?wait=20s&after={version}"), &[]);
+    let answered = now_ms();
+    assert_eq!(status, 200);
+    assert_ne!(second, first);
+    assert!(header(&headers, "token-version").unwrap().parse::<u64>().unwrap() > version);
+    let refreshed = issuer.requests()[1]["at_ms"].as_u64().unwrap();
+    assert!(
+        answered - refreshed < 1000,
+        "answered {} ms after the refresh request",
+        answered - refreshed
+    );
+    assert!(daemon.stop().success());
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn callers_are_authorized_by_their_kernel_credentials() {
+    if !running_as_root("callers_are_authorized_by_their_kernel_credentials") {
+        return;
+    }
+    let dir = TestDir::new("peercred");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("by-user", "audience: https://u/\nreaders: { users: [65534] }"),
+            ("by-group", "audience: https://g/\nreaders: { groups: [4242] }"),
+            ("private", "audience: https://p/"),
+        ],
+    );
+    // Everyone may connect; every request is still checked against the caller's credentials.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("socket: {", "socket: { mode: \"0666\",")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("3 of 3 clients have a valid token", T);
+    let socket = dir.join("tokend.sock").display().to_string();
+    let curl = |groups: &[u32], path: &str| {
+        let o = as_nobody(
+            groups,
+            "curl",
+            &[
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "--unix-socket",
+                &socket,
+                &format!("http://localhost{path}"),
+            ],
+        );
+        let text = String::from_utf8(o.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (status.parse::<u16>().unwrap(), body.to_owned())
+    };
+    let (_, _, private_token) = get(dir.join("tokend.sock").as_path(), "/v1/tokens/private", &[]);
+    let (_, _, group_token) = get(dir.join("tokend.sock").as_path(), "/v1/tokens/by-group", &[]);
+
+    // A listed user.
+    let (status, body) = curl(&[], "/v1/tokens/by-user");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(&body)["aud"], "https://u/");
+    // Not a reader: 403 and not a byte of the token.
+    let (status, body) = curl(&[], "/v1/tokens/private");
+    assert_eq!(status, 403);
+    assert_eq!(body, "uid 65534 may not read client private\n");
+    assert!(!body.contains(&private_token[..20]));
+    let (status, body) = curl(&[], "/v1/tokens/by-group");
+    assert_eq!(status, 403);
+    assert!(!body.contains(&group_token[..20]));
+    // Supplementary group membership counts.
+    let (status, body) = curl(&[4242], "/v1/tokens/by-group");
+    assert_eq!((status, body.as_str()), (200, group_token.as_str()));
+    let (status, _) = curl(&[1, 4242, 7], "/v1/tokens/by-group");
+    assert_eq!(status, 200);
+    // The listing shows only what the caller may read; /metrics reveals every client: refused.
+    let (status, body) = curl(&[], "/v1/tokens");
+    assert_eq!(status, 200);
+    let names: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, vec!["by-user"]);
+    assert_eq!(curl(&[], "/metrics").0, 403);
+    assert_eq!(curl(&[], "/healthz").0, 200);
+
+    let log = daemon.output();
+    assert!(
+        log.contains("refused a socket request: caller is not a reader of this client uid=65534 pid="),
+        "{log}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn stale_sockets_are_replaced_and_other_files_are_left_alone() {
+    let dir = TestDir::new("stale-socket");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("s", "audience: https://s/")]);
+    let socket = dir.join("tokend.sock");
+
+    // A socket file left by a killed process: nobody answers on it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    assert_eq!(get(&socket, "/healthz", &[]).0, 200);
+
+    // A second tokend on the same socket refuses to start; the first keeps serving.
+    let other_state = dir.join("state2");
+    let second_cfg = dir.write(
+        "second.yaml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(dir.join("state").to_str().unwrap(), other_state.to_str().unwrap()),
+    );
+    let mut second = Tokend::run(&dir, &second_cfg);
+    let status = second.wait(T);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        second.output().contains("another process is already serving on"),
+        "{}",
+        second.output()
+    );
+    assert_eq!(get(&socket, "/healthz", &[]).0, 200);
+    assert!(daemon.stop().success());
+    assert!(!socket.exists());
+
+    // A regular file at the socket path is an error and is never deleted.
+    std::fs::write(&socket, "not a socket").unwrap();
+    let mut blocked = Tokend::run(&dir, &cfg);
+    assert_eq!(blocked.wait(T).code(), Some(1));
+    assert!(
+        blocked
+            .output()
+            .contains("exists and is not a socket; refusing to replace it"),
+        "{}",
+        blocked.output()
+    );
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not a socket");
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("exists and is not a socket"));
+}
+
+/// 500 open connections and a client that sends its request one byte at a time do not keep a
+/// new reader from being served promptly; the slow client is cut off by the header timeout.
+#[test]
+fn many_connections_and_a_slow_loris_do_not_starve_readers() {
+    let dir = TestDir::new("flood");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("f", "audience: https://f/")]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("socket: {", "socket: { header_timeout: 2s,")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    let socket = dir.join("tokend.sock");
+
+    // 500 keep-alive connections, each served once and left open.
+    let request = b"GET /v1/tokens/f HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut idle: Vec<UnixStream> = Vec::new();
+    for _ in 0..500 {
+        let mut c = UnixStream::connect(&socket).unwrap();
+        c.write_all(request).unwrap();
+        idle.push(c);
+    }
+    let mut buf = [0u8; 4096];
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let n = c.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200 OK"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    // The slow loris: one byte of a request head every 100 ms.
+    let loris_socket = socket.clone();
+    let loris = std::thread::spawn(move || {
+        let mut c = UnixStream::connect(&loris_socket).unwrap();
+        let started = Instant::now();
+        for byte in b"GET /v1/tokens/f HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n" {
+            if c.write_all(&[*byte]).is_err() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the slow client was never cut off");
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, _, _) = get(&socket, "/v1/tokens/f", &[]);
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "a new reader waited {took:?}");
+    let cut_off = loris.join().unwrap();
+    assert!(
+        cut_off < Duration::from_secs(5),
+        "the slow client was cut off after {cut_off:?}"
+    );
+    drop(idle);
+    assert!(daemon.stop().success());
+}
+
+/// SIGHUP changes readers and moves the socket; a request in flight on the old socket completes.
+#[test]
+fn a_reload_changes_readers_and_moves_the_socket_without_dropping_requests() {
+    if !running_as_root("a_reload_changes_readers_and_moves_the_socket_without_dropping_requests") {
+        return;
+    }
+    let dir = TestDir::new("socket-reload");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "5s");
+    let base = "refresh: { min_remaining: 1s }";
+    let cfg = config(&dir, &issuer, &[("r", base)]);
+    let rewrite = |socket: &str, mode: &str| {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let start = text.find("socket: {").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let line = format!("socket: {{ path: {}, mode: \"{mode}\" }}", dir.join(socket).display());
+        std::fs::write(&cfg, format!("{}{line}{}", &text[..start], &text[end..])).unwrap();
+    };
+    rewrite("old.sock", "0666");
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    let old = dir.join("old.sock");
+    let nobody_get = |socket: &Path| {
+        let o = as_nobody(
+            &[],
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+                socket.to_str().unwrap(),
+                "http://localhost/v1/tokens/r",
+            ],
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(nobody_get(&old), "403");
+    let (_, headers, _) = get(&old, "/v1/tokens/r", &[]);
+    let version = header(&headers, "token-version").unwrap().to_owned();
+    // A long-poll in flight on the old socket across the reload.
+    let poll_socket = old.clone();
+    let in_flight =
+        std::thread::spawn(move || get(&poll_socket, &format!("/v1/tokens/r?wait=20s&after={version}"), &[]));
+    std::thread::sleep(Duration::from_millis(300));
+
+    config(
+        &dir,
+        &issuer,
+        &[("r", &format!("{base}\nreaders: {{ users: [65534] }}"))],
+    );
+    rewrite("new.sock", "0666");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("configuration reloaded", T);
+    let new = dir.join("new.sock");
+    wait_for(T, "the new socket", || new.exists().then_some(()));
+    assert_eq!(nobody_get(&new), "200");
+    assert!(!old.exists(), "the old socket file is removed");
+    let (status, _, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "the in-flight long-poll survived the reload: {body}");
+
+    // Same path, new mode: applied in place.
+    rewrite("new.sock", "0600");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log_n("configuration reloaded", 2, T);
+    wait_for(T, "the new mode", || (mode(&new) == 0o600).then_some(()));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn get_and_status_commands_speak_the_socket_api_with_script_friendly_exit_codes() {
+    let dir = TestDir::new("cli");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    issuer.faults(serde_json::json!([{ "status": 500 }, { "status": 500 }]));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("a", &format!("outputs: [{{ path: {} }}]", out(&dir, "a.token"))),
+            (
+                "stuck",
+                &format!("token_url: http://{}/t", black_hole.local_addr().unwrap()),
+            ),
+        ],
+    );
+    let cfg_arg = cfg.to_str().unwrap().to_owned();
+    let socket = dir.join("tokend.sock");
+    // Before tokend runs: 69, no socket.
+    let o = tokend(&["--config", &cfg_arg, "get", "a"]);
+    assert_eq!(o.status.code(), Some(69), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to"));
+
+    let daemon = Tokend::run(&dir, &cfg);
+    // --wait blocks through the two failures until the token exists (socket from --config).
+    wait_for(T, "the socket", || socket.exists().then_some(()));
+    let o = tokend(&["--config", &cfg_arg, "get", "a", "--wait", "--timeout", "20s"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = String::from_utf8(o.stdout).unwrap();
+    // The store is updated just before the files are written: wait for the file to catch up.
+    wait_for(T, "the same token in the file", || {
+        (read(&dir.join("out/a.token"))? == token.trim_end()).then_some(())
+    });
+    assert!(token.ends_with('\n'));
+    // --socket and --json.
+    let o = tokend(&["get", "a", "--json", "--socket", socket.to_str().unwrap()]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["token"],
+        token.trim_end()
+    );
+    // Unknown: 1. Not yet valid: 75, also after --wait times out.
+    let o = tokend(&["--config", &cfg_arg, "get", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no client named nope"));
+    let o = tokend(&["--config", &cfg_arg, "get", "stuck"]);
+    assert_eq!(o.status.code(), Some(75));
+    let started = Instant::now();
+    let o = tokend(&["--config", &cfg_arg, "get", "stuck", "--wait", "--timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(75));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    if running_as_root("get_and_status_commands (denied part)") {
+        let o = as_nobody(
+            &[],
+            crate::util::BIN,
+            &["get", "a", "--socket", socket.to_str().unwrap()],
+        );
+        // The socket is 0660 root:root: nobody cannot even connect.
+        assert_eq!(o.status.code(), Some(69), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let o = tokend(&["--config", &cfg_arg, "status"]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success());
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("LAST ERROR"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("a ") && lines[1].contains(" ok "), "{table}");
+    assert!(lines[2].starts_with("stuck") && lines[2].contains("pending"), "{table}");
+    let o = tokend(&["--config", &cfg_arg, "status", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["clients"].as_array().unwrap().len(), 2);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn the_cli_reports_a_denied_read_with_exit_77() {
+    if !running_as_root("the_cli_reports_a_denied_read_with_exit_77") {
+        return;
+    }
+    let dir = TestDir::new("cli-denied");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("secret-stuff", "audience: https://x/")]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("socket: {", "socket: { mode: \"0666\",")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    let o = as_nobody(
+        &[],
+        crate::util::BIN,
+        &[
+            "get",
+            "secret-stuff",
+            "--socket",
+            dir.join("tokend.sock").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(77));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("uid 65534 may not read client secret-stuff"));
+    assert!(daemon.stop().success());
+}
