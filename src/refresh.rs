@@ -236,7 +236,7 @@ impl Runner {
             self.short_lifetime_reported = true;
             warn!(
                 client = %self.label,
-                lifetime = %humantime::format_duration(token.lifetime()),
+                lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
                 "the token lives too briefly to be refreshed `min_remaining` before expiry; refreshing at half its lifetime"
             );
         }
@@ -298,7 +298,7 @@ impl Runner {
                 info!(
                     client = %self.label,
                     outcome = "refreshed",
-                    lifetime = %humantime::format_duration(token.lifetime()),
+                    lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
                     lifetime_from = token.lifetime_source.as_str(),
                     expires_at = %rfc3339(token.expires_at),
                     next_refresh = %rfc3339(self.due),
@@ -543,4 +543,9 @@ fn signal_once(tx: &mut Option<tokio::sync::oneshot::Sender<()>>) {
         // Ignored: the receiver is gone once start-up has completed or been abandoned.
         let _ = tx.send(());
     }
+}
+
+/// A duration rounded to whole seconds, for log lines.
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs_f64().round() as u64)
 }

@@ -52,12 +52,17 @@ impl Token {
         default_lifetime: Duration,
     ) -> Result<Token, ResponseError> {
         let (lifetime, lifetime_source) = lifetime(&issued, sent_at, default_lifetime)?;
+        // Servers count whole seconds: a token issued at 12.9 s with a 60 s lifetime carries
+        // `exp` 72, not 72.9. Counting from the whole second before the request was sent keeps
+        // tokend's expiry at or before the server's, however the fractions fall.
+        let whole_second =
+            UNIX_EPOCH + Duration::from_secs(sent_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         Ok(Token {
             access_token: issued.access_token,
             token_type: issued.token_type,
             scope: issued.scope,
             issued_at: sent_at,
-            expires_at: sent_at + lifetime,
+            expires_at: whole_second + lifetime,
             lifetime_source,
         })
     }
@@ -214,6 +219,14 @@ mod tests {
             );
             assert_eq!(t.expires_at, sent + Duration::from_secs(secs));
         }
+    }
+
+    #[test]
+    fn expiry_counts_from_the_whole_second_before_the_request() {
+        let sent = UNIX_EPOCH + Duration::from_millis(1_000_000_900);
+        let t = Token::from_response(issued("opaque", Some(60)), sent, Duration::from_secs(1)).unwrap();
+        assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_secs(1_000_060));
+        assert_eq!(t.issued_at, sent);
     }
 
     #[test]
