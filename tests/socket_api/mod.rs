@@ -589,3 +589,30 @@ fn the_cli_reports_a_denied_read_with_exit_77() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("uid 65534 may not read client secret-stuff"));
     assert!(daemon.stop().success());
 }
+
+/// Running out of file descriptors (EMFILE) pauses accepting; it does not stop the server, which
+/// serves again once descriptors are free.
+#[test]
+fn running_out_of_descriptors_does_not_stop_the_server() {
+    let dir = TestDir::new("emfile");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("e", "audience: https://e/")]);
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    // Now only 48 descriptors, hard limit included.
+    let limited = Command::new("prlimit").arg("--pid").arg(daemon.pid().to_string()).arg("--nofile=48:48").status();
+    assert!(limited.expect("prlimit (util-linux)").success());
+    let socket = dir.join("tokend.sock");
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut flood: Vec<UnixStream> = Vec::new();
+    for _ in 0..100 {
+        let mut c = UnixStream::connect(&socket).unwrap();
+        c.write_all(request).unwrap();
+        flood.push(c);
+    }
+    daemon.wait_log("cannot accept socket connections; pausing", T);
+    drop(flood);
+    let (status, _, body) = get(&socket, "/v1/tokens/e", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(daemon.stop().success());
+}
