@@ -63,7 +63,8 @@ async fn read_response(stream: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::R
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
                 })
                 .ok_or_else(|| std::io::Error::other("no content-length"))?;
             let total = end + 4 + length;
@@ -132,7 +133,11 @@ async fn load(args: &Args) {
         errors += e;
     }
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "connections={} requests={} rps={:.0} p50_us={} p99_us={} errors={}",
         args.connections,
@@ -162,7 +167,11 @@ async fn idle(args: &Args) {
 fn main() {
     let args = parse_args();
     // Two threads: the load generator shares the machine's two cores with the server under test.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         match args.mode.as_str() {
             "load" => load(&args).await,

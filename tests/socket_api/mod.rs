@@ -141,6 +141,16 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
         assert_eq!(get(&socket, bad, &[]).0, 400, "{bad}");
     }
     assert_eq!(get(&socket, "/v2/anything", &[]).0, 404);
+    // Size limits: a request head over 8 KiB gets 431; a body is never read (405 before upload).
+    let big_header = format!("X-Big: {}", "a".repeat(10_000));
+    assert_eq!(get(&socket, "/v1/tokens/a", &["-H", &big_header]).0, 431);
+    let body_file = dir.write("big-body", &"x".repeat(5_000_000));
+    let (status, _, _) = get(
+        &socket,
+        "/v1/tokens/a",
+        &["-X", "POST", "--data-binary", &format!("@{}", body_file.display())],
+    );
+    assert_eq!(status, 405);
     assert_eq!(
         get(&socket, "/healthz", &[]),
         (200, get(&socket, "/healthz", &[]).1, "ok\n".to_owned())
@@ -600,7 +610,11 @@ fn running_out_of_descriptors_does_not_stop_the_server() {
     let daemon = Tokend::run(&dir, &cfg);
     daemon.wait_log("1 of 1 clients have a valid token", T);
     // Now only 48 descriptors, hard limit included.
-    let limited = Command::new("prlimit").arg("--pid").arg(daemon.pid().to_string()).arg("--nofile=48:48").status();
+    let limited = Command::new("prlimit")
+        .arg("--pid")
+        .arg(daemon.pid().to_string())
+        .arg("--nofile=48:48")
+        .status();
     assert!(limited.expect("prlimit (util-linux)").success());
     let socket = dir.join("tokend.sock");
     let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
