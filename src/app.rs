@@ -282,10 +282,12 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
     info!(config = %config_path.display(), "reloading configuration");
     match config::load(config_path) {
         Ok(config) => {
-            let (socket, access) = (config.socket.clone(), config.access.clone());
-            match daemon.apply(config).await {
-                Ok(()) => server.reconfigure(socket.as_ref(), Authority::new(access)).await,
-                Err(e) => error!(error = %e, "reload failed; still running the previous configuration"),
+            // Readers first: a reader taken away must lose access before anything else happens.
+            server
+                .reconfigure(config.socket.as_ref(), Authority::new(config.access.clone()))
+                .await;
+            if let Err(e) = daemon.apply(config).await {
+                error!(error = %e, "reload failed; the clients still run with the previous configuration");
             }
         }
         Err(e) => {

@@ -83,14 +83,25 @@ struct SocketArg {
 }
 
 impl SocketArg {
-    fn resolve(&self, config: &Path) -> PathBuf {
+    /// The socket path, and a note when it is the default because the config was unreadable.
+    fn resolve(&self, config: &Path) -> (PathBuf, Option<String>) {
         if let Some(path) = &self.socket {
-            return path.clone();
+            return (path.clone(), None);
         }
-        config::load(config)
-            .ok()
-            .and_then(|c| c.socket.map(|s| s.path))
-            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_SOCKET_PATH))
+        match config::load(config) {
+            Ok(c) => (
+                c.socket
+                    .map_or_else(|| PathBuf::from(config::DEFAULT_SOCKET_PATH), |s| s.path),
+                None,
+            ),
+            Err(_) => (
+                PathBuf::from(config::DEFAULT_SOCKET_PATH),
+                Some(format!(
+                    "{} could not be read, so the default socket path was used; pass --socket or set TOKEND_SOCKET",
+                    config.display()
+                )),
+            ),
+        }
     }
 }
 
@@ -158,6 +169,7 @@ fn run_socket_command(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut note = None;
     let result: Result<(), CliError> = runtime.block_on(async {
         match &cli.command {
             Command::Get {
@@ -167,7 +179,8 @@ fn run_socket_command(cli: &Cli) -> ExitCode {
                 json,
                 socket,
             } => {
-                let socket = socket.resolve(&cli.config);
+                let (socket, why) = socket.resolve(&cli.config);
+                note = why;
                 let body = socket_client::get(&socket, name, wait.then_some(*timeout), *json).await?;
                 let mut out = std::io::stdout().lock();
                 // Ignored: a closed stdout (`tokend get x | head -c0`) is not tokend's failure.
@@ -175,7 +188,9 @@ fn run_socket_command(cli: &Cli) -> ExitCode {
                 Ok(())
             }
             Command::Status { json, socket } => {
-                let clients = socket_client::status(&socket.resolve(&cli.config)).await?;
+                let (socket, why) = socket.resolve(&cli.config);
+                note = why;
+                let clients = socket_client::status(&socket).await?;
                 if *json {
                     println!(
                         "{}",
@@ -193,6 +208,9 @@ fn run_socket_command(cli: &Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokend: {e}");
+            if let (CliError::Unavailable { .. }, Some(note)) = (&e, note) {
+                eprintln!("tokend: note: {note}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -374,7 +374,7 @@ impl Runner {
         for member in &self.group.members {
             self.metrics.token_published(&member.name, token.expires_at);
             self.store.update(&member.name, |s| {
-                s.token = Some(token.clone());
+                s.set_token(token.clone());
                 s.fingerprint = self.fingerprint.clone();
                 if self.failures == 0 {
                     s.last_error = None;

@@ -89,6 +89,7 @@ pub async fn request(socket: &Path, path_and_query: &str, json: bool, timeout: D
 pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) -> Result<Bytes, CliError> {
     let name = ClientName::new(name).map_err(CliError::Unknown)?;
     let deadline = wait.map(|w| Instant::now() + w);
+    let mut retry = Duration::from_millis(50);
     loop {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()).min(MAX_WAIT));
         let path = match remaining {
@@ -96,7 +97,15 @@ pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) 
             _ => format!("/v1/tokens/{name}"),
         };
         let timeout = remaining.unwrap_or_default() + Duration::from_secs(10);
-        let reply = request(socket, &path, json, timeout).await?;
+        let reply = match request(socket, &path, json, timeout).await {
+            // Waiting covers tokend not running yet (boot) or restarting: keep trying.
+            Err(CliError::Unavailable { .. }) if deadline.is_some_and(|d| Instant::now() + retry < d) => {
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            other => other?,
+        };
         let message = || String::from_utf8_lossy(&reply.body).trim().to_owned();
         match reply.status {
             StatusCode::OK => return Ok(reply.body),

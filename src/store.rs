@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 use crate::config::ClientName;
-use crate::token::Token;
+use crate::token::{Token, unix_millis};
 
 /// What is known about one client at a moment.
 #[derive(Debug, Clone, Default)]
@@ -24,9 +24,21 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// Consecutive failed attempts.
     pub failures: u32,
+    /// Grows with every new token: the token's issue time in milliseconds, or one more than the
+    /// previous version if that is not larger (after the clock went back). Long-polls compare it.
+    pub version: u64,
 }
 
 impl Snapshot {
+    /// Makes `token` the current token; a different token gets a higher version.
+    pub fn set_token(&mut self, token: Arc<Token>) {
+        if self.token.as_ref().is_some_and(|old| Arc::ptr_eq(old, &token)) {
+            return;
+        }
+        self.version = (self.version + 1).max(unix_millis(token.issued_at));
+        self.token = Some(token);
+    }
+
     pub fn valid_token(&self, now: SystemTime) -> Option<&Arc<Token>> {
         self.token.as_ref().filter(|t| t.is_valid_at(now))
     }
@@ -88,5 +100,39 @@ impl Store {
     pub fn all(&self) -> Vec<(ClientName, Snapshot)> {
         let clients = self.clients.read().expect("store lock poisoned");
         clients.iter().map(|(n, s)| (n.clone(), s.borrow().clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::LifetimeSource;
+    use secrecy::SecretString;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn token(issued_ms: u64) -> Arc<Token> {
+        let issued_at = UNIX_EPOCH + Duration::from_millis(issued_ms);
+        Arc::new(Token {
+            access_token: SecretString::from("t"),
+            token_type: "Bearer".into(),
+            scope: None,
+            issued_at,
+            expires_at: issued_at + Duration::from_secs(60),
+            lifetime_source: LifetimeSource::ExpiresIn,
+        })
+    }
+
+    #[test]
+    fn versions_only_grow_even_when_the_clock_goes_back() {
+        let mut s = Snapshot::default();
+        let first = token(5_000);
+        s.set_token(first.clone());
+        assert_eq!(s.version, 5_000);
+        s.set_token(first);
+        assert_eq!(s.version, 5_000, "the same token keeps its version");
+        s.set_token(token(9_000));
+        assert_eq!(s.version, 9_000);
+        s.set_token(token(1_000)); // issued after the clock stepped back
+        assert_eq!(s.version, 9_001);
     }
 }

@@ -75,11 +75,6 @@ impl Token {
         self.expires_at.duration_since(self.issued_at).unwrap_or(Duration::ZERO)
     }
 
-    /// A number that grows with every new token of a client: its issue time in milliseconds.
-    pub fn version(&self) -> u64 {
-        unix_millis(self.issued_at)
-    }
-
     /// A value in [-1, 1] derived from the token itself, used to place the refresh inside the
     /// jitter window. It is random across hosts and tokens (each host gets its own token) yet
     /// stable for one token, so a restart or reload that keeps the token keeps its schedule.

@@ -49,6 +49,8 @@ pub struct SocketConfig {
     /// Group of the socket file; tokend's own group when unset.
     pub group: Option<Owner>,
     pub max_connections: usize,
+    /// Connections one (non-root, non-tokend) user may hold.
+    pub max_connections_per_user: usize,
     pub header_timeout: Duration,
 }
 
@@ -79,7 +81,9 @@ impl Readers {
 pub const DEFAULT_SOCKET_PATH: &str = "/run/tokend/tokend.sock";
 pub const DEFAULT_SOCKET_MODE: Mode = Mode::new(0o660);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 256;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_SOCKET_PATH: usize = 88;
 
 /// One OAuth client, with `defaults` already applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -349,9 +353,13 @@ impl Validator<'_> {
                 &["socket", "path"],
                 format!("socket path `{}` must be an absolute file path", path.display()),
             );
-        } else if path.as_os_str().len() > 107 {
-            // sun_path holds 108 bytes including the terminating NUL.
-            self.problem(&["socket", "path"], "a Unix socket path must be shorter than 108 bytes");
+        } else if path.as_os_str().len() > MAX_SOCKET_PATH {
+            // sun_path holds 108 bytes including the NUL; the socket is first bound under a
+            // temporary name next to the final one (`.tokend-XXXXXX/s`), which needs room too.
+            self.problem(
+                &["socket", "path"],
+                format!("a socket path must be at most {MAX_SOCKET_PATH} bytes long"),
+            );
         }
         let group = raw.group.and_then(|spec| match resolve_group(&spec) {
             Ok(id) => Some(Owner { spec, id }),
@@ -364,6 +372,13 @@ impl Validator<'_> {
         if max_connections == 0 {
             self.problem(&["socket", "max_connections"], "`max_connections` must be at least 1");
         }
+        let max_connections_per_user = raw.max_connections_per_user.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_USER);
+        if max_connections_per_user == 0 {
+            self.problem(
+                &["socket", "max_connections_per_user"],
+                "`max_connections_per_user` must be at least 1",
+            );
+        }
         let header_timeout = raw.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |s| s.0);
         if header_timeout < Duration::from_millis(100) {
             self.problem(&["socket", "header_timeout"], "`header_timeout` must be at least 100ms");
@@ -373,6 +388,7 @@ impl Validator<'_> {
             mode: raw.mode.unwrap_or(DEFAULT_SOCKET_MODE),
             group,
             max_connections,
+            max_connections_per_user,
             header_timeout,
         })
     }

@@ -30,6 +30,7 @@ pub struct RawSocket {
     pub mode: Option<Mode>,
     pub group: Option<Principal>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_user: Option<usize>,
     /// A connection that sends no complete request head within this time is closed (slow
     /// clients, idle keep-alive connections).
     pub header_timeout: Option<Span>,

@@ -4,6 +4,7 @@
 
 use crate::config::{Access, Readers};
 
+use super::admission::Class;
 use super::peer::Peer;
 
 pub struct Authority {
@@ -31,6 +32,23 @@ impl Authority {
 
     pub fn may_read_metrics(&self, peer: &Peer) -> bool {
         self.is_privileged(peer) || matches(&self.access.metrics_readers, peer)
+    }
+
+    /// How far the caller is trusted with connections (see `admission`).
+    pub fn class(&self, peer: &Peer) -> Class {
+        if self.is_privileged(peer) {
+            Class::Privileged
+        } else if self
+            .access
+            .readers
+            .values()
+            .chain([&self.access.metrics_readers])
+            .any(|r| matches(r, peer))
+        {
+            Class::Reader
+        } else {
+            Class::Stranger
+        }
     }
 }
 
@@ -89,5 +107,9 @@ mod tests {
             assert_eq!(a.may_read(&p, "other"), other, "{p:?} other");
             assert_eq!(a.may_read_metrics(&p), metrics, "{p:?} metrics");
         }
+        assert_eq!(a.class(&peer(0, 0, &[])), Class::Privileged);
+        assert_eq!(a.class(&peer(1003, 1003, &[2000])), Class::Reader);
+        assert_eq!(a.class(&peer(3000, 3000, &[])), Class::Reader);
+        assert_eq!(a.class(&peer(1004, 1004, &[5])), Class::Stranger);
     }
 }

@@ -2,12 +2,13 @@
 //! the access rules (`access`) on every request, and served from the store (`routes`); the
 //! socket file itself is created and cleaned up by `socket`.
 //!
-//! Robustness: a cap on concurrent connections (waiting callers queue in the kernel's backlog), a
-//! bound on request head size, and a deadline for each request head, which also closes idle
-//! keep-alive connections, so a slow or idle client cannot hold the daemon. Accept errors such as
+//! Robustness: caps on concurrent connections, overall and per user (`admission`), a bound on
+//! request head size, and a deadline for each request head, which also closes idle keep-alive
+//! connections, so a slow, idle or greedy client cannot hold the daemon. Accept errors such as
 //! EMFILE pause accepting briefly instead of stopping the server.
 
 pub mod access;
+pub mod admission;
 pub mod peer;
 pub mod routes;
 pub mod socket;
@@ -21,7 +22,6 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ use crate::config::SocketConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use access::Authority;
+use admission::{Admission, Limits, Refusal, RefusalLog};
 use peer::Peer;
 use socket::{Bound, SocketError};
 
@@ -46,6 +47,8 @@ pub struct ServerState {
     authority: RwLock<Arc<Authority>>,
     /// Fired when tokend stops: long-polls return and connections close.
     pub shutdown: CancellationToken,
+    /// Rate limit for refusal log lines.
+    pub refusals: RefusalLog,
 }
 
 impl ServerState {
@@ -55,6 +58,7 @@ impl ServerState {
             metrics,
             authority: RwLock::new(Arc::new(authority)),
             shutdown: CancellationToken::new(),
+            refusals: RefusalLog::default(),
         })
     }
 
@@ -72,10 +76,17 @@ impl ServerState {
 pub struct Listener {
     pub config: SocketConfig,
     bound: Bound,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     header_timeout_ms: Arc<AtomicU64>,
     stop_accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
+}
+
+fn limits(config: &SocketConfig) -> Limits {
+    Limits {
+        max_connections: config.max_connections,
+        max_per_user: config.max_connections_per_user,
+    }
 }
 
 impl Listener {
@@ -87,21 +98,19 @@ impl Listener {
         connections: TaskTracker,
     ) -> Result<Listener, SocketError> {
         let bound = socket::bind(&config)?;
-        let std_listener = bound.listener.try_clone().map_err(|source| SocketError::Io {
+        let io_error = |source| SocketError::Io {
             path: config.path.clone(),
             source,
-        })?;
-        let listener = tokio::net::UnixListener::from_std(std_listener).map_err(|source| SocketError::Io {
-            path: config.path.clone(),
-            source,
-        })?;
-        let permits = Arc::new(Semaphore::new(config.max_connections));
+        };
+        let listener =
+            tokio::net::UnixListener::from_std(bound.listener.try_clone().map_err(io_error)?).map_err(io_error)?;
+        let admission = Admission::new(limits(&config));
         let header_timeout_ms = Arc::new(AtomicU64::new(config.header_timeout.as_millis() as u64));
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             state,
-            permits.clone(),
+            admission.clone(),
             header_timeout_ms.clone(),
             stop_accepting.clone(),
             connections,
@@ -110,30 +119,20 @@ impl Listener {
         Ok(Listener {
             config,
             bound,
-            permits,
+            admission,
             header_timeout_ms,
             stop_accepting,
             accept_loop,
         })
     }
 
-    /// Applies new settings for the same path: mode and group on the file, limits on the loop.
+    /// Applies new settings for the same path: mode and group on the file, limits to the next
+    /// connection (open ones are not cut off).
     pub fn update(&mut self, config: &SocketConfig) -> io::Result<()> {
         socket::apply_mode(&self.config.path, config)?;
         self.header_timeout_ms
             .store(config.header_timeout.as_millis() as u64, Ordering::Relaxed);
-        let (old, new) = (self.config.max_connections, config.max_connections);
-        if new > old {
-            self.permits.add_permits(new - old);
-        } else if new < old {
-            // Take the surplus permits out of circulation as connections release them.
-            let permits = self.permits.clone();
-            tokio::spawn(async move {
-                if let Ok(p) = permits.acquire_many_owned((old - new) as u32).await {
-                    p.forget();
-                }
-            });
-        }
+        self.admission.set_limits(limits(config));
         self.config = config.clone();
         Ok(())
     }
@@ -151,7 +150,7 @@ impl Listener {
 async fn accept_loop(
     listener: tokio::net::UnixListener,
     state: Arc<ServerState>,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     header_timeout_ms: Arc<AtomicU64>,
     stop: CancellationToken,
     connections: TaskTracker,
@@ -159,11 +158,6 @@ async fn accept_loop(
     let mut pause = Duration::from_millis(10);
     let mut last_warning: Option<Instant> = None;
     loop {
-        // At the cap, stop accepting: further callers wait in the listen backlog.
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -200,8 +194,33 @@ async fn accept_loop(
                 continue;
             }
         };
+        let class = state.authority().class(&peer);
+        let guard = match admission.admit(peer.uid, class) {
+            Ok(guard) => guard,
+            Err(refusal) => {
+                refuse(&stream, &peer, refusal, &state);
+                continue;
+            }
+        };
         let header_timeout = Duration::from_millis(header_timeout_ms.load(Ordering::Relaxed));
-        connections.spawn(serve_connection(stream, peer, state.clone(), header_timeout, permit));
+        connections.spawn(serve_connection(stream, peer, state.clone(), header_timeout, guard));
+    }
+}
+
+/// Answers a connection over its limit with a 503 and closes it. One non-blocking write: a
+/// fresh socket's buffer takes the short answer, and a refused caller never holds the loop.
+fn refuse(stream: &tokio::net::UnixStream, peer: &Peer, refusal: Refusal, state: &ServerState) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n\
+        connection: close\r\ncontent-length: 21\r\n\r\ntoo many connections\n";
+    // Ignored: if the caller cannot take even this, it is gone anyway.
+    let _ = stream.try_write(ANSWER);
+    state.metrics.request(503);
+    let what = match refusal {
+        Refusal::AtCapacity => "connection cap".to_owned(),
+        Refusal::TooManyForUser(n) => format!("{n} connections per user"),
+    };
+    if let Some(suppressed) = state.refusals.should_log(peer.uid, &what) {
+        warn!(uid = peer.uid, pid = peer.pid, limit = %what, suppressed, "refused a socket connection: over the limit");
     }
 }
 
@@ -210,7 +229,7 @@ async fn serve_connection(
     peer: Arc<Peer>,
     state: Arc<ServerState>,
     header_timeout: Duration,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _admitted: admission::Guard,
 ) {
     let service = {
         let state = state.clone();

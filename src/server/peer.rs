@@ -79,6 +79,14 @@ fn peer_groups(socket: &impl AsFd) -> io::Result<Vec<u32>> {
             return Ok(groups);
         }
         let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOPROTOOPT) {
+            // Linux before 4.13: only the primary group is known; say so once.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("this kernel cannot report a caller's supplementary groups (SO_PEERGROUPS, Linux 4.13); `readers.groups` match primary groups only")
+            });
+            return Ok(Vec::new());
+        }
         let needed = len as usize / std::mem::size_of::<libc::gid_t>();
         if err.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() && needed <= MAX_GROUPS {
             groups.resize(needed, 0);

@@ -22,6 +22,7 @@ use tracing::warn;
 
 use super::ServerState;
 use super::peer::Peer;
+use crate::config::ClientName;
 use crate::store::Snapshot;
 use crate::token::{Token, rfc3339, unix_millis};
 
@@ -106,11 +107,14 @@ impl Query {
 }
 
 async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, state: &ServerState) -> Response<Body> {
+    // Authorization comes first, so that a caller who may not read a client cannot tell an
+    // existing name from an unknown one.
+    let authority = state.authority();
+    if !authority.may_read(peer, name) {
+        return denied(peer, name, state);
+    }
     if !state.store.contains(name) {
         return plain(StatusCode::NOT_FOUND, "no such client\n");
-    }
-    if !state.authority().may_read(peer, name) {
-        return denied(peer, name);
     }
     let json = query.json.unwrap_or_else(|| accepts_json(req));
     let Some(wait) = query.wait else {
@@ -118,7 +122,7 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
         return state
             .store
             .with(name, |s| match s.valid_token(now) {
-                Some(t) => token_response(t, json),
+                Some(t) => token_response(t, s.version, json),
                 None => unavailable(name, s, now),
             })
             .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "no such client\n"));
@@ -127,44 +131,46 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
         return plain(StatusCode::NOT_FOUND, "no such client\n");
     };
     let deadline = tokio::time::Instant::now() + wait;
-    loop {
+    let ready = loop {
         let now = SystemTime::now();
         let ready = {
-            let snapshot = changes.borrow_and_update();
-            snapshot
-                .valid_token(now)
-                .filter(|t| query.after.is_none_or(|v| t.version() > v))
-                .cloned()
+            let s = changes.borrow_and_update();
+            s.valid_token(now)
+                .filter(|_| query.after.is_none_or(|v| s.version > v))
+                .map(|t| (t.clone(), s.version))
         };
-        if let Some(t) = ready {
-            // Readers may have changed by a reload while this request waited.
-            if !state.authority().may_read(peer, name) {
-                return denied(peer, name);
-            }
-            return token_response(&t, json);
+        if ready.is_some() {
+            break ready;
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() {
                 return plain(StatusCode::NOT_FOUND, "the client was removed\n");
             },
-            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(deadline) => break None,
             _ = state.shutdown.cancelled() => {
                 let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "tokend is shutting down\n");
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return r;
             }
         }
+    };
+    // A reload may have removed this reader while the request waited.
+    if !state.authority().may_read(peer, name) {
+        return denied(peer, name, state);
+    }
+    if let Some((token, version)) = ready {
+        return token_response(&token, version, json);
     }
     let now = SystemTime::now();
     let snapshot = changes.borrow().clone();
     match (snapshot.valid_token(now), query.after) {
         // The caller's version is still current.
-        (Some(t), Some(_)) => {
+        (Some(_), Some(_)) => {
             let mut r = empty(StatusCode::NOT_MODIFIED);
-            r.headers_mut().insert(VERSION_HEADER, t.version().into());
+            r.headers_mut().insert(VERSION_HEADER, snapshot.version.into());
             r
         }
-        (Some(t), None) => token_response(t, json),
+        (Some(t), None) => token_response(t, snapshot.version, json),
         (None, _) => unavailable(name, &snapshot, now),
     }
 }
@@ -177,7 +183,7 @@ fn accepts_json<B>(req: &Request<B>) -> bool {
         .any(|v| v.contains("application/json"))
 }
 
-fn token_response(token: &Token, json: bool) -> Response<Body> {
+fn token_response(token: &Token, version: u64, json: bool) -> Response<Body> {
     let secret = token.access_token.expose_secret();
     let mut response = if json {
         let now = SystemTime::now();
@@ -187,7 +193,7 @@ fn token_response(token: &Token, json: bool) -> Response<Body> {
             "expires_at": rfc3339(token.expires_at),
             "expires_in": token.expires_at.duration_since(now).map_or(0, |d| d.as_secs()),
             "scope": token.scope,
-            "version": token.version(),
+            "version": version,
         });
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
         r.headers_mut()
@@ -203,7 +209,7 @@ fn token_response(token: &Token, json: bool) -> Response<Body> {
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(VERSION_HEADER, token.version().into());
+    headers.insert(VERSION_HEADER, version.into());
     response
 }
 
@@ -229,13 +235,20 @@ fn unavailable(name: &str, snapshot: &Snapshot, now: SystemTime) -> Response<Bod
     r
 }
 
-fn denied(peer: &Peer, name: &str) -> Response<Body> {
-    warn!(
-        uid = peer.uid,
-        pid = peer.pid,
-        client = name,
-        "refused a socket request: caller is not a reader of this client"
-    );
+fn denied(peer: &Peer, name: &str, state: &ServerState) -> Response<Body> {
+    // Names come from the request: only well-formed ones are repeated in logs and answers.
+    let name = ClientName::new(name)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "(malformed name)".into());
+    if let Some(suppressed) = state.refusals.should_log(peer.uid, &name) {
+        warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            client = %name,
+            suppressed,
+            "refused a socket request: caller is not a reader of this client"
+        );
+    }
     plain(
         StatusCode::FORBIDDEN,
         format!("uid {} may not read client {name}\n", peer.uid),
@@ -280,7 +293,7 @@ fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
         "next_refresh_in": s.next_attempt.map(secs_until),
         "failures": s.failures,
         "last_error": s.last_error,
-        "version": s.token.as_ref().map(|t| t.version()),
+        "version": s.token.as_ref().map(|_| s.version),
         "issued_at_ms": s.token.as_ref().map(|t| unix_millis(t.issued_at)),
     })
 }
@@ -301,11 +314,14 @@ fn readiness(state: &ServerState) -> Response<Body> {
 
 fn metrics(peer: &Peer, state: &ServerState) -> Response<Body> {
     if !state.authority().may_read_metrics(peer) {
-        warn!(
-            uid = peer.uid,
-            pid = peer.pid,
-            "refused /metrics: caller is not a metrics reader"
-        );
+        if let Some(suppressed) = state.refusals.should_log(peer.uid, "/metrics") {
+            warn!(
+                uid = peer.uid,
+                pid = peer.pid,
+                suppressed,
+                "refused /metrics: caller is not a metrics reader"
+            );
+        }
         return plain(
             StatusCode::FORBIDDEN,
             format!("uid {} may not read /metrics\n", peer.uid),

@@ -48,30 +48,31 @@ impl Bound {
 
 pub fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
     let path = &config.path;
-    let io_err = |source| SocketError::Io {
-        path: path.clone(),
+    let io_err = |at: &Path, source| SocketError::Io {
+        path: at.to_owned(),
         source,
     };
     let dir = path
         .parent()
-        .ok_or_else(|| io_err(io::Error::other("no parent directory")))?;
-    atomic::create_parents(dir, DIR_MODE).map_err(io_err)?;
+        .ok_or_else(|| io_err(path, io::Error::other("no parent directory")))?;
+    atomic::create_parents(dir, DIR_MODE).map_err(|e| io_err(dir, e))?;
     check_existing(path)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("tokend.sock");
-    let temp = dir.join(format!(".{name}.new"));
-    // A leftover from a start that crashed between bind and rename; only tokend uses this name.
-    if fs::symlink_metadata(&temp).is_ok_and(|m| m.file_type().is_socket()) {
-        fs::remove_file(&temp).map_err(io_err)?;
-    }
-    let listener = UnixListener::bind(&temp).map_err(io_err)?;
-    let placed = apply_mode(&temp, config).and_then(|()| fs::rename(&temp, path));
-    if let Err(e) = placed {
-        // Ignored: the temp socket is ours and useless; the error below says what went wrong.
-        let _ = fs::remove_file(&temp);
-        return Err(io_err(e));
-    }
-    listener.set_nonblocking(true).map_err(io_err)?;
-    let meta = fs::symlink_metadata(path).map_err(io_err)?;
+    // Bind inside a fresh private (0700) directory next to the socket, set mode and group there,
+    // then rename into place: nobody else can reach the socket, or swap in a symlink for the
+    // chmod to follow, before it has its final mode.
+    let private = tempfile::Builder::new()
+        .prefix(".tokend-")
+        .rand_bytes(6)
+        .tempdir_in(dir)
+        .map_err(|e| io_err(dir, e))?;
+    let temp = private.path().join("s");
+    let listener = UnixListener::bind(&temp).map_err(|e| io_err(&temp, e))?;
+    apply_mode(&temp, config).map_err(|e| io_err(&temp, e))?;
+    fs::rename(&temp, path).map_err(|e| io_err(path, e))?;
+    // Ignored: the directory is empty now; if it cannot be removed it is merely left behind.
+    let _ = private.close();
+    listener.set_nonblocking(true).map_err(|e| io_err(path, e))?;
+    let meta = fs::symlink_metadata(path).map_err(|e| io_err(path, e))?;
     Ok(Bound {
         listener,
         path: path.clone(),
@@ -124,6 +125,7 @@ mod tests {
             mode: Mode::new(0o660),
             group: None,
             max_connections: 10,
+            max_connections_per_user: 10,
             header_timeout: Duration::from_secs(1),
         }
     }

@@ -304,6 +304,20 @@ fn callers_are_authorized_by_their_kernel_credentials() {
     assert_eq!(names, vec!["by-user"]);
     assert_eq!(curl(&[], "/metrics").0, 403);
     assert_eq!(curl(&[], "/healthz").0, 200);
+    // A caller that may not read a client cannot tell it from one that does not exist.
+    assert_eq!(
+        curl(&[], "/v1/tokens/no-such-client"),
+        (403, "uid 65534 may not read client no-such-client\n".to_owned())
+    );
+    // A stranger (uid 12345: listed nowhere) may hold only a few connections; the rest are
+    // refused at once with 503, and readers are not affected.
+    let statuses = hold_connections(12345, &socket, 10);
+    assert_eq!(
+        statuses,
+        ["200", "200", "200", "200", "503", "503", "503", "503", "503", "503"],
+        "{statuses:?}"
+    );
+    assert_eq!(curl(&[], "/v1/tokens/by-user").0, 200);
 
     let log = daemon.output();
     assert!(
@@ -419,6 +433,10 @@ fn many_connections_and_a_slow_loris_do_not_starve_readers() {
         cut_off < Duration::from_secs(5),
         "the slow client was cut off after {cut_off:?}"
     );
+    // The idle keep-alive connections are closed by the same timeout.
+    let first = &mut idle[0];
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first.read(&mut buf).unwrap(), 0, "an idle connection was not closed");
     drop(idle);
     assert!(daemon.stop().success());
 }
@@ -486,10 +504,39 @@ fn a_reload_changes_readers_and_moves_the_socket_without_dropping_requests() {
     let (status, _, body) = in_flight.join().unwrap();
     assert_eq!(status, 200, "the in-flight long-poll survived the reload: {body}");
 
+    // A reader removed while its long-poll waits gets 403 when the token changes, not the token.
+    let (_, headers, _) = get(&new, "/v1/tokens/r", &[]);
+    let version = header(&headers, "token-version").unwrap().to_owned();
+    let poll_socket = new.clone();
+    let nobody_poll = std::thread::spawn(move || {
+        let url = format!("http://localhost/v1/tokens/r?wait=20s&after={version}");
+        let o = as_nobody(
+            &[],
+            "curl",
+            &[
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "--unix-socket",
+                poll_socket.to_str().unwrap(),
+                &url,
+            ],
+        );
+        String::from_utf8(o.stdout).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    config(&dir, &issuer, &[("r", base)]);
+    rewrite("new.sock", "0666");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log_n("configuration reloaded", 2, T);
+    let answer = nobody_poll.join().unwrap();
+    assert!(answer.ends_with("\n403"), "{answer}");
+    assert!(!answer.contains("eyJ"), "{answer}");
+
     // Same path, new mode: applied in place.
     rewrite("new.sock", "0600");
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_log_n("configuration reloaded", 2, T);
+    daemon.wait_log_n("configuration reloaded", 3, T);
     wait_for(T, "the new mode", || (mode(&new) == 0o600).then_some(()));
     assert!(daemon.stop().success());
 }
@@ -518,10 +565,17 @@ fn get_and_status_commands_speak_the_socket_api_with_script_friendly_exit_codes(
     assert_eq!(o.status.code(), Some(69), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to"));
 
+    // --wait started before tokend: it waits for the socket, then through the two failed
+    // requests, until the token exists (the socket path comes from --config).
+    let waiter = Command::new(crate::util::BIN)
+        .args(["--config", &cfg_arg, "get", "a", "--wait", "--timeout", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let daemon = Tokend::run(&dir, &cfg);
-    // --wait blocks through the two failures until the token exists (socket from --config).
-    wait_for(T, "the socket", || socket.exists().then_some(()));
-    let o = tokend(&["--config", &cfg_arg, "get", "a", "--wait", "--timeout", "20s"]);
+    let o = waiter.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let token = String::from_utf8(o.stdout).unwrap();
     // The store is updated just before the files are written: wait for the file to catch up.
@@ -628,5 +682,124 @@ fn running_out_of_descriptors_does_not_stop_the_server() {
     drop(flood);
     let (status, _, body) = get(&socket, "/v1/tokens/e", &[]);
     assert_eq!(status, 200, "{body}");
+    assert!(daemon.stop().success());
+}
+
+/// Opens `n` connections as `uid`, sends a request on each while all stay open, and returns
+/// the status each got. The work is done by this test binary itself (`connection_holder`), run
+/// as that user through setpriv.
+fn hold_connections(uid: u32, socket: &str, n: usize) -> Vec<String> {
+    let out = run_holder(uid, socket, n, true, 0);
+    // The test harness prints its own words on the same line.
+    out.split("STATUSES:")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no statuses from the helper: {out}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_holder(uid: u32, socket: &str, n: usize, request: bool, hold_ms: u64) -> String {
+    let uid = uid.to_string();
+    let o = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "socket_api::connection_holder",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("TOKEND_TEST_HOLD_SOCKET", socket)
+        .env("TOKEND_TEST_HOLD_N", n.to_string())
+        .env("TOKEND_TEST_HOLD_REQUEST", if request { "1" } else { "0" })
+        .env("TOKEND_TEST_HOLD_MS", hold_ms.to_string())
+        .output()
+        .expect("setpriv");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// Not a test: the helper process of `hold_connections`, run by other tests as another user.
+#[test]
+#[ignore = "a helper that other tests run in a child process"]
+fn connection_holder() {
+    let Ok(socket) = std::env::var("TOKEND_TEST_HOLD_SOCKET") else {
+        return;
+    };
+    let n: usize = std::env::var("TOKEND_TEST_HOLD_N").unwrap().parse().unwrap();
+    let request = std::env::var("TOKEND_TEST_HOLD_REQUEST").unwrap() == "1";
+    let hold = Duration::from_millis(std::env::var("TOKEND_TEST_HOLD_MS").unwrap().parse().unwrap());
+    let mut conns: Vec<UnixStream> = (0..n).map(|_| UnixStream::connect(&socket).unwrap()).collect();
+    if request {
+        let mut statuses = Vec::new();
+        for c in &mut conns {
+            // Ignored: a refused connection may already be closed; its 503 is still readable.
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        for c in &mut conns {
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            statuses.push(text.split_whitespace().nth(1).unwrap_or("none").to_owned());
+        }
+        println!("STATUSES: {}", statuses.join(" "));
+    }
+    println!("HOLDING");
+    std::thread::sleep(hold);
+}
+
+/// At the connection cap, further callers are refused at once with 503 (not left hanging), while
+/// root and tokend's own user keep a reserve; the socket gets the configured group.
+#[test]
+fn the_connection_cap_refuses_quickly_and_keeps_a_reserve_for_root() {
+    if !running_as_root("the_connection_cap_refuses_quickly_and_keeps_a_reserve_for_root") {
+        return;
+    }
+    let dir = TestDir::new("cap");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("c", "audience: https://c/\nreaders: { users: [65534] }")],
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "socket: {",
+            "socket: { max_connections: 6, group: 4242, mode: \"0666\",",
+        ),
+    )
+    .unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("1 of 1 clients have a valid token", T);
+    let socket = dir.join("tokend.sock");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o777), (4242, 0o666));
+    }
+    let started = Instant::now();
+    let statuses = hold_connections(65534, socket.to_str().unwrap(), 9);
+    assert_eq!(
+        statuses,
+        ["200", "200", "200", "200", "200", "200", "503", "503", "503"],
+        "{statuses:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // While a reader holds the whole cap, root still gets in.
+    let socket_str = socket.to_str().unwrap().to_owned();
+    let holder = std::thread::spawn(move || run_holder(65534, &socket_str, 6, false, 3000));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(get(&socket, "/v1/tokens/c", &[]).0, 200);
+    assert!(holder.join().unwrap().contains("HOLDING"));
+    assert!(daemon.output().contains("refused a socket connection: over the limit"));
     assert!(daemon.stop().success());
 }
