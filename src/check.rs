@@ -8,7 +8,8 @@ use std::path::Path;
 
 use nix::unistd::{AccessFlags, Gid, Uid};
 
-use crate::config::{Access, Client, Config, Output};
+use crate::config::{Access, Client, Config, Credentials, Output, Proxy};
+use crate::refresh;
 use crate::refresh::Group;
 use crate::secret::SecretSource;
 
@@ -81,26 +82,70 @@ pub fn check(config: &Config) -> Report {
 fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, access: &Access) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
-    let _ = writeln!(r.text, "  token endpoint  {} ({})", c.grant.token_url, c.auth.as_str());
+    let _ = writeln!(
+        r.text,
+        "  token endpoint  {} ({})",
+        c.grant.endpoint.describe(),
+        c.auth.as_str()
+    );
     let _ = writeln!(r.text, "  client id       {}", c.grant.client_id);
-    let secret_state = match c.secret.read() {
-        Ok(_) => "readable".to_owned(),
+    let state = match refresh::check_credentials(c) {
+        Ok(()) => "readable".to_owned(),
         Err(e) => {
             r.problems.push(format!("{n}: {e}"));
-            "NOT READABLE".to_owned()
+            "NOT USABLE".to_owned()
         }
     };
-    let _ = writeln!(r.text, "  client secret   {} ({secret_state})", c.secret.describe());
-    if let SecretSource::Literal(_) = c.secret {
-        let mut warning = format!(
-            "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
-        );
-        if config_mode & 0o044 != 0 {
-            warning.push_str(&format!(
-                ", and the config file is readable by others (mode {config_mode:04o})"
-            ));
+    match &c.credentials {
+        Credentials::Secret(source) => {
+            let _ = writeln!(r.text, "  client secret   {} ({state})", source.describe());
+            if let SecretSource::Literal(_) = source {
+                let mut warning = format!(
+                    "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
+                );
+                if config_mode & 0o044 != 0 {
+                    warning.push_str(&format!(
+                        ", and the config file is readable by others (mode {config_mode:04o})"
+                    ));
+                }
+                r.warnings.push(warning);
+            }
         }
-        r.warnings.push(warning);
+        Credentials::PrivateKey(pk) => {
+            let alg = pk.alg.map_or("from the key".to_owned(), |a| a.to_string());
+            let kid = pk.key_id.as_deref().map_or(String::new(), |k| format!(", kid {k}"));
+            let _ = writeln!(r.text, "  private key     {} ({alg}{kid}; {state})", pk.path.display());
+        }
+        Credentials::Certificate { certificate, key } => {
+            let _ = writeln!(
+                r.text,
+                "  certificate     {} + {} ({state})",
+                certificate.display(),
+                key.display()
+            );
+        }
+    }
+    if let Some(ca) = &c.transport.ca_file {
+        let _ = writeln!(r.text, "  extra CA        {}", ca.display());
+    }
+    match &c.transport.proxy {
+        Proxy::Environment => {}
+        Proxy::Disabled => {
+            let _ = writeln!(r.text, "  proxy           none");
+        }
+        Proxy::Url { url, no_proxy } => {
+            let _ = writeln!(r.text, "  proxy           {url} (not for: {})", no_proxy.join(", "));
+        }
+    }
+    if let Some(v) = &c.validation {
+        let iss = v.issuer.clone().unwrap_or_else(|| "as discovered".into());
+        let _ = writeln!(
+            r.text,
+            "  validate        iss {iss}, aud {}, algorithms {}, leeway {}",
+            v.audiences.join(" | "),
+            v.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
+            humantime::format_duration(v.leeway)
+        );
     }
     for (label, value) in [
         ("audience", c.grant.audience.as_deref()),

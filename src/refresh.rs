@@ -9,15 +9,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use zeroize::Zeroizing;
 
-use crate::config::{AuthMethod, Client, ClientName, Grant, Output, RetryPolicy, Timeouts};
+use crate::config::{
+    AssertionAudience, AuthMethod, Client, ClientName, Credentials, Endpoint, Grant, Output, RetryPolicy, Timeouts,
+    Transport, Validation,
+};
 use crate::metrics::Metrics;
-use crate::oauth::{ErrorClass, FetchError, HttpClient, HttpClients, request};
+use crate::oauth::validate::{self, ValidationError};
+use crate::oauth::{ClientSettings, ErrorClass, FetchError, HttpClient, HttpClients, assertion, discovery, request};
 use crate::output;
 use crate::schedule;
-use crate::secret::SecretSource;
 use crate::state;
 use crate::store::{Snapshot, Store};
 use crate::token::{Token, rfc3339};
@@ -32,7 +37,9 @@ const OUTPUT_RETRY_MAX: Duration = Duration::from_secs(60);
 pub struct Group {
     pub grant: Grant,
     pub auth: AuthMethod,
-    pub secret: SecretSource,
+    pub credentials: Credentials,
+    pub transport: Transport,
+    pub validation: Option<Validation>,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
     /// In config order; never empty.
@@ -42,20 +49,23 @@ pub struct Group {
 
 impl Group {
     /// Groups clients that would send identical requests: the same grant, authenticated the same
-    /// way with the same secret. The first client (in config order) decides the group's timeouts
-    /// and retry policy; refresh times take the earliest any member's policy asks for.
+    /// way with the same credentials. The first client (in config order) decides the group's
+    /// transport, validation, timeouts and retry policy; refresh times take the earliest any
+    /// member's policy asks for.
     pub fn from_clients(clients: &[Arc<Client>], state_dir: &Path) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         for client in clients {
             let same = groups
                 .iter_mut()
-                .find(|g| g.grant == client.grant && g.auth == client.auth && g.secret == client.secret);
+                .find(|g| g.grant == client.grant && g.auth == client.auth && g.credentials == client.credentials);
             match same {
                 Some(group) => group.members.push(client.clone()),
                 None => groups.push(Group {
                     grant: client.grant.clone(),
                     auth: client.auth,
-                    secret: client.secret.clone(),
+                    credentials: client.credentials.clone(),
+                    transport: client.transport.clone(),
+                    validation: client.validation.clone(),
                     timeouts: client.timeouts,
                     retry: client.retry,
                     members: vec![client.clone()],
@@ -90,7 +100,11 @@ pub struct Runner {
     group: Group,
     label: String,
     fingerprint: String,
-    http: HttpClient,
+    http: HttpClients,
+    /// The issuer's metadata, when the token endpoint is discovered.
+    discovery: discovery::Cache,
+    /// The issuer's keys, when tokens are validated.
+    keys: validate::KeyCache,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     current: Option<Arc<Token>>,
@@ -110,12 +124,14 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(group: Group, store: Arc<Store>, metrics: Arc<Metrics>, http: &HttpClients) -> Result<Self, FetchError> {
-        let http = http.get(group.timeouts)?;
+        let http = http.clone();
         Ok(Runner {
             label: group.label(),
             fingerprint: group.grant.fingerprint(),
             group,
             http,
+            discovery: discovery::Cache::default(),
+            keys: validate::KeyCache::default(),
             store,
             metrics,
             current: None,
@@ -251,21 +267,106 @@ impl Runner {
         self.complete(result, started.elapsed()).await
     }
 
-    /// The request alone: cancellable, as it changes nothing.
-    async fn request(&self) -> Result<Token, FetchError> {
+    /// The request alone: cancellable, as it changes nothing but caches.
+    async fn request(&mut self) -> Result<Token, FetchError> {
         let sent_at = SystemTime::now();
-        let source = self.group.secret.clone();
-        // Reading a secret file is blocking I/O (and may sit on a slow mount).
-        let secret =
-            tokio::task::spawn_blocking(move || source.read())
-                .await
-                .map_err(|e| FetchError::Transport {
-                    url: String::new(),
-                    reason: format!("secret reader failed: {e}"),
-                })??;
-        let request = request::build(&self.group.grant, self.group.auth, &secret);
-        drop(secret);
-        let issued = self.http.fetch(&self.group.grant.token_url, &request).await?;
+        // Secrets, keys, certificates and CA files are read for every request, so rotated ones
+        // are used without a restart.
+        let (credentials, transport, timeouts) = (
+            self.group.credentials.clone(),
+            self.group.transport.clone(),
+            self.group.timeouts,
+        );
+        let material = tokio::task::spawn_blocking(move || Material::load(&credentials, &transport, timeouts))
+            .await
+            .map_err(|e| FetchError::Tls(format!("reading credentials failed: {e}")))??;
+        let http = self.http.get(&material.settings, self.group.timeouts)?;
+        let result = self.exchange(&http, &material, sent_at).await;
+        if result.is_err() {
+            // The metadata may be what is wrong (a moved endpoint, rotated keys): look again.
+            self.discovery.forget();
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        http: &HttpClient,
+        material: &Material,
+        sent_at: SystemTime,
+    ) -> Result<Token, FetchError> {
+        let metadata = match &self.group.grant.endpoint {
+            Endpoint::TokenUrl(_) => None,
+            Endpoint::Issuer(issuer) => Some(match self.discovery.fresh() {
+                Some(m) => m.clone(),
+                None => {
+                    let m = discovery::discover(http, issuer).await?;
+                    debug!(client = %self.label, token_endpoint = %m.token_endpoint, "discovered the issuer's metadata");
+                    self.discovery.store(m.clone());
+                    m
+                }
+            }),
+        };
+        let token_endpoint = match (&self.group.grant.endpoint, &metadata) {
+            (_, Some(m)) => m.token_endpoint.clone(),
+            (Endpoint::TokenUrl(url), None) => url.clone(),
+            (Endpoint::Issuer(_), None) => unreachable!("an issuer is always discovered"),
+        };
+        let assertion;
+        let credential = match (&self.group.credentials, &material.secret, &material.key) {
+            (Credentials::Secret(_), Some(secret), _) if self.group.auth == AuthMethod::ClientSecretBasic => {
+                request::Credential::Basic(secret)
+            }
+            (Credentials::Secret(_), Some(secret), _) => request::Credential::Post(secret),
+            (Credentials::PrivateKey(pk), _, Some(key)) => {
+                let audience = match (&pk.audience, &metadata) {
+                    (AssertionAudience::TokenEndpoint, _) => token_endpoint.as_str().to_owned(),
+                    (AssertionAudience::Issuer, Some(m)) => m.issuer.clone(),
+                    (AssertionAudience::Issuer, None) => token_endpoint.as_str().to_owned(),
+                    (AssertionAudience::Url(url), _) => url.clone(),
+                };
+                let claims = assertion::Claims {
+                    client_id: &self.group.grant.client_id,
+                    audience: &audience,
+                    key_id: pk.key_id.as_deref(),
+                    now: SystemTime::now(),
+                };
+                assertion = assertion::sign(key, pk.alg.unwrap_or_else(|| key.default_alg()), &claims, &pk.path)?;
+                request::Credential::Assertion(&assertion)
+            }
+            (Credentials::Certificate { .. }, _, _) => request::Credential::Certificate,
+            _ => unreachable!("Material::load reads what the credentials need"),
+        };
+        let request = request::build(&self.group.grant, credential);
+        let issued = http.fetch(&token_endpoint, &request).await?;
+        if let Some(rules) = &self.group.validation {
+            let (issuer, jwks_uri) = match (&rules.issuer, &rules.jwks_uri, &metadata) {
+                (issuer, Some(jwks), m) => (
+                    issuer.clone().or_else(|| m.as_ref().map(|m| m.issuer.clone())),
+                    jwks.clone(),
+                ),
+                (issuer, None, Some(m)) => {
+                    let jwks = m.jwks_uri.clone().ok_or_else(|| {
+                        FetchError::from(ValidationError::Jwks {
+                            url: "(none)".into(),
+                            reason: "the issuer's metadata has no `jwks_uri`; set `validate.jwks_uri`".into(),
+                        })
+                    })?;
+                    (issuer.clone().or_else(|| Some(m.issuer.clone())), jwks)
+                }
+                (_, None, None) => unreachable!("config validation requires jwks_uri or discovery"),
+            };
+            let issuer = issuer.expect("config validation requires an issuer or discovery");
+            validate::validate(
+                issued.access_token.expose_secret(),
+                rules,
+                &issuer,
+                &jwks_uri,
+                http,
+                &mut self.keys,
+            )
+            .await?;
+        }
         let default_lifetime = self
             .group
             .members
@@ -548,4 +649,50 @@ fn signal_once(tx: &mut Option<tokio::sync::oneshot::Sender<()>>) {
 /// A duration rounded to whole seconds, for log lines.
 fn whole_seconds(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs_f64().round() as u64)
+}
+
+/// What a request needs from files, read just before it.
+struct Material {
+    settings: ClientSettings,
+    secret: Option<SecretString>,
+    key: Option<assertion::SigningKey>,
+}
+
+impl Material {
+    fn load(credentials: &Credentials, transport: &Transport, timeouts: Timeouts) -> Result<Material, FetchError> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| FetchError::Tls(format!("cannot read {what} {}: {e}", path.display())))
+        };
+        let ca_pem = transport.ca_file.as_deref().map(|p| read(p, "ca_file")).transpose()?;
+        let (mut secret, mut key, mut identity_pem) = (None, None, None);
+        match credentials {
+            Credentials::Secret(source) => secret = Some(source.read()?),
+            Credentials::PrivateKey(pk) => key = Some(assertion::SigningKey::load(&pk.path)?),
+            Credentials::Certificate {
+                certificate,
+                key: key_path,
+            } => {
+                let mut pem = Zeroizing::new(read(certificate, "client certificate")?);
+                pem.push(b'\n');
+                pem.extend_from_slice(&Zeroizing::new(read(key_path, "client key")?));
+                identity_pem = Some(pem);
+            }
+        }
+        let settings = ClientSettings {
+            connect_timeout: timeouts.connect,
+            ca_pem,
+            identity_pem,
+            proxy: transport.proxy.clone(),
+        };
+        Ok(Material { settings, secret, key })
+    }
+}
+
+/// Reads a client's credential and TLS files and builds its HTTP client, as a request would:
+/// for `tokend check`.
+pub fn check_credentials(client: &Client) -> Result<(), FetchError> {
+    let material = Material::load(&client.credentials, &client.transport, client.timeouts)?;
+    HttpClients::default()
+        .get(&material.settings, client.timeouts)
+        .map(drop)
 }

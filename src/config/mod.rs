@@ -15,7 +15,7 @@ use url::Url;
 
 pub use error::{ConfigError, Problem};
 pub use raw::{AuthMethod, Format};
-pub use values::{ClientName, Mode, Principal};
+pub use values::{ClientName, JwsAlg, Mode, Principal};
 
 use crate::secret::SecretSource;
 use raw::{RawClient, RawConfig, RawOutput, RawReaders, RawSecret, RawSocket};
@@ -91,7 +91,12 @@ pub struct Client {
     pub name: ClientName,
     pub grant: Grant,
     pub auth: AuthMethod,
-    pub secret: SecretSource,
+    /// What proves the client's identity, matching `auth`.
+    pub credentials: Credentials,
+    /// How to reach the IdP: extra trust roots, proxy.
+    pub transport: Transport,
+    /// Checks a token must pass before it is published.
+    pub validation: Option<Validation>,
     pub timeouts: Timeouts,
     pub refresh: RefreshPolicy,
     pub retry: RetryPolicy,
@@ -102,7 +107,7 @@ pub struct Client {
 /// so they share one request, and a saved token is reused only for an equal grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Grant {
-    pub token_url: Url,
+    pub endpoint: Endpoint,
     pub client_id: String,
     /// Auth0's `audience` (the API the token is for).
     pub audience: Option<String>,
@@ -119,8 +124,12 @@ pub struct Grant {
 impl Grant {
     /// A stable digest of the grant, stored with saved tokens to decide whether they may be reused.
     pub fn fingerprint(&self) -> String {
+        let (endpoint_kind, endpoint) = match &self.endpoint {
+            Endpoint::TokenUrl(url) => ("token_url", url.as_str()),
+            Endpoint::Issuer(url) => ("issuer", url.as_str()),
+        };
         let canonical = serde_json::json!({
-            "token_url": self.token_url.as_str(),
+            endpoint_kind: endpoint,
             "client_id": self.client_id,
             "audience": self.audience,
             "scope": self.scope,
@@ -132,6 +141,89 @@ impl Grant {
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+/// Where the token endpoint comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    TokenUrl(Url),
+    /// OIDC discovery (or RFC 8414) from this issuer: the token endpoint and JWKS are looked up.
+    Issuer(Url),
+}
+
+impl Endpoint {
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::TokenUrl(url) => url.to_string(),
+            Endpoint::Issuer(url) => format!("discovered from issuer {url}"),
+        }
+    }
+}
+
+/// What proves the client's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credentials {
+    /// `client_secret_post` and `client_secret_basic`.
+    Secret(SecretSource),
+    /// `private_key_jwt`.
+    PrivateKey(PrivateKey),
+    /// `tls_client_auth`: a client certificate (chain) and its key, both PEM files.
+    Certificate { certificate: PathBuf, key: PathBuf },
+}
+
+/// How `private_key_jwt` assertions are made. The key file is read for every assertion, so a
+/// rotated key is used from the next request on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateKey {
+    pub path: PathBuf,
+    pub key_id: Option<String>,
+    /// None: chosen from the key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA).
+    pub alg: Option<JwsAlg>,
+    pub audience: AssertionAudience,
+}
+
+/// The `aud` of a client assertion (RFC 7523 §3 wants the token endpoint; some IdPs the issuer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssertionAudience {
+    TokenEndpoint,
+    Issuer,
+    Url(String),
+}
+
+/// How the IdP is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// Extra trust roots, on top of the system's.
+    pub ca_file: Option<PathBuf>,
+    pub proxy: Proxy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Proxy {
+    /// HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the environment.
+    #[default]
+    Environment,
+    /// Never a proxy.
+    Disabled,
+    Url {
+        url: Url,
+        no_proxy: Vec<String>,
+    },
+}
+
+/// Checks a token must pass before it is published (`validate:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    /// The expected `iss`; `None`: the issuer as the discovery document writes it.
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<Url>,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<JwsAlg>,
+    /// Allowed clock difference for `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timeouts {
@@ -418,29 +510,7 @@ impl Validator<'_> {
         let mut ok = true;
 
         let allow_http = c.allow_insecure_http.or(d.allow_insecure_http).unwrap_or(false);
-        let token_url = match c.token_url.as_ref().or(d.token_url.as_ref()) {
-            None => {
-                self.problem(
-                    &["clients", n],
-                    format!("client `{n}` has no `token_url`; set it here or under `defaults`"),
-                );
-                None
-            }
-            Some(url) => {
-                let key: &[&str] = if c.token_url.is_some() {
-                    &at("token_url")
-                } else {
-                    &["defaults", "token_url"]
-                };
-                match check_token_url(url, allow_http) {
-                    Ok(url) => Some(url),
-                    Err(msg) => {
-                        self.problem(key, msg);
-                        None
-                    }
-                }
-            }
-        };
+        let endpoint = self.endpoint(n, d, &c, allow_http);
         let client_id = match c.client_id.clone().or_else(|| d.client_id.clone()) {
             Some(id) if !id.is_empty() => Some(id),
             Some(_) => {
@@ -452,23 +522,8 @@ impl Validator<'_> {
                 None
             }
         };
-        let secret = match c.client_secret.clone().or_else(|| d.client_secret.clone()) {
-            Some(raw) => self.secret(
-                raw,
-                if c.client_secret.is_some() {
-                    at("client_secret").to_vec()
-                } else {
-                    vec!["defaults", "client_secret"]
-                },
-            ),
-            None => {
-                self.problem(
-                    &["clients", n],
-                    format!("client `{n}` has no `client_secret`; use {{ file: PATH }}, {{ env: VAR }} or {{ credential: NAME }}"),
-                );
-                None
-            }
-        };
+        let auth = c.auth.or(d.auth).unwrap_or_default();
+        let credentials = self.credentials(n, auth, d, &c, endpoint.as_ref());
 
         let scope = match c.scope.as_ref().or(d.scope.as_ref()) {
             None => None,
@@ -515,6 +570,13 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        let audience = c
+            .audience
+            .clone()
+            .or_else(|| d.audience.clone())
+            .filter(|a| !a.is_empty());
+        let transport = self.transport(n, d, &c);
+        let validation = self.validation(n, d, &c, endpoint.as_ref(), audience.as_ref(), &resources, allow_http);
 
         let timeouts = self.timeouts(n, d, &c);
         let refresh = self.refresh(n, d, &c);
@@ -524,13 +586,9 @@ impl Validator<'_> {
         let client = Client {
             name: name.clone(),
             grant: Grant {
-                token_url: token_url?,
+                endpoint: endpoint?,
                 client_id: client_id?,
-                audience: c
-                    .audience
-                    .clone()
-                    .or_else(|| d.audience.clone())
-                    .filter(|a| !a.is_empty()),
+                audience,
                 scope,
                 resources,
                 organization: c
@@ -540,14 +598,330 @@ impl Validator<'_> {
                     .filter(|o| !o.is_empty()),
                 params: params.into_iter().collect(),
             },
-            auth: c.auth.or(d.auth).unwrap_or_default(),
-            secret: secret?,
+            auth,
+            credentials: credentials?,
+            transport: transport?,
+            validation: validation?,
             timeouts: timeouts?,
             refresh: refresh?,
             retry: retry?,
             outputs: outputs?,
         };
         ok.then_some(client)
+    }
+
+    /// `token_url`, or `issuer` for discovery: exactly one of them.
+    fn endpoint(&mut self, n: &str, d: &RawClient, c: &RawClient, allow_http: bool) -> Option<Endpoint> {
+        // A client's own setting replaces an inherited one of either kind.
+        let (token_url, issuer) = if c.token_url.is_some() || c.issuer.is_some() {
+            (c.token_url.as_ref(), c.issuer.as_ref())
+        } else {
+            (d.token_url.as_ref(), d.issuer.as_ref())
+        };
+        match (token_url, issuer) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &["clients", n, "issuer"],
+                    "set either `token_url` or `issuer` (for discovery), not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &["clients", n],
+                    format!("client `{n}` has no `token_url` or `issuer`; set one here or under `defaults`"),
+                );
+                None
+            }
+            (Some(url), None) => match check_idp_url(url, allow_http, "token URL") {
+                Ok(url) => Some(Endpoint::TokenUrl(url)),
+                Err(msg) => {
+                    self.problem(&["clients", n, "token_url"], msg);
+                    None
+                }
+            },
+            (None, Some(url)) => match check_idp_url(url, allow_http, "issuer") {
+                Ok(url) => Some(Endpoint::Issuer(url)),
+                Err(msg) => {
+                    self.problem(&["clients", n, "issuer"], msg);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The credentials `auth` needs, and nothing another method would use.
+    fn credentials(
+        &mut self,
+        n: &str,
+        auth: AuthMethod,
+        d: &RawClient,
+        c: &RawClient,
+        endpoint: Option<&Endpoint>,
+    ) -> Option<Credentials> {
+        let at = |key: &'static str| ["clients", n, key];
+        let pick = |f: fn(&RawClient) -> Option<String>| f(c).or_else(|| f(d));
+        let secret = c.client_secret.clone().or_else(|| d.client_secret.clone());
+        let private_key = pick(|r| r.private_key.clone());
+        let certificate = pick(|r| r.client_certificate.clone());
+        let cert_key = pick(|r| r.client_key.clone());
+        let key_id = pick(|r| r.key_id.clone());
+        let assertion_audience = pick(|r| r.assertion_audience.clone());
+        let signing_alg = c.signing_alg.or(d.signing_alg);
+        let method = auth.as_str();
+        let unused = |this: &mut Self, present: bool, key: &'static str, belongs: &str| {
+            if present {
+                this.problem(
+                    &at(key),
+                    format!("`{key}` is used only with `auth: {belongs}`, not `{method}`; remove it"),
+                );
+            }
+        };
+        let is_assertion = auth == AuthMethod::PrivateKeyJwt;
+        let is_mtls = auth == AuthMethod::TlsClientAuth;
+        if !is_assertion {
+            unused(self, private_key.is_some(), "private_key", "private_key_jwt");
+            unused(self, key_id.is_some(), "key_id", "private_key_jwt");
+            unused(self, signing_alg.is_some(), "signing_alg", "private_key_jwt");
+            unused(
+                self,
+                assertion_audience.is_some(),
+                "assertion_audience",
+                "private_key_jwt",
+            );
+        }
+        if !is_mtls {
+            unused(self, certificate.is_some(), "client_certificate", "tls_client_auth");
+            unused(self, cert_key.is_some(), "client_key", "tls_client_auth");
+        }
+        if is_assertion || is_mtls {
+            unused(
+                self,
+                secret.is_some(),
+                "client_secret",
+                "client_secret_post` or `client_secret_basic",
+            );
+        }
+        let file = |this: &mut Self, value: Option<String>, key: &'static str| -> Option<PathBuf> {
+            match value {
+                None => {
+                    this.problem(
+                        &["clients", n],
+                        format!("client `{n}` uses `auth: {method}` but has no `{key}`"),
+                    );
+                    None
+                }
+                Some(p) if !Path::new(&p).is_absolute() => {
+                    this.problem(&at(key), format!("`{p}` must be an absolute path"));
+                    None
+                }
+                Some(p) => Some(PathBuf::from(p)),
+            }
+        };
+        match auth {
+            AuthMethod::ClientSecretPost | AuthMethod::ClientSecretBasic => match secret {
+                Some(raw) => self.secret(raw, at("client_secret").to_vec()).map(Credentials::Secret),
+                None => {
+                    self.problem(
+                        &["clients", n],
+                        format!(
+                            "client `{n}` has no `client_secret`; use {{ file: PATH }}, {{ env: VAR }} or {{ credential: NAME }}"
+                        ),
+                    );
+                    None
+                }
+            },
+            AuthMethod::PrivateKeyJwt => {
+                let path = file(self, private_key, "private_key");
+                if let Some(alg) = signing_alg
+                    && ![JwsAlg::Rs256, JwsAlg::Ps256, JwsAlg::Es256, JwsAlg::EdDsa].contains(&alg)
+                {
+                    self.problem(
+                        &at("signing_alg"),
+                        format!("client assertions are signed with RS256, PS256, ES256 or EdDSA, not {alg}"),
+                    );
+                }
+                let audience = match assertion_audience.as_deref() {
+                    None | Some("token_endpoint") => AssertionAudience::TokenEndpoint,
+                    Some("issuer") if matches!(endpoint, Some(Endpoint::Issuer(_)) | None) => AssertionAudience::Issuer,
+                    Some("issuer") => {
+                        self.problem(
+                            &at("assertion_audience"),
+                            "`issuer` needs the client to use `issuer:` (discovery); otherwise write the audience URL itself",
+                        );
+                        AssertionAudience::Issuer
+                    }
+                    Some(other) if Url::parse(other).is_ok() => AssertionAudience::Url(other.to_owned()),
+                    Some(other) => {
+                        self.problem(
+                            &at("assertion_audience"),
+                            format!("`{other}` is not `token_endpoint`, `issuer` or a URL"),
+                        );
+                        AssertionAudience::TokenEndpoint
+                    }
+                };
+                Some(Credentials::PrivateKey(PrivateKey {
+                    path: path?,
+                    key_id,
+                    alg: signing_alg,
+                    audience,
+                }))
+            }
+            AuthMethod::TlsClientAuth => {
+                let certificate = file(self, certificate, "client_certificate");
+                let key = file(self, cert_key, "client_key");
+                let plain_http = match endpoint {
+                    Some(Endpoint::TokenUrl(u) | Endpoint::Issuer(u)) => u.scheme() == "http",
+                    None => false,
+                };
+                if plain_http {
+                    self.problem(
+                        &["clients", n],
+                        "`auth: tls_client_auth` needs an https token endpoint: the certificate is presented in TLS",
+                    );
+                    return None;
+                }
+                Some(Credentials::Certificate {
+                    certificate: certificate?,
+                    key: key?,
+                })
+            }
+        }
+    }
+
+    fn transport(&mut self, n: &str, d: &RawClient, c: &RawClient) -> Option<Transport> {
+        let at = |key: &'static str| ["clients", n, key];
+        let mut ok = true;
+        let ca_file = match c.ca_file.clone().or_else(|| d.ca_file.clone()) {
+            Some(p) if !Path::new(&p).is_absolute() => {
+                self.problem(&at("ca_file"), format!("`{p}` must be an absolute path"));
+                ok = false;
+                None
+            }
+            other => other.map(PathBuf::from),
+        };
+        let no_proxy: Vec<String> = c
+            .no_proxy
+            .clone()
+            .or_else(|| d.no_proxy.clone())
+            .map(|l| l.0)
+            .unwrap_or_default();
+        let proxy = match c.proxy.clone().or_else(|| d.proxy.clone()) {
+            None => Proxy::Environment,
+            Some(p) if p == "none" => Proxy::Disabled,
+            Some(p) => match Url::parse(&p) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Proxy::Url {
+                    url,
+                    no_proxy: no_proxy.clone(),
+                },
+                _ => {
+                    self.problem(&at("proxy"), format!("`{p}` is not `none` or an http(s):// proxy URL"));
+                    ok = false;
+                    Proxy::Environment
+                }
+            },
+        };
+        // Beside no proxy URL it would do nothing: say so where it is written. A client that
+        // turns an inherited proxy off simply drops the inherited list.
+        let defaults_have_url = d.proxy.as_deref().is_some_and(|p| p != "none");
+        for (written, key) in [
+            (
+                c.no_proxy.is_some() && !matches!(proxy, Proxy::Url { .. }),
+                ["clients", n, "no_proxy"],
+            ),
+            (d.no_proxy.is_some() && !defaults_have_url, ["defaults", "no_proxy", ""]),
+        ] {
+            if written {
+                let key: Vec<&str> = key.into_iter().filter(|k| !k.is_empty()).collect();
+                self.problem(
+                    &key,
+                    "`no_proxy` applies only with a `proxy` URL (the environment has NO_PROXY)",
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(Transport { ca_file, proxy })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn validation(
+        &mut self,
+        n: &str,
+        d: &RawClient,
+        c: &RawClient,
+        endpoint: Option<&Endpoint>,
+        audience: Option<&String>,
+        resources: &[String],
+        allow_http: bool,
+    ) -> Option<Option<Validation>> {
+        let Some(raw) = c.validate.clone().or_else(|| d.validate.clone()) else {
+            return Some(None);
+        };
+        if !raw.enabled {
+            return Some(None);
+        }
+        let at = |key: &'static str| ["clients", n, "validate", key];
+        let s = raw.settings;
+        let discovered = match endpoint {
+            Some(Endpoint::Issuer(url)) => Some(url.as_str().to_owned()),
+            _ => None,
+        };
+        let issuer = match (s.issuer, discovered) {
+            (Some(i), _) => Some(Some(i)),
+            (None, Some(_)) => Some(None),
+            (None, None) => {
+                self.problem(
+                    &["clients", n, "validate"],
+                    "validation needs the issuer: use `issuer:` (discovery) instead of `token_url`, or set `validate: { issuer: ..., jwks_uri: ... }`",
+                );
+                None
+            }
+        };
+        let jwks_uri = match s.jwks_uri {
+            Some(u) => match check_idp_url(&u, allow_http, "JWKS URL") {
+                Ok(url) => Some(url),
+                Err(msg) => {
+                    self.problem(&at("jwks_uri"), msg);
+                    return None;
+                }
+            },
+            None if matches!(endpoint, Some(Endpoint::TokenUrl(_))) => {
+                self.problem(
+                    &["clients", n, "validate"],
+                    "validation needs the issuer's keys: set `validate.jwks_uri`, or use `issuer:` so it is discovered",
+                );
+                None
+            }
+            None => None,
+        };
+        let audiences: Vec<String> = match s.audience {
+            Some(list) => list.0,
+            None => audience.cloned().into_iter().chain(resources.iter().cloned()).collect(),
+        };
+        if audiences.is_empty() {
+            self.problem(
+                &["clients", n, "validate"],
+                "validation checks the token's `aud`, but the client asks for no `audience` or `resource`; set one (Auth0 returns an opaque, unusable token without `audience`), or `validate.audience`",
+            );
+        }
+        let algorithms = s.algorithms.unwrap_or_else(|| JwsAlg::ALL.to_vec());
+        let leeway = s.leeway.map_or(DEFAULT_LEEWAY, |l| l.0);
+        if leeway > Duration::from_secs(300) {
+            self.problem(
+                &at("leeway"),
+                "a leeway over 5m would accept tokens long expired; use at most 5m",
+            );
+        }
+        if audiences.is_empty() || algorithms.is_empty() || leeway > Duration::from_secs(300) {
+            return None;
+        }
+        Some(Some(Validation {
+            issuer: issuer?,
+            jwks_uri,
+            audiences,
+            algorithms,
+            leeway,
+        }))
     }
 
     fn secret(&mut self, raw: RawSecret, key: Vec<&str>) -> Option<SecretSource> {
@@ -777,13 +1151,15 @@ fn path_string(path: &[&str]) -> String {
 
 /// `https://` always; `http://` only to a loopback host or with `allow_insecure_http: true`,
 /// because the client secret travels in the request.
-fn check_token_url(text: &str, allow_http: bool) -> Result<Url, String> {
+fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("the token URL must not contain credentials; use `client_id` and `client_secret`".into());
+        return Err(format!(
+            "the {what} must not contain credentials; use `client_id` and `client_secret`"
+        ));
     }
     if url.fragment().is_some() {
-        return Err("the token URL must not have a #fragment (RFC 6749 §3.2)".into());
+        return Err(format!("the {what} must not have a #fragment (RFC 6749 §3.2)"));
     }
     match url.scheme() {
         "https" => Ok(url),
@@ -791,7 +1167,7 @@ fn check_token_url(text: &str, allow_http: bool) -> Result<Url, String> {
         "http" => Err(format!(
             "`{text}` uses plain http, which would send the client secret unencrypted; use https, or set `allow_insecure_http: true` on the client if you really mean it"
         )),
-        other => Err(format!("unsupported URL scheme `{other}`; the token URL must be https")),
+        other => Err(format!("unsupported URL scheme `{other}`; the {what} must be https")),
     }
 }
 

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::values::{ClientName, Mode, OneOrMany, Percent, Principal, Span};
+use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Span};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -51,9 +51,30 @@ pub struct RawReaders {
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
     pub token_url: Option<String>,
+    /// OIDC discovery instead of `token_url`.
+    pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<RawSecret>,
     pub auth: Option<AuthMethod>,
+    /// `private_key_jwt`: the PEM private key that signs client assertions.
+    pub private_key: Option<String>,
+    /// `private_key_jwt`: the `kid` header of client assertions.
+    pub key_id: Option<String>,
+    /// `private_key_jwt`: the signing algorithm (default: from the key type).
+    pub signing_alg: Option<JwsAlg>,
+    /// `private_key_jwt`: the assertion's `aud`: `token_endpoint` (default), `issuer`, or a URL.
+    pub assertion_audience: Option<String>,
+    /// `tls_client_auth`: the PEM client certificate (chain) and its key.
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
+    /// Extra trust roots (PEM) for the IdP, on top of the system's.
+    pub ca_file: Option<String>,
+    /// `none`, or a proxy URL; default: the HTTPS_PROXY/NO_PROXY environment.
+    pub proxy: Option<String>,
+    /// Hosts (suffixes) that bypass `proxy`.
+    pub no_proxy: Option<OneOrMany>,
+    /// Verify tokens before publishing them.
+    pub validate: Option<RawValidate>,
     pub audience: Option<String>,
     pub scope: Option<OneOrMany>,
     pub resource: Option<OneOrMany>,
@@ -115,6 +136,10 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// id and secret form-urlencoded, then HTTP Basic (RFC 6749 §2.3.1).
     ClientSecretBasic,
+    /// A client assertion signed with the client's private key (RFC 7523 §2.2, OIDC Core §9).
+    PrivateKeyJwt,
+    /// A client certificate on the TLS connection (RFC 8705 §2.1).
+    TlsClientAuth,
 }
 
 impl AuthMethod {
@@ -122,6 +147,8 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretPost => "client_secret_post",
             AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::PrivateKeyJwt => "private_key_jwt",
+            AuthMethod::TlsClientAuth => "tls_client_auth",
         }
     }
 }
@@ -241,6 +268,49 @@ impl<'de> Deserialize<'de> for ClientMap {
                     }
                 }
                 Ok(result)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `validate: true`, or `validate: { issuer, jwks_uri, audience, algorithms, leeway }`.
+#[derive(Clone, Default)]
+pub struct RawValidate {
+    pub enabled: bool,
+    pub settings: RawValidateSettings,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawValidateSettings {
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub algorithms: Option<Vec<JwsAlg>>,
+    pub leeway: Option<Span>,
+}
+
+impl<'de> Deserialize<'de> for RawValidate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawValidate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false`, or { issuer, jwks_uri, audience, algorithms, leeway }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawValidate, E> {
+                Ok(RawValidate {
+                    enabled: v,
+                    settings: RawValidateSettings::default(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawValidate, A::Error> {
+                let settings = RawValidateSettings::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawValidate {
+                    enabled: true,
+                    settings,
+                })
             }
         }
         d.deserialize_any(V)

@@ -23,6 +23,93 @@ clients:
       - { path: /run/tokend/billing.token }
 ";
 
+const PKJWT: &str = "\
+clients:
+  signer:
+    token_url: https://idp.example/oauth/token
+    client_id: signer
+    auth: private_key_jwt
+    private_key: /etc/tokend/keys/k.pem
+";
+
+#[test]
+fn every_auth_method_discovery_transport_and_validation_parse() {
+    let config = parse(
+        "\
+defaults:
+  issuer: https://idp.example/
+  ca_file: /etc/tokend/corp-ca.pem
+  proxy: http://proxy.internal:3128
+  no_proxy: [idp.internal]
+clients:
+  jwt:
+    client_id: a
+    auth: private_key_jwt
+    private_key: /etc/tokend/keys/a.pem
+    key_id: key-2026
+    signing_alg: PS256
+    assertion_audience: issuer
+    audience: https://api/
+    validate: { algorithms: [RS256, ES256], leeway: 30s }
+  mtls:
+    client_id: b
+    auth: tls_client_auth
+    client_certificate: /etc/tokend/b.crt
+    client_key: /etc/tokend/b.key
+    token_url: https://mtls.idp.example/token
+    proxy: none
+",
+    )
+    .unwrap();
+    let (jwt, mtls) = (&config.clients[0], &config.clients[1]);
+    assert_eq!(
+        jwt.grant.endpoint,
+        Endpoint::Issuer("https://idp.example/".parse().unwrap())
+    );
+    assert_eq!(
+        jwt.credentials,
+        Credentials::PrivateKey(PrivateKey {
+            path: "/etc/tokend/keys/a.pem".into(),
+            key_id: Some("key-2026".into()),
+            alg: Some(JwsAlg::Ps256),
+            audience: AssertionAudience::Issuer,
+        })
+    );
+    assert_eq!(
+        jwt.transport.ca_file.as_deref(),
+        Some(Path::new("/etc/tokend/corp-ca.pem"))
+    );
+    assert_eq!(
+        jwt.transport.proxy,
+        Proxy::Url {
+            url: "http://proxy.internal:3128".parse().unwrap(),
+            no_proxy: vec!["idp.internal".into()]
+        }
+    );
+    let v = jwt.validation.as_ref().unwrap();
+    assert_eq!(
+        (v.issuer.as_deref(), v.jwks_uri.as_ref()),
+        (None, None),
+        "both come from discovery"
+    );
+    assert_eq!(v.audiences, vec!["https://api/"]);
+    assert_eq!(v.algorithms, vec![JwsAlg::Rs256, JwsAlg::Es256]);
+    assert_eq!(v.leeway, Duration::from_secs(30));
+    assert_eq!(
+        mtls.grant.endpoint,
+        Endpoint::TokenUrl("https://mtls.idp.example/token".parse().unwrap())
+    );
+    assert_eq!(
+        mtls.credentials,
+        Credentials::Certificate {
+            certificate: "/etc/tokend/b.crt".into(),
+            key: "/etc/tokend/b.key".into()
+        }
+    );
+    assert_eq!(mtls.transport.proxy, Proxy::Disabled);
+    assert!(mtls.validation.is_none());
+}
+
 #[test]
 fn a_minimal_config_gets_safe_defaults() {
     let config = parse(MINIMAL).unwrap();
@@ -30,7 +117,10 @@ fn a_minimal_config_gets_safe_defaults() {
     let c = &config.clients[0];
     assert_eq!(c.name.as_str(), "billing");
     assert_eq!(c.auth, AuthMethod::ClientSecretPost);
-    assert_eq!(c.secret, SecretSource::File("/etc/tokend/secrets/billing".into()));
+    assert_eq!(
+        c.credentials,
+        Credentials::Secret(SecretSource::File("/etc/tokend/secrets/billing".into()))
+    );
     assert_eq!(c.refresh, DEFAULT_REFRESH);
     assert_eq!(c.retry, DEFAULT_RETRY);
     assert_eq!(c.timeouts, DEFAULT_TIMEOUTS);
@@ -160,7 +250,7 @@ fn the_grant_fingerprint_changes_with_every_identifying_field() {
     assert_eq!(base.fingerprint(), same);
     let variants = [
         Grant {
-            token_url: "https://other.example/oauth/token".parse().unwrap(),
+            endpoint: Endpoint::TokenUrl("https://other.example/oauth/token".parse().unwrap()),
             ..base.clone()
         },
         Grant {
@@ -332,6 +422,64 @@ fn error_messages() {
         ),
         ("bad_scope", &format!("{MINIMAL}    scope: \"read\\\\all\"\n")),
         ("relative_state_dir", &format!("state_dir: state\n{MINIMAL}")),
+        (
+            "token_url_and_issuer",
+            &format!("{MINIMAL}    issuer: https://idp.example/\n"),
+        ),
+        (
+            "private_key_jwt_without_key",
+            &format!("{MINIMAL}    auth: private_key_jwt\n"),
+        ),
+        (
+            "private_key_with_a_secret_method",
+            &format!("{MINIMAL}    private_key: /etc/tokend/keys/k.pem\n    key_id: k1\n"),
+        ),
+        (
+            "relative_private_key",
+            &PKJWT.replace("/etc/tokend/keys/k.pem", "keys/k.pem"),
+        ),
+        (
+            "assertion_signed_with_es384",
+            &format!("{PKJWT}    signing_alg: ES384\n"),
+        ),
+        (
+            "assertion_audience_issuer_without_discovery",
+            &format!("{PKJWT}    assertion_audience: issuer\n"),
+        ),
+        (
+            "mtls_over_plain_http",
+            "clients:\n  m:\n    token_url: http://127.0.0.1:8080/token\n    client_id: m\n    auth: tls_client_auth\n    client_certificate: /c.pem\n    client_key: /k.pem\n",
+        ),
+        (
+            "mtls_without_key",
+            "clients:\n  m:\n    issuer: https://idp.example/\n    client_id: m\n    auth: tls_client_auth\n    client_certificate: /c.pem\n",
+        ),
+        (
+            "validate_without_audience",
+            &format!("{MINIMAL}    validate: {{ jwks_uri: https://idp.example/jwks, issuer: https://idp.example/ }}\n"),
+        ),
+        (
+            "validate_without_keys",
+            &format!("{MINIMAL}    audience: https://api/\n    validate: true\n"),
+        ),
+        (
+            "validate_with_hmac",
+            &format!(
+                "{MINIMAL}    audience: https://api/\n    validate: {{ jwks_uri: https://i/j, issuer: https://i/, algorithms: [RS256, HS256] }}\n"
+            ),
+        ),
+        (
+            "validate_leeway_too_long",
+            &format!(
+                "{MINIMAL}    audience: https://api/\n    validate: {{ jwks_uri: https://i/j, issuer: https://i/, leeway: 1h }}\n"
+            ),
+        ),
+        ("bad_proxy", &format!("{MINIMAL}    proxy: socks5://proxy:1080\n")),
+        (
+            "no_proxy_without_proxy",
+            &format!("{MINIMAL}    no_proxy: [internal.example]\n"),
+        ),
+        ("relative_ca_file", &format!("{MINIMAL}    ca_file: corp-ca.pem\n")),
     ];
     let mut all = String::new();
     for (name, yaml) in cases {

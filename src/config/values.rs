@@ -325,3 +325,76 @@ mod tests {
         }
     }
 }
+
+/// A JWS signature algorithm tokend can verify or sign with (RFC 7518 §3). `none` and the HMAC
+/// algorithms are not among them: a token checked against a public JWKS must never be accepted
+/// with a shared-secret or no signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JwsAlg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    Es384,
+    EdDsa,
+}
+
+impl JwsAlg {
+    pub const ALL: [JwsAlg; 9] = [
+        JwsAlg::Rs256,
+        JwsAlg::Rs384,
+        JwsAlg::Rs512,
+        JwsAlg::Ps256,
+        JwsAlg::Ps384,
+        JwsAlg::Ps512,
+        JwsAlg::Es256,
+        JwsAlg::Es384,
+        JwsAlg::EdDsa,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwsAlg::Rs256 => "RS256",
+            JwsAlg::Rs384 => "RS384",
+            JwsAlg::Rs512 => "RS512",
+            JwsAlg::Ps256 => "PS256",
+            JwsAlg::Ps384 => "PS384",
+            JwsAlg::Ps512 => "PS512",
+            JwsAlg::Es256 => "ES256",
+            JwsAlg::Es384 => "ES384",
+            JwsAlg::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<JwsAlg, String> {
+        if let Some(alg) = JwsAlg::ALL.into_iter().find(|a| a.as_str() == s) {
+            return Ok(alg);
+        }
+        if s.eq_ignore_ascii_case("none") || s.to_ascii_uppercase().starts_with("HS") {
+            return Err(format!(
+                "`{s}` is never accepted: a token must carry a public-key signature that the issuer's JWKS can verify"
+            ));
+        }
+        let names: Vec<&str> = JwsAlg::ALL.iter().map(|a| a.as_str()).collect();
+        Err(format!(
+            "unknown algorithm `{s}`; expected one of: {}",
+            names.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for JwsAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JwsAlg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        JwsAlg::parse(&s).map_err(de::Error::custom)
+    }
+}

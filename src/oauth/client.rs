@@ -1,5 +1,6 @@
-//! The HTTP side of a token request: one `reqwest` client per grant, rustls only, no redirects
-//! (a redirected token request could hand the secret to another host), bounded response size.
+//! The HTTP side: shared `reqwest` clients (rustls only, no redirects — a redirected token
+//! request could hand the credentials to another host), token requests, and the JSON documents
+//! of discovery and JWKS, all with bounded response sizes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,14 +9,21 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use secrecy::ExposeSecret;
 use url::Url;
+use zeroize::Zeroizing;
 
+use super::assertion::AssertionError;
+use super::discovery::DiscoveryError;
 use super::request::TokenRequest;
 use super::response::{self, ErrorClass, IssuedToken, ResponseError};
-use crate::config::Timeouts;
+use super::validate::ValidationError;
+use crate::config::{Proxy, Timeouts};
 use crate::secret::SecretError;
 
-/// A token response larger than this is refused; real ones are a few KiB.
+/// A response larger than this is refused; real token responses, discovery documents and JWKS
+/// are a few KiB.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// Distinct client settings kept at most (rotated certificates add new ones).
+const MAX_CACHED_CLIENTS: usize = 64;
 
 pub const USER_AGENT: &str = concat!("tokend/", env!("CARGO_PKG_VERSION"));
 
@@ -25,23 +33,35 @@ pub enum FetchError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
+    Assertion(#[from] AssertionError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
     Response(#[from] ResponseError),
-    #[error("cannot reach the token endpoint {url}: {reason}")]
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("cannot use the TLS settings: {0}")]
+    Tls(String),
+    #[error("cannot reach {url}: {reason}")]
     Transport { url: String, reason: String },
-    #[error("the token endpoint {url} did not answer within {timeout}")]
+    #[error("{url} did not answer within {timeout}")]
     Timeout { url: String, timeout: String },
-    #[error("the token endpoint's response is larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
+    #[error("the response from {url} is larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge { url: String },
 }
 
 impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {
             FetchError::Response(e) => e.class(),
+            FetchError::Validation(e) => e.class(),
+            FetchError::Discovery(e) => e.class(),
             FetchError::Secret(_)
+            | FetchError::Assertion(_)
+            | FetchError::Tls(_)
             | FetchError::Transport { .. }
             | FetchError::Timeout { .. }
-            | FetchError::TooLarge => ErrorClass::Transient,
+            | FetchError::TooLarge { .. } => ErrorClass::Transient,
         }
     }
 
@@ -53,32 +73,91 @@ impl FetchError {
     }
 }
 
-/// Shared HTTP clients, one per distinct connection setting. A `reqwest::Client` carries its
-/// own TLS configuration and root store (over 100 KiB each), so groups share them instead of
-/// building one each; the request timeout is set per request.
+/// Everything that shapes a connection, with file contents already read, so a rotated CA file
+/// or client certificate yields a different client.
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain followed by its key (PEM), for `tls_client_auth`.
+    pub identity_pem: Option<Zeroizing<Vec<u8>>>,
+    pub proxy: Proxy,
+}
+
+impl ClientSettings {
+    fn key(&self) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(&self.connect_timeout.as_nanos().to_le_bytes());
+        for part in [
+            self.ca_pem.as_deref(),
+            self.identity_pem.as_deref().map(|v| v.as_slice()),
+        ] {
+            match part {
+                Some(bytes) => {
+                    ctx.update(&(bytes.len() as u64).to_le_bytes());
+                    ctx.update(bytes);
+                }
+                None => ctx.update(b"-"),
+            }
+        }
+        ctx.update(format!("{:?}", self.proxy).as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    fn build(&self) -> Result<reqwest::Client, FetchError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(pem) = &self.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| FetchError::Tls(format!("ca_file: {}", chain(&e))))?;
+            if roots.is_empty() {
+                return Err(FetchError::Tls("ca_file holds no PEM certificate".into()));
+            }
+            builder = builder.tls_certs_merge(roots);
+        }
+        if let Some(pem) = &self.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| FetchError::Tls(format!("client certificate or key: {}", chain(&e))))?;
+            builder = builder.identity(identity);
+        }
+        builder = match &self.proxy {
+            Proxy::Environment => builder,
+            Proxy::Disabled => builder.no_proxy(),
+            Proxy::Url { url, no_proxy } => {
+                let proxy = reqwest::Proxy::all(url.clone())
+                    .map_err(|e| FetchError::Tls(format!("proxy: {}", chain(&e))))?
+                    .no_proxy(reqwest::NoProxy::from_string(&no_proxy.join(",")));
+                builder.proxy(proxy)
+            }
+        };
+        builder.build().map_err(|e| FetchError::Tls(chain(&e)))
+    }
+}
+
+/// Shared HTTP clients, one per distinct setting. A `reqwest::Client` carries its own TLS
+/// configuration and root store (over 100 KiB each), so groups share them instead of building
+/// one each; the request timeout is set per request.
 #[derive(Clone, Default)]
 pub struct HttpClients {
-    by_connect_timeout: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+    cache: Arc<Mutex<HashMap<[u8; 32], reqwest::Client>>>,
 }
 
 impl HttpClients {
-    /// A client for a grant with these timeouts.
-    pub fn get(&self, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
-        let mut cache = self.by_connect_timeout.lock().expect("http client cache poisoned");
-        let inner = match cache.get(&timeouts.connect) {
+    pub fn get(&self, settings: &ClientSettings, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
+        let key = settings.key();
+        let mut cache = self.cache.lock().expect("http client cache poisoned");
+        let inner = match cache.get(&key) {
             Some(client) => client.clone(),
             None => {
-                let client = reqwest::Client::builder()
-                    .user_agent(USER_AGENT)
-                    .redirect(reqwest::redirect::Policy::none())
-                    .connect_timeout(timeouts.connect)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build()
-                    .map_err(|e| FetchError::Transport {
-                        url: String::new(),
-                        reason: chain(&e),
-                    })?;
-                cache.insert(timeouts.connect, client.clone());
+                let client = settings.build()?;
+                if cache.len() >= MAX_CACHED_CLIENTS {
+                    cache.clear();
+                }
+                cache.insert(key, client.clone());
                 client
             }
         };
@@ -86,15 +165,23 @@ impl HttpClients {
     }
 }
 
-/// An HTTP client for one grant's token endpoint.
+/// An HTTP client for one grant's IdP.
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
     timeouts: Timeouts,
 }
 
+/// A response, read completely.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
 impl HttpClient {
-    /// Sends the request and reads the answer.
+    /// Sends the token request and reads the answer.
     pub async fn fetch(&self, url: &Url, request: &TokenRequest) -> Result<IssuedToken, FetchError> {
         let mut builder = self
             .inner
@@ -112,6 +199,26 @@ impl HttpClient {
             value.set_sensitive(true);
             builder = builder.header(AUTHORIZATION, value);
         }
+        let answer = self.send(url, builder).await?;
+        Ok(response::parse(
+            answer.status,
+            answer.content_type.as_deref(),
+            answer.retry_after,
+            &answer.body,
+        )?)
+    }
+
+    /// GETs a JSON document (discovery, JWKS).
+    pub async fn get_json(&self, url: &Url) -> Result<Answer, FetchError> {
+        let builder = self
+            .inner
+            .get(url.clone())
+            .timeout(self.timeouts.request)
+            .header(ACCEPT, "application/json");
+        self.send(url, builder).await
+    }
+
+    async fn send(&self, url: &Url, builder: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
         let mut response = builder.send().await.map_err(|e| self.transport_error(url, &e))?;
         let status = response.status().as_u16();
         let content_type = response
@@ -124,14 +231,19 @@ impl HttpClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
-        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(4096));
+        let mut body = Zeroizing::new(Vec::with_capacity(4096));
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, &e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(FetchError::TooLarge);
+                return Err(FetchError::TooLarge { url: url.to_string() });
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(response::parse(status, content_type.as_deref(), retry_after, &body)?)
+        Ok(Answer {
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
     }
 
     fn transport_error(&self, url: &Url, e: &reqwest::Error) -> FetchError {

@@ -2,11 +2,14 @@
 //! reading the response (`response`), peeking at JWT claims (`jwt`), and the HTTP call itself
 //! (`client`). Everything except `client` is free of I/O and tested with plain values.
 
+pub mod assertion;
 pub mod client;
+pub mod discovery;
 pub mod jwt;
 pub mod request;
 pub mod response;
+pub mod validate;
 
-pub use client::{FetchError, HttpClient, HttpClients};
+pub use client::{ClientSettings, FetchError, HttpClient, HttpClients};
 pub use request::TokenRequest;
 pub use response::{ErrorClass, IssuedToken, ResponseError};

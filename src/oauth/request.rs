@@ -5,7 +5,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use url::form_urlencoded;
 
-use crate::config::{AuthMethod, Grant};
+use crate::config::Grant;
 
 /// A fully encoded token request.
 pub struct TokenRequest {
@@ -21,18 +21,40 @@ impl std::fmt::Debug for TokenRequest {
     }
 }
 
-/// Builds the RFC 6749 §4.4.2 request for `grant`, authenticating with `auth` and `secret`.
-pub fn build(grant: &Grant, auth: AuthMethod, secret: &SecretString) -> TokenRequest {
+/// How the client authenticates in one request.
+pub enum Credential<'a> {
+    /// `client_secret_post`: id and secret as body parameters (RFC 6749 §2.3.1).
+    Post(&'a SecretString),
+    /// `client_secret_basic`: HTTP Basic with form-urlencoded id and secret.
+    Basic(&'a SecretString),
+    /// `private_key_jwt`: a signed assertion (RFC 7523 §2.2).
+    Assertion(&'a SecretString),
+    /// `tls_client_auth`: the certificate is on the connection; the body names the client
+    /// (RFC 8705 §2.1).
+    Certificate,
+}
+
+/// Builds the RFC 6749 §4.4.2 request for `grant`.
+pub fn build(grant: &Grant, credential: Credential<'_>) -> TokenRequest {
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(256));
     form.append_pair("grant_type", "client_credentials");
-    let authorization = match auth {
-        AuthMethod::ClientSecretPost => {
-            // §2.3.1: id and secret as body parameters.
+    let authorization = match credential {
+        Credential::Post(secret) => {
             form.append_pair("client_id", &grant.client_id);
             form.append_pair("client_secret", secret.expose_secret());
             None
         }
-        AuthMethod::ClientSecretBasic => Some(basic_authorization(&grant.client_id, secret)),
+        Credential::Basic(secret) => Some(basic_authorization(&grant.client_id, secret)),
+        Credential::Assertion(assertion) => {
+            form.append_pair("client_id", &grant.client_id);
+            form.append_pair("client_assertion_type", super::assertion::ASSERTION_TYPE);
+            form.append_pair("client_assertion", assertion.expose_secret());
+            None
+        }
+        Credential::Certificate => {
+            form.append_pair("client_id", &grant.client_id);
+            None
+        }
     };
     if let Some(audience) = &grant.audience {
         form.append_pair("audience", audience);
@@ -73,7 +95,7 @@ mod tests {
 
     fn grant() -> Grant {
         Grant {
-            token_url: "https://idp.example/oauth/token".parse().unwrap(),
+            endpoint: crate::config::Endpoint::TokenUrl("https://idp.example/oauth/token".parse().unwrap()),
             client_id: "my id".into(),
             audience: Some("https://api.example/".into()),
             scope: Some("read:a write:b".into()),
@@ -90,7 +112,7 @@ mod tests {
 
     #[test]
     fn post_puts_every_parameter_in_the_body_in_a_fixed_order() {
-        let req = build(&grant(), AuthMethod::ClientSecretPost, &SecretString::from("s3cr=t&x"));
+        let req = build(&grant(), Credential::Post(&SecretString::from("s3cr=t&x")));
         assert!(req.authorization.is_none());
         assert_eq!(
             req.body.expose_secret(),
@@ -103,7 +125,7 @@ mod tests {
 
     #[test]
     fn basic_keeps_the_secret_out_of_the_body() {
-        let req = build(&grant(), AuthMethod::ClientSecretBasic, &SecretString::from("pw"));
+        let req = build(&grant(), Credential::Basic(&SecretString::from("pw")));
         assert!(!req.body.expose_secret().contains("client_secret"));
         assert!(!req.body.expose_secret().contains("client_id"));
         assert_eq!(decode_basic(req.authorization.unwrap().expose_secret()), "my+id:pw");
@@ -141,7 +163,7 @@ mod tests {
             params: vec![],
             ..grant()
         };
-        let req = build(&g, AuthMethod::ClientSecretPost, &SecretString::from("pw"));
+        let req = build(&g, Credential::Post(&SecretString::from("pw")));
         assert_eq!(
             req.body.expose_secret(),
             "grant_type=client_credentials&client_id=my+id&client_secret=pw"
@@ -149,8 +171,33 @@ mod tests {
     }
 
     #[test]
+    fn assertions_and_certificates_name_the_client_in_the_body() {
+        let g = Grant {
+            audience: None,
+            scope: None,
+            resources: vec![],
+            organization: None,
+            params: vec![],
+            ..grant()
+        };
+        let req = build(&g, Credential::Assertion(&SecretString::from("eyJ.a.b")));
+        assert!(req.authorization.is_none());
+        assert_eq!(
+            req.body.expose_secret(),
+            "grant_type=client_credentials&client_id=my+id\
+             &client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+             &client_assertion=eyJ.a.b"
+        );
+        let req = build(&g, Credential::Certificate);
+        assert_eq!(
+            req.body.expose_secret(),
+            "grant_type=client_credentials&client_id=my+id"
+        );
+    }
+
+    #[test]
     fn debug_is_redacted() {
-        let req = build(&grant(), AuthMethod::ClientSecretPost, &SecretString::from("hunter2"));
+        let req = build(&grant(), Credential::Post(&SecretString::from("hunter2")));
         assert!(!format!("{req:?}").contains("hunter2"));
     }
 }

@@ -1,0 +1,214 @@
+//! OIDC discovery (OpenID Connect Discovery 1.0 §4) and RFC 8414 authorization server metadata:
+//! from an issuer to its token endpoint and JWKS. The document must name exactly the configured
+//! issuer (§4.3), or an attacker who can serve one document could redirect the client.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use url::Url;
+
+use super::ErrorClass;
+use super::client::{FetchError, HttpClient};
+
+/// A discovery result is reused this long, and forgotten at once after a failed token request.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("discovery for issuer {issuer} failed: {url} answered HTTP {status}")]
+    Status { issuer: String, url: String, status: u16 },
+    #[error("discovery for issuer {issuer}: {url} is not a valid metadata document: {reason}")]
+    Invalid {
+        issuer: String,
+        url: String,
+        reason: String,
+    },
+    #[error("discovery for issuer {issuer}: the document at {url} names issuer `{found}`; refusing to use it")]
+    IssuerMismatch { issuer: String, url: String, found: String },
+}
+
+impl DiscoveryError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DiscoveryError::Status { status, .. } if *status >= 500 || *status == 429 => ErrorClass::Transient,
+            // A wrong or hostile document will not fix itself in a second.
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// What tokend takes from the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// The issuer exactly as the document writes it: what tokens carry in `iss`, and what
+    /// `assertion_audience: issuer` sends.
+    pub issuer: String,
+    pub token_endpoint: Url,
+    pub jwks_uri: Option<Url>,
+}
+
+/// The two well-known locations for `issuer`: OIDC's (appended to the issuer's path) and RFC
+/// 8414's (inserted before it). They are the same for an issuer without a path.
+pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
+    let path = issuer.path().trim_end_matches('/');
+    let mut oidc = issuer.clone();
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
+    let mut rfc8414 = issuer.clone();
+    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+    for url in [&mut oidc, &mut rfc8414] {
+        url.set_query(None);
+    }
+    vec![oidc, rfc8414]
+}
+
+/// Checks and reads a metadata document fetched from `url` for `issuer`.
+pub fn parse(issuer: &Url, url: &Url, body: &[u8]) -> Result<Metadata, DiscoveryError> {
+    let invalid = |reason: &str| DiscoveryError::Invalid {
+        issuer: issuer.to_string(),
+        url: url.to_string(),
+        reason: reason.to_owned(),
+    };
+    let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(body) else {
+        return Err(invalid("not a JSON object"));
+    };
+    let found = doc
+        .get("issuer")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("`issuer` is missing"))?;
+    // Compared as URLs, so `https://idp` and `https://idp/` are the same issuer, but a different
+    // host, port or path is not.
+    if Url::parse(found).ok().as_ref() != Some(issuer) {
+        return Err(DiscoveryError::IssuerMismatch {
+            issuer: issuer.to_string(),
+            url: url.to_string(),
+            found: found.chars().take(200).collect(),
+        });
+    }
+    let endpoint = |name: &str| -> Result<Option<Url>, DiscoveryError> {
+        let Some(value) = doc.get(name) else { return Ok(None) };
+        let text = value
+            .as_str()
+            .ok_or_else(|| invalid(&format!("`{name}` is not a string")))?;
+        let parsed = Url::parse(text).map_err(|_| invalid(&format!("`{name}` is not a URL")))?;
+        // An https issuer must not send the client to plain http.
+        if issuer.scheme() == "https" && parsed.scheme() != "https" {
+            return Err(invalid(&format!("`{name}` is not https")));
+        }
+        Ok(Some(parsed))
+    };
+    let token_endpoint = endpoint("token_endpoint")?.ok_or_else(|| invalid("`token_endpoint` is missing"))?;
+    let jwks_uri = endpoint("jwks_uri")?;
+    Ok(Metadata {
+        issuer: found.to_owned(),
+        token_endpoint,
+        jwks_uri,
+    })
+}
+
+/// Fetches the metadata of `issuer`, trying the OIDC location, then RFC 8414's.
+pub async fn discover(http: &HttpClient, issuer: &Url) -> Result<Metadata, FetchError> {
+    let mut last = None;
+    for url in metadata_urls(issuer) {
+        let answer = http.get_json(&url).await?;
+        if answer.status == 200 {
+            return Ok(parse(issuer, &url, &answer.body)?);
+        }
+        last = Some(DiscoveryError::Status {
+            issuer: issuer.to_string(),
+            url: url.to_string(),
+            status: answer.status,
+        });
+        if answer.status != 404 {
+            break;
+        }
+    }
+    Err(last.expect("at least one metadata URL").into())
+}
+
+/// A discovered document and when it was fetched.
+#[derive(Default)]
+pub struct Cache {
+    entry: Option<(Metadata, Instant)>,
+}
+
+impl Cache {
+    pub fn fresh(&self) -> Option<&Metadata> {
+        self.entry
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < DISCOVERY_TTL)
+            .map(|(m, _)| m)
+    }
+
+    pub fn store(&mut self, metadata: Metadata) {
+        self.entry = Some((metadata, Instant::now()));
+    }
+
+    pub fn forget(&mut self) {
+        self.entry = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn well_known_locations_follow_both_specs() {
+        let urls = metadata_urls(&url("https://idp.example"));
+        assert_eq!(urls[0].as_str(), "https://idp.example/.well-known/openid-configuration");
+        assert_eq!(
+            urls[1].as_str(),
+            "https://idp.example/.well-known/oauth-authorization-server"
+        );
+        let urls = metadata_urls(&url("https://idp.example/tenant/"));
+        assert_eq!(
+            urls[0].as_str(),
+            "https://idp.example/tenant/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            urls[1].as_str(),
+            "https://idp.example/.well-known/oauth-authorization-server/tenant"
+        );
+    }
+
+    #[test]
+    fn documents_must_name_the_configured_issuer_and_https_endpoints() {
+        let issuer = url("https://idp.example");
+        let at = url("https://idp.example/.well-known/openid-configuration");
+        let good = br#"{"issuer":"https://idp.example/","token_endpoint":"https://idp.example/token","jwks_uri":"https://idp.example/jwks"}"#;
+        let m = parse(&issuer, &at, good).unwrap();
+        assert_eq!(m.token_endpoint.as_str(), "https://idp.example/token");
+        assert_eq!(m.jwks_uri.unwrap().as_str(), "https://idp.example/jwks");
+
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"{"issuer":"https://evil.example","token_endpoint":"https://evil.example/t"}"#,
+                "names issuer `https://evil.example`",
+            ),
+            (
+                br#"{"issuer":"https://idp.example/other","token_endpoint":"https://idp.example/t"}"#,
+                "names issuer",
+            ),
+            (br#"{"token_endpoint":"https://idp.example/t"}"#, "`issuer` is missing"),
+            (br#"{"issuer":"https://idp.example"}"#, "`token_endpoint` is missing"),
+            (
+                br#"{"issuer":"https://idp.example","token_endpoint":"http://idp.example/t"}"#,
+                "`token_endpoint` is not https",
+            ),
+            (
+                br#"{"issuer":"https://idp.example","token_endpoint":7}"#,
+                "`token_endpoint` is not a string",
+            ),
+            (b"<html>", "not a JSON object"),
+        ];
+        for (body, expected) in cases {
+            let err = parse(&issuer, &at, body).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+            assert_eq!(err.class(), ErrorClass::Permanent);
+        }
+    }
+}
