@@ -39,6 +39,7 @@ struct Running {
     group: Group,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
+    retry_now: Arc<tokio::sync::Notify>,
 }
 
 /// The running set of groups.
@@ -89,8 +90,14 @@ impl Daemon {
         remove_stale_temps(&group);
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
+        let retry_now = runner.retry_handle();
         let handle = self.tracker.spawn(runner.run(cancel.clone(), Some(tx)));
-        self.running.push(Running { group, cancel, handle });
+        self.running.push(Running {
+            group,
+            cancel,
+            handle,
+            retry_now,
+        });
         rx
     }
 
@@ -104,7 +111,7 @@ impl Daemon {
         let mut prepared = Vec::new();
         for group in &new_groups {
             if !self.running.iter().any(|r| r.group == *group) {
-                prepared.push((group.clone(), self.prepare(group)?));
+                prepared.push((group.clone(), self.prepare(group)?.started_by_reload()));
             }
         }
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
@@ -125,6 +132,11 @@ impl Daemon {
             if let Err(e) = state::remove(&self.config.state_dir, name) {
                 warn!(client = %name, error = %e, "cannot delete the removed client's state file");
             }
+        }
+        // A reload may be the fix for failing requests (a rotated secret, key or certificate):
+        // failing groups retry now rather than after their backoff.
+        for r in &keep {
+            r.retry_now.notify_one();
         }
         self.running = keep;
         for (group, runner) in prepared {

@@ -48,16 +48,20 @@ pub struct Group {
 }
 
 impl Group {
-    /// Groups clients that would send identical requests: the same grant, authenticated the same
-    /// way with the same credentials. The first client (in config order) decides the group's
-    /// transport, validation, timeouts and retry policy; refresh times take the earliest any
-    /// member's policy asks for.
+    /// Groups clients that would send identical requests and accept the same answers: the same
+    /// grant, authenticated the same way with the same credentials, over the same transport,
+    /// validated by the same rules. The first client (in config order) decides the group's
+    /// timeouts and retry policy; refresh times take the earliest any member's policy asks for.
     pub fn from_clients(clients: &[Arc<Client>], state_dir: &Path) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         for client in clients {
-            let same = groups
-                .iter_mut()
-                .find(|g| g.grant == client.grant && g.auth == client.auth && g.credentials == client.credentials);
+            let same = groups.iter_mut().find(|g| {
+                g.grant == client.grant
+                    && g.auth == client.auth
+                    && g.credentials == client.credentials
+                    && g.transport == client.transport
+                    && g.validation == client.validation
+            });
             match same {
                 Some(group) => group.members.push(client.clone()),
                 None => groups.push(Group {
@@ -120,6 +124,11 @@ pub struct Runner {
     /// backs off normally.
     clock_leap_handled: bool,
     short_lifetime_reported: bool,
+    /// Poked by a reload: an operator may have fixed what made the requests fail.
+    retry_now: Arc<tokio::sync::Notify>,
+    /// Set for a task started by a reload: a failing grant retries at once instead of waiting
+    /// out the backoff it carried over.
+    reloaded: bool,
 }
 
 impl Runner {
@@ -142,11 +151,24 @@ impl Runner {
             expiry_reported: false,
             clock_leap_handled: false,
             short_lifetime_reported: false,
+            retry_now: Arc::new(tokio::sync::Notify::new()),
+            reloaded: false,
         })
     }
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Wakes a running task after a reload: if its last request failed, it retries now.
+    pub fn retry_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.retry_now.clone()
+    }
+
+    /// Marks a task started by a reload (see `reloaded`).
+    pub fn started_by_reload(mut self) -> Self {
+        self.reloaded = true;
+        self
     }
 
     /// How many outputs failed their last write.
@@ -187,7 +209,11 @@ impl Runner {
         // A grant that was backing off keeps backing off across a reload.
         if let Some(failing) = previous.iter().filter(|s| s.failures > 0).max_by_key(|s| s.failures) {
             self.failures = failing.failures;
-            self.due = failing.next_attempt.unwrap_or(now);
+            self.due = if self.reloaded {
+                now
+            } else {
+                failing.next_attempt.unwrap_or(now)
+            };
         }
         let from_memory = previous
             .iter()
@@ -617,9 +643,16 @@ impl Runner {
             if let Some(expiry) = expiry {
                 wake = wake.min(expiry);
             }
+            let retry_now = self.retry_now.clone();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = schedule::sleep_until(wake) => {}
+                _ = retry_now.notified() => {
+                    if self.failures > 0 {
+                        info!(client = %self.label, "configuration reloaded; retrying now instead of after the backoff");
+                        self.due = SystemTime::now();
+                    }
+                }
             }
             let now = SystemTime::now();
             if let Some(expiry) = expiry

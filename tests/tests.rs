@@ -1,6 +1,7 @@
 //! Integration tests: the real `tokend` binary against the development issuer running as its own
 //! process on loopback, with real files and real signals. Each test uses its own directory.
 
+mod interop_suite;
 mod socket_api;
 mod util;
 
@@ -1170,42 +1171,45 @@ fn a_reload_waits_for_writes_in_progress() {
     assert!(daemon.stop().success());
 }
 
-/// Clients sharing a request share its backoff: when a reload changes one of them (here its
-/// outputs), the group is restarted but keeps backing off instead of retrying at once.
+/// A reload may be what fixes a failing client (a rotated secret, key or certificate), so a
+/// failing group retries once right after it, whether the reload restarted it (here: a group-mate's
+/// outputs changed) or left it alone, and then backs off again instead of looping. The
+/// retry uses the secret file as it is now: rotation plus SIGHUP recovers at once.
 #[test]
-fn a_reload_keeps_the_backoff_of_a_failing_group() {
+fn a_reload_retries_failing_clients_once_with_the_current_secret() {
     let dir = TestDir::new("reload-backoff");
     let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
-    let x = format!("outputs: [{{ path: {} }}]", out(&dir, "x.token"));
-    let cfg = config(
-        &dir,
-        &issuer,
-        &[
-            ("x", &x),
-            ("z", &format!("outputs: [{{ path: {} }}]", out(&dir, "z.token"))),
-        ],
+    let x = format!(
+        "outputs: [{{ path: {} }}]\nretry: {{ initial: 1s, max: 1h }}",
+        out(&dir, "x.token")
     );
+    let z = |file: &str| {
+        format!(
+            "outputs: [{{ path: {} }}]\nretry: {{ initial: 1s, max: 1h }}",
+            out(&dir, file)
+        )
+    };
+    let cfg = config(&dir, &issuer, &[("x", &x), ("z", &z("z.token"))]);
     let daemon = Tokend::run(&dir, &cfg);
     daemon.wait_log("token request rejected", T);
     assert_eq!(issuer.request_count(), 1);
-    config(
-        &dir,
-        &issuer,
-        &[
-            ("x", &x),
-            ("z", &format!("outputs: [{{ path: {} }}]", out(&dir, "z2.token"))),
-        ],
-    );
+    // Restarted by the reload: one retry (still the wrong secret), then the hour-long backoff.
+    config(&dir, &issuer, &[("x", &x), ("z", &z("z2.token"))]);
     daemon.signal(Signal::SIGHUP);
     daemon.wait_log("configuration reloaded (changed: z)", T);
+    daemon.wait_log_n("token request rejected", 2, T);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         issuer.request_count(),
-        1,
-        "the restarted group retried before its backoff ended"
+        2,
+        "a failing group retried more than once after a reload"
     );
-    // It does retry when the backoff (retry.max = 3s) is over.
-    daemon.wait_log_n("token request rejected", 2, T);
+    // Untouched by the reload (nothing changed), but the secret file was rotated: one retry, and it works.
+    dir.secret("secret", "the-right-secret");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("retrying now instead of after the backoff", T);
+    wait_for(T, "the token after the rotation", || read(&dir.join("out/x.token")));
+    assert_eq!(issuer.request_count(), 3);
     assert!(daemon.stop().success());
 }
 
@@ -1271,4 +1275,27 @@ fn secrets_come_from_env_credentials_and_rotated_files() {
     // The next attempt (after retry.max = 3s) reads the new secret.
     wait_for(T, "a token with the rotated secret", || read(&dir.join("out/r.token")));
     assert!(daemon.stop().success());
+}
+
+/// A token endpoint that redirects is not followed: the credentials would go to another host.
+#[test]
+fn redirects_from_the_token_endpoint_are_never_followed() {
+    let dir = TestDir::new("redirect");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+    issuer.faults(json!([
+        { "status": 307, "location": target },
+        { "status": 302, "location": target },
+    ]));
+    let cfg = config(&dir, &issuer, &[("r", "audience: https://r/")]);
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert_eq!(once.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&once.stderr);
+    assert!(err.contains("the token endpoint answered HTTP 307"), "{err}");
+    assert!(elsewhere.accept().is_err(), "tokend followed the redirect");
+    let second = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(String::from_utf8_lossy(&second.stderr).contains("HTTP 302"));
+    assert!(elsewhere.accept().is_err(), "tokend followed the redirect");
 }

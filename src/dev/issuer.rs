@@ -49,6 +49,8 @@ pub struct Fault {
     pub content_type: Option<String>,
     /// A `Retry-After` header value.
     pub retry_after: Option<String>,
+    /// A `Location` header value (with a 3xx `status`: a redirect).
+    pub location: Option<String>,
     /// Without `status`: issue a token with this lifetime instead.
     pub lifetime_s: Option<u64>,
     /// Without `status`: leave `expires_in` out of the response.
@@ -248,6 +250,9 @@ fn fault_response(fault: &Fault, status: u16) -> Response {
     }
     if let Some(ra) = fault.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, ra);
+    }
+    if let Some(to) = fault.location.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert(header::LOCATION, to);
     }
     response
 }

@@ -178,6 +178,7 @@ mod tests {
             .args(args)
             .arg("-out")
             .arg(&path)
+            .stderr(std::process::Stdio::null())
             .status()
             .expect("openssl");
         assert!(status.success(), "openssl {args:?}");

@@ -29,6 +29,8 @@ pub enum ValidationError {
     Opaque,
     #[error("token validation failed: {0}")]
     Rejected(String),
+    #[error("token validation failed: {0}")]
+    UnknownKey(String),
     #[error("cannot get the issuer's keys from {url}: {reason}")]
     Jwks { url: String, reason: String },
 }
@@ -39,7 +41,9 @@ impl ValidationError {
             ValidationError::Jwks { .. } => ErrorClass::Transient,
             // A token that fails validation comes from a misconfiguration (or an attack); asking
             // again at once would not help.
-            ValidationError::Opaque | ValidationError::Rejected(_) => ErrorClass::Permanent,
+            ValidationError::Opaque | ValidationError::Rejected(_) | ValidationError::UnknownKey(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 }
@@ -101,27 +105,38 @@ pub async fn validate(
     if token.split('.').count() != 3 {
         return Err(ValidationError::Opaque.into());
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|e| rejected(&format!("unreadable JWT header ({e})")))?;
+    match verify(token, rules, issuer, cache.keys(http, jwks_uri, false).await?) {
+        // An unknown kid may be a key the issuer just rotated in: look again, once.
+        Err(ValidationError::UnknownKey(_)) => {
+            Ok(verify(token, rules, issuer, cache.keys(http, jwks_uri, true).await?)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Checks `token` against the keys in `keys`: no I/O.
+pub fn verify(token: &str, rules: &Validation, issuer: &str, keys: &JwkSet) -> Result<(), ValidationError> {
+    let reject = |reason: String| ValidationError::Rejected(reason);
+    if token.split('.').count() != 3 {
+        return Err(ValidationError::Opaque);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|e| reject(format!("unreadable JWT header ({e})")))?;
     let alg = JwsAlg::ALL
         .into_iter()
         .find(|a| algorithm(*a) == header.alg && rules.algorithms.contains(a))
         .ok_or_else(|| {
-            rejected(&format!(
+            reject(format!(
                 "the token is signed with {:?}, which is not an allowed algorithm",
                 header.alg
             ))
         })?;
-    // An unknown kid may be a key the issuer just rotated in: look again, once.
-    let mut candidates = matching_keys(cache.keys(http, jwks_uri, false).await?, header.kid.as_deref(), alg);
-    if candidates.is_empty() {
-        candidates = matching_keys(cache.keys(http, jwks_uri, true).await?, header.kid.as_deref(), alg);
-    }
+    let candidates = matching_keys(keys, header.kid.as_deref(), alg);
     if candidates.is_empty() {
         let kid = header
             .kid
             .as_deref()
             .map_or("none".to_owned(), |k| format!("`{}`", k.escape_debug()));
-        return Err(rejected(&format!(
+        return Err(ValidationError::UnknownKey(format!(
             "no key in the issuer's JWKS matches the token (kid {kid}, {alg})"
         )));
     }
@@ -140,11 +155,7 @@ pub async fn validate(
         }
     }
     let e = last.expect("at least one candidate");
-    Err(rejected(&explain(e.kind(), token, rules, issuer)))
-}
-
-fn rejected(reason: &str) -> FetchError {
-    ValidationError::Rejected(reason.to_owned()).into()
+    Err(reject(explain(e.kind(), token, rules, issuer)))
 }
 
 /// The JWKS keys that could have signed a token with this `kid` and algorithm.
@@ -208,4 +219,160 @@ fn unverified_claims(token: &str) -> serde_json::Map<String, Value> {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.example";
+    const AUD: &str = "https://api.example/";
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn rules() -> Validation {
+        Validation {
+            issuer: None,
+            jwks_uri: None,
+            audiences: vec![AUD.into()],
+            algorithms: JwsAlg::ALL.to_vec(),
+            leeway: Duration::from_secs(60),
+        }
+    }
+
+    fn jwk_set(key: &Ed25519KeyPair, kid: &str) -> JwkSet {
+        serde_json::from_value(json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(key.public_key().as_ref()),
+        }]}))
+        .unwrap()
+    }
+
+    fn jwt(key: &Ed25519KeyPair, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).as_ref())
+        )
+    }
+
+    fn good_claims() -> serde_json::Value {
+        json!({ "iss": ISS, "aud": AUD, "exp": now() + 600, "iat": now(), "nbf": now() - 5, "sub": "c" })
+    }
+
+    fn with(mut claims: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(key);
+        } else {
+            claims[key] = value;
+        }
+        claims
+    }
+
+    #[test]
+    fn a_good_token_passes_and_every_bad_one_names_its_fault() {
+        let key = Ed25519KeyPair::generate().unwrap();
+        let other = Ed25519KeyPair::generate().unwrap();
+        let keys = jwk_set(&key, "k1");
+        let header = json!({ "alg": "EdDSA", "kid": "k1", "typ": "at+jwt" });
+        let good = jwt(&key, header.clone(), good_claims());
+        assert_eq!(verify(&good, &rules(), ISS, &keys), Ok(()));
+        // An audience list that contains the expected one is fine.
+        let listed = jwt(&key, header.clone(), with(good_claims(), "aud", json!(["x", AUD])));
+        assert_eq!(verify(&listed, &rules(), ISS, &keys), Ok(()));
+
+        let hmac_with_public_key = {
+            use aws_lc_rs::hmac;
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(json!({ "alg": "HS256", "kid": "k1" }).to_string()),
+                URL_SAFE_NO_PAD.encode(good_claims().to_string())
+            );
+            let secret = hmac::Key::new(hmac::HMAC_SHA256, key.public_key().as_ref());
+            format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(hmac::sign(&secret, input.as_bytes()).as_ref())
+            )
+        };
+        let unsigned = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(json!({ "alg": "none" }).to_string()),
+            URL_SAFE_NO_PAD.encode(good_claims().to_string())
+        );
+        let cases: Vec<(String, &str)> = vec![
+            (
+                jwt(&key, header.clone(), with(good_claims(), "exp", json!(now() - 120))),
+                "the token is expired",
+            ),
+            (
+                jwt(&key, header.clone(), with(good_claims(), "nbf", json!(now() + 600))),
+                "not valid yet",
+            ),
+            (
+                jwt(
+                    &key,
+                    header.clone(),
+                    with(good_claims(), "iss", json!("https://evil.example")),
+                ),
+                "`iss` is \"https://evil.example\", expected",
+            ),
+            (
+                jwt(
+                    &key,
+                    header.clone(),
+                    with(good_claims(), "aud", json!("https://other.example/")),
+                ),
+                "`aud` is \"https://other.example/\", expected one of",
+            ),
+            (
+                jwt(&key, header.clone(), with(good_claims(), "exp", json!(null))),
+                "the `exp` claim is missing",
+            ),
+            (
+                jwt(&other, header.clone(), good_claims()),
+                "the signature does not verify",
+            ),
+            (
+                jwt(&other, json!({ "alg": "EdDSA", "kid": "k2" }), good_claims()),
+                "no key in the issuer's JWKS matches the token (kid `k2`",
+            ),
+            (hmac_with_public_key, "HS256, which is not an allowed algorithm"),
+            (unsigned, "unreadable JWT header"),
+        ];
+        for (token, expected) in cases {
+            let err = verify(&token, &rules(), ISS, &keys).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+            assert!(
+                !err.contains(&token[token.len() - 20..]),
+                "the message quotes the token: {err}"
+            );
+        }
+        // Within the leeway, a just-expired token still passes; an allow-list without EdDSA does not.
+        let just_expired = jwt(&key, header.clone(), with(good_claims(), "exp", json!(now() - 30)));
+        assert_eq!(verify(&just_expired, &rules(), ISS, &keys), Ok(()));
+        let rs_only = Validation {
+            algorithms: vec![JwsAlg::Rs256],
+            ..rules()
+        };
+        assert!(
+            verify(&good, &rs_only, ISS, &keys)
+                .unwrap_err()
+                .to_string()
+                .contains("not an allowed algorithm")
+        );
+        assert_eq!(
+            verify("opaque-token-value", &rules(), ISS, &keys),
+            Err(ValidationError::Opaque)
+        );
+    }
 }

@@ -1,0 +1,489 @@
+//! Interop with a real, certified OAuth server: oidc-provider (tests/interop, run as its own
+//! process behind nginx for TLS and client certificates) and a resource server that validates
+//! tokens against its JWKS. Run alone with `cargo test --test tests interop`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::T;
+use crate::util::*;
+
+const RESOURCE: &str = "https://api.example.test/";
+
+/// oidc-provider behind nginx, as started by tests/interop/start.sh.
+struct Idp {
+    child: Child,
+    info: Value,
+}
+
+impl Idp {
+    fn start(dir: &TestDir, ttl: u32) -> Idp {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/start.sh");
+        let mut child = Command::new(&script)
+            .env("STATE_DIR", dir.join("idp"))
+            .env("TOKEN_TTL", ttl.to_string())
+            .env("DEBUG_TOKEN_ERRORS", "0")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("idp.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(dir.join("idp.log")).unwrap_or_default();
+            panic!("the interop IdP did not start (needs node, npm and nginx; see tests/interop/README.md):\n{log}")
+        });
+        Idp { child, info }
+    }
+
+    fn s(&self, pointer: &str) -> String {
+        self.info
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no {pointer} in fixture"))
+            .to_owned()
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        // SIGTERM: the provider stops its nginx too.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// The API half of the flow: validates bearer tokens against the IdP's JWKS.
+struct ResourceServer {
+    child: Child,
+    url: String,
+}
+
+impl ResourceServer {
+    fn start(dir: &TestDir) -> ResourceServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/resource-server.mjs");
+        let mut child = Command::new("node")
+            .arg(&script)
+            .env("STATE_DIR", dir.join("idp"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line).expect("resource server JSON line");
+        ResourceServer {
+            child,
+            url: info["url"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Calls the API with `token`; returns the status and the claims it saw.
+    fn call(&self, token: &str) -> (u16, Value) {
+        let (status, body) = curl(&["-H", &format!("Authorization: Bearer {token}"), &self.url]);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for ResourceServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tokend config for the fixture: `clients` are (name, YAML body) pairs.
+fn config(dir: &TestDir, idp: &Idp, clients: &[(&str, String)]) -> PathBuf {
+    let mut yaml = format!(
+        "state_dir: {state}\nsocket: {{ path: {socket} }}\ndefaults:\n  issuer: {issuer}\n  ca_file: {ca}\n  validate: true\n  refresh: {{ min_remaining: 1s }}\n  retry: {{ initial: 200ms, max: 2s }}\nclients:\n",
+        state = dir.join("state").display(),
+        socket = dir.join("tokend.sock").display(),
+        issuer = idp.s("/issuer"),
+        ca = idp.s("/ca_file"),
+    );
+    for (name, body) in clients {
+        yaml.push_str(&format!("  {name}:\n"));
+        for line in body.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+        yaml.push_str(&format!(
+            "    outputs: [{{ path: {} }}]\n",
+            dir.join(&format!("out/{name}.token")).display()
+        ));
+    }
+    dir.write("config.yaml", &yaml)
+}
+
+fn openssl(args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// The five authentication methods against oidc-provider, each with discovery, validation
+/// before publishing, the resource server accepting the token, and a refresh.
+#[test]
+fn interop_every_client_authentication_method_with_oidc_provider() {
+    let dir = TestDir::new("interop");
+    let idp = Idp::start(&dir, 8);
+    let rs = ResourceServer::start(&dir);
+    // The legacy key forms: the RSA key as PKCS#1, the P-256 key as SEC1.
+    let pkcs1 = dir.join("rs256-pkcs1.pem");
+    openssl(&[
+        "rsa",
+        "-traditional",
+        "-in",
+        &idp.s("/clients/pkjwt_rs256/key_file"),
+        "-out",
+        pkcs1.to_str().unwrap(),
+    ]);
+    let sec1 = dir.join("es256-sec1.pem");
+    openssl(&[
+        "ec",
+        "-in",
+        &idp.s("/clients/pkjwt_es256/key_file"),
+        "-out",
+        sec1.to_str().unwrap(),
+    ]);
+    let post_secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
+    let basic_secret = dir.secret("basic-secret", &idp.s("/clients/basic/client_secret"));
+    let clients = [
+        (
+            "post",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                post_secret.display()
+            ),
+        ),
+        (
+            "basic",
+            format!(
+                "client_id: \"{}\"\nauth: client_secret_basic\nclient_secret: {{ file: {} }}\naudience: {RESOURCE}",
+                idp.s("/clients/basic/client_id"),
+                basic_secret.display()
+            ),
+        ),
+        (
+            "rs256",
+            format!(
+                "client_id: pkjwt-rs256\nauth: private_key_jwt\nprivate_key: {}\nkey_id: pkjwt-rs256\nresource: {RESOURCE}",
+                pkcs1.display()
+            ),
+        ),
+        (
+            "es256",
+            format!(
+                "client_id: pkjwt-es256\nauth: private_key_jwt\nprivate_key: {}\nkey_id: pkjwt-es256\nassertion_audience: issuer\nresource: {RESOURCE}",
+                sec1.display()
+            ),
+        ),
+        (
+            "mtls",
+            format!(
+                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
+                idp.s("/clients/mtls/cert_file"),
+                idp.s("/clients/mtls/key_file")
+            ),
+        ),
+    ];
+    let cfg = config(&dir, &idp, &clients);
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("5 of 5 clients have a valid token", Duration::from_secs(30));
+    let names = ["post", "basic", "rs256", "es256", "mtls"];
+    let mut first = Vec::new();
+    for name in names {
+        let token = read(&dir.join(&format!("out/{name}.token"))).unwrap();
+        let claims = claims(&token);
+        assert_eq!(claims["aud"], RESOURCE, "{name}");
+        assert_eq!(claims["iss"], idp.s("/issuer").as_str(), "{name}");
+        let (status, seen) = rs.call(&token);
+        assert_eq!(status, 200, "{name}: the resource server refused the token: {seen}");
+        first.push(token);
+    }
+    // Each refreshes before its 8 s token expires, validated and accepted again.
+    for (name, old) in names.iter().zip(&first) {
+        let path = dir.join(&format!("out/{name}.token"));
+        let new = wait_for(T, "a refreshed token", || read(&path).filter(|t| t != old));
+        assert_eq!(rs.call(&new).0, 200, "{name} after refresh");
+    }
+    let log = daemon.output();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    assert!(daemon.stop().success());
+}
+
+/// What must fail, fails, clearly, and publishes nothing.
+#[test]
+fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
+    let dir = TestDir::new("interop-negative");
+    let idp = Idp::start(&dir, 60);
+    let wrong_secret = dir.secret("wrong-secret", "not-the-secret");
+    let right_secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
+    // A real JWKS of another issuer, with other keys: tokend's own development issuer.
+    let other = Issuer::start(&dir, &[("x", "y")], "1h");
+    let localhost_issuer = idp.s("/issuer").replace("127.0.0.1", "localhost");
+    let clients = [
+        (
+            "wrong-secret",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                wrong_secret.display()
+            ),
+        ),
+        (
+            "wrong-key",
+            format!(
+                "client_id: pkjwt-rs256\nauth: private_key_jwt\nprivate_key: {}\nresource: {RESOURCE}",
+                idp.s("/negative/unregistered_rs256_key_file")
+            ),
+        ),
+        (
+            "rogue-cert",
+            format!(
+                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
+                idp.s("/negative/rogue_cert_file"),
+                idp.s("/negative/rogue_key_file")
+            ),
+        ),
+        (
+            "wrong-audience",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}\nvalidate: {{ audience: https://expected.example/ }}",
+                right_secret.display()
+            ),
+        ),
+        (
+            "other-key",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}\nvalidate: {{ jwks_uri: {}/jwks.json }}",
+                right_secret.display(),
+                other.url
+            ),
+        ),
+        (
+            "issuer-mismatch",
+            format!(
+                "issuer: {localhost_issuer}\nclient_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                right_secret.display()
+            ),
+        ),
+        (
+            "opaque",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nvalidate: {{ audience: {RESOURCE} }}",
+                right_secret.display()
+            ),
+        ),
+    ];
+    let cfg = config(&dir, &idp, &clients);
+    let daemon = Tokend::run(&dir, &cfg);
+    let log = daemon.wait_log("0 of 7 clients have a valid token", Duration::from_secs(30));
+    let expect = |client: &str, needle: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("client={client} ")) && l.contains(needle))
+            .unwrap_or_else(|| panic!("no line for {client} with {needle:?} in:\n{log}"));
+        assert!(
+            !dir.join(&format!("out/{client}.token")).exists(),
+            "{client} published a token"
+        );
+        line.to_owned()
+    };
+    expect("wrong-secret", "HTTP 401 `invalid_client`");
+    expect("wrong-key", "HTTP 401 `invalid_client`");
+    expect("rogue-cert", "HTTP 401 `invalid_client`");
+    expect(
+        "wrong-audience",
+        "`aud` is \"https://api.example.test/\", expected one of [\"https://expected.example/\"]",
+    );
+    expect("other-key", "no key in the issuer's JWKS matches the token");
+    expect(
+        "issuer-mismatch",
+        &format!("names issuer `{}`; refusing to use it", idp.s("/issuer")),
+    );
+    expect("opaque", "the token is not a JWT, so it cannot be validated");
+    // Rejections back off to retry.max; none of them is retried in a loop.
+    assert!(log.matches("token request rejected").count() >= 7);
+    assert!(daemon.stop().success());
+}
+
+/// A token that is already expired by tokend's clock (2 h ahead of the IdP's, through
+/// libfaketime) fails validation and is not published.
+#[test]
+fn interop_an_expired_token_is_not_published() {
+    let dir = TestDir::new("interop-expired");
+    let idp = Idp::start(&dir, 60);
+    let secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
+    let cfg = config(
+        &dir,
+        &idp,
+        &[(
+            "late",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                secret.display()
+            ),
+        )],
+    );
+    assert!(
+        Command::new("faketime").arg("--version").output().is_ok(),
+        "faketime is needed (apt-get install faketime)"
+    );
+    let o = Command::new("faketime")
+        .args(["-f", "+2h", BIN, "--config", cfg.to_str().unwrap(), "once"])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("token validation failed: `exp` is"), "{err}");
+    assert!(err.contains("the token is expired"), "{err}");
+    assert!(!dir.join("out/late.token").exists());
+    // The same, on time, works.
+    let o = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Replacing the key file or the certificate and key is enough: the next request uses them.
+#[test]
+fn interop_rotated_keys_and_certificates_are_picked_up_without_a_restart() {
+    let dir = TestDir::new("interop-rotation");
+    let idp = Idp::start(&dir, 60);
+    let key = dir.join("signing.pem");
+    std::fs::copy(idp.s("/negative/unregistered_rs256_key_file"), &key).unwrap();
+    let (cert, cert_key) = (dir.join("client.crt"), dir.join("client.key"));
+    std::fs::copy(idp.s("/negative/rogue_cert_file"), &cert).unwrap();
+    std::fs::copy(idp.s("/negative/rogue_key_file"), &cert_key).unwrap();
+    let cfg = config(
+        &dir,
+        &idp,
+        &[
+            (
+                "jwt",
+                format!(
+                    "client_id: pkjwt-rs256\nauth: private_key_jwt\nprivate_key: {}\nresource: {RESOURCE}",
+                    key.display()
+                ),
+            ),
+            (
+                "mtls",
+                format!(
+                    "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
+                    cert.display(),
+                    cert_key.display()
+                ),
+            ),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_log("0 of 2 clients have a valid token", Duration::from_secs(30));
+    std::fs::copy(idp.s("/clients/pkjwt_rs256/key_file"), &key).unwrap();
+    std::fs::copy(idp.s("/clients/mtls/cert_file"), &cert).unwrap();
+    std::fs::copy(idp.s("/clients/mtls/key_file"), &cert_key).unwrap();
+    // The next attempts (retry.max = 2s) read the new files.
+    wait_for(T, "the jwt client's token", || read(&dir.join("out/jwt.token")));
+    wait_for(T, "the mtls client's token", || read(&dir.join("out/mtls.token")));
+    assert!(daemon.stop().success());
+}
+
+/// A CONNECT proxy that counts the tunnels it opens.
+fn connect_proxy() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let count = tunnels.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(target) = head.strip_prefix("CONNECT ").and_then(|r| r.split_whitespace().next()) else {
+                    return;
+                };
+                let Ok(upstream) = std::net::TcpStream::connect(target) else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                });
+                let mut upstream = upstream;
+                let _ = std::io::copy(&mut client, &mut upstream);
+            });
+        }
+    });
+    (url, tunnels)
+}
+
+/// HTTPS_PROXY from the environment is used; NO_PROXY and `proxy: none` bypass it; a configured
+/// `proxy:` URL is used whatever the environment says.
+#[test]
+fn interop_proxies_from_the_environment_and_the_config() {
+    let dir = TestDir::new("interop-proxy");
+    let idp = Idp::start(&dir, 60);
+    let secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
+    let client = |extra: &str| {
+        let body = format!(
+            "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}\n{extra}",
+            secret.display()
+        );
+        config(&dir, &idp, &[("p", body)]).to_str().unwrap().to_owned()
+    };
+    let (proxy, tunnels) = connect_proxy();
+    let once = |cfg: &str, env: &[(&str, &str)]| {
+        let o = Command::new(BIN)
+            .args(["--config", cfg, "once", "--force"])
+            .env_remove("HTTPS_PROXY")
+            .env_remove("NO_PROXY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let plain = client("");
+    once(&plain, &[("HTTPS_PROXY", &proxy)]);
+    let through_env = tunnels.load(Ordering::SeqCst);
+    assert!(through_env >= 1, "HTTPS_PROXY was not used");
+    once(&plain, &[("HTTPS_PROXY", &proxy), ("NO_PROXY", "127.0.0.1")]);
+    assert_eq!(tunnels.load(Ordering::SeqCst), through_env, "NO_PROXY was not honoured");
+    once(&client("proxy: none"), &[("HTTPS_PROXY", &proxy)]);
+    assert_eq!(
+        tunnels.load(Ordering::SeqCst),
+        through_env,
+        "`proxy: none` used the environment's proxy"
+    );
+    once(&client(&format!("proxy: {proxy}")), &[]);
+    assert!(
+        tunnels.load(Ordering::SeqCst) > through_env,
+        "the configured proxy was not used"
+    );
+}
