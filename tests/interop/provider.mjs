@@ -152,7 +152,9 @@ function makePki() {
 function makeClientKey(name, type, alg) {
   const { privateKey, publicKey } = type === 'rsa'
     ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
-    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    : type === 'ed25519'
+      ? crypto.generateKeyPairSync('ed25519')
+      : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
   writeFile(p(`${name}.key`), privateKey.export({ type: 'pkcs8', format: 'pem' }));
   writeFile(p(`${name}.pub.pem`), publicKey.export({ type: 'spki', format: 'pem' }), 0o644);
   const jwk = publicKey.export({ format: 'jwk' });
@@ -200,6 +202,18 @@ const clientsSpec = {
     token_endpoint_auth_signing_alg: 'ES256',
     jwks: { keys: [makeClientKey('pkjwt-es256', 'ec', 'ES256')] },
   },
+  pkjwt_ps256: {
+    client_id: 'pkjwt-ps256',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'PS256',
+    jwks: { keys: [makeClientKey('pkjwt-ps256', 'rsa', 'PS256')] },
+  },
+  pkjwt_eddsa: {
+    client_id: 'pkjwt-eddsa',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'EdDSA',
+    jwks: { keys: [makeClientKey('pkjwt-eddsa', 'ed25519', 'EdDSA')] },
+  },
   mtls: {
     client_id: 'mtls-client',
     token_endpoint_auth_method: 'tls_client_auth',
@@ -246,7 +260,7 @@ const configuration = {
   scopes: ['openid', ...SCOPES], // no offline_access => no refresh_token grant
   clientAuthMethods: ['client_secret_post', 'client_secret_basic', 'private_key_jwt', 'tls_client_auth'],
   enabledJWA: {
-    clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256'],
+    clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA'],
     idTokenSigningAlgValues: ['RS256'],
   },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -486,6 +500,8 @@ const fixture = {
     basic: { client_id: clientsSpec.basic.client_id, auth_method: 'client_secret_basic', client_secret: clientsSpec.basic.client_secret },
     pkjwt_rs256: { client_id: 'pkjwt-rs256', auth_method: 'private_key_jwt', alg: 'RS256', kid: 'pkjwt-rs256', key_file: p('pkjwt-rs256.key'), public_key_file: p('pkjwt-rs256.pub.pem') },
     pkjwt_es256: { client_id: 'pkjwt-es256', auth_method: 'private_key_jwt', alg: 'ES256', kid: 'pkjwt-es256', key_file: p('pkjwt-es256.key'), public_key_file: p('pkjwt-es256.pub.pem') },
+    pkjwt_ps256: { client_id: 'pkjwt-ps256', auth_method: 'private_key_jwt', alg: 'PS256', kid: 'pkjwt-ps256', key_file: p('pkjwt-ps256.key'), public_key_file: p('pkjwt-ps256.pub.pem') },
+    pkjwt_eddsa: { client_id: 'pkjwt-eddsa', auth_method: 'private_key_jwt', alg: 'EdDSA', kid: 'pkjwt-eddsa', key_file: p('pkjwt-eddsa.key'), public_key_file: p('pkjwt-eddsa.pub.pem') },
     mtls: { client_id: 'mtls-client', auth_method: 'tls_client_auth', cert_file: p('mtls-client.pem'), key_file: p('mtls-client.key'), identity_file: p('mtls-client.identity.pem'), subject_dn: MTLS_SUBJECT_DN },
   },
   negative: {

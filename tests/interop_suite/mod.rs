@@ -140,8 +140,9 @@ fn openssl(args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
-/// The five authentication methods against oidc-provider, each with discovery, validation
-/// before publishing, the resource server accepting the token, and a refresh.
+/// Every authentication method against oidc-provider (private_key_jwt with each of RS256, ES256,
+/// PS256 and EdDSA, and with legacy key files), each with discovery, validation before
+/// publishing, the resource server accepting the token, and a refresh.
 #[test]
 fn interop_every_client_authentication_method_with_oidc_provider() {
     let dir = TestDir::new("interop");
@@ -198,6 +199,20 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
             ),
         ),
         (
+            "ps256",
+            format!(
+                "client_id: pkjwt-ps256\nauth: private_key_jwt\nprivate_key: {}\nsigning_alg: PS256\nresource: {RESOURCE}",
+                idp.s("/clients/pkjwt_ps256/key_file")
+            ),
+        ),
+        (
+            "eddsa",
+            format!(
+                "client_id: pkjwt-eddsa\nauth: private_key_jwt\nprivate_key: {}\nresource: {RESOURCE}",
+                idp.s("/clients/pkjwt_eddsa/key_file")
+            ),
+        ),
+        (
             "mtls",
             format!(
                 "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
@@ -210,8 +225,8 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
     let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let daemon = Tokend::run(&dir, &cfg);
-    daemon.wait_log("5 of 5 clients have a valid token", Duration::from_secs(30));
-    let names = ["post", "basic", "rs256", "es256", "mtls"];
+    daemon.wait_log("7 of 7 clients have a valid token", Duration::from_secs(30));
+    let names = ["post", "basic", "rs256", "es256", "ps256", "eddsa", "mtls"];
     let mut first = Vec::new();
     for name in names {
         let token = read(&dir.join(&format!("out/{name}.token"))).unwrap();
