@@ -502,3 +502,86 @@ fn interop_proxies_from_the_environment_and_the_config() {
         "the configured proxy was not used"
     );
 }
+
+/// At trace level, for every authentication method, nothing secret reaches the output: no
+/// secret, no private key, no client assertion, no token (no JWT at all: they start `eyJ`).
+#[test]
+fn interop_nothing_secret_is_printed_at_trace_level() {
+    let dir = TestDir::new("interop-trace");
+    let idp = Idp::start(&dir, 60);
+    let post_secret = idp.s("/clients/post/client_secret");
+    let basic_secret = idp.s("/clients/basic/client_secret");
+    let post_file = dir.secret("post-secret", &post_secret);
+    let basic_file = dir.secret("basic-secret", &basic_secret);
+    let key_file = idp.s("/clients/pkjwt_es256/key_file");
+    let clients = [
+        (
+            "post",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                post_file.display()
+            ),
+        ),
+        (
+            "basic",
+            format!(
+                "client_id: \"{}\"\nauth: client_secret_basic\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                idp.s("/clients/basic/client_id"),
+                basic_file.display()
+            ),
+        ),
+        (
+            "jwt",
+            format!("client_id: pkjwt-es256\nauth: private_key_jwt\nprivate_key: {key_file}\nresource: {RESOURCE}"),
+        ),
+        (
+            "mtls",
+            format!(
+                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
+                idp.s("/clients/mtls/cert_file"),
+                idp.s("/clients/mtls/key_file")
+            ),
+        ),
+    ];
+    let cfg = config(&dir, &idp, &clients);
+    let mut printed = String::new();
+    for args in [&["once"][..], &["once", "--force"], &["check"]] {
+        let o = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--log-level", "trace"])
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        printed.push_str(&String::from_utf8_lossy(&o.stdout));
+        printed.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(
+        printed.len() > 20_000,
+        "trace output unexpectedly small ({} bytes)",
+        printed.len()
+    );
+    let pem_lines = |path: &str| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 20)
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut forbidden = vec![
+        post_secret.clone(),
+        basic_secret.clone(),
+        url::form_urlencoded::byte_serialize(post_secret.as_bytes()).collect(),
+        "client_assertion=".to_owned(),
+        "eyJ".to_owned(),
+    ];
+    forbidden.extend(pem_lines(&key_file));
+    forbidden.extend(pem_lines(&idp.s("/clients/mtls/key_file")));
+    for name in ["post", "basic", "jwt", "mtls"] {
+        forbidden.push(read(&dir.join(&format!("out/{name}.token"))).unwrap());
+    }
+    for f in &forbidden {
+        assert!(!printed.contains(f.as_str()), "leaked {f:?}");
+    }
+}
