@@ -105,6 +105,18 @@ mod tests {
         }
     }
 
+    /// A grant with no optional parameter.
+    fn bare_grant() -> Grant {
+        Grant {
+            audience: None,
+            scope: None,
+            resources: vec![],
+            organization: None,
+            params: vec![],
+            ..grant()
+        }
+    }
+
     fn decode_basic(header: &str) -> String {
         let b64 = header.strip_prefix("Basic ").unwrap();
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
@@ -155,14 +167,7 @@ mod tests {
 
     #[test]
     fn optional_parameters_are_left_out_when_unset() {
-        let g = Grant {
-            audience: None,
-            scope: None,
-            resources: vec![],
-            organization: None,
-            params: vec![],
-            ..grant()
-        };
+        let g = bare_grant();
         let req = build(&g, Credential::Post(&SecretString::from("pw")));
         assert_eq!(
             req.body.expose_secret(),
@@ -172,14 +177,7 @@ mod tests {
 
     #[test]
     fn assertions_and_certificates_name_the_client_in_the_body() {
-        let g = Grant {
-            audience: None,
-            scope: None,
-            resources: vec![],
-            organization: None,
-            params: vec![],
-            ..grant()
-        };
+        let g = bare_grant();
         let req = build(&g, Credential::Assertion(&SecretString::from("eyJ.a.b")));
         assert!(req.authorization.is_none());
         assert_eq!(

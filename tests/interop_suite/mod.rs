@@ -131,6 +131,13 @@ fn config(dir: &TestDir, idp: &Idp, clients: &[(&str, String)]) -> PathBuf {
     dir.write("config.yaml", &yaml)
 }
 
+/// The body of a `tls_client_auth` client using this certificate and key.
+fn mtls_client(certificate: impl std::fmt::Display, key: impl std::fmt::Display) -> String {
+    format!(
+        "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {certificate}\nclient_key: {key}\nresource: {RESOURCE}"
+    )
+}
+
 fn openssl(args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)
@@ -214,11 +221,7 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
         ),
         (
             "mtls",
-            format!(
-                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
-                idp.s("/clients/mtls/cert_file"),
-                idp.s("/clients/mtls/key_file")
-            ),
+            mtls_client(idp.s("/clients/mtls/cert_file"), idp.s("/clients/mtls/key_file")),
         ),
     ];
     let cfg = config(&dir, &idp, &clients);
@@ -275,11 +278,7 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
         ),
         (
             "rogue-cert",
-            format!(
-                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
-                idp.s("/negative/rogue_cert_file"),
-                idp.s("/negative/rogue_key_file")
-            ),
+            mtls_client(idp.s("/negative/rogue_cert_file"), idp.s("/negative/rogue_key_file")),
         ),
         (
             "wrong-audience",
@@ -536,11 +535,7 @@ fn interop_nothing_secret_is_printed_at_trace_level() {
         ),
         (
             "mtls",
-            format!(
-                "client_id: mtls-client\nauth: tls_client_auth\nclient_certificate: {}\nclient_key: {}\nresource: {RESOURCE}",
-                idp.s("/clients/mtls/cert_file"),
-                idp.s("/clients/mtls/key_file")
-            ),
+            mtls_client(idp.s("/clients/mtls/cert_file"), idp.s("/clients/mtls/key_file")),
         ),
     ];
     let cfg = config(&dir, &idp, &clients);
