@@ -122,7 +122,8 @@ state_dir: {state}
 # The socket API: `tokend get demo --socket {socket}`, or curl --unix-socket.
 socket: {{ path: {socket} }}
 defaults:
-  token_url: {base_url}/oauth/token
+  # Discovery: the token endpoint and the keys come from {base_url}/.well-known/openid-configuration.
+  issuer: {base_url}
   client_id: tokend-dev
   client_secret: {{ file: {secret} }}
   # The development tokens live briefly; refresh well before they expire.
@@ -132,6 +133,8 @@ clients:
   demo:
     audience: https://api.example.dev/
     scope: read:demo
+    # Check each token's signature, issuer, audience and expiry before publishing it.
+    validate: true
     outputs:
       - {{ path: {raw} }}
       - {{ path: {header}, format: header }}
