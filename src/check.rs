@@ -128,14 +128,8 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, acce
     if let Some(ca) = &c.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());
     }
-    match &c.transport.proxy {
-        Proxy::Environment => {}
-        Proxy::Disabled => {
-            let _ = writeln!(r.text, "  proxy           none");
-        }
-        Proxy::Url { url, no_proxy } => {
-            let _ = writeln!(r.text, "  proxy           {url} (not for: {})", no_proxy.join(", "));
-        }
+    if c.transport.proxy != Proxy::Environment {
+        let _ = writeln!(r.text, "  proxy           {}", c.transport.proxy.describe());
     }
     if let Some(v) = &c.validation {
         let iss = v.issuer.clone().unwrap_or_else(|| "as discovered".into());

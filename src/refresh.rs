@@ -80,6 +80,21 @@ impl Group {
         groups
     }
 
+    /// What a token held by this group was obtained and accepted under: the grant, and the
+    /// validation rules it passed. A saved or kept token is reused only under the same
+    /// fingerprint, so turning `validate:` on or changing it never publishes an unchecked token.
+    pub fn fingerprint(&self) -> String {
+        let grant = self.grant.fingerprint();
+        match &self.validation {
+            None => grant,
+            Some(rules) => {
+                let text = format!("{grant}|{rules:?}");
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+                digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+            }
+        }
+    }
+
     /// The member names, for logs: `billing` or `billing,reports`.
     pub fn label(&self) -> String {
         self.members
@@ -136,7 +151,7 @@ impl Runner {
         let http = http.clone();
         Ok(Runner {
             label: group.label(),
-            fingerprint: group.grant.fingerprint(),
+            fingerprint: group.fingerprint(),
             group,
             http,
             discovery: discovery::Cache::default(),
@@ -326,7 +341,7 @@ impl Runner {
             Endpoint::Issuer(issuer) => Some(match self.discovery.fresh() {
                 Some(m) => m.clone(),
                 None => {
-                    let m = discovery::discover(http, issuer).await?;
+                    let m = discovery::discover(http, issuer, self.group.transport.allow_insecure_http).await?;
                     debug!(client = %self.label, token_endpoint = %m.token_endpoint, "discovered the issuer's metadata");
                     self.discovery.store(m.clone());
                     m
@@ -725,6 +740,16 @@ impl Material {
 /// for `tokend check`.
 pub fn check_credentials(client: &Client) -> Result<(), FetchError> {
     let material = Material::load(&client.credentials, &client.transport, client.timeouts)?;
+    if let (Credentials::PrivateKey(pk), Some(key)) = (&client.credentials, &material.key) {
+        // Sign a throwaway assertion: the key must be able to make the configured signature.
+        let claims = assertion::Claims {
+            client_id: "check",
+            audience: "check",
+            key_id: None,
+            now: SystemTime::now(),
+        };
+        assertion::sign(key, pk.alg.unwrap_or_else(|| key.default_alg()), &claims, &pk.path)?;
+    }
     HttpClients::default()
         .get(&material.settings, client.timeouts)
         .map(drop)

@@ -1299,3 +1299,122 @@ fn redirects_from_the_token_endpoint_are_never_followed() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("HTTP 302"));
     assert!(elsewhere.accept().is_err(), "tokend followed the redirect");
 }
+
+/// A saved token is reused only under the validation rules it passed: turning `validate:` on
+/// (or changing it) makes tokend fetch and validate a new token rather than publish the old one.
+#[test]
+fn a_saved_token_is_reused_only_under_the_validation_rules_it_passed() {
+    let dir = TestDir::new("validate-reuse");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let client = |extra: &str| {
+        let body = format!(
+            "issuer: {}\naudience: https://v/\n{extra}outputs: [{{ path: {} }}]",
+            issuer.url,
+            out(&dir, "v.token")
+        );
+        config(&dir, &issuer, &[("v", &body)])
+    };
+    let cfg = client("");
+    assert!(tokend(&["--config", cfg.to_str().unwrap(), "once"]).status.success());
+    assert_eq!(issuer.request_count(), 1);
+    let cfg = client("validate: true\n");
+    let o = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("reused"),
+        "an unvalidated token was reused"
+    );
+    assert_eq!(issuer.request_count(), 2);
+    // Under the same rules, the validated token is reused.
+    assert!(tokend(&["--config", cfg.to_str().unwrap(), "once"]).status.success());
+    assert_eq!(issuer.request_count(), 2);
+}
+
+/// Discovery falls back to RFC 8414's location; after the IdP restarts with a new signing key,
+/// tokend discovers it again and fetches its new keys for the unknown `kid`, with no restart.
+#[test]
+fn discovery_falls_back_to_rfc8414_and_a_rotated_signing_key_is_fetched() {
+    let dir = TestDir::new("rotation");
+    let issuer = Issuer::start_with(&dir, &[("app", SECRET)], "3s", &["--rfc8414-only"]);
+    let port = issuer.port().to_string();
+    let body = format!(
+        "issuer: {}\naudience: https://rot/\nvalidate: true\nrefresh: {{ min_remaining: 1s }}\nretry: {{ initial: 200ms, max: 1s }}\noutputs: [{{ path: {} }}]",
+        issuer.url,
+        out(&dir, "rot.token")
+    );
+    let cfg = config(&dir, &issuer, &[("rot", &body)]);
+    let daemon = Tokend::spawn(
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--log-level", "debug", "run"],
+        &[],
+    );
+    let path = dir.join("out/rot.token");
+    let first = wait_for(T, "the first token", || read(&path));
+    assert_eq!(daemon.output().matches("discovered the issuer's metadata").count(), 1);
+    let old_kid = {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(first.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"].clone()
+    };
+    // The IdP goes away and comes back on the same port with a new key.
+    drop(issuer);
+    daemon.wait_log("cannot reach", T);
+    let issuer = Issuer::start_with(&dir, &[("app", SECRET)], "3s", &["--rfc8414-only", "--port", &port]);
+    let second = wait_for(Duration::from_secs(30), "a token signed with the new key", || {
+        read(&path).filter(|t| *t != first)
+    });
+    let new_kid = {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(second.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&header).unwrap()["kid"].clone()
+    };
+    assert_ne!(old_kid, new_kid, "the IdP did not rotate its key");
+    let log = daemon.output();
+    assert!(log.matches("discovered the issuer's metadata").count() >= 2, "{log}");
+    assert!(issuer.request_count() >= 1);
+    assert!(daemon.stop().success());
+}
+
+/// `check` proves a private key can make the configured signature, and never shows a proxy
+/// password.
+#[test]
+fn check_catches_a_key_that_cannot_sign_and_masks_proxy_passwords() {
+    let dir = TestDir::new("check-keys");
+    let key = dir.join("ec.pem");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let cfg = dir.write(
+        "config.yaml",
+        &format!(
+            "state_dir: {}\nsocket: {{ enabled: false }}\nclients:\n  k:\n    token_url: https://idp.example/t\n    client_id: k\n    auth: private_key_jwt\n    private_key: {}\n    signing_alg: PS256\n    proxy: http://user:pr0xyPassw0rd@proxy.example:3128\n    outputs: [{{ path: {} }}]\n",
+            dir.join("state").display(),
+            key.display(),
+            out(&dir, "k.token")
+        ),
+    );
+    let o = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("is a P-256 key, which cannot sign PS256"), "{text}");
+    assert!(text.contains("http://user:****@proxy.example:3128/"), "{text}");
+    assert!(!text.contains("pr0xyPassw0rd"), "{text}");
+}

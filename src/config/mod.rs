@@ -18,7 +18,7 @@ pub use raw::{AuthMethod, Format};
 pub use values::{ClientName, JwsAlg, Mode, Principal};
 
 use crate::secret::SecretSource;
-use raw::{RawClient, RawConfig, RawOutput, RawReaders, RawSecret, RawSocket};
+use raw::{RawClient, RawConfig, RawOutput, RawReaders, RawSecret, RawSocket, RawValidateSettings};
 
 /// Where tokend looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokend/config.yaml";
@@ -195,9 +195,11 @@ pub struct Transport {
     /// Extra trust roots, on top of the system's.
     pub ca_file: Option<PathBuf>,
     pub proxy: Proxy,
+    /// `allow_insecure_http`: plain http to a non-loopback host (also for discovered endpoints).
+    pub allow_insecure_http: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub enum Proxy {
     /// HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY from the environment.
     #[default]
@@ -208,6 +210,34 @@ pub enum Proxy {
         url: Url,
         no_proxy: Vec<String>,
     },
+}
+
+impl Proxy {
+    /// For display: a proxy URL with its password masked.
+    pub fn describe(&self) -> String {
+        match self {
+            Proxy::Environment => "from the environment (HTTPS_PROXY, NO_PROXY)".into(),
+            Proxy::Disabled => "none".into(),
+            Proxy::Url { url, no_proxy } => {
+                let mut shown = url.clone();
+                if shown.password().is_some() {
+                    // Ignored: only fails for URLs that cannot have a password, and this one has one.
+                    let _ = shown.set_password(Some("****"));
+                }
+                if no_proxy.is_empty() {
+                    shown.to_string()
+                } else {
+                    format!("{shown} (not for {})", no_proxy.join(", "))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proxy({})", self.describe())
+    }
 }
 
 /// Checks a token must pass before it is published (`validate:`).
@@ -575,7 +605,7 @@ impl Validator<'_> {
             .clone()
             .or_else(|| d.audience.clone())
             .filter(|a| !a.is_empty());
-        let transport = self.transport(n, d, &c);
+        let transport = self.transport(n, d, &c, allow_http);
         let validation = self.validation(n, d, &c, endpoint.as_ref(), audience.as_ref(), &resources, allow_http);
 
         let timeouts = self.timeouts(n, d, &c);
@@ -679,25 +709,32 @@ impl Validator<'_> {
         };
         let is_assertion = auth == AuthMethod::PrivateKeyJwt;
         let is_mtls = auth == AuthMethod::TlsClientAuth;
+        // Only what the client writes itself is questioned: settings inherited from `defaults`
+        // for other clients' methods are simply not used by this one.
         if !is_assertion {
-            unused(self, private_key.is_some(), "private_key", "private_key_jwt");
-            unused(self, key_id.is_some(), "key_id", "private_key_jwt");
-            unused(self, signing_alg.is_some(), "signing_alg", "private_key_jwt");
+            unused(self, c.private_key.is_some(), "private_key", "private_key_jwt");
+            unused(self, c.key_id.is_some(), "key_id", "private_key_jwt");
+            unused(self, c.signing_alg.is_some(), "signing_alg", "private_key_jwt");
             unused(
                 self,
-                assertion_audience.is_some(),
+                c.assertion_audience.is_some(),
                 "assertion_audience",
                 "private_key_jwt",
             );
         }
         if !is_mtls {
-            unused(self, certificate.is_some(), "client_certificate", "tls_client_auth");
-            unused(self, cert_key.is_some(), "client_key", "tls_client_auth");
+            unused(
+                self,
+                c.client_certificate.is_some(),
+                "client_certificate",
+                "tls_client_auth",
+            );
+            unused(self, c.client_key.is_some(), "client_key", "tls_client_auth");
         }
         if is_assertion || is_mtls {
             unused(
                 self,
-                secret.is_some(),
+                c.client_secret.is_some(),
                 "client_secret",
                 "client_secret_post` or `client_secret_basic",
             );
@@ -789,7 +826,7 @@ impl Validator<'_> {
         }
     }
 
-    fn transport(&mut self, n: &str, d: &RawClient, c: &RawClient) -> Option<Transport> {
+    fn transport(&mut self, n: &str, d: &RawClient, c: &RawClient, allow_insecure_http: bool) -> Option<Transport> {
         let at = |key: &'static str| ["clients", n, key];
         let mut ok = true;
         let ca_file = match c.ca_file.clone().or_else(|| d.ca_file.clone()) {
@@ -840,7 +877,11 @@ impl Validator<'_> {
                 ok = false;
             }
         }
-        ok.then_some(Transport { ca_file, proxy })
+        ok.then_some(Transport {
+            ca_file,
+            proxy,
+            allow_insecure_http,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -854,14 +895,24 @@ impl Validator<'_> {
         resources: &[String],
         allow_http: bool,
     ) -> Option<Option<Validation>> {
-        let Some(raw) = c.validate.clone().or_else(|| d.validate.clone()) else {
-            return Some(None);
-        };
-        if !raw.enabled {
+        // `validate: false` on the client turns inherited validation off; otherwise settings are
+        // merged key by key with those under `defaults`.
+        let enabled = c.validate.as_ref().or(d.validate.as_ref()).is_some_and(|v| v.enabled);
+        if !enabled {
             return Some(None);
         }
         let at = |key: &'static str| ["clients", n, "validate", key];
-        let s = raw.settings;
+        let (dv, cv) = (
+            d.validate.clone().unwrap_or_default().settings,
+            c.validate.clone().unwrap_or_default().settings,
+        );
+        let s = RawValidateSettings {
+            issuer: cv.issuer.or(dv.issuer),
+            jwks_uri: cv.jwks_uri.or(dv.jwks_uri),
+            audience: cv.audience.or(dv.audience),
+            algorithms: cv.algorithms.or(dv.algorithms),
+            leeway: cv.leeway.or(dv.leeway),
+        };
         let discovered = match endpoint {
             Some(Endpoint::Issuer(url)) => Some(url.as_str().to_owned()),
             _ => None,
@@ -1151,7 +1202,7 @@ fn path_string(path: &[&str]) -> String {
 
 /// `https://` always; `http://` only to a loopback host or with `allow_insecure_http: true`,
 /// because the client secret travels in the request.
-fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, String> {
+pub(crate) fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(

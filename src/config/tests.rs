@@ -111,6 +111,49 @@ clients:
 }
 
 #[test]
+fn settings_for_other_methods_inherited_from_defaults_are_ignored_and_validate_merges() {
+    let config = parse(
+        "\
+defaults:
+  issuer: https://idp.example/
+  auth: private_key_jwt
+  private_key: /etc/tokend/keys/shared.pem
+  client_secret: { file: /etc/tokend/secrets/shared }
+  audience: https://api/
+  validate: { jwks_uri: https://idp.example/keys, leeway: 10s }
+clients:
+  signer:
+    client_id: a
+    validate: { algorithms: [ES256] }
+  by-secret:
+    client_id: b
+    auth: client_secret_post
+  unchecked:
+    client_id: c
+    validate: false
+",
+    )
+    .unwrap();
+    let (signer, by_secret, unchecked) = (&config.clients[0], &config.clients[1], &config.clients[2]);
+    assert!(matches!(signer.credentials, Credentials::PrivateKey(_)));
+    assert_eq!(
+        by_secret.credentials,
+        Credentials::Secret(SecretSource::File("/etc/tokend/secrets/shared".into()))
+    );
+    let v = signer.validation.as_ref().unwrap();
+    assert_eq!(
+        v.jwks_uri.as_ref().map(|u| u.as_str()),
+        Some("https://idp.example/keys")
+    );
+    assert_eq!(
+        (v.leeway, v.algorithms.clone()),
+        (Duration::from_secs(10), vec![JwsAlg::Es256])
+    );
+    assert_eq!(by_secret.validation.as_ref().unwrap().algorithms, JwsAlg::ALL.to_vec());
+    assert!(unchecked.validation.is_none());
+}
+
+#[test]
 fn a_minimal_config_gets_safe_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.clients.len(), 1);

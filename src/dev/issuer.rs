@@ -31,6 +31,8 @@ pub struct IssuerSettings {
     pub lifetime: Duration,
     /// Registered clients: id → secret.
     pub clients: HashMap<String, String>,
+    /// Serve metadata only at RFC 8414's location, not OIDC's (to exercise the fallback).
+    pub rfc8414_only: bool,
 }
 
 /// A queued misbehaviour for the next token request.
@@ -100,6 +102,12 @@ pub async fn start(
     let key = Ed25519KeyPair::generate().map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
     let kid = URL_SAFE_NO_PAD
         .encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()[..8]);
+    let mut app = Router::new()
+        .route("/oauth/token", post(token))
+        .route("/.well-known/oauth-authorization-server", get(discovery));
+    if !settings.rfc8414_only {
+        app = app.route("/.well-known/openid-configuration", get(discovery));
+    }
     let issuer = Arc::new(Issuer {
         key,
         kid,
@@ -108,10 +116,7 @@ pub async fn start(
         faults: Mutex::new(VecDeque::new()),
         seen: Mutex::new(Vec::new()),
     });
-    let app = Router::new()
-        .route("/oauth/token", post(token))
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/oauth-authorization-server", get(discovery))
+    let app = app
         .route("/jwks.json", get(jwks))
         .route("/api/whoami", get(whoami))
         .route("/_dev/faults", post(push_faults).delete(clear_faults))

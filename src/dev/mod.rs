@@ -34,6 +34,10 @@ pub struct DevArgs {
     /// With --issuer-only: a JSON file mapping the client ids the issuer accepts to their secrets.
     #[arg(long, value_name = "FILE", requires = "issuer_only")]
     pub clients_file: Option<PathBuf>,
+    /// With --issuer-only: serve metadata only at /.well-known/oauth-authorization-server (RFC
+    /// 8414), not at OIDC's location, to exercise a client's fallback.
+    #[arg(long, requires = "issuer_only", hide = true)]
+    pub rfc8414_only: bool,
 }
 
 const BANNER: &str = "\
@@ -104,6 +108,7 @@ async fn start_issuer(
     let settings = issuer::IssuerSettings {
         lifetime: args.lifetime,
         clients,
+        rfc8414_only: args.rfc8414_only,
     };
     let (running, handle) = issuer::start(args.port, settings, stop.clone().cancelled_owned())
         .await

@@ -44,6 +44,15 @@ pub enum SigningKey {
     Ed25519(Ed25519KeyPair),
 }
 
+impl AssertionError {
+    /// A key that cannot be parsed or cannot make the configured signature stays that way
+    /// until someone changes the file or the config; an unreadable file may be a moment away
+    /// from being written.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, AssertionError::Unreadable { .. })
+    }
+}
+
 impl SigningKey {
     /// Reads and parses a PEM private key.
     pub fn load(path: &Path) -> Result<SigningKey, AssertionError> {
@@ -58,9 +67,18 @@ impl SigningKey {
 
     /// Parses a PEM private key (errors never contain key material).
     pub fn from_pem(text: &[u8]) -> Result<SigningKey, String> {
-        let block = pem::parse(text).map_err(|_| "not a PEM file".to_owned())?;
-        let der = Zeroizing::new(block.contents().to_vec());
-        match block.tag() {
+        let blocks = pem::parse_many(text).map_err(|_| "not a PEM file".to_owned())?;
+        if blocks.is_empty() {
+            return Err("not a PEM file".to_owned());
+        }
+        // `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key.
+        let block = blocks
+            .into_iter()
+            .find(|b| b.tag().ends_with("PRIVATE KEY"))
+            .ok_or_else(|| "no private key in this PEM file".to_owned())?;
+        let tag = block.tag().to_owned();
+        let der = Zeroizing::new(block.into_contents());
+        match tag.as_str() {
             "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der)
                 .map(SigningKey::Rsa)
                 .or_else(|_| EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map(SigningKey::EcP256))
@@ -76,7 +94,7 @@ impl SigningKey {
                 "encrypted; decrypt it first (`openssl pkcs8 -topk8 -nocrypt`) and protect it with file permissions"
                     .into(),
             ),
-            other => Err(format!("a PEM `{other}` block, not a private key")),
+            other => Err(format!("a PEM `{other}` block, not a supported private key")),
         }
     }
 
@@ -225,6 +243,13 @@ mod tests {
         );
         let sec1 = openssl_key(d, "sec1.pem", &["ec", "-in", ec8.to_str().unwrap()]);
         let ed = openssl_key(d, "ed.pem", &["genpkey", "-algorithm", "ED25519"]);
+        // `openssl ecparam -genkey` (no -noout): an EC PARAMETERS block, then the SEC1 key.
+        let with_params = openssl_key(d, "params.pem", &["ecparam", "-genkey", "-name", "prime256v1"]);
+        assert!(
+            std::fs::read_to_string(&with_params)
+                .unwrap()
+                .starts_with("-----BEGIN EC PARAMETERS-----")
+        );
         assert!(
             std::fs::read_to_string(&rsa1)
                 .unwrap()
@@ -237,6 +262,7 @@ mod tests {
             (&rsa1, JwsAlg::Rs256),
             (&ec8, JwsAlg::Es256),
             (&sec1, JwsAlg::Es256),
+            (&with_params, JwsAlg::Es256),
             (&ed, JwsAlg::EdDsa),
         ];
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -320,7 +346,7 @@ mod tests {
         for (file, expected) in [
             ("p384.pem", "not RSA (2048 bits or more), P-256 or Ed25519"),
             ("enc.pem", "encrypted"),
-            ("cert.pem", "a PEM `CERTIFICATE` block, not a private key"),
+            ("cert.pem", "no private key in this PEM file"),
             ("junk.pem", "not a PEM file"),
             ("missing.pem", "cannot read private key"),
         ] {

@@ -56,6 +56,7 @@ impl FetchError {
             FetchError::Response(e) => e.class(),
             FetchError::Validation(e) => e.class(),
             FetchError::Discovery(e) => e.class(),
+            FetchError::Assertion(e) if e.is_permanent() => ErrorClass::Permanent,
             FetchError::Secret(_)
             | FetchError::Assertion(_)
             | FetchError::Tls(_)
@@ -99,7 +100,13 @@ impl ClientSettings {
                 None => ctx.update(b"-"),
             }
         }
-        ctx.update(format!("{:?}", self.proxy).as_bytes());
+        // The full proxy URL, password included (its Debug form masks the password).
+        let proxy = match &self.proxy {
+            Proxy::Environment => "env".to_owned(),
+            Proxy::Disabled => "none".to_owned(),
+            Proxy::Url { url, no_proxy } => format!("{url} {}", no_proxy.join(",")),
+        };
+        ctx.update(proxy.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.finish().as_ref());
         key
@@ -149,18 +156,24 @@ pub struct HttpClients {
 impl HttpClients {
     pub fn get(&self, settings: &ClientSettings, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
         let key = settings.key();
+        if let Some(inner) = self
+            .cache
+            .lock()
+            .expect("http client cache poisoned")
+            .get(&key)
+            .cloned()
+        {
+            return Ok(HttpClient { inner, timeouts });
+        }
+        // Built without the lock held: loading the system's roots takes a while.
+        let inner = settings.build()?;
         let mut cache = self.cache.lock().expect("http client cache poisoned");
-        let inner = match cache.get(&key) {
-            Some(client) => client.clone(),
-            None => {
-                let client = settings.build()?;
-                if cache.len() >= MAX_CACHED_CLIENTS {
-                    cache.clear();
-                }
-                cache.insert(key, client.clone());
-                client
-            }
-        };
+        if cache.len() >= MAX_CACHED_CLIENTS
+            && let Some(evict) = cache.keys().next().copied()
+        {
+            cache.remove(&evict);
+        }
+        cache.insert(key, inner.clone());
         Ok(HttpClient { inner, timeouts })
     }
 }

@@ -23,6 +23,8 @@ pub enum DiscoveryError {
         url: String,
         reason: String,
     },
+    #[error("discovery for issuer {issuer}: {url} did not answer with a JSON document")]
+    Unreadable { issuer: String, url: String },
     #[error("discovery for issuer {issuer}: the document at {url} names issuer `{found}`; refusing to use it")]
     IssuerMismatch { issuer: String, url: String, found: String },
 }
@@ -31,6 +33,7 @@ impl DiscoveryError {
     pub fn class(&self) -> ErrorClass {
         match self {
             DiscoveryError::Status { status, .. } if *status >= 500 || *status == 429 => ErrorClass::Transient,
+            DiscoveryError::Unreadable { .. } => ErrorClass::Transient,
             // A wrong or hostile document will not fix itself in a second.
             _ => ErrorClass::Permanent,
         }
@@ -62,14 +65,18 @@ pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
 }
 
 /// Checks and reads a metadata document fetched from `url` for `issuer`.
-pub fn parse(issuer: &Url, url: &Url, body: &[u8]) -> Result<Metadata, DiscoveryError> {
+pub fn parse(issuer: &Url, url: &Url, body: &[u8], allow_insecure_http: bool) -> Result<Metadata, DiscoveryError> {
     let invalid = |reason: &str| DiscoveryError::Invalid {
         issuer: issuer.to_string(),
         url: url.to_string(),
         reason: reason.to_owned(),
     };
     let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(body) else {
-        return Err(invalid("not a JSON object"));
+        // A maintenance page or a proxy's error: likely to pass.
+        return Err(DiscoveryError::Unreadable {
+            issuer: issuer.to_string(),
+            url: url.to_string(),
+        });
     };
     let found = doc
         .get("issuer")
@@ -84,13 +91,16 @@ pub fn parse(issuer: &Url, url: &Url, body: &[u8]) -> Result<Metadata, Discovery
             found: found.chars().take(200).collect(),
         });
     }
+    // Discovered endpoints obey the rules a configured `token_url` does: https (plain http only
+    // to loopback, or with `allow_insecure_http`), no credentials, no fragment; and an https
+    // issuer never sends the client to plain http.
     let endpoint = |name: &str| -> Result<Option<Url>, DiscoveryError> {
         let Some(value) = doc.get(name) else { return Ok(None) };
         let text = value
             .as_str()
             .ok_or_else(|| invalid(&format!("`{name}` is not a string")))?;
-        let parsed = Url::parse(text).map_err(|_| invalid(&format!("`{name}` is not a URL")))?;
-        // An https issuer must not send the client to plain http.
+        let parsed =
+            crate::config::check_idp_url(text, allow_insecure_http, name).map_err(|reason| invalid(&reason))?;
         if issuer.scheme() == "https" && parsed.scheme() != "https" {
             return Err(invalid(&format!("`{name}` is not https")));
         }
@@ -106,19 +116,20 @@ pub fn parse(issuer: &Url, url: &Url, body: &[u8]) -> Result<Metadata, Discovery
 }
 
 /// Fetches the metadata of `issuer`, trying the OIDC location, then RFC 8414's.
-pub async fn discover(http: &HttpClient, issuer: &Url) -> Result<Metadata, FetchError> {
+pub async fn discover(http: &HttpClient, issuer: &Url, allow_insecure_http: bool) -> Result<Metadata, FetchError> {
     let mut last = None;
     for url in metadata_urls(issuer) {
         let answer = http.get_json(&url).await?;
         if answer.status == 200 {
-            return Ok(parse(issuer, &url, &answer.body)?);
+            return Ok(parse(issuer, &url, &answer.body, allow_insecure_http)?);
         }
         last = Some(DiscoveryError::Status {
             issuer: issuer.to_string(),
             url: url.to_string(),
             status: answer.status,
         });
-        if answer.status != 404 {
+        // A 4xx at the OIDC location may just mean "not here": try RFC 8414's.
+        if !(400..500).contains(&answer.status) {
             break;
         }
     }
@@ -180,7 +191,7 @@ mod tests {
         let issuer = url("https://idp.example");
         let at = url("https://idp.example/.well-known/openid-configuration");
         let good = br#"{"issuer":"https://idp.example/","token_endpoint":"https://idp.example/token","jwks_uri":"https://idp.example/jwks"}"#;
-        let m = parse(&issuer, &at, good).unwrap();
+        let m = parse(&issuer, &at, good, false).unwrap();
         assert_eq!(m.token_endpoint.as_str(), "https://idp.example/token");
         assert_eq!(m.jwks_uri.unwrap().as_str(), "https://idp.example/jwks");
 
@@ -197,18 +208,41 @@ mod tests {
             (br#"{"issuer":"https://idp.example"}"#, "`token_endpoint` is missing"),
             (
                 br#"{"issuer":"https://idp.example","token_endpoint":"http://idp.example/t"}"#,
-                "`token_endpoint` is not https",
+                "uses plain http",
             ),
             (
                 br#"{"issuer":"https://idp.example","token_endpoint":7}"#,
                 "`token_endpoint` is not a string",
             ),
-            (b"<html>", "not a JSON object"),
+            (
+                br#"{"issuer":"https://idp.example","token_endpoint":"https://u:p@idp.example/t"}"#,
+                "must not contain credentials",
+            ),
         ];
         for (body, expected) in cases {
-            let err = parse(&issuer, &at, body).unwrap_err();
+            let err = parse(&issuer, &at, body, false).unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
             assert_eq!(err.class(), ErrorClass::Permanent);
         }
+        let page = parse(&issuer, &at, b"<html>down for maintenance</html>", false).unwrap_err();
+        assert_eq!(page.class(), ErrorClass::Transient);
+        // A loopback http issuer may not send the secret to a remote plain-http endpoint…
+        let local = url("http://127.0.0.1:8080");
+        let remote = br#"{"issuer":"http://127.0.0.1:8080","token_endpoint":"http://10.0.0.5/token"}"#;
+        assert!(
+            parse(&local, &at, remote, false)
+                .unwrap_err()
+                .to_string()
+                .contains("plain http")
+        );
+        // …unless the client explicitly allows insecure http; an https issuer never downgrades.
+        assert!(parse(&local, &at, remote, true).is_ok());
+        let downgrade = br#"{"issuer":"https://idp.example","token_endpoint":"http://idp.example/t"}"#;
+        assert!(
+            parse(&issuer, &at, downgrade, true)
+                .unwrap_err()
+                .to_string()
+                .contains("`token_endpoint` is not https")
+        );
     }
 }

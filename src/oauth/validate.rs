@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation as JwtValidation, errors::ErrorKind};
 use serde_json::Value;
 use url::Url;
@@ -15,9 +15,10 @@ use super::ErrorClass;
 use super::client::{FetchError, HttpClient};
 use crate::config::{JwsAlg, Validation};
 
-/// A JWKS is re-fetched for an unknown `kid` at most this often (an attacker sending tokens with
-/// random kids must not turn tokend into a JWKS hammer).
-const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+/// A JWKS is re-fetched for an unknown `kid` at most this often. Tokens come only from the
+/// configured token endpoint and a failed validation backs the client off, so this is a second
+/// line of defence against hammering the JWKS, short enough that a key rotation costs seconds.
+const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// A JWKS is reused this long before it is fetched again anyway.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 
@@ -130,6 +131,16 @@ pub fn verify(token: &str, rules: &Validation, issuer: &str, keys: &JwkSet) -> R
                 header.alg
             ))
         })?;
+    // jsonwebtoken also accepts an `iss` array that contains the issuer; RFC 7519 §4.1.1 makes it
+    // one string, and so does tokend.
+    if let Some(iss) = unverified_claims(token).get("iss")
+        && iss.as_str() != Some(issuer)
+    {
+        return Err(reject(format!(
+            "`iss` is {}, expected \"{issuer}\"",
+            iss.to_string().chars().take(200).collect::<String>()
+        )));
+    }
     let candidates = matching_keys(keys, header.kid.as_deref(), alg);
     if candidates.is_empty() {
         let kid = header
@@ -163,6 +174,20 @@ fn matching_keys(set: &JwkSet, kid: Option<&str>, alg: JwsAlg) -> Vec<DecodingKe
     set.keys
         .iter()
         .filter(|k| kid.is_none() || k.common.key_id.as_deref() == kid)
+        // A key published for encryption (`use: enc`, or `key_ops` without `verify`) never
+        // verifies a signature (RFC 7517 §4.2, §4.3).
+        .filter(|k| {
+            k.common
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| matches!(u, PublicKeyUse::Signature))
+        })
+        .filter(|k| {
+            k.common
+                .key_operations
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|o| matches!(o, KeyOperations::Verify)))
+        })
         .filter(|k| {
             k.common
                 .key_algorithm
@@ -357,6 +382,28 @@ mod tests {
                 "the message quotes the token: {err}"
             );
         }
+        // A key the JWKS marks for encryption never verifies a signature.
+        for marking in [json!({ "use": "enc" }), json!({ "key_ops": ["encrypt"] })] {
+            let mut set = serde_json::to_value(jwk_set(&key, "k1")).unwrap();
+            for (k, v) in marking.as_object().unwrap() {
+                set["keys"][0][k] = v.clone();
+            }
+            let set: JwkSet = serde_json::from_value(set).unwrap();
+            let err = verify(&good, &rules(), ISS, &set).unwrap_err().to_string();
+            assert!(err.contains("no key in the issuer's JWKS matches"), "{marking}: {err}");
+        }
+        // `iss` is one string; an array that contains the issuer is not accepted.
+        let listed_iss = jwt(
+            &key,
+            header.clone(),
+            with(good_claims(), "iss", json!([ISS, "https://evil.example"])),
+        );
+        assert!(
+            verify(&listed_iss, &rules(), ISS, &keys)
+                .unwrap_err()
+                .to_string()
+                .contains("`iss` is [")
+        );
         // Within the leeway, a just-expired token still passes; an allow-list without EdDSA does not.
         let just_expired = jwt(&key, header.clone(), with(good_claims(), "exp", json!(now() - 30)));
         assert_eq!(verify(&just_expired, &rules(), ISS, &keys), Ok(()));

@@ -261,6 +261,8 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
     // A real JWKS of another issuer, with other keys: tokend's own development issuer.
     let other = Issuer::start(&dir, &[("x", "y")], "1h");
     let localhost_issuer = idp.s("/issuer").replace("127.0.0.1", "localhost");
+    // A JWKS that has the IdP's key id, but another key behind it: a forged signature.
+    let forged_jwks = serve_once_per_request(forged_jwks(&idp));
     let clients = [
         (
             "wrong-secret",
@@ -309,10 +311,17 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
                 right_secret.display()
             ),
         ),
+        (
+            "bad-signature",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}\nvalidate: {{ jwks_uri: {forged_jwks} }}",
+                right_secret.display()
+            ),
+        ),
     ];
     let cfg = config(&dir, &idp, &clients);
     let daemon = Tokend::run(&dir, &cfg);
-    let log = daemon.wait_log("0 of 7 clients have a valid token", Duration::from_secs(30));
+    let log = daemon.wait_log("0 of 8 clients have a valid token", Duration::from_secs(30));
     let expect = |client: &str, needle: &str| {
         let line = log
             .lines()
@@ -337,8 +346,9 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
         &format!("names issuer `{}`; refusing to use it", idp.s("/issuer")),
     );
     expect("opaque", "the token is not a JWT, so it cannot be validated");
+    expect("bad-signature", "the signature does not verify with the issuer's key");
     // Rejections back off to retry.max; none of them is retried in a loop.
-    assert!(log.matches("token request rejected").count() >= 7);
+    assert!(log.matches("token request rejected").count() >= 8);
     assert!(daemon.stop().success());
 }
 
@@ -579,4 +589,51 @@ fn interop_nothing_secret_is_printed_at_trace_level() {
     for f in &forbidden {
         assert!(!printed.contains(f.as_str()), "leaked {f:?}");
     }
+}
+
+/// A JWKS with the IdP's signing key id, but the public key of another RSA key.
+fn forged_jwks(idp: &Idp) -> String {
+    use base64::Engine;
+    let o = Command::new("openssl")
+        .args([
+            "rsa",
+            "-noout",
+            "-modulus",
+            "-in",
+            &idp.s("/negative/unregistered_rs256_key_file"),
+        ])
+        .output()
+        .expect("openssl");
+    let hex = String::from_utf8(o.stdout)
+        .unwrap()
+        .trim()
+        .trim_start_matches("Modulus=")
+        .to_owned();
+    let modulus: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    serde_json::json!({ "keys": [{
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": idp.s("/token_signing_kid"),
+        "n": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB",
+    }]})
+    .to_string()
+}
+
+/// Serves `body` as JSON to every request on a loopback port; returns the URL.
+fn serve_once_per_request(body: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    url
 }

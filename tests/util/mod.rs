@@ -97,6 +97,11 @@ pub struct Issuer {
 impl Issuer {
     /// Starts an issuer accepting `clients` (id, secret) and issuing tokens that live `lifetime`.
     pub fn start(dir: &TestDir, clients: &[(&str, &str)], lifetime: &str) -> Issuer {
+        Self::start_with(dir, clients, lifetime, &[])
+    }
+
+    /// `start` with extra arguments for `tokend dev --issuer-only` (`--port`, `--rfc8414-only`).
+    pub fn start_with(dir: &TestDir, clients: &[(&str, &str)], lifetime: &str, extra: &[&str]) -> Issuer {
         let map: serde_json::Map<String, Value> = clients
             .iter()
             .map(|(id, secret)| (id.to_string(), Value::String(secret.to_string())))
@@ -105,6 +110,7 @@ impl Issuer {
         let mut child = Command::new(BIN)
             .args(["dev", "--issuer-only", "--lifetime", lifetime, "--clients-file"])
             .arg(&file)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -119,6 +125,10 @@ impl Issuer {
             "unexpected issuer banner: {line:?}"
         );
         Issuer { child, url }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     pub fn token_url(&self) -> String {
