@@ -20,6 +20,7 @@ rss_with() {
   rm -rf "$work/state$n" "$work/out$n"
   {
     echo "state_dir: $work/state$n"
+    echo "socket: { path: $work/tokend$n.sock }"
     echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
     echo "clients:"
     for i in $(seq "$n"); do

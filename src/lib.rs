@@ -3,19 +3,21 @@
 //! Data flows one way, from configuration to readers:
 //!
 //! ```text
-//! config.yaml ──config──▶ Config { clients }
-//!                            │ refresh::Group::from_clients (identical grants share a request)
+//! config.yaml ──config──▶ Config { clients, socket, access }
+//!                            │ refresh::Group::from_clients (identical requests share one)
 //!                            ▼
-//!              one refresh::Runner task per group ── oauth (request/response/client) ──▶ IdP
-//!                            │  schedule: when to refresh / retry (wall clock)
-//!                            ▼
-//!               store (watch per client) ──▶ (socket API, readiness, `once`)
-//!               output (atomic files: raw/json/env/header)
-//!               state  (last token per client, for restarts)
+//!   one refresh::Runner task per group ──oauth──▶ IdP
+//!     │  oauth::discovery (issuer → endpoints), oauth::assertion (private_key_jwt),
+//!     │  oauth::client (TLS, mTLS, proxy), oauth::validate (JWKS) before publishing
+//!     │  schedule: when to refresh / retry (wall clock)
+//!     ▼
+//!   store (watch per client) ──▶ server: HTTP on a Unix socket, callers checked by SO_PEERCRED
+//!   output (atomic files: raw/json/env/header)      (socket_client: `tokend get`, `status`)
+//!   state  (last token per client, for restarts)    metrics (Prometheus, on the socket)
 //! ```
 //!
-//! `app` owns the tasks and handles signals (SIGHUP reload, SIGTERM stop); `check` validates a
-//! config without running it; `dev` is the built-in development issuer.
+//! `app` owns the tasks and the socket and handles signals (SIGHUP reload, SIGTERM stop);
+//! `check` validates a config without running it; `dev` is the built-in development issuer.
 
 pub mod app;
 pub mod check;
