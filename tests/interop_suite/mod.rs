@@ -637,3 +637,63 @@ fn serve_once_per_request(body: String) -> String {
     });
     url
 }
+
+/// `ca_file` adds trust roots on top of the system's, it does not replace them. Two IdPs with
+/// their own CAs: IdP 2's CA plays the system store (`SSL_CERT_FILE`, which the platform
+/// verifier reads on Linux), IdP 1's is given as `ca_file`.
+#[test]
+fn interop_ca_file_adds_to_the_system_roots() {
+    let dir1 = TestDir::new("interop-ca1");
+    let dir2 = TestDir::new("interop-ca2");
+    let (idp1, idp2) = (Idp::start(&dir1, 60), Idp::start(&dir2, 60));
+    let dir = TestDir::new("interop-ca");
+    let secret1 = dir.secret("s1", &idp1.s("/clients/post/client_secret"));
+    let secret2 = dir.secret("s2", &idp2.s("/clients/post/client_secret"));
+    let body = |idp: &Idp, secret: &Path, ca: Option<&str>| {
+        let ca = ca.map_or(String::new(), |c| format!("\nca_file: {c}"));
+        format!(
+            "issuer: {}\nclient_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}{ca}",
+            idp.s("/issuer"),
+            secret.display()
+        )
+    };
+    let ca1 = idp1.s("/ca_file");
+    let mut cfg = std::fs::read_to_string(config(
+        &dir,
+        &idp1,
+        &[
+            ("private-ca", body(&idp1, &secret1, Some(&ca1))),
+            ("system", body(&idp2, &secret2, None)),
+            ("both", body(&idp2, &secret2, Some(&ca1))),
+        ],
+    ))
+    .unwrap();
+    // The defaults name IdP 1's CA for every client; this test decides per client.
+    cfg = cfg.replacen(&format!("\n  ca_file: {ca1}\n"), "\n", 1);
+    let cfg = dir.write("config.yaml", &cfg);
+    let o = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "once"])
+        .env("SSL_CERT_FILE", idp2.s("/ca_file"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["private-ca", "system", "both"] {
+        assert!(read(&dir.join(&format!("out/{name}.token"))).is_some(), "{name}");
+    }
+    // Control: without `ca_file`, IdP 1's certificate is not trusted.
+    let cfg_text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&format!("\n    ca_file: {ca1}"), "");
+    let no_ca = dir.write("no-ca.yaml", &cfg_text);
+    let o = Command::new(BIN)
+        .args(["--config", no_ca.to_str().unwrap(), "once", "--force"])
+        .env("SSL_CERT_FILE", idp2.s("/ca_file"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("client=private-ca") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
