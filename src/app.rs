@@ -55,39 +55,28 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a task for every group of `config`. The receivers resolve as each group finishes
     /// its first attempt.
-    pub fn start(
-        config: Config,
-        store: Arc<Store>,
-        metrics: Arc<Metrics>,
-    ) -> Result<(Daemon, Vec<oneshot::Receiver<()>>), AppError> {
+    pub fn start(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> (Daemon, Vec<oneshot::Receiver<()>>) {
+        store.retain_clients(config.clients.iter().map(|c| &c.name));
+        let groups = Group::from_clients(&config.clients, &config.state_dir);
         let mut daemon = Daemon {
-            config: config.clone(),
+            config,
             store,
             metrics,
             http: HttpClients::default(),
             running: Vec::new(),
             tracker: TaskTracker::new(),
         };
-        let mut first = Vec::new();
-        daemon.store.retain_clients(config.clients.iter().map(|c| &c.name));
-        for group in Group::from_clients(&config.clients, &config.state_dir) {
-            let runner = daemon.prepare(&group)?;
-            first.push(daemon.spawn(group, runner));
-        }
-        Ok((daemon, first))
+        let first = groups.into_iter().map(|group| daemon.spawn(group)).collect();
+        (daemon, first)
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    fn prepare(&self, group: &Group) -> Result<Runner, AppError> {
-        Runner::new(group.clone(), self.store.clone(), self.metrics.clone(), &self.http)
-            .map_err(|e| anyhow::anyhow!("cannot set up client {}: {e}", group.label()).into())
-    }
-
-    fn spawn(&mut self, group: Group, runner: Runner) -> oneshot::Receiver<()> {
+    fn spawn(&mut self, group: Group) -> oneshot::Receiver<()> {
         remove_stale_temps(&group);
+        let runner = Runner::new(group.clone(), self.store.clone(), self.metrics.clone(), &self.http);
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
@@ -104,16 +93,8 @@ impl Daemon {
     /// Replaces the configuration. Groups that are unchanged keep running untouched (same token,
     /// same timer); changed ones are stopped and restarted, taking over a still-valid token if
     /// their grant is unchanged; removed ones are stopped and their state deleted.
-    pub async fn apply(&mut self, config: Config) -> Result<(), AppError> {
+    pub async fn apply(&mut self, config: Config) {
         let new_groups = Group::from_clients(&config.clients, &config.state_dir);
-        // Everything that can fail happens before anything is stopped, so a failed reload leaves
-        // the running set exactly as it was.
-        let mut prepared = Vec::new();
-        for group in &new_groups {
-            if !self.running.iter().any(|r| r.group == *group) {
-                prepared.push((group.clone(), self.prepare(group)?.started_by_reload()));
-            }
-        }
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|r| new_groups.contains(&r.group));
@@ -139,9 +120,11 @@ impl Daemon {
             r.retry_now.notify_one();
         }
         self.running = keep;
-        for (group, runner) in prepared {
-            // Readiness was reported at start-up; later first attempts are not awaited.
-            drop(self.spawn(group, runner));
+        for group in new_groups {
+            if !self.running.iter().any(|r| r.group == group) {
+                // Readiness was reported at start-up; later first attempts are not awaited.
+                drop(self.spawn(group));
+            }
         }
         info!(
             added = %summary.added.len(),
@@ -152,7 +135,6 @@ impl Daemon {
             summary.details()
         );
         self.config = config;
-        Ok(())
     }
 
     /// Stops every task (each at a safe point) and waits for them.
@@ -245,12 +227,13 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
     info!(config = %config_path.display(), clients, state_dir = %config.state_dir.display(), "tokend starting");
     raise_open_files_limit();
     let (store, metrics) = (Store::new(), Arc::new(Metrics::new()));
+    // Before the socket comes up, so its listing and readiness know every client.
     store.retain_clients(config.clients.iter().map(|c| &c.name));
     // The socket comes up first, so a reader that starts with tokend finds it and can wait.
     let authority = Authority::new(config.access.clone());
     let mut server = Server::start(config.socket.as_ref(), authority, store.clone(), metrics.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (mut daemon, first) = Daemon::start(config, store, metrics)?;
+    let (mut daemon, first) = Daemon::start(config, store, metrics);
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
     let watchdog = systemd::watchdog_period();
@@ -298,9 +281,7 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
             server
                 .reconfigure(config.socket.as_ref(), Authority::new(config.access.clone()))
                 .await;
-            if let Err(e) = daemon.apply(config).await {
-                error!(error = %e, "reload failed; the clients still run with the previous configuration");
-            }
+            daemon.apply(config).await;
         }
         Err(e) => {
             for line in e.to_string().lines() {
@@ -315,10 +296,8 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
 }
 
 fn readiness_status(store: &Store) -> String {
-    let now = SystemTime::now();
-    let all = store.all();
-    let valid = all.iter().filter(|(_, s)| s.valid_token(now).is_some()).count();
-    format!("{valid} of {} clients have a valid token", all.len())
+    let (valid, total) = store.count_valid(SystemTime::now());
+    format!("{valid} of {total} clients have a valid token")
 }
 
 /// `tokend once`: fetch what is missing or due (everything with `force`), write the outputs, and
@@ -331,8 +310,7 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients, &config.state_dir) {
         remove_stale_temps(&group);
-        let mut runner =
-            Runner::new(group, store.clone(), metrics.clone(), &http).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut runner = Runner::new(group, store.clone(), metrics.clone(), &http);
         jobs.push(async move {
             if !force {
                 runner.seed().await;

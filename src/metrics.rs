@@ -134,6 +134,7 @@ impl Metrics {
     }
 }
 
+/// Every refresh outcome: success, or a failure's `ErrorClass::outcome`.
 pub const OUTCOMES: [&str; 4] = ["refreshed", "failed", "rate_limited", "rejected"];
 
 fn label(client: &ClientName) -> ClientLabel {

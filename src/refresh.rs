@@ -141,15 +141,12 @@ pub struct Runner {
     short_lifetime_reported: bool,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<tokio::sync::Notify>,
-    /// Set for a task started by a reload: a failing grant retries at once instead of waiting
-    /// out the backoff it carried over.
-    reloaded: bool,
 }
 
 impl Runner {
-    pub fn new(group: Group, store: Arc<Store>, metrics: Arc<Metrics>, http: &HttpClients) -> Result<Self, FetchError> {
+    pub fn new(group: Group, store: Arc<Store>, metrics: Arc<Metrics>, http: &HttpClients) -> Self {
         let http = http.clone();
-        Ok(Runner {
+        Runner {
             label: group.label(),
             fingerprint: group.fingerprint(),
             group,
@@ -167,8 +164,7 @@ impl Runner {
             clock_leap_handled: false,
             short_lifetime_reported: false,
             retry_now: Arc::new(tokio::sync::Notify::new()),
-            reloaded: false,
-        })
+        }
     }
 
     pub fn label(&self) -> &str {
@@ -178,12 +174,6 @@ impl Runner {
     /// Wakes a running task after a reload: if its last request failed, it retries now.
     pub fn retry_handle(&self) -> Arc<tokio::sync::Notify> {
         self.retry_now.clone()
-    }
-
-    /// Marks a task started by a reload (see `reloaded`).
-    pub fn started_by_reload(mut self) -> Self {
-        self.reloaded = true;
-        self
     }
 
     /// How many outputs failed their last write.
@@ -221,14 +211,11 @@ impl Runner {
             .filter_map(|m| self.store.get(&m.name))
             .filter(|s| s.fingerprint == self.fingerprint)
             .collect();
-        // A grant that was backing off keeps backing off across a reload.
+        // Only a reload leaves failures in the store: the grant keeps its failure count (its
+        // backoff grows on), but tries once at once, since the reload may be the fix.
         if let Some(failing) = previous.iter().filter(|s| s.failures > 0).max_by_key(|s| s.failures) {
             self.failures = failing.failures;
-            self.due = if self.reloaded {
-                now
-            } else {
-                failing.next_attempt.unwrap_or(now)
-            };
+            self.due = now;
         }
         let from_memory = previous
             .iter()
@@ -423,11 +410,7 @@ impl Runner {
     async fn complete(&mut self, result: Result<Token, FetchError>, took: Duration) -> Result<(), FetchError> {
         let outcome = match &result {
             Ok(_) => "refreshed",
-            Err(e) => match e.class() {
-                ErrorClass::Transient => "failed",
-                ErrorClass::RateLimited => "rate_limited",
-                ErrorClass::Permanent => "rejected",
-            },
+            Err(e) => e.class().outcome(),
         };
         for member in &self.group.members {
             self.metrics.refresh(&member.name, outcome, took);
@@ -485,14 +468,14 @@ impl Runner {
         match class {
             ErrorClass::Permanent => error!(
                 client = %self.label,
-                outcome = "rejected",
+                outcome = class.outcome(),
                 attempt = self.failures,
                 error = %message,
                 "token request rejected; check the client's credentials and settings; {keeping}; retrying in {retry_in}"
             ),
             ErrorClass::RateLimited => warn!(
                 client = %self.label,
-                outcome = "rate-limited",
+                outcome = class.outcome(),
                 attempt = self.failures,
                 error = %message,
                 retry_after = ?e.retry_after().map(|d| d.as_secs()),
@@ -500,7 +483,7 @@ impl Runner {
             ),
             ErrorClass::Transient => warn!(
                 client = %self.label,
-                outcome = "failed",
+                outcome = class.outcome(),
                 attempt = self.failures,
                 error = %message,
                 "token request failed; {keeping}; retrying in {retry_in}"

@@ -2,7 +2,7 @@
 //! readers (the socket API, `once`, readiness) see each change without polling and never wait on
 //! the token endpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -59,9 +59,9 @@ impl Store {
     /// existing ones keep their state.
     pub fn retain_clients<'a>(&self, names: impl IntoIterator<Item = &'a ClientName>) {
         let mut clients = self.clients.write().expect("store lock poisoned");
-        let wanted: BTreeMap<&ClientName, ()> = names.into_iter().map(|n| (n, ())).collect();
-        clients.retain(|name, _| wanted.contains_key(name));
-        for name in wanted.into_keys() {
+        let wanted: BTreeSet<&ClientName> = names.into_iter().collect();
+        clients.retain(|name, _| wanted.contains(name));
+        for name in wanted {
             clients
                 .entry(name.clone())
                 .or_insert_with(|| watch::Sender::new(Snapshot::default()));
@@ -83,8 +83,24 @@ impl Store {
         clients.get(name).map(|s| f(&s.borrow()))
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.clients.read().expect("store lock poisoned").contains_key(name)
+    /// How many clients have a valid token at `now`, and how many there are.
+    pub fn count_valid(&self, now: SystemTime) -> (usize, usize) {
+        let clients = self.clients.read().expect("store lock poisoned");
+        let valid = clients
+            .values()
+            .filter(|s| s.borrow().valid_token(now).is_some())
+            .count();
+        (valid, clients.len())
+    }
+
+    /// The snapshots of the clients `wanted` picks (copies only those).
+    pub fn snapshots(&self, wanted: impl Fn(&ClientName) -> bool) -> Vec<(ClientName, Snapshot)> {
+        let clients = self.clients.read().expect("store lock poisoned");
+        clients
+            .iter()
+            .filter(|(n, _)| wanted(n))
+            .map(|(n, s)| (n.clone(), s.borrow().clone()))
+            .collect()
     }
 
     pub fn get(&self, name: &ClientName) -> Option<Snapshot> {
@@ -98,8 +114,7 @@ impl Store {
     }
 
     pub fn all(&self) -> Vec<(ClientName, Snapshot)> {
-        let clients = self.clients.read().expect("store lock poisoned");
-        clients.iter().map(|(n, s)| (n.clone(), s.borrow().clone())).collect()
+        self.snapshots(|_| true)
     }
 }
 

@@ -4,19 +4,18 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Time claims (RFC 7519 §4.1.4–4.1.6) of a compact JWS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TimeClaims {
     pub exp: Option<SystemTime>,
     pub iat: Option<SystemTime>,
-    pub nbf: Option<SystemTime>,
 }
 
-/// Returns the time claims if `token` looks like a compact JWS with a JSON payload, else `None`
-/// (opaque tokens and encrypted JWEs are not readable).
-pub fn time_claims(token: &str) -> Option<TimeClaims> {
+/// The claims of `token` if it looks like a compact JWS with a JSON object payload, else `None`
+/// (opaque tokens and encrypted JWEs are not readable). Nothing is verified.
+pub fn claims(token: &str) -> Option<Map<String, Value>> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -25,18 +24,25 @@ pub fn time_claims(token: &str) -> Option<TimeClaims> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let Value::Object(claims) = serde_json::from_slice::<Value>(&bytes).ok()? else {
-        return None;
-    };
-    // Out-of-range values (negative, beyond what the clock can hold) are treated as absent.
-    let time = |name: &str| {
-        let seconds = claims.get(name)?.as_f64()?;
-        UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
-    };
+    match serde_json::from_slice::<Value>(&bytes).ok()? {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2) as a time; out-of-range values (negative, beyond what the
+/// clock can hold) count as absent.
+pub fn time_claim(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
+    let seconds = claims.get(name)?.as_f64()?;
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
+}
+
+/// Returns the time claims of a JWT (see `claims`).
+pub fn time_claims(token: &str) -> Option<TimeClaims> {
+    let claims = claims(token)?;
     Some(TimeClaims {
-        exp: time("exp"),
-        iat: time("iat"),
-        nbf: time("nbf"),
+        exp: time_claim(&claims, "exp"),
+        iat: time_claim(&claims, "iat"),
     })
 }
 
@@ -54,7 +60,6 @@ mod tests {
         let c = time_claims(&jwt(r#"{"exp":1700003600,"iat":1700000000.5,"sub":"x"}"#)).unwrap();
         assert_eq!(c.exp, Some(UNIX_EPOCH + Duration::from_secs(1_700_003_600)));
         assert_eq!(c.iat, Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)));
-        assert_eq!(c.nbf, None);
     }
 
     #[test]

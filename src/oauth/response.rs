@@ -67,6 +67,17 @@ pub enum ErrorClass {
     Permanent,
 }
 
+impl ErrorClass {
+    /// The outcome of a failed request of this class, as logs and metrics name it.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "failed",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::Permanent => "rejected",
+        }
+    }
+}
+
 impl ResponseError {
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -4,7 +4,7 @@
 //! verification itself is jsonwebtoken's (on aws-lc-rs); this module picks the key and turns
 //! failures into messages that name the claim.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation as JwtValidation, errors::ErrorKind};
@@ -206,13 +206,7 @@ fn explain(kind: &ErrorKind, token: &str, rules: &Validation, issuer: &str) -> S
             .get(name)
             .map_or("absent".to_owned(), |v| v.to_string().chars().take(200).collect())
     };
-    let time = |name: &str| {
-        claims
-            .get(name)
-            .and_then(Value::as_f64)
-            .and_then(|s| UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(s).ok()?))
-            .map_or_else(|| claim(name), crate::token::rfc3339)
-    };
+    let time = |name: &str| super::jwt::time_claim(&claims, name).map_or_else(|| claim(name), crate::token::rfc3339);
     match kind {
         ErrorKind::InvalidSignature => "the signature does not verify with the issuer's key".into(),
         ErrorKind::ExpiredSignature => format!(
@@ -233,17 +227,7 @@ fn explain(kind: &ErrorKind, token: &str, rules: &Validation, issuer: &str) -> S
 }
 
 fn unverified_claims(token: &str) -> serde_json::Map<String, Value> {
-    use base64::Engine;
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        })
-        .unwrap_or_default()
+    super::jwt::claims(token).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -258,7 +242,10 @@ mod tests {
     const AUD: &str = "https://api.example/";
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn rules() -> Validation {

@@ -113,9 +113,6 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
     if !authority.may_read(peer, name) {
         return denied(peer, name, state);
     }
-    if !state.store.contains(name) {
-        return plain(StatusCode::NOT_FOUND, "no such client\n");
-    }
     let json = query.json.unwrap_or_else(|| accepts_json(req));
     let Some(wait) = query.wait else {
         let now = SystemTime::now();
@@ -260,9 +257,8 @@ fn list(peer: &Peer, state: &ServerState) -> Response<Body> {
     let now = SystemTime::now();
     let clients: Vec<Value> = state
         .store
-        .all()
+        .snapshots(|name| authority.may_read(peer, name.as_str()))
         .into_iter()
-        .filter(|(name, _)| authority.may_read(peer, name.as_str()))
         .map(|(name, s)| status_entry(name.as_str(), &s, now))
         .collect();
     let mut r = Response::new(Full::new(Bytes::from(json!({ "clients": clients }).to_string())));
@@ -299,15 +295,13 @@ fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
 }
 
 fn readiness(state: &ServerState) -> Response<Body> {
-    let now = SystemTime::now();
-    let all = state.store.all();
-    let valid = all.iter().filter(|(_, s)| s.valid_token(now).is_some()).count();
-    if valid == all.len() {
+    let (valid, total) = state.store.count_valid(SystemTime::now());
+    if valid == total {
         plain(StatusCode::OK, "ready\n")
     } else {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {valid} of {} clients have a valid token\n", all.len()),
+            format!("not ready: {valid} of {total} clients have a valid token\n"),
         )
     }
 }
