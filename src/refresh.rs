@@ -89,8 +89,7 @@ impl Group {
             None => grant,
             Some(rules) => {
                 let text = format!("{grant}|{rules:?}");
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-                digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+                crate::config::sha256_hex(text.as_bytes())
             }
         }
     }
@@ -165,10 +164,6 @@ impl Runner {
             short_lifetime_reported: false,
             retry_now: Arc::new(tokio::sync::Notify::new()),
         }
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
     }
 
     /// Wakes a running task after a reload: if its last request failed, it retries now.
@@ -359,7 +354,7 @@ impl Runner {
                     key_id: pk.key_id.as_deref(),
                     now: SystemTime::now(),
                 };
-                assertion = assertion::sign(key, pk.alg.unwrap_or_else(|| key.default_alg()), &claims, &pk.path)?;
+                assertion = assertion::sign(key, pk.alg, &claims, &pk.path)?;
                 request::Credential::Assertion(&assertion)
             }
             (Credentials::Certificate { .. }, _, _) => request::Credential::Certificate,
@@ -731,7 +726,7 @@ pub fn check_credentials(client: &Client) -> Result<(), FetchError> {
             key_id: None,
             now: SystemTime::now(),
         };
-        assertion::sign(key, pk.alg.unwrap_or_else(|| key.default_alg()), &claims, &pk.path)?;
+        assertion::sign(key, pk.alg, &claims, &pk.path)?;
     }
     HttpClients::default()
         .get(&material.settings, client.timeouts)

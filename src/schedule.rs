@@ -89,7 +89,7 @@ pub async fn sleep_until(deadline: SystemTime) {
 }
 
 /// `sleep_until` with an injectable clock, for tests.
-pub async fn sleep_until_with(deadline: SystemTime, now: impl Fn() -> SystemTime, step: Duration) {
+async fn sleep_until_with(deadline: SystemTime, now: impl Fn() -> SystemTime, step: Duration) {
     while let Ok(remaining) = deadline.duration_since(now()) {
         if remaining.is_zero() {
             return;

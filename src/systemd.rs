@@ -31,10 +31,6 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
-pub fn status(status: &str) {
-    notify(&[NotifyState::Status(status)]);
-}
-
 /// How often to ping the watchdog (half the interval systemd asked for), if it is enabled.
 pub fn watchdog_period() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|interval| (interval / 2).max(Duration::from_millis(100)))

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::oauth::jwt;
 use crate::oauth::{IssuedToken, ResponseError};
 
-/// Where a token's lifetime came from, for logs and `check`.
+/// Where a token's lifetime came from, for the refresh log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LifetimeSource {
     /// The response's `expires_in`.

@@ -40,10 +40,6 @@ fn out(dir: &TestDir, name: &str) -> String {
     dir.join(&format!("out/{name}")).display().to_string()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[test]
 fn tokens_appear_in_every_format_with_the_configured_modes() {
     let dir = TestDir::new("formats");

@@ -105,7 +105,7 @@ fn humanize(message: &str) -> String {
 }
 
 /// The valid name closest to a misspelt one, if any is close enough to be a plausible typo.
-pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = given.to_ascii_lowercase();
     candidates
         .iter()

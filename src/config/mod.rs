@@ -137,9 +137,14 @@ impl Grant {
             "organization": self.organization,
             "params": self.params,
         });
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(canonical.to_string().as_bytes())
     }
+}
+
+/// SHA-256 of `bytes`, in hex: fingerprints of what a token was obtained under.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the token endpoint comes from.
@@ -483,13 +488,9 @@ impl Validator<'_> {
                 format!("a socket path must be at most {MAX_SOCKET_PATH} bytes long"),
             );
         }
-        let group = raw.group.and_then(|spec| match resolve_group(&spec) {
-            Ok(id) => Some(Owner { spec, id }),
-            Err(msg) => {
-                self.problem(&["socket", "group"], msg);
-                None
-            }
-        });
+        let group = raw
+            .group
+            .and_then(|spec| self.owner(&["socket", "group"], spec, resolve_group));
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             self.problem(&["socket", "max_connections"], "`max_connections` must be at least 1");
@@ -519,19 +520,28 @@ impl Validator<'_> {
         let mut readers = Readers::default();
         for (i, spec) in raw.users.iter().flatten().enumerate() {
             let index = i.to_string();
-            match resolve_user(spec) {
-                Ok(id) => readers.users.push(Owner { spec: spec.clone(), id }),
-                Err(msg) => self.problem(&[at, &["users", index.as_str()]].concat(), msg),
-            }
+            readers
+                .users
+                .extend(self.owner(&[at, &["users", index.as_str()]].concat(), spec.clone(), resolve_user));
         }
         for (i, spec) in raw.groups.iter().flatten().enumerate() {
             let index = i.to_string();
-            match resolve_group(spec) {
-                Ok(id) => readers.groups.push(Owner { spec: spec.clone(), id }),
-                Err(msg) => self.problem(&[at, &["groups", index.as_str()]].concat(), msg),
-            }
+            readers
+                .groups
+                .extend(self.owner(&[at, &["groups", index.as_str()]].concat(), spec.clone(), resolve_group));
         }
         readers
+    }
+
+    /// A user or group resolved to its id, or a problem at `at`.
+    fn owner(&mut self, at: &[&str], spec: Principal, resolve: fn(&Principal) -> Result<u32, String>) -> Option<Owner> {
+        match resolve(&spec) {
+            Ok(id) => Some(Owner { spec, id }),
+            Err(msg) => {
+                self.problem(at, msg);
+                None
+            }
+        }
     }
 
     fn client(&mut self, name: ClientName, d: &RawClient, c: RawClient) -> Option<Client> {
@@ -1130,22 +1140,12 @@ impl Validator<'_> {
                 Some(v) => v,
                 None => DEFAULT_ENV_VARIABLE.to_owned(),
             };
-            let owner = o.owner.and_then(|spec| match resolve_user(&spec) {
-                Ok(id) => Some(Owner { spec, id }),
-                Err(msg) => {
-                    self.problem(&key("owner"), msg);
-                    ok = false;
-                    None
-                }
-            });
-            let group = o.group.and_then(|spec| match resolve_group(&spec) {
-                Ok(id) => Some(Owner { spec, id }),
-                Err(msg) => {
-                    self.problem(&key("group"), msg);
-                    ok = false;
-                    None
-                }
-            });
+            let owner = o.owner.map(|spec| self.owner(&key("owner"), spec, resolve_user));
+            let group = o.group.map(|spec| self.owner(&key("group"), spec, resolve_group));
+            if owner.as_ref().is_some_and(Option::is_none) || group.as_ref().is_some_and(Option::is_none) {
+                ok = false;
+            }
+            let (owner, group) = (owner.flatten(), group.flatten());
             outputs.push(Output {
                 path,
                 format,

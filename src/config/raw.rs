@@ -1,6 +1,7 @@
 //! The configuration file exactly as written: serde types that mirror the YAML. Shape errors
 //! (unknown keys, wrong types, bad scalar values) are caught here, with serde_yaml's line and
-//! column; everything that needs more than one value to judge is checked in `validate`.
+//! column; everything that needs more than one value to judge is checked by `Validator` in the
+//! parent module.
 
 use std::collections::BTreeMap;
 use std::fmt;

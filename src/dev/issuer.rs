@@ -8,9 +8,9 @@
 //! garbage), and `GET /_dev/requests` lists the token requests it has received.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use axum::body::Bytes;
@@ -86,7 +86,6 @@ struct Issuer {
 
 /// A running issuer.
 pub struct Running {
-    pub addr: SocketAddr,
     pub base_url: String,
 }
 
@@ -127,18 +126,18 @@ pub async fn start(
             tracing::error!(error = %e, "development issuer stopped");
         }
     });
-    Ok((Running { addr, base_url: base }, handle))
+    Ok((Running { base_url: base }, handle))
 }
 
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (status, Json(json!({ "error": code, "error_description": description }))).into_response()
 }
 
-/// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or
-/// both in the body — never both at once.
 /// A refusal: status, OAuth error code and description.
 type Refusal = (StatusCode, &'static str, &'static str);
 
+/// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or
+/// both in the body — never both at once.
 fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(String, String, &'static str), Refusal> {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let basic = headers
@@ -419,10 +418,7 @@ async fn requests(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::token::unix_millis(SystemTime::now())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

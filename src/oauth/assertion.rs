@@ -66,7 +66,7 @@ impl SigningKey {
     }
 
     /// Parses a PEM private key (errors never contain key material).
-    pub fn from_pem(text: &[u8]) -> Result<SigningKey, String> {
+    fn from_pem(text: &[u8]) -> Result<SigningKey, String> {
         let blocks = pem::parse_many(text).map_err(|_| "not a PEM file".to_owned())?;
         if blocks.is_empty() {
             return Err("not a PEM file".to_owned());
@@ -144,8 +144,14 @@ pub struct Claims<'a> {
 }
 
 /// Builds a signed assertion: `iss` = `sub` = the client id, `aud`, a unique `jti`, `iat`, and
-/// `exp` a minute later (RFC 7523 §3).
-pub fn sign(key: &SigningKey, alg: JwsAlg, claims: &Claims<'_>, path: &Path) -> Result<SecretString, AssertionError> {
+/// `exp` a minute later (RFC 7523 §3). `alg` defaults to the key's own (`default_alg`).
+pub fn sign(
+    key: &SigningKey,
+    alg: Option<JwsAlg>,
+    claims: &Claims<'_>,
+    path: &Path,
+) -> Result<SecretString, AssertionError> {
+    let alg = alg.unwrap_or_else(|| key.default_alg());
     let mut header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT" });
     if let Some(kid) = claims.key_id {
         header["kid"] = kid.into();
@@ -275,7 +281,7 @@ mod tests {
                 key_id: Some("k1"),
                 now,
             };
-            let jwt = sign(&key, alg, &claims, path).unwrap();
+            let jwt = sign(&key, Some(alg), &claims, path).unwrap();
             let jwt = jwt.expose_secret();
             verify(&key, alg, jwt);
             let parts: Vec<&str> = jwt.split('.').collect();
@@ -307,7 +313,7 @@ mod tests {
             key_id: None,
             now,
         };
-        let err = sign(&ec, JwsAlg::Rs256, &claims, &ec8).err().unwrap();
+        let err = sign(&ec, Some(JwsAlg::Rs256), &claims, &ec8).err().unwrap();
         assert!(
             err.to_string().contains("is a P-256 key, which cannot sign RS256"),
             "{err}"

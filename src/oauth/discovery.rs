@@ -52,7 +52,7 @@ pub struct Metadata {
 
 /// The two well-known locations for `issuer`: OIDC's (appended to the issuer's path) and RFC
 /// 8414's (inserted before it). They are the same for an issuer without a path.
-pub fn metadata_urls(issuer: &Url) -> Vec<Url> {
+fn metadata_urls(issuer: &Url) -> Vec<Url> {
     let path = issuer.path().trim_end_matches('/');
     let mut oidc = issuer.clone();
     oidc.set_path(&format!("{path}/.well-known/openid-configuration"));

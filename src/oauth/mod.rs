@@ -1,6 +1,9 @@
 //! The OAuth 2.0 client-credentials exchange (RFC 6749 §4.4): building the request (`request`),
-//! reading the response (`response`), peeking at JWT claims (`jwt`), and the HTTP call itself
-//! (`client`). Everything except `client` is free of I/O and tested with plain values.
+//! signing client assertions (`assertion`), reading the response (`response`), peeking at JWT
+//! claims (`jwt`), finding endpoints from an issuer (`discovery`), checking tokens against the
+//! issuer's keys (`validate`), and HTTP (`client`). `request`, `response` and `jwt`, and the
+//! parsing and checking halves of `discovery` and `validate`, are free of I/O and tested with
+//! plain values.
 
 pub mod assertion;
 pub mod client;

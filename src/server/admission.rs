@@ -21,10 +21,13 @@ pub enum Class {
     Stranger,
 }
 
+/// The settings a reload may change on a running listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_per_user: usize,
+    /// Deadline for each request head (also closes idle keep-alive connections).
+    pub header_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -57,6 +60,10 @@ impl Admission {
         *self.limits.lock().expect("admission lock poisoned") = limits;
     }
 
+    pub fn limits(&self) -> Limits {
+        *self.limits.lock().expect("admission lock poisoned")
+    }
+
     /// Admits a connection from `uid`, or says why not. The connection counts until the guard
     /// is dropped.
     pub fn admit(self: &Arc<Self>, uid: u32, class: Class) -> Result<Guard, Refusal> {
@@ -82,7 +89,8 @@ impl Admission {
         })
     }
 
-    pub fn open_connections(&self) -> usize {
+    #[cfg(test)]
+    fn open_connections(&self) -> usize {
         self.counts.lock().expect("admission lock poisoned").total
     }
 }
@@ -151,6 +159,7 @@ mod tests {
         let a = Admission::new(Limits {
             max_connections: 10,
             max_per_user: 6,
+            header_timeout: Duration::from_secs(1),
         });
         let strangers: Vec<_> = (0..STRANGER_CONNECTIONS)
             .map(|_| a.admit(7, Class::Stranger).unwrap())

@@ -15,7 +15,6 @@ pub mod socket;
 
 use std::convert::Infallible;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -74,10 +73,9 @@ impl ServerState {
 
 /// One socket and its accept loop.
 pub struct Listener {
-    pub config: SocketConfig,
+    config: SocketConfig,
     bound: Bound,
     admission: Arc<Admission>,
-    header_timeout_ms: Arc<AtomicU64>,
     stop_accepting: CancellationToken,
     accept_loop: JoinHandle<()>,
 }
@@ -86,32 +84,25 @@ fn limits(config: &SocketConfig) -> Limits {
     Limits {
         max_connections: config.max_connections,
         max_per_user: config.max_connections_per_user,
+        header_timeout: config.header_timeout,
     }
 }
 
 impl Listener {
     /// Creates the socket and starts accepting. Connections are tracked by `connections`, so that
     /// they outlive this listener (a reload that moves the socket does not cut them off).
-    pub fn start(
-        config: SocketConfig,
-        state: Arc<ServerState>,
-        connections: TaskTracker,
-    ) -> Result<Listener, SocketError> {
-        let bound = socket::bind(&config)?;
-        let io_error = |source| SocketError::Io {
+    fn start(config: SocketConfig, state: Arc<ServerState>, connections: TaskTracker) -> Result<Listener, SocketError> {
+        let (listener, bound) = socket::bind(&config)?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| SocketError::Io {
             path: config.path.clone(),
             source,
-        };
-        let listener =
-            tokio::net::UnixListener::from_std(bound.listener.try_clone().map_err(io_error)?).map_err(io_error)?;
+        })?;
         let admission = Admission::new(limits(&config));
-        let header_timeout_ms = Arc::new(AtomicU64::new(config.header_timeout.as_millis() as u64));
         let stop_accepting = CancellationToken::new();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             state,
             admission.clone(),
-            header_timeout_ms.clone(),
             stop_accepting.clone(),
             connections,
         ));
@@ -120,7 +111,6 @@ impl Listener {
             config,
             bound,
             admission,
-            header_timeout_ms,
             stop_accepting,
             accept_loop,
         })
@@ -128,17 +118,15 @@ impl Listener {
 
     /// Applies new settings for the same path: mode and group on the file, limits to the next
     /// connection (open ones are not cut off).
-    pub fn update(&mut self, config: &SocketConfig) -> io::Result<()> {
+    fn update(&mut self, config: &SocketConfig) -> io::Result<()> {
         socket::apply_mode(&self.config.path, config)?;
-        self.header_timeout_ms
-            .store(config.header_timeout.as_millis() as u64, Ordering::Relaxed);
         self.admission.set_limits(limits(config));
         self.config = config.clone();
         Ok(())
     }
 
     /// Stops accepting and removes the socket file. Open connections are not touched.
-    pub async fn stop(self) {
+    async fn stop(self) {
         self.stop_accepting.cancel();
         // Ignored: the loop only ends by cancellation.
         let _ = self.accept_loop.await;
@@ -151,7 +139,6 @@ async fn accept_loop(
     listener: tokio::net::UnixListener,
     state: Arc<ServerState>,
     admission: Arc<Admission>,
-    header_timeout_ms: Arc<AtomicU64>,
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -202,7 +189,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let header_timeout = Duration::from_millis(header_timeout_ms.load(Ordering::Relaxed));
+        let header_timeout = admission.limits().header_timeout;
         connections.spawn(serve_connection(stream, peer, state.clone(), header_timeout, guard));
     }
 }
@@ -287,6 +274,10 @@ impl Server {
         })
     }
 
+    fn listen(&self, config: &SocketConfig) -> Result<Listener, SocketError> {
+        Listener::start(config.clone(), self.state.clone(), self.connections.clone())
+    }
+
     /// Applies a reloaded configuration: new access rules at once; socket changes without
     /// dropping open connections (a moved socket keeps serving them until they end). A socket
     /// that cannot be created is logged and the previous one kept.
@@ -308,18 +299,16 @@ impl Server {
                 }
                 self.listener = Some(current);
             }
-            (Some(old), Some(config)) => {
-                match Listener::start(config.clone(), self.state.clone(), self.connections.clone()) {
-                    Ok(new) => {
-                        old.stop().await;
-                        self.listener = Some(new);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, socket = %old.config.path.display(), "keeping the previous socket");
-                        self.listener = Some(old);
-                    }
+            (Some(old), Some(config)) => match self.listen(config) {
+                Ok(new) => {
+                    old.stop().await;
+                    self.listener = Some(new);
                 }
-            }
+                Err(e) => {
+                    warn!(error = %e, socket = %old.config.path.display(), "keeping the previous socket");
+                    self.listener = Some(old);
+                }
+            },
         }
     }
 

@@ -27,10 +27,9 @@ pub enum SocketError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// A socket file tokend created.
+/// A socket file tokend created (the listening socket itself is handed out by `bind`).
 pub struct Bound {
-    pub listener: UnixListener,
-    pub path: PathBuf,
+    path: PathBuf,
     identity: (u64, u64),
 }
 
@@ -46,7 +45,7 @@ impl Bound {
     }
 }
 
-pub fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
+pub fn bind(config: &SocketConfig) -> Result<(UnixListener, Bound), SocketError> {
     let path = &config.path;
     let io_err = |at: &Path, source| SocketError::Io {
         path: at.to_owned(),
@@ -73,11 +72,13 @@ pub fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
     let _ = private.close();
     listener.set_nonblocking(true).map_err(|e| io_err(path, e))?;
     let meta = fs::symlink_metadata(path).map_err(|e| io_err(path, e))?;
-    Ok(Bound {
+    Ok((
         listener,
-        path: path.clone(),
-        identity: (meta.dev(), meta.ino()),
-    })
+        Bound {
+            path: path.clone(),
+            identity: (meta.dev(), meta.ino()),
+        },
+    ))
 }
 
 /// Sets the configured mode and group on an existing socket file (at start-up and on reload).
@@ -134,15 +135,15 @@ mod tests {
     fn binds_with_the_mode_and_replaces_only_stale_sockets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/tokend.sock");
-        let bound = bind(&config(path.clone())).unwrap();
+        let (listener, _bound) = bind(&config(path.clone())).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o660);
         assert_eq!(fs::metadata(dir.path().join("run")).unwrap().mode() & 0o777, 0o755);
         // Live: someone answers.
         assert!(matches!(bind(&config(path.clone())), Err(SocketError::InUse { .. })));
         // Stale: the listener is gone but the file remains.
-        drop(bound);
+        drop(listener);
         assert!(path.exists());
-        let again = bind(&config(path.clone())).unwrap();
+        let (_listener, again) = bind(&config(path.clone())).unwrap();
         again.remove();
         assert!(!path.exists());
     }
@@ -163,7 +164,7 @@ mod tests {
     fn removal_leaves_a_socket_that_is_not_ours() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokend.sock");
-        let bound = bind(&config(path.clone())).unwrap();
+        let (_listener, bound) = bind(&config(path.clone())).unwrap();
         fs::remove_file(&path).unwrap();
         let other = UnixListener::bind(&path).unwrap();
         bound.remove();

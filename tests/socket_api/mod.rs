@@ -225,13 +225,6 @@ fn a_long_poll_returns_within_a_second_of_a_refresh() {
     assert!(daemon.stop().success());
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 #[test]
 fn callers_are_authorized_by_their_kernel_credentials() {
     if !running_as_root("callers_are_authorized_by_their_kernel_credentials") {

@@ -280,3 +280,11 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().mode() & 0o7777
 }
+
+/// Wall-clock milliseconds since the epoch (the issuer's request log uses the same).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
