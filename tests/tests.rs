@@ -1414,3 +1414,89 @@ fn check_catches_a_key_that_cannot_sign_and_masks_proxy_passwords() {
     assert!(text.contains("http://user:****@proxy.example:3128/"), "{text}");
     assert!(!text.contains("pr0xyPassw0rd"), "{text}");
 }
+
+/// The config the fixtures in `tests/fixtures/state-v1` were saved for, by tokend's state code as
+/// it was before the fingerprint got its own versioned encoding (commit a3f532d). The token
+/// endpoints are dead addresses: a request would fail, so success proves none was made.
+const STATE_V1_CONFIG: &str = r#"
+socket: { enabled: false }
+state_dir: STATE
+defaults:
+  client_id: app
+  client_secret: { file: SECRET }
+clients:
+  plain:
+    token_url: http://127.0.0.1:9/oauth/token
+    audience: https://plain.example/
+    scope: read:a write:b
+    resource: [https://r1.example/, https://r2.example/]
+    organization: org_1
+    params: { tenant: eu, "x y": "a&b" }
+    outputs: [{ path: OUT/plain.token }]
+  validated:
+    issuer: http://127.0.0.1:9
+    audience: https://validated.example/
+    validate: { leeway: 30s }
+    outputs: [{ path: OUT/validated.token }]
+  explicit:
+    token_url: https://idp.example/oauth/token
+    audience: "https://ex\"ample/"
+    validate: { issuer: "https://issuer.example/", jwks_uri: "https://issuer.example:8443/keys?v=1", audience: [a, "b\\c"], algorithms: [RS256, EdDSA, PS512], leeway: 1500ms }
+    outputs: [{ path: OUT/explicit.token }]
+  ipv6:
+    token_url: "http://[::1]:8080/t"
+    audience: https://v6.example/
+    validate: { issuer: "http://[::1]:8080/", jwks_uri: "http://[::1]:8080/jwks", leeway: 0s }
+    outputs: [{ path: OUT/ipv6.token }]
+  bare:
+    token_url: https://idp.example/oauth/token
+    outputs: [{ path: OUT/bare.token }]
+"#;
+
+/// An upgrade must not re-request every token on every host at once: state files saved by the
+/// previous release are reused, with no request, for plain and validated clients alike.
+#[test]
+fn state_files_saved_by_the_previous_release_are_reused_without_a_request() {
+    let dir = TestDir::new("state-v1");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1");
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let names = ["plain", "validated", "explicit", "ipv6", "bare"];
+    let now = now_ms();
+    for name in names {
+        let mut saved: Value =
+            serde_json::from_str(&fs::read_to_string(fixtures.join(format!("{name}.state"))).unwrap()).unwrap();
+        // Only the times move (they are not part of what a token was obtained under).
+        saved["issued_at_ms"] = json!(now - 60_000);
+        saved["expires_at_ms"] = json!(now + 3_600_000);
+        dir.write(&format!("state/{name}.state"), &saved.to_string());
+    }
+    let secret = dir.secret("secret", SECRET);
+    let cfg = dir.write(
+        "config.yaml",
+        &STATE_V1_CONFIG
+            .replace("STATE", state.to_str().unwrap())
+            .replace("SECRET", secret.to_str().unwrap())
+            .replace("OUT", dir.join("out").to_str().unwrap()),
+    );
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "--log-format", "json", "once"]);
+    let log = String::from_utf8_lossy(&once.stderr).into_owned();
+    assert!(once.status.success(), "{log}");
+    let reused: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["outcome"] == "reused")
+        .map(|l| l["client"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for name in names {
+        assert!(reused.iter().any(|c| c == name), "{name} was not reused:\n{log}");
+        assert_eq!(
+            read(&dir.join(&format!("out/{name}.token"))).as_deref(),
+            Some(format!("fixture-token-for-{name}").as_str())
+        );
+    }
+}
