@@ -57,7 +57,7 @@ impl Daemon {
     /// its first attempt.
     pub fn start(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> (Daemon, Vec<oneshot::Receiver<()>>) {
         store.retain_clients(config.clients.iter().map(|c| &c.name));
-        let groups = Group::from_clients(&config.clients, &config.state_dir);
+        let groups = Group::from_clients(&config.clients);
         let mut daemon = Daemon {
             config,
             store,
@@ -75,8 +75,14 @@ impl Daemon {
     }
 
     fn spawn(&mut self, group: Group) -> oneshot::Receiver<()> {
-        remove_stale_temps(&group);
-        let runner = Runner::new(group.clone(), self.store.clone(), self.metrics.clone(), &self.http);
+        remove_stale_temps(&group, &self.config.state_dir);
+        let runner = Runner::new(
+            group.clone(),
+            &self.config.state_dir,
+            self.store.clone(),
+            self.metrics.clone(),
+            &self.http,
+        );
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
@@ -94,10 +100,12 @@ impl Daemon {
     /// same timer); changed ones are stopped and restarted, taking over a still-valid token if
     /// their grant is unchanged; removed ones are stopped and their state deleted.
     pub async fn apply(&mut self, config: Config) {
-        let new_groups = Group::from_clients(&config.clients, &config.state_dir);
+        let new_groups = Group::from_clients(&config.clients);
+        // A moved state directory restarts every group, so that each saves where it now should.
+        let same_state_dir = self.config.state_dir == config.state_dir;
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| new_groups.contains(&r.group));
+            .partition(|r| same_state_dir && new_groups.contains(&r.group));
         for r in stop {
             r.cancel.cancel();
             // A task stops only while sleeping or waiting for the token endpoint, never while
@@ -120,6 +128,8 @@ impl Daemon {
             r.retry_now.notify_one();
         }
         self.running = keep;
+        // New groups save state where the new configuration says.
+        self.config = config;
         for group in new_groups {
             if !self.running.iter().any(|r| r.group == group) {
                 // Readiness was reported at start-up; later first attempts are not awaited.
@@ -134,7 +144,6 @@ impl Daemon {
             "configuration reloaded{}",
             summary.details()
         );
-        self.config = config;
     }
 
     /// Stops every task (each at a safe point) and waits for them.
@@ -199,12 +208,9 @@ impl Summary {
     }
 }
 
-fn remove_stale_temps(group: &Group) {
-    let state_files = group.members.iter().map(|m| state::path(&group.state_dir, &m.name));
-    let outputs = group
-        .members
-        .iter()
-        .flat_map(|m| m.outputs.iter().map(|o| o.path.clone()));
+fn remove_stale_temps(group: &Group, state_dir: &Path) {
+    let state_files = group.members().map(|m| state::path(state_dir, &m.name));
+    let outputs = group.members().flat_map(|m| m.outputs.iter().map(|o| o.path.clone()));
     for path in outputs.chain(state_files) {
         match atomic::remove_stale_temps(&path) {
             Ok(removed) => {
@@ -308,9 +314,9 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let http = HttpClients::default();
     let metrics = Arc::new(Metrics::new());
     let mut jobs = Vec::new();
-    for group in Group::from_clients(&config.clients, &config.state_dir) {
-        remove_stale_temps(&group);
-        let mut runner = Runner::new(group, store.clone(), metrics.clone(), &http);
+    for group in Group::from_clients(&config.clients) {
+        remove_stale_temps(&group, &config.state_dir);
+        let mut runner = Runner::new(group, &config.state_dir, store.clone(), metrics.clone(), &http);
         jobs.push(async move {
             if !force {
                 runner.seed().await;

@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::unistd::{AccessFlags, Gid, Uid};
 
 use crate::config::{Access, Client, Config, Credentials, Output, Proxy};
-use crate::refresh;
-use crate::refresh::Group;
+use crate::oauth::exchange;
 use crate::secret::SecretSource;
 
 /// What `check` found beyond a valid configuration.
@@ -23,15 +23,19 @@ pub struct Report {
 
 pub fn check(config: &Config) -> Report {
     let mut r = Report::default();
-    let groups = Group::from_clients(&config.clients, &config.state_dir);
+    // Clients with equal requests share one `Arc<RequestSpec>` (and one request).
+    let mut requests: Vec<*const crate::config::RequestSpec> =
+        config.clients.iter().map(|c| Arc::as_ptr(&c.spec)).collect();
+    requests.sort();
+    requests.dedup();
     let _ = writeln!(
         r.text,
         "{}: valid, {} client{} ({} token request{}), state in {}",
         config.source.display(),
         config.clients.len(),
         plural(config.clients.len()),
-        groups.len(),
-        plural(groups.len()),
+        requests.len(),
+        plural(requests.len()),
         config.state_dir.display()
     );
     check_dir(&mut r, "state_dir", &config.state_dir, None);
@@ -74,30 +78,30 @@ pub fn check(config: &Config) -> Report {
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
-        describe(&mut r, client, &groups, config_mode, &config.access);
+        describe(&mut r, client, &config.clients, config_mode, &config.access);
     }
     r
 }
 
-fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, access: &Access) {
+fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
     let _ = writeln!(
         r.text,
         "  token endpoint  {} ({})",
-        c.grant.endpoint.describe(),
-        c.auth.as_str()
+        c.spec.grant.endpoint.describe(),
+        c.spec.credentials.method().as_str()
     );
-    let _ = writeln!(r.text, "  client id       {}", c.grant.client_id);
-    let state = match refresh::check_credentials(c) {
+    let _ = writeln!(r.text, "  client id       {}", c.spec.grant.client_id);
+    let state = match exchange::check_credentials(&c.spec, c.timeouts) {
         Ok(()) => "readable".to_owned(),
         Err(e) => {
             r.problems.push(format!("{n}: {e}"));
             "NOT USABLE".to_owned()
         }
     };
-    match &c.credentials {
-        Credentials::Secret(source) => {
+    match &c.spec.credentials {
+        Credentials::SecretPost(source) | Credentials::SecretBasic(source) => {
             let _ = writeln!(r.text, "  client secret   {} ({state})", source.describe());
             if let SecretSource::Literal(_) = source {
                 let mut warning = format!(
@@ -125,13 +129,13 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, acce
             );
         }
     }
-    if let Some(ca) = &c.transport.ca_file {
+    if let Some(ca) = &c.spec.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());
     }
-    if c.transport.proxy != Proxy::Environment {
-        let _ = writeln!(r.text, "  proxy           {}", c.transport.proxy.describe());
+    if c.spec.transport.proxy != Proxy::Environment {
+        let _ = writeln!(r.text, "  proxy           {}", c.spec.transport.proxy.describe());
     }
-    if let Some(v) = &c.validation {
+    if let Some(v) = &c.spec.validation {
         let iss = v.issuer.clone().unwrap_or_else(|| "as discovered".into());
         let _ = writeln!(
             r.text,
@@ -142,18 +146,18 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, acce
         );
     }
     for (label, value) in [
-        ("audience", c.grant.audience.as_deref()),
-        ("scope", c.grant.scope.as_deref()),
-        ("organization", c.grant.organization.as_deref()),
+        ("audience", c.spec.grant.audience.as_deref()),
+        ("scope", c.spec.grant.scope.as_deref()),
+        ("organization", c.spec.grant.organization.as_deref()),
     ] {
         if let Some(v) = value {
             let _ = writeln!(r.text, "  {label:<15} {v}");
         }
     }
-    for resource in &c.grant.resources {
+    for resource in &c.spec.grant.resources {
         let _ = writeln!(r.text, "  resource        {resource}");
     }
-    for (name, value) in &c.grant.params {
+    for (name, value) in &c.spec.grant.params {
         let _ = writeln!(r.text, "  param           {name}={value}");
     }
     let f = |d| humantime::format_duration(d);
@@ -206,16 +210,12 @@ fn describe(r: &mut Report, c: &Client, groups: &[Group], config_mode: u32, acce
             ));
         }
     }
-    if let Some(group) = groups
+    let others: Vec<&str> = clients
         .iter()
-        .find(|g| g.members.len() > 1 && g.members.iter().any(|m| m.name == c.name))
-    {
-        let others: Vec<&str> = group
-            .members
-            .iter()
-            .filter(|m| m.name != c.name)
-            .map(|m| m.name.as_str())
-            .collect();
+        .filter(|o| o.name != c.name && Arc::ptr_eq(&o.spec, &c.spec))
+        .map(|o| o.name.as_str())
+        .collect();
+    if !others.is_empty() {
         let _ = writeln!(r.text, "  shares its token request with {}", others.join(", "));
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::ClientName;
+use crate::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientLabel {
@@ -95,10 +96,10 @@ impl Metrics {
         self.expiry.get_or_create(&label(client)).set(seconds);
     }
 
-    pub fn refresh(&self, client: &ClientName, outcome: &'static str, took: Duration) {
+    pub fn refresh(&self, client: &ClientName, outcome: Outcome, took: Duration) {
         let labels = RefreshLabels {
             client: client.to_string(),
-            outcome,
+            outcome: outcome.as_str(),
         };
         self.refreshes.get_or_create(&labels).inc();
         self.latency.get_or_create(&label(client)).observe(took.as_secs_f64());
@@ -118,10 +119,10 @@ impl Metrics {
         self.expiry.remove(&l);
         self.latency.remove(&l);
         self.output_errors.remove(&l);
-        for outcome in OUTCOMES {
+        for outcome in Outcome::OF_REQUESTS {
             self.refreshes.remove(&RefreshLabels {
                 client: client.to_string(),
-                outcome,
+                outcome: outcome.as_str(),
             });
         }
     }
@@ -133,9 +134,6 @@ impl Metrics {
         out
     }
 }
-
-/// Every refresh outcome: success, or a failure's `ErrorClass::outcome`.
-pub const OUTCOMES: [&str; 4] = ["refreshed", "failed", "rate_limited", "rejected"];
 
 fn label(client: &ClientName) -> ClientLabel {
     ClientLabel {
@@ -152,7 +150,7 @@ mod tests {
         let m = Metrics::new();
         let c = ClientName::new("billing").unwrap();
         m.token_published(&c, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        m.refresh(&c, "refreshed", Duration::from_millis(40));
+        m.refresh(&c, Outcome::Refreshed, Duration::from_millis(40));
         m.output_error(&c);
         m.request(200);
         m.request(200);

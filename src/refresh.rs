@@ -5,22 +5,20 @@
 //! publishes it to every member's outputs and the store, and backs off on failure while the old
 //! token keeps being served.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use zeroize::Zeroizing;
 
-use crate::config::{
-    AssertionAudience, AuthMethod, Client, ClientName, Credentials, Endpoint, Grant, Output, RetryPolicy, Timeouts,
-    Transport, Validation,
-};
+use crate::config::{Client, ClientName, Output, RequestSpec, RetryPolicy, Timeouts};
 use crate::metrics::Metrics;
-use crate::oauth::validate::{self, ValidationError};
-use crate::oauth::{ClientSettings, ErrorClass, FetchError, HttpClient, HttpClients, assertion, discovery, request};
+use crate::oauth::exchange::{self, Terms};
+use crate::oauth::issuer::IssuerCache;
+use crate::oauth::{ErrorClass, FetchError, HttpClients};
+use crate::outcome::Outcome;
 use crate::output;
 use crate::schedule;
 use crate::state;
@@ -32,60 +30,74 @@ const OUTPUT_RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// … to this.
 const OUTPUT_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Clients that receive the same token.
+/// Clients that receive the same token: they share one `RequestSpec`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
-    pub grant: Grant,
-    pub auth: AuthMethod,
-    pub credentials: Credentials,
-    pub transport: Transport,
-    pub validation: Option<Validation>,
-    pub timeouts: Timeouts,
-    pub retry: RetryPolicy,
-    /// In config order; never empty.
-    pub members: Vec<Arc<Client>>,
-    pub state_dir: PathBuf,
+    pub spec: Arc<RequestSpec>,
+    /// The first member in config order: its timeouts and retry policy are the group's.
+    lead: Arc<Client>,
+    /// The other members, in config order.
+    others: Vec<Arc<Client>>,
 }
 
 impl Group {
-    /// Groups clients that would send identical requests and accept the same answers: the same
-    /// grant, authenticated the same way with the same credentials, over the same transport,
-    /// validated by the same rules. The first client (in config order) decides the group's
-    /// timeouts and retry policy; refresh times take the earliest any member's policy asks for.
-    pub fn from_clients(clients: &[Arc<Client>], state_dir: &Path) -> Vec<Group> {
+    /// Groups clients that send the same request (`spec ==`: the same grant, authenticated the
+    /// same way with the same credentials, over the same transport, validated by the same
+    /// rules), in config order. Refresh times take the earliest any member's policy asks for.
+    pub fn from_clients(clients: &[Arc<Client>]) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<&RequestSpec, usize> = HashMap::new();
         for client in clients {
-            let same = groups.iter_mut().find(|g| {
-                g.grant == client.grant
-                    && g.auth == client.auth
-                    && g.credentials == client.credentials
-                    && g.transport == client.transport
-                    && g.validation == client.validation
-            });
-            match same {
-                Some(group) => group.members.push(client.clone()),
-                None => groups.push(Group {
-                    grant: client.grant.clone(),
-                    auth: client.auth,
-                    credentials: client.credentials.clone(),
-                    transport: client.transport.clone(),
-                    validation: client.validation.clone(),
-                    timeouts: client.timeouts,
-                    retry: client.retry,
-                    members: vec![client.clone()],
-                    state_dir: state_dir.to_owned(),
-                }),
+            match index.get(&*client.spec) {
+                Some(&i) => groups[i].others.push(client.clone()),
+                None => {
+                    index.insert(&client.spec, groups.len());
+                    groups.push(Group {
+                        spec: client.spec.clone(),
+                        lead: client.clone(),
+                        others: Vec::new(),
+                    });
+                }
             }
         }
         groups
+    }
+
+    /// Every member, in config order.
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Client>> {
+        std::iter::once(&self.lead).chain(&self.others)
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.lead.timeouts
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        self.lead.retry
+    }
+
+    /// The shortest lifetime any member assumes for a token whose response states none.
+    pub fn default_lifetime(&self) -> Duration {
+        self.members()
+            .map(|m| m.refresh.default_lifetime)
+            .fold(self.lead.refresh.default_lifetime, Duration::min)
+    }
+
+    /// When to refresh `token`: the earliest any member's policy asks for.
+    pub fn plan(&self, token: &Token) -> schedule::RefreshPlan {
+        let sample = token.jitter_sample();
+        let plan = |m: &Arc<Client>| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample);
+        self.members()
+            .map(plan)
+            .fold(plan(&self.lead), |a, b| if b.at < a.at { b } else { a })
     }
 
     /// What a token held by this group was obtained and accepted under: the grant, and the
     /// validation rules it passed. A saved or kept token is reused only under the same
     /// fingerprint, so turning `validate:` on or changing it never publishes an unchecked token.
     pub fn fingerprint(&self) -> String {
-        let grant = self.grant.fingerprint();
-        match &self.validation {
+        let grant = self.spec.grant.fingerprint();
+        match &self.spec.validation {
             None => grant,
             Some(rules) => {
                 let text = format!("{grant}|{rules:?}");
@@ -96,11 +108,7 @@ impl Group {
 
     /// The member names, for logs: `billing` or `billing,reports`.
     pub fn label(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.members().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -119,10 +127,9 @@ pub struct Runner {
     label: String,
     fingerprint: String,
     http: HttpClients,
-    /// The issuer's metadata, when the token endpoint is discovered.
-    discovery: discovery::Cache,
-    /// The issuer's keys, when tokens are validated.
-    keys: validate::KeyCache,
+    /// The issuer's metadata and keys.
+    issuer: IssuerCache,
+    state_dir: PathBuf,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     current: Option<Arc<Token>>,
@@ -143,15 +150,21 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn new(group: Group, store: Arc<Store>, metrics: Arc<Metrics>, http: &HttpClients) -> Self {
+    pub fn new(
+        group: Group,
+        state_dir: &std::path::Path,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        http: &HttpClients,
+    ) -> Self {
         let http = http.clone();
         Runner {
             label: group.label(),
             fingerprint: group.fingerprint(),
             group,
             http,
-            discovery: discovery::Cache::default(),
-            keys: validate::KeyCache::default(),
+            issuer: IssuerCache::default(),
+            state_dir: state_dir.to_owned(),
             store,
             metrics,
             current: None,
@@ -191,7 +204,7 @@ impl Runner {
     pub async fn seed(&mut self) -> Option<Seed> {
         let now = SystemTime::now();
         // A member whose grant changed must not go on serving the old grant's token.
-        for member in &self.group.members {
+        for member in self.group.members() {
             self.store.update(&member.name, |s| {
                 if s.fingerprint != self.fingerprint {
                     s.token = None;
@@ -201,8 +214,7 @@ impl Runner {
         }
         let previous: Vec<Snapshot> = self
             .group
-            .members
-            .iter()
+            .members()
             .filter_map(|m| self.store.get(&m.name))
             .filter(|s| s.fingerprint == self.fingerprint)
             .collect();
@@ -220,8 +232,8 @@ impl Runner {
             self.adopt(token, Seed::Memory).await;
             return Some(Seed::Memory);
         }
-        let dir = self.group.state_dir.clone();
-        let names: Vec<ClientName> = self.group.members.iter().map(|m| m.name.clone()).collect();
+        let dir = self.state_dir.clone();
+        let names: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
         let fingerprint = self.fingerprint.clone();
         let saved = tokio::task::spawn_blocking(move || {
             let mut best: Option<Token> = None;
@@ -248,7 +260,7 @@ impl Runner {
         }
         info!(
             client = %self.label,
-            outcome = if seed == Seed::Memory { "kept" } else { "reused" },
+            outcome = if seed == Seed::Memory { Outcome::Kept } else { Outcome::Reused }.as_str(),
             expires_at = %rfc3339(token.expires_at),
             next_refresh = %rfc3339(self.due),
             "{}",
@@ -264,13 +276,7 @@ impl Runner {
 
     /// The earliest refresh time any member's policy asks for.
     fn plan(&mut self, token: &Token) -> SystemTime {
-        let sample = token.jitter_sample();
-        let plans = self
-            .group
-            .members
-            .iter()
-            .map(|m| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample));
-        let earliest = plans.min_by_key(|p| p.at).expect("a group has members");
+        let earliest = self.group.plan(token);
         if earliest.min_remaining_unmet && !self.short_lifetime_reported {
             self.short_lifetime_reported = true;
             warn!(
@@ -292,122 +298,21 @@ impl Runner {
 
     /// The request alone: cancellable, as it changes nothing but caches.
     async fn request(&mut self) -> Result<Token, FetchError> {
-        let sent_at = SystemTime::now();
-        // Secrets, keys, certificates and CA files are read for every request, so rotated ones
-        // are used without a restart.
-        let (credentials, transport, timeouts) = (
-            self.group.credentials.clone(),
-            self.group.transport.clone(),
-            self.group.timeouts,
-        );
-        let material = tokio::task::spawn_blocking(move || Material::load(&credentials, &transport, timeouts))
-            .await
-            .map_err(|e| FetchError::Tls(format!("reading credentials failed: {e}")))??;
-        let http = self.http.get(&material.settings, self.group.timeouts)?;
-        let result = self.exchange(&http, &material, sent_at).await;
-        if result.is_err() {
-            // The metadata may be what is wrong (a moved endpoint, rotated keys): look again.
-            self.discovery.forget();
-        }
-        result
-    }
-
-    async fn exchange(
-        &mut self,
-        http: &HttpClient,
-        material: &Material,
-        sent_at: SystemTime,
-    ) -> Result<Token, FetchError> {
-        let metadata = match &self.group.grant.endpoint {
-            Endpoint::TokenUrl(_) => None,
-            Endpoint::Issuer(issuer) => Some(match self.discovery.fresh() {
-                Some(m) => m.clone(),
-                None => {
-                    let m = discovery::discover(http, issuer, self.group.transport.allow_insecure_http).await?;
-                    debug!(client = %self.label, token_endpoint = %m.token_endpoint, "discovered the issuer's metadata");
-                    self.discovery.store(m.clone());
-                    m
-                }
-            }),
+        let terms = Terms {
+            timeouts: self.group.timeouts(),
+            default_lifetime: self.group.default_lifetime(),
         };
-        let token_endpoint = match (&self.group.grant.endpoint, &metadata) {
-            (_, Some(m)) => m.token_endpoint.clone(),
-            (Endpoint::TokenUrl(url), None) => url.clone(),
-            (Endpoint::Issuer(_), None) => unreachable!("an issuer is always discovered"),
-        };
-        let assertion;
-        let credential = match (&self.group.credentials, &material.secret, &material.key) {
-            (Credentials::Secret(_), Some(secret), _) if self.group.auth == AuthMethod::ClientSecretBasic => {
-                request::Credential::Basic(secret)
-            }
-            (Credentials::Secret(_), Some(secret), _) => request::Credential::Post(secret),
-            (Credentials::PrivateKey(pk), _, Some(key)) => {
-                let audience = match (&pk.audience, &metadata) {
-                    (AssertionAudience::TokenEndpoint, _) => token_endpoint.as_str().to_owned(),
-                    (AssertionAudience::Issuer, Some(m)) => m.issuer.clone(),
-                    (AssertionAudience::Issuer, None) => token_endpoint.as_str().to_owned(),
-                    (AssertionAudience::Url(url), _) => url.clone(),
-                };
-                let claims = assertion::Claims {
-                    client_id: &self.group.grant.client_id,
-                    audience: &audience,
-                    key_id: pk.key_id.as_deref(),
-                    now: SystemTime::now(),
-                };
-                assertion = assertion::sign(key, pk.alg, &claims, &pk.path)?;
-                request::Credential::Assertion(&assertion)
-            }
-            (Credentials::Certificate { .. }, _, _) => request::Credential::Certificate,
-            _ => unreachable!("Material::load reads what the credentials need"),
-        };
-        let request = request::build(&self.group.grant, credential);
-        let issued = http.fetch(&token_endpoint, &request).await?;
-        if let Some(rules) = &self.group.validation {
-            let (issuer, jwks_uri) = match (&rules.issuer, &rules.jwks_uri, &metadata) {
-                (issuer, Some(jwks), m) => (
-                    issuer.clone().or_else(|| m.as_ref().map(|m| m.issuer.clone())),
-                    jwks.clone(),
-                ),
-                (issuer, None, Some(m)) => {
-                    let jwks = m.jwks_uri.clone().ok_or_else(|| {
-                        FetchError::from(ValidationError::Jwks {
-                            url: "(none)".into(),
-                            reason: "the issuer's metadata has no `jwks_uri`; set `validate.jwks_uri`".into(),
-                        })
-                    })?;
-                    (issuer.clone().or_else(|| Some(m.issuer.clone())), jwks)
-                }
-                (_, None, None) => unreachable!("config validation requires jwks_uri or discovery"),
-            };
-            let issuer = issuer.expect("config validation requires an issuer or discovery");
-            validate::validate(
-                issued.access_token.expose_secret(),
-                rules,
-                &issuer,
-                &jwks_uri,
-                http,
-                &mut self.keys,
-            )
-            .await?;
-        }
-        let default_lifetime = self
-            .group
-            .members
-            .iter()
-            .map(|m| m.refresh.default_lifetime)
-            .min()
-            .expect("a group has members");
-        Ok(Token::from_response(issued, sent_at, default_lifetime)?)
+        exchange::obtain(&self.group.spec, &self.http, &mut self.issuer, terms, SystemTime::now()).await
     }
 
     /// Acts on a request's outcome: publishes a new token, or schedules the retry. Never
     /// cancelled part-way, so a reload or shutdown waits for the files to be written.
     async fn complete(&mut self, result: Result<Token, FetchError>, took: Duration) -> Result<(), FetchError> {
         let outcome = match &result {
-            Ok(_) => "refreshed",
-            Err(e) => e.class().outcome(),
+            Ok(_) => Outcome::Refreshed,
+            Err(e) => Outcome::from(e.class()),
         };
-        for member in &self.group.members {
+        for member in self.group.members() {
             self.metrics.refresh(&member.name, outcome, took);
         }
         match result {
@@ -417,7 +322,7 @@ impl Runner {
                 self.due = self.plan(&token);
                 info!(
                     client = %self.label,
-                    outcome = "refreshed",
+                    outcome = Outcome::Refreshed.as_str(),
                     lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
                     lifetime_from = token.lifetime_source.as_str(),
                     expires_at = %rfc3339(token.expires_at),
@@ -438,7 +343,7 @@ impl Runner {
         self.failures += 1;
         let class = e.class();
         let delay = schedule::retry_delay(
-            &self.group.retry,
+            &self.group.retry(),
             class,
             self.failures,
             e.retry_after(),
@@ -452,7 +357,7 @@ impl Runner {
             None => "no valid token is available".to_owned(),
         };
         let message = e.to_string();
-        for member in &self.group.members {
+        for member in self.group.members() {
             self.store.update(&member.name, |s| {
                 s.fingerprint = self.fingerprint.clone();
                 s.last_error = Some(message.clone());
@@ -463,14 +368,14 @@ impl Runner {
         match class {
             ErrorClass::Permanent => error!(
                 client = %self.label,
-                outcome = class.outcome(),
+                outcome = Outcome::from(class).as_str(),
                 attempt = self.failures,
                 error = %message,
                 "token request rejected; check the client's credentials and settings; {keeping}; retrying in {retry_in}"
             ),
             ErrorClass::RateLimited => warn!(
                 client = %self.label,
-                outcome = class.outcome(),
+                outcome = Outcome::from(class).as_str(),
                 attempt = self.failures,
                 error = %message,
                 retry_after = ?e.retry_after().map(|d| d.as_secs()),
@@ -478,7 +383,7 @@ impl Runner {
             ),
             ErrorClass::Transient => warn!(
                 client = %self.label,
-                outcome = class.outcome(),
+                outcome = Outcome::from(class).as_str(),
                 attempt = self.failures,
                 error = %message,
                 "token request failed; {keeping}; retrying in {retry_in}"
@@ -491,7 +396,7 @@ impl Runner {
         self.current = Some(token.clone());
         self.expiry_reported = false;
         self.clock_leap_handled = false;
-        for member in &self.group.members {
+        for member in self.group.members() {
             self.metrics.token_published(&member.name, token.expires_at);
             self.store.update(&member.name, |s| {
                 s.set_token(token.clone());
@@ -505,8 +410,7 @@ impl Runner {
         }
         let all: Vec<(usize, usize)> = self
             .group
-            .members
-            .iter()
+            .members()
             .enumerate()
             .flat_map(|(m, member)| (0..member.outputs.len()).map(move |o| (m, o)))
             .collect();
@@ -521,11 +425,11 @@ impl Runner {
         which: Vec<(usize, usize)>,
         save_state: bool,
     ) -> Vec<(usize, usize)> {
-        let members = self.group.members.clone();
+        let members: Vec<Arc<Client>> = self.group.members().cloned().collect();
         let token = token.clone();
         let label = self.label.clone();
         let fingerprint = self.fingerprint.clone();
-        let state_dir = self.group.state_dir.clone();
+        let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
         let job = tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
@@ -675,60 +579,4 @@ fn signal_once(tx: &mut Option<tokio::sync::oneshot::Sender<()>>) {
 /// A duration rounded to whole seconds, for log lines.
 fn whole_seconds(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs_f64().round() as u64)
-}
-
-/// What a request needs from files, read just before it.
-struct Material {
-    settings: ClientSettings,
-    secret: Option<SecretString>,
-    key: Option<assertion::SigningKey>,
-}
-
-impl Material {
-    fn load(credentials: &Credentials, transport: &Transport, timeouts: Timeouts) -> Result<Material, FetchError> {
-        let read = |path: &Path, what: &str| {
-            std::fs::read(path).map_err(|e| FetchError::Tls(format!("cannot read {what} {}: {e}", path.display())))
-        };
-        let ca_pem = transport.ca_file.as_deref().map(|p| read(p, "ca_file")).transpose()?;
-        let (mut secret, mut key, mut identity_pem) = (None, None, None);
-        match credentials {
-            Credentials::Secret(source) => secret = Some(source.read()?),
-            Credentials::PrivateKey(pk) => key = Some(assertion::SigningKey::load(&pk.path)?),
-            Credentials::Certificate {
-                certificate,
-                key: key_path,
-            } => {
-                let mut pem = Zeroizing::new(read(certificate, "client certificate")?);
-                pem.push(b'\n');
-                pem.extend_from_slice(&Zeroizing::new(read(key_path, "client key")?));
-                identity_pem = Some(pem);
-            }
-        }
-        let settings = ClientSettings {
-            connect_timeout: timeouts.connect,
-            ca_pem,
-            identity_pem,
-            proxy: transport.proxy.clone(),
-        };
-        Ok(Material { settings, secret, key })
-    }
-}
-
-/// Reads a client's credential and TLS files and builds its HTTP client, as a request would:
-/// for `tokend check`.
-pub fn check_credentials(client: &Client) -> Result<(), FetchError> {
-    let material = Material::load(&client.credentials, &client.transport, client.timeouts)?;
-    if let (Credentials::PrivateKey(pk), Some(key)) = (&client.credentials, &material.key) {
-        // Sign a throwaway assertion: the key must be able to make the configured signature.
-        let claims = assertion::Claims {
-            client_id: "check",
-            audience: "check",
-            key_id: None,
-            now: SystemTime::now(),
-        };
-        assertion::sign(key, pk.alg, &claims, &pk.path)?;
-    }
-    HttpClients::default()
-        .get(&material.settings, client.timeouts)
-        .map(drop)
 }

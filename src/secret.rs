@@ -134,6 +134,21 @@ impl PartialEq for SecretSource {
     }
 }
 
+impl Eq for SecretSource {}
+
+/// Consistent with `eq`. An inline secret is hashed only in memory, to find clients that share
+/// a request; the hash is never shown or stored.
+impl std::hash::Hash for SecretSource {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            SecretSource::Literal(s) => s.expose_secret().hash(state),
+            SecretSource::File(p) => p.hash(state),
+            SecretSource::Env(v) | SecretSource::Credential(v) => v.hash(state),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ mod error;
 mod raw;
 mod values;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ pub use raw::{AuthMethod, Format};
 pub use values::{ClientName, JwsAlg, Mode, Principal};
 
 use crate::secret::SecretSource;
+use crate::url_policy::check_idp_url;
 use raw::{RawClient, RawConfig, RawOutput, RawReaders, RawSecret, RawSocket, RawValidateSettings};
 
 /// Where tokend looks for its configuration unless told otherwise.
@@ -89,18 +90,26 @@ const MAX_SOCKET_PATH: usize = 88;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {
     pub name: ClientName,
+    /// The token request. Clients whose requests are equal hold the same `Arc`: they share one
+    /// request and receive the same token.
+    pub spec: Arc<RequestSpec>,
+    pub timeouts: Timeouts,
+    pub refresh: RefreshPolicy,
+    pub retry: RetryPolicy,
+    pub outputs: Vec<Output>,
+}
+
+/// Everything that decides which token request is sent and which answers are accepted: two
+/// clients with equal specs would receive interchangeable tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestSpec {
     pub grant: Grant,
-    pub auth: AuthMethod,
-    /// What proves the client's identity, matching `auth`.
+    /// What proves the client's identity, and how (`auth`).
     pub credentials: Credentials,
     /// How to reach the IdP: extra trust roots, proxy.
     pub transport: Transport,
     /// Checks a token must pass before it is published.
     pub validation: Option<Validation>,
-    pub timeouts: Timeouts,
-    pub refresh: RefreshPolicy,
-    pub retry: RetryPolicy,
-    pub outputs: Vec<Output>,
 }
 
 /// What identifies a token: two clients with equal grants would receive interchangeable tokens,
@@ -164,20 +173,33 @@ impl Endpoint {
     }
 }
 
-/// What proves the client's identity.
-#[derive(Debug, Clone, PartialEq)]
+/// What proves the client's identity: one variant per `auth` method (RFC 6749 §2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Credentials {
-    /// `client_secret_post` and `client_secret_basic`.
-    Secret(SecretSource),
-    /// `private_key_jwt`.
+    /// `client_secret_post`: id and secret in the form body (Auth0's documented default).
+    SecretPost(SecretSource),
+    /// `client_secret_basic`: id and secret form-urlencoded, then HTTP Basic (RFC 6749 §2.3.1).
+    SecretBasic(SecretSource),
+    /// `private_key_jwt`: a signed client assertion (RFC 7523 §2.2).
     PrivateKey(PrivateKey),
-    /// `tls_client_auth`: a client certificate (chain) and its key, both PEM files.
+    /// `tls_client_auth`: a client certificate (chain) and its key, both PEM files (RFC 8705).
     Certificate { certificate: PathBuf, key: PathBuf },
+}
+
+impl Credentials {
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Credentials::SecretPost(_) => AuthMethod::ClientSecretPost,
+            Credentials::SecretBasic(_) => AuthMethod::ClientSecretBasic,
+            Credentials::PrivateKey(_) => AuthMethod::PrivateKeyJwt,
+            Credentials::Certificate { .. } => AuthMethod::TlsClientAuth,
+        }
+    }
 }
 
 /// How `private_key_jwt` assertions are made. The key file is read for every assertion, so a
 /// rotated key is used from the next request on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PrivateKey {
     pub path: PathBuf,
     pub key_id: Option<String>,
@@ -187,7 +209,7 @@ pub struct PrivateKey {
 }
 
 /// The `aud` of a client assertion (RFC 7523 §3 wants the token endpoint; some IdPs the issuer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AssertionAudience {
     TokenEndpoint,
     Issuer,
@@ -246,7 +268,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 /// Checks a token must pass before it is published (`validate:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Validation {
     /// The expected `iss`; `None`: the issuer as the discovery document writes it.
     pub issuer: Option<String>,
@@ -442,9 +464,10 @@ impl Validator<'_> {
                 access.readers.insert(name.clone(), readers);
             }
             if let Some(client) = self.client(name, &defaults, client) {
-                clients.push(Arc::new(client));
+                clients.push(client);
             }
         }
+        let clients = share_requests(clients);
         let socket = self.socket(raw.socket.unwrap_or_default(), &mut access);
         if let Some(socket) = &socket {
             for client in &clients {
@@ -623,8 +646,7 @@ impl Validator<'_> {
         let retry = self.retry(n, d, &c);
         let outputs = self.outputs(n, c.outputs.clone().unwrap_or_default());
 
-        let client = Client {
-            name: name.clone(),
+        let spec = RequestSpec {
             grant: Grant {
                 endpoint: endpoint?,
                 client_id: client_id?,
@@ -638,10 +660,13 @@ impl Validator<'_> {
                     .filter(|o| !o.is_empty()),
                 params: params.into_iter().collect(),
             },
-            auth,
             credentials: credentials?,
             transport: transport?,
             validation: validation?,
+        };
+        let client = Client {
+            name: name.clone(),
+            spec: Arc::new(spec),
             timeouts: timeouts?,
             refresh: refresh?,
             retry: retry?,
@@ -767,7 +792,13 @@ impl Validator<'_> {
         };
         match auth {
             AuthMethod::ClientSecretPost | AuthMethod::ClientSecretBasic => match secret {
-                Some(raw) => self.secret(raw, at("client_secret").to_vec()).map(Credentials::Secret),
+                Some(raw) => self.secret(raw, at("client_secret").to_vec()).map(|source| {
+                    if auth == AuthMethod::ClientSecretBasic {
+                        Credentials::SecretBasic(source)
+                    } else {
+                        Credentials::SecretPost(source)
+                    }
+                }),
                 None => {
                     self.problem(
                         &["clients", n],
@@ -1185,6 +1216,24 @@ impl Validator<'_> {
     }
 }
 
+/// Makes clients with equal requests hold the same `Arc<RequestSpec>`, so that grouping them
+/// (one request, one token) is a pointer comparison and the spec is stored once.
+fn share_requests(clients: Vec<Client>) -> Vec<Arc<Client>> {
+    let mut specs: HashSet<Arc<RequestSpec>> = HashSet::new();
+    clients
+        .into_iter()
+        .map(|mut client| {
+            match specs.get(&*client.spec) {
+                Some(shared) => client.spec = shared.clone(),
+                None => {
+                    specs.insert(client.spec.clone());
+                }
+            }
+            Arc::new(client)
+        })
+        .collect()
+}
+
 fn path_string(path: &[&str]) -> String {
     let mut out = String::new();
     for part in path {
@@ -1198,37 +1247,6 @@ fn path_string(path: &[&str]) -> String {
         }
     }
     out
-}
-
-/// `https://` always; `http://` only to a loopback host or with `allow_insecure_http: true`,
-/// because the client secret travels in the request.
-pub(crate) fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "the {what} must not contain credentials; use `client_id` and `client_secret`"
-        ));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("the {what} must not have a #fragment (RFC 6749 §3.2)"));
-    }
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if allow_http || is_loopback(&url) => Ok(url),
-        "http" => Err(format!(
-            "`{text}` uses plain http, which would send the client secret unencrypted; use https, or set `allow_insecure_http: true` on the client if you really mean it"
-        )),
-        other => Err(format!("unsupported URL scheme `{other}`; the {what} must be https")),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).

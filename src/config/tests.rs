@@ -63,11 +63,11 @@ clients:
     .unwrap();
     let (jwt, mtls) = (&config.clients[0], &config.clients[1]);
     assert_eq!(
-        jwt.grant.endpoint,
+        jwt.spec.grant.endpoint,
         Endpoint::Issuer("https://idp.example/".parse().unwrap())
     );
     assert_eq!(
-        jwt.credentials,
+        jwt.spec.credentials,
         Credentials::PrivateKey(PrivateKey {
             path: "/etc/tokend/keys/a.pem".into(),
             key_id: Some("key-2026".into()),
@@ -76,17 +76,17 @@ clients:
         })
     );
     assert_eq!(
-        jwt.transport.ca_file.as_deref(),
+        jwt.spec.transport.ca_file.as_deref(),
         Some(Path::new("/etc/tokend/corp-ca.pem"))
     );
     assert_eq!(
-        jwt.transport.proxy,
+        jwt.spec.transport.proxy,
         Proxy::Url {
             url: "http://proxy.internal:3128".parse().unwrap(),
             no_proxy: vec!["idp.internal".into()]
         }
     );
-    let v = jwt.validation.as_ref().unwrap();
+    let v = jwt.spec.validation.as_ref().unwrap();
     assert_eq!(
         (v.issuer.as_deref(), v.jwks_uri.as_ref()),
         (None, None),
@@ -96,18 +96,18 @@ clients:
     assert_eq!(v.algorithms, vec![JwsAlg::Rs256, JwsAlg::Es256]);
     assert_eq!(v.leeway, Duration::from_secs(30));
     assert_eq!(
-        mtls.grant.endpoint,
+        mtls.spec.grant.endpoint,
         Endpoint::TokenUrl("https://mtls.idp.example/token".parse().unwrap())
     );
     assert_eq!(
-        mtls.credentials,
+        mtls.spec.credentials,
         Credentials::Certificate {
             certificate: "/etc/tokend/b.crt".into(),
             key: "/etc/tokend/b.key".into()
         }
     );
-    assert_eq!(mtls.transport.proxy, Proxy::Disabled);
-    assert!(mtls.validation.is_none());
+    assert_eq!(mtls.spec.transport.proxy, Proxy::Disabled);
+    assert!(mtls.spec.validation.is_none());
 }
 
 #[test]
@@ -135,12 +135,12 @@ clients:
     )
     .unwrap();
     let (signer, by_secret, unchecked) = (&config.clients[0], &config.clients[1], &config.clients[2]);
-    assert!(matches!(signer.credentials, Credentials::PrivateKey(_)));
+    assert!(matches!(signer.spec.credentials, Credentials::PrivateKey(_)));
     assert_eq!(
-        by_secret.credentials,
-        Credentials::Secret(SecretSource::File("/etc/tokend/secrets/shared".into()))
+        by_secret.spec.credentials,
+        Credentials::SecretPost(SecretSource::File("/etc/tokend/secrets/shared".into()))
     );
-    let v = signer.validation.as_ref().unwrap();
+    let v = signer.spec.validation.as_ref().unwrap();
     assert_eq!(
         v.jwks_uri.as_ref().map(|u| u.as_str()),
         Some("https://idp.example/keys")
@@ -149,8 +149,11 @@ clients:
         (v.leeway, v.algorithms.clone()),
         (Duration::from_secs(10), vec![JwsAlg::Es256])
     );
-    assert_eq!(by_secret.validation.as_ref().unwrap().algorithms, JwsAlg::ALL.to_vec());
-    assert!(unchecked.validation.is_none());
+    assert_eq!(
+        by_secret.spec.validation.as_ref().unwrap().algorithms,
+        JwsAlg::ALL.to_vec()
+    );
+    assert!(unchecked.spec.validation.is_none());
 }
 
 #[test]
@@ -159,10 +162,10 @@ fn a_minimal_config_gets_safe_defaults() {
     assert_eq!(config.clients.len(), 1);
     let c = &config.clients[0];
     assert_eq!(c.name.as_str(), "billing");
-    assert_eq!(c.auth, AuthMethod::ClientSecretPost);
+    assert_eq!(c.spec.credentials.method(), AuthMethod::ClientSecretPost);
     assert_eq!(
-        c.credentials,
-        Credentials::Secret(SecretSource::File("/etc/tokend/secrets/billing".into()))
+        c.spec.credentials,
+        Credentials::SecretPost(SecretSource::File("/etc/tokend/secrets/billing".into()))
     );
     assert_eq!(c.refresh, DEFAULT_REFRESH);
     assert_eq!(c.retry, DEFAULT_RETRY);
@@ -211,9 +214,9 @@ clients:
     .unwrap();
     assert_eq!(config.state_dir, Path::new("/var/lib/tokend-test"));
     let (a, b) = (&config.clients[0], &config.clients[1]);
-    assert_eq!(a.grant.client_id, "shared");
-    assert_eq!(a.grant.scope.as_deref(), Some("read:a write:b"));
-    assert_eq!(a.auth, AuthMethod::ClientSecretBasic);
+    assert_eq!(a.spec.grant.client_id, "shared");
+    assert_eq!(a.spec.grant.scope.as_deref(), Some("read:a write:b"));
+    assert_eq!(a.spec.credentials.method(), AuthMethod::ClientSecretBasic);
     assert_eq!(a.refresh.at, 0.7);
     assert_eq!(a.refresh.jitter, 0.1);
     assert_eq!(a.refresh.min_remaining, Duration::from_secs(300));
@@ -240,11 +243,14 @@ clients:
     );
     assert_eq!(a.outputs[0].group.as_ref().map(|g| g.id), Some(0));
     assert_eq!(a.outputs[0].mode.bits(), 0o640);
-    assert_eq!(b.grant.client_id, "own");
-    assert_eq!(b.grant.scope.as_deref(), Some("only"));
-    assert_eq!(b.grant.resources, vec!["https://r1.example/", "https://r2.example/"]);
+    assert_eq!(b.spec.grant.client_id, "own");
+    assert_eq!(b.spec.grant.scope.as_deref(), Some("only"));
     assert_eq!(
-        b.grant.params,
+        b.spec.grant.resources,
+        vec!["https://r1.example/", "https://r2.example/"]
+    );
+    assert_eq!(
+        b.spec.grant.params,
         vec![
             ("region".to_owned(), "eu".to_owned()),
             ("tenant".to_owned(), "blue".to_owned())
@@ -288,8 +294,8 @@ fn plain_http_is_allowed_only_for_loopback_or_with_an_explicit_opt_in() {
 
 #[test]
 fn the_grant_fingerprint_changes_with_every_identifying_field() {
-    let base = parse(MINIMAL).unwrap().clients[0].grant.clone();
-    let same = parse(MINIMAL).unwrap().clients[0].grant.fingerprint();
+    let base = parse(MINIMAL).unwrap().clients[0].spec.grant.clone();
+    let same = parse(MINIMAL).unwrap().clients[0].spec.grant.fingerprint();
     assert_eq!(base.fingerprint(), same);
     let variants = [
         Grant {

@@ -44,15 +44,6 @@ pub enum SigningKey {
     Ed25519(Ed25519KeyPair),
 }
 
-impl AssertionError {
-    /// A key that cannot be parsed or cannot make the configured signature stays that way
-    /// until someone changes the file or the config; an unreadable file may be a moment away
-    /// from being written.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, AssertionError::Unreadable { .. })
-    }
-}
-
 impl SigningKey {
     /// Reads and parses a PEM private key.
     pub fn load(path: &Path) -> Result<SigningKey, AssertionError> {

@@ -11,13 +11,10 @@ use secrecy::ExposeSecret;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::assertion::AssertionError;
-use super::discovery::DiscoveryError;
+use super::error::FetchError;
 use super::request::TokenRequest;
-use super::response::{self, ErrorClass, IssuedToken, ResponseError};
-use super::validate::ValidationError;
+use super::response::{self, IssuedToken};
 use crate::config::{Proxy, Timeouts};
-use crate::secret::SecretError;
 
 /// A response larger than this is refused; real token responses, discovery documents and JWKS
 /// are a few KiB.
@@ -26,53 +23,6 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 const MAX_CACHED_CLIENTS: usize = 64;
 
 pub const USER_AGENT: &str = concat!("tokend/", env!("CARGO_PKG_VERSION"));
-
-/// Why a token could not be obtained.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Assertion(#[from] AssertionError),
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
-    #[error(transparent)]
-    Response(#[from] ResponseError),
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
-    #[error("cannot use the TLS settings: {0}")]
-    Tls(String),
-    #[error("cannot reach {url}: {reason}")]
-    Transport { url: String, reason: String },
-    #[error("{url} did not answer within {timeout}")]
-    Timeout { url: String, timeout: String },
-    #[error("the response from {url} is larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge { url: String },
-}
-
-impl FetchError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            FetchError::Response(e) => e.class(),
-            FetchError::Validation(e) => e.class(),
-            FetchError::Discovery(e) => e.class(),
-            FetchError::Assertion(e) if e.is_permanent() => ErrorClass::Permanent,
-            FetchError::Secret(_)
-            | FetchError::Assertion(_)
-            | FetchError::Tls(_)
-            | FetchError::Transport { .. }
-            | FetchError::Timeout { .. }
-            | FetchError::TooLarge { .. } => ErrorClass::Transient,
-        }
-    }
-
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            FetchError::Response(e) => e.retry_after(),
-            _ => None,
-        }
-    }
-}
 
 /// Everything that shapes a connection, with file contents already read, so a rotated CA file
 /// or client certificate yields a different client.
@@ -247,7 +197,10 @@ impl HttpClient {
         let mut body = Zeroizing::new(Vec::with_capacity(4096));
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, &e))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(FetchError::TooLarge { url: url.to_string() });
+                return Err(FetchError::TooLarge {
+                    url: url.to_string(),
+                    limit: MAX_RESPONSE_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }

@@ -1,17 +1,12 @@
 //! OIDC discovery (OpenID Connect Discovery 1.0 §4) and RFC 8414 authorization server metadata:
-//! from an issuer to its token endpoint and JWKS. The document must name exactly the configured
-//! issuer (§4.3), or an attacker who can serve one document could redirect the client.
-
-use std::time::{Duration, Instant};
+//! where an issuer publishes its metadata, and what tokend takes from the document. The document
+//! must name exactly the configured issuer (§4.3), or an attacker who can serve one document
+//! could redirect the client. Free of I/O: `issuer` fetches and caches the documents.
 
 use serde_json::Value;
 use url::Url;
 
-use super::ErrorClass;
-use super::client::{FetchError, HttpClient};
-
-/// A discovery result is reused this long, and forgotten at once after a failed token request.
-pub const DISCOVERY_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::url_policy::check_idp_url;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
@@ -29,17 +24,6 @@ pub enum DiscoveryError {
     IssuerMismatch { issuer: String, url: String, found: String },
 }
 
-impl DiscoveryError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            DiscoveryError::Status { status, .. } if *status >= 500 || *status == 429 => ErrorClass::Transient,
-            DiscoveryError::Unreadable { .. } => ErrorClass::Transient,
-            // A wrong or hostile document will not fix itself in a second.
-            _ => ErrorClass::Permanent,
-        }
-    }
-}
-
 /// What tokend takes from the metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
@@ -52,7 +36,7 @@ pub struct Metadata {
 
 /// The two well-known locations for `issuer`: OIDC's (appended to the issuer's path) and RFC
 /// 8414's (inserted before it). They are the same for an issuer without a path.
-fn metadata_urls(issuer: &Url) -> Vec<Url> {
+pub fn metadata_urls(issuer: &Url) -> [Url; 2] {
     let path = issuer.path().trim_end_matches('/');
     let mut oidc = issuer.clone();
     oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
@@ -61,7 +45,7 @@ fn metadata_urls(issuer: &Url) -> Vec<Url> {
     for url in [&mut oidc, &mut rfc8414] {
         url.set_query(None);
     }
-    vec![oidc, rfc8414]
+    [oidc, rfc8414]
 }
 
 /// Checks and reads a metadata document fetched from `url` for `issuer`.
@@ -99,8 +83,7 @@ pub fn parse(issuer: &Url, url: &Url, body: &[u8], allow_insecure_http: bool) ->
         let text = value
             .as_str()
             .ok_or_else(|| invalid(&format!("`{name}` is not a string")))?;
-        let parsed =
-            crate::config::check_idp_url(text, allow_insecure_http, name).map_err(|reason| invalid(&reason))?;
+        let parsed = check_idp_url(text, allow_insecure_http, name).map_err(|reason| invalid(&reason))?;
         if issuer.scheme() == "https" && parsed.scheme() != "https" {
             return Err(invalid(&format!("`{name}` is not https")));
         }
@@ -113,50 +96,6 @@ pub fn parse(issuer: &Url, url: &Url, body: &[u8], allow_insecure_http: bool) ->
         token_endpoint,
         jwks_uri,
     })
-}
-
-/// Fetches the metadata of `issuer`, trying the OIDC location, then RFC 8414's.
-pub async fn discover(http: &HttpClient, issuer: &Url, allow_insecure_http: bool) -> Result<Metadata, FetchError> {
-    let mut last = None;
-    for url in metadata_urls(issuer) {
-        let answer = http.get_json(&url).await?;
-        if answer.status == 200 {
-            return Ok(parse(issuer, &url, &answer.body, allow_insecure_http)?);
-        }
-        last = Some(DiscoveryError::Status {
-            issuer: issuer.to_string(),
-            url: url.to_string(),
-            status: answer.status,
-        });
-        // A 4xx at the OIDC location may just mean "not here": try RFC 8414's.
-        if !(400..500).contains(&answer.status) {
-            break;
-        }
-    }
-    Err(last.expect("at least one metadata URL").into())
-}
-
-/// A discovered document and when it was fetched.
-#[derive(Default)]
-pub struct Cache {
-    entry: Option<(Metadata, Instant)>,
-}
-
-impl Cache {
-    pub fn fresh(&self) -> Option<&Metadata> {
-        self.entry
-            .as_ref()
-            .filter(|(_, at)| at.elapsed() < DISCOVERY_TTL)
-            .map(|(m, _)| m)
-    }
-
-    pub fn store(&mut self, metadata: Metadata) {
-        self.entry = Some((metadata, Instant::now()));
-    }
-
-    pub fn forget(&mut self) {
-        self.entry = None;
-    }
 }
 
 #[cfg(test)]
@@ -222,10 +161,10 @@ mod tests {
         for (body, expected) in cases {
             let err = parse(&issuer, &at, body, false).unwrap_err();
             assert!(err.to_string().contains(expected), "{err}");
-            assert_eq!(err.class(), ErrorClass::Permanent);
+            assert!(!matches!(err, DiscoveryError::Unreadable { .. }), "{err}");
         }
         let page = parse(&issuer, &at, b"<html>down for maintenance</html>", false).unwrap_err();
-        assert_eq!(page.class(), ErrorClass::Transient);
+        assert!(matches!(page, DiscoveryError::Unreadable { .. }));
         // A loopback http issuer may not send the secret to a remote plain-http endpoint…
         let local = url("http://127.0.0.1:8080");
         let remote = br#"{"issuer":"http://127.0.0.1:8080","token_endpoint":"http://10.0.0.5/token"}"#;

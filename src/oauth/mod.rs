@@ -1,18 +1,25 @@
-//! The OAuth 2.0 client-credentials exchange (RFC 6749 §4.4): building the request (`request`),
-//! signing client assertions (`assertion`), reading the response (`response`), peeking at JWT
-//! claims (`jwt`), finding endpoints from an issuer (`discovery`), checking tokens against the
-//! issuer's keys (`validate`), and HTTP (`client`). `request`, `response` and `jwt`, and the
-//! parsing and checking halves of `discovery` and `validate`, are free of I/O and tested with
-//! plain values.
+//! The OAuth 2.0 client-credentials exchange (RFC 6749 §4.4). `exchange` runs one request from
+//! start to finish; below it, free of I/O and tested with plain values: `request` (the form and
+//! the Basic header), `assertion` (signed client assertions), `response` (§5.1/§5.2 answers),
+//! `lifetime` (how long a token lives), `jwt` (claims, unverified), `discovery` (metadata
+//! documents) and `validate` (a token against the issuer's keys). `client` is the HTTP side,
+//! `issuer` caches the issuer's documents, and `error` says how each failure is retried.
+//!
+//! Dependencies point one way: exchange → issuer → client → error → the pure modules.
 
 pub mod assertion;
 pub mod client;
 pub mod discovery;
+pub mod error;
+pub mod exchange;
+pub mod issuer;
 pub mod jwt;
+pub mod lifetime;
 pub mod request;
 pub mod response;
 pub mod validate;
 
-pub use client::{ClientSettings, FetchError, HttpClient, HttpClients};
+pub use client::{ClientSettings, HttpClient, HttpClients};
+pub use error::{ErrorClass, FetchError};
 pub use request::TokenRequest;
-pub use response::{ErrorClass, IssuedToken, ResponseError};
+pub use response::{IssuedToken, ResponseError};

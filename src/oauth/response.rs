@@ -55,47 +55,7 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
 }
 
-/// How a failure should be retried.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorClass {
-    /// May go away by itself (network, 5xx, garbage): exponential backoff.
-    Transient,
-    /// The server asked us to slow down (429, 503): backoff, and never sooner than `Retry-After`.
-    RateLimited,
-    /// Bad credentials or request (`invalid_client`, `unauthorized_client`, `invalid_grant`, other
-    /// 4xx): retrying soon cannot help and burns IdP quota, so back off straight to the maximum.
-    Permanent,
-}
-
-impl ErrorClass {
-    /// The outcome of a failed request of this class, as logs and metrics name it.
-    pub fn outcome(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "failed",
-            ErrorClass::RateLimited => "rate_limited",
-            ErrorClass::Permanent => "rejected",
-        }
-    }
-}
-
 impl ResponseError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            ResponseError::OAuth { status, error, .. } => match (*status, error.as_str()) {
-                (429 | 503, _) | (_, "slow_down" | "temporarily_unavailable") => ErrorClass::RateLimited,
-                (_, "server_error") => ErrorClass::Transient,
-                (s, _) if s >= 500 || s == 408 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent,
-            },
-            ResponseError::Status { status, .. } => match *status {
-                429 | 503 => ErrorClass::RateLimited,
-                s if s >= 500 || s == 408 => ErrorClass::Transient,
-                _ => ErrorClass::Permanent,
-            },
-            ResponseError::Invalid(_) => ErrorClass::Transient,
-        }
-    }
-
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ResponseError::OAuth { retry_after, .. } | ResponseError::Status { retry_after, .. } => *retry_after,
@@ -297,36 +257,24 @@ mod tests {
         ] {
             let e = err(200, body);
             assert!(matches!(e, ResponseError::Invalid(_)), "{body}: {e:?}");
-            assert_eq!(e.class(), ErrorClass::Transient);
         }
     }
 
     #[test]
-    fn error_responses_are_read_per_section_5_2_and_classified() {
-        let cases = [
-            (
-                401,
-                r#"{"error":"invalid_client","error_description":"Unauthorized"}"#,
-                ErrorClass::Permanent,
-            ),
-            (400, r#"{"error":"unauthorized_client"}"#, ErrorClass::Permanent),
-            (400, r#"{"error":"invalid_grant"}"#, ErrorClass::Permanent),
-            (403, r#"{"error":"access_denied"}"#, ErrorClass::Permanent),
-            (429, r#"{"error":"too_many_requests"}"#, ErrorClass::RateLimited),
-            (400, r#"{"error":"slow_down"}"#, ErrorClass::RateLimited),
-            (500, r#"{"error":"server_error"}"#, ErrorClass::Transient),
-            (502, "<html>bad gateway</html>", ErrorClass::Transient),
-            (503, "", ErrorClass::RateLimited),
-            (404, "not found", ErrorClass::Permanent),
-            (200, r#"{"error":"invalid_client"}"#, ErrorClass::Permanent),
-        ];
-        for (status, body, class) in cases {
-            assert_eq!(err(status, body).class(), class, "{status} {body}");
-        }
+    fn error_responses_are_read_per_section_5_2() {
+        let e = err(401, r#"{"error":"invalid_client","error_description":"Unauthorized"}"#);
         assert_eq!(
-            err(401, r#"{"error":"invalid_client","error_description":"Unauthorized"}"#).to_string(),
+            e.to_string(),
             "the token endpoint answered HTTP 401 `invalid_client`: Unauthorized"
         );
+        assert!(matches!(
+            err(200, r#"{"error":"invalid_client"}"#),
+            ResponseError::OAuth { status: 400, .. }
+        ));
+        assert!(matches!(
+            err(502, "<html>bad gateway</html>"),
+            ResponseError::Status { status: 502, .. }
+        ));
     }
 
     #[test]

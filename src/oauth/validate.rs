@@ -2,25 +2,15 @@
 //! issuer's JWKS, its `iss`, its `aud` (the audience asked for), `exp` and `nbf` with a small
 //! leeway, and its algorithm against an allow-list that never contains `none` or HMAC. The
 //! verification itself is jsonwebtoken's (on aws-lc-rs); this module picks the key and turns
-//! failures into messages that name the claim.
+//! failures into messages that name the claim. Free of I/O: `issuer` fetches the keys.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation as JwtValidation, errors::ErrorKind};
 use serde_json::Value;
-use url::Url;
 
-use super::ErrorClass;
-use super::client::{FetchError, HttpClient};
 use crate::config::{JwsAlg, Validation};
-
-/// A JWKS is re-fetched for an unknown `kid` at most this often. Tokens come only from the
-/// configured token endpoint and a failed validation backs the client off, so this is a second
-/// line of defence against hammering the JWKS, short enough that a key rotation costs seconds.
-const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
-/// A JWKS is reused this long before it is fetched again anyway.
-const JWKS_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -34,19 +24,8 @@ pub enum ValidationError {
     UnknownKey(String),
     #[error("cannot get the issuer's keys from {url}: {reason}")]
     Jwks { url: String, reason: String },
-}
-
-impl ValidationError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            ValidationError::Jwks { .. } => ErrorClass::Transient,
-            // A token that fails validation comes from a misconfiguration (or an attack); asking
-            // again at once would not help.
-            ValidationError::Opaque | ValidationError::Rejected(_) | ValidationError::UnknownKey(_) => {
-                ErrorClass::Permanent
-            }
-        }
-    }
+    #[error("token validation failed: the issuer that tokens must name is unknown; set `validate.issuer`")]
+    NoIssuer,
 }
 
 fn algorithm(alg: JwsAlg) -> Algorithm {
@@ -60,58 +39,6 @@ fn algorithm(alg: JwsAlg) -> Algorithm {
         JwsAlg::Es256 => Algorithm::ES256,
         JwsAlg::Es384 => Algorithm::ES384,
         JwsAlg::EdDsa => Algorithm::EdDSA,
-    }
-}
-
-/// The issuer's keys, cached.
-#[derive(Default)]
-pub struct KeyCache {
-    keys: Option<(Url, JwkSet, Instant)>,
-}
-
-impl KeyCache {
-    async fn keys(&mut self, http: &HttpClient, url: &Url, refetch: bool) -> Result<&JwkSet, FetchError> {
-        let stale = match &self.keys {
-            Some((cached_url, _, at)) => {
-                cached_url != url || at.elapsed() > JWKS_TTL || (refetch && at.elapsed() > REFETCH_AT_MOST_EVERY)
-            }
-            None => true,
-        };
-        if stale {
-            let failed = |reason: String| ValidationError::Jwks {
-                url: url.to_string(),
-                reason,
-            };
-            let answer = http.get_json(url).await?;
-            if answer.status != 200 {
-                return Err(failed(format!("HTTP {}", answer.status)).into());
-            }
-            let set: JwkSet =
-                serde_json::from_slice(&answer.body).map_err(|e| failed(format!("not a JWK set: {e}")))?;
-            self.keys = Some((url.clone(), set, Instant::now()));
-        }
-        Ok(&self.keys.as_ref().expect("just filled").1)
-    }
-}
-
-/// Validates `token` per `rules`, expecting `iss` = `issuer`, against the JWKS at `jwks_uri`.
-pub async fn validate(
-    token: &str,
-    rules: &Validation,
-    issuer: &str,
-    jwks_uri: &Url,
-    http: &HttpClient,
-    cache: &mut KeyCache,
-) -> Result<(), FetchError> {
-    if token.split('.').count() != 3 {
-        return Err(ValidationError::Opaque.into());
-    }
-    match verify(token, rules, issuer, cache.keys(http, jwks_uri, false).await?) {
-        // An unknown kid may be a key the issuer just rotated in: look again, once.
-        Err(ValidationError::UnknownKey(_)) => {
-            Ok(verify(token, rules, issuer, cache.keys(http, jwks_uri, true).await?)?)
-        }
-        other => Ok(other?),
     }
 }
 
@@ -141,16 +68,6 @@ pub fn verify(token: &str, rules: &Validation, issuer: &str, keys: &JwkSet) -> R
             iss.to_string().chars().take(200).collect::<String>()
         )));
     }
-    let candidates = matching_keys(keys, header.kid.as_deref(), alg);
-    if candidates.is_empty() {
-        let kid = header
-            .kid
-            .as_deref()
-            .map_or("none".to_owned(), |k| format!("`{}`", k.escape_debug()));
-        return Err(ValidationError::UnknownKey(format!(
-            "no key in the issuer's JWKS matches the token (kid {kid}, {alg})"
-        )));
-    }
     let mut checks = JwtValidation::new(algorithm(alg));
     checks.algorithms = vec![algorithm(alg)];
     checks.set_issuer(&[issuer]);
@@ -158,15 +75,26 @@ pub fn verify(token: &str, rules: &Validation, issuer: &str, keys: &JwkSet) -> R
     checks.set_required_spec_claims(&["exp", "iss", "aud"]);
     checks.validate_nbf = true;
     checks.leeway = rules.leeway.as_secs();
+    // The first key that verifies wins; otherwise the last one's reason is reported.
     let mut last = None;
-    for key in candidates {
+    for key in matching_keys(keys, header.kid.as_deref(), alg) {
         match jsonwebtoken::decode::<Value>(token, &key, &checks) {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }
     }
-    let e = last.expect("at least one candidate");
-    Err(reject(explain(e.kind(), token, rules, issuer)))
+    match last {
+        Some(e) => Err(reject(explain(e.kind(), token, rules, issuer))),
+        None => {
+            let kid = header
+                .kid
+                .as_deref()
+                .map_or("none".to_owned(), |k| format!("`{}`", k.escape_debug()));
+            Err(ValidationError::UnknownKey(format!(
+                "no key in the issuer's JWKS matches the token (kid {kid}, {alg})"
+            )))
+        }
+    }
 }
 
 /// The JWKS keys that could have signed a token with this `kid` and algorithm.
@@ -237,6 +165,7 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
+    use std::time::Duration;
 
     const ISS: &str = "https://idp.example";
     const AUD: &str = "https://api.example/";

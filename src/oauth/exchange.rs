@@ -1,0 +1,186 @@
+//! One token request from start to finish (RFC 6749 §4.4): read the credential material the
+//! spec names, find the token endpoint (configured, or discovered from the issuer), authenticate
+//! as the spec's `auth` method says, send the request, validate the answer if asked, and turn it
+//! into a `Token`. Nothing here is kept between requests except the issuer's documents.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::assertion::{self, SigningKey};
+use super::client::{ClientSettings, HttpClient, HttpClients};
+use super::discovery::Metadata;
+use super::error::FetchError;
+use super::issuer::IssuerCache;
+use super::lifetime;
+use super::request::{self, Credential};
+use super::validate::ValidationError;
+use crate::config::{AssertionAudience, Credentials, Endpoint, PrivateKey, RequestSpec, Timeouts, Validation};
+use crate::token::Token;
+
+/// What a group adds to its request spec: how long to wait, and the lifetime to assume for a
+/// token whose response states none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Terms {
+    pub timeouts: Timeouts,
+    pub default_lifetime: Duration,
+}
+
+/// Requests a token for `spec` now. `sent_at` is the wall-clock time the lifetime counts from.
+/// Secrets, keys, certificates and CA files are read for every request, so rotated ones are
+/// used without a restart. Cancel-safe: dropping the future changes nothing but `cache`.
+pub async fn obtain(
+    spec: &Arc<RequestSpec>,
+    http: &HttpClients,
+    cache: &mut IssuerCache,
+    terms: Terms,
+    sent_at: SystemTime,
+) -> Result<Token, FetchError> {
+    let (material, settings) = {
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || Material::load(&spec, terms.timeouts.connect))
+            .await
+            .map_err(|e| FetchError::Tls(format!("reading credentials failed: {e}")))??
+    };
+    let http = http.get(&settings, terms.timeouts)?;
+    let result = exchange(spec, &http, &material, cache, sent_at, terms.default_lifetime).await;
+    if result.is_err() {
+        cache.forget_metadata();
+    }
+    result
+}
+
+async fn exchange(
+    spec: &RequestSpec,
+    http: &HttpClient,
+    material: &Material,
+    cache: &mut IssuerCache,
+    sent_at: SystemTime,
+    default_lifetime: Duration,
+) -> Result<Token, FetchError> {
+    let (token_endpoint, metadata) = match &spec.grant.endpoint {
+        Endpoint::TokenUrl(url) => (url.clone(), None),
+        Endpoint::Issuer(issuer) => {
+            let metadata = cache.metadata(http, issuer, spec.transport.allow_insecure_http).await?;
+            (metadata.token_endpoint.clone(), Some(metadata))
+        }
+    };
+    let assertion;
+    let credential = match material {
+        Material::SecretPost(secret) => Credential::Post(secret),
+        Material::SecretBasic(secret) => Credential::Basic(secret),
+        Material::PrivateKey { key, config } => {
+            let audience = match &config.audience {
+                AssertionAudience::TokenEndpoint => token_endpoint.as_str().to_owned(),
+                AssertionAudience::Issuer => metadata
+                    .as_ref()
+                    .map_or_else(|| token_endpoint.as_str().to_owned(), |m| m.issuer.clone()),
+                AssertionAudience::Url(url) => url.clone(),
+            };
+            assertion = sign(key, config, &spec.grant.client_id, &audience)?;
+            Credential::Assertion(&assertion)
+        }
+        Material::Certificate => Credential::Certificate,
+    };
+    let request = request::build(&spec.grant, credential);
+    let issued = http.fetch(&token_endpoint, &request).await?;
+    if let Some(rules) = &spec.validation {
+        let (issuer, jwks_uri) = trust(rules, metadata.as_ref())?;
+        cache
+            .validate(http, issued.access_token.expose_secret(), rules, &issuer, &jwks_uri)
+            .await?;
+    }
+    Ok(lifetime::token_from(issued, sent_at, default_lifetime)?)
+}
+
+fn sign(key: &SigningKey, config: &PrivateKey, client_id: &str, audience: &str) -> Result<SecretString, FetchError> {
+    let claims = assertion::Claims {
+        client_id,
+        audience,
+        key_id: config.key_id.as_deref(),
+        now: SystemTime::now(),
+    };
+    Ok(assertion::sign(key, config.alg, &claims, &config.path)?)
+}
+
+/// The issuer a validated token must name, and where its keys are: as configured, else as the
+/// issuer's metadata says.
+fn trust(rules: &Validation, metadata: Option<&Metadata>) -> Result<(String, Url), ValidationError> {
+    let issuer = rules.issuer.clone().or_else(|| metadata.map(|m| m.issuer.clone()));
+    let jwks_uri = rules
+        .jwks_uri
+        .clone()
+        .or_else(|| metadata.and_then(|m| m.jwks_uri.clone()));
+    match (issuer, jwks_uri) {
+        (Some(issuer), Some(jwks_uri)) => Ok((issuer, jwks_uri)),
+        (_, None) => Err(ValidationError::Jwks {
+            url: "(none)".into(),
+            reason: "the issuer's metadata has no `jwks_uri`; set `validate.jwks_uri`".into(),
+        }),
+        (None, Some(_)) => Err(ValidationError::NoIssuer),
+    }
+}
+
+/// What one request needs from files, read just before it: one variant per `Credentials`
+/// variant, so every method is handled and none can meet another's material.
+enum Material {
+    SecretPost(SecretString),
+    SecretBasic(SecretString),
+    PrivateKey {
+        key: SigningKey,
+        config: PrivateKey,
+    },
+    /// The certificate and key travel in the TLS settings.
+    Certificate,
+}
+
+impl Material {
+    fn load(spec: &RequestSpec, connect_timeout: Duration) -> Result<(Material, ClientSettings), FetchError> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| FetchError::Tls(format!("cannot read {what} {}: {e}", path.display())))
+        };
+        let ca_pem = spec
+            .transport
+            .ca_file
+            .as_deref()
+            .map(|p| read(p, "ca_file"))
+            .transpose()?;
+        let mut identity_pem = None;
+        let material = match &spec.credentials {
+            Credentials::SecretPost(source) => Material::SecretPost(source.read()?),
+            Credentials::SecretBasic(source) => Material::SecretBasic(source.read()?),
+            Credentials::PrivateKey(config) => Material::PrivateKey {
+                key: SigningKey::load(&config.path)?,
+                config: config.clone(),
+            },
+            Credentials::Certificate { certificate, key } => {
+                let mut pem = Zeroizing::new(read(certificate, "client certificate")?);
+                pem.push(b'\n');
+                pem.extend_from_slice(&Zeroizing::new(read(key, "client key")?));
+                identity_pem = Some(pem);
+                Material::Certificate
+            }
+        };
+        let settings = ClientSettings {
+            connect_timeout,
+            ca_pem,
+            identity_pem,
+            proxy: spec.transport.proxy.clone(),
+        };
+        Ok((material, settings))
+    }
+}
+
+/// Reads a spec's credential and TLS files and builds its HTTP client, as a request would, and
+/// signs a throwaway assertion with a private key: for `tokend check`.
+pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts) -> Result<(), FetchError> {
+    let (material, settings) = Material::load(spec, timeouts.connect)?;
+    if let Material::PrivateKey { key, config } = &material {
+        sign(key, config, "check", "check")?;
+    }
+    HttpClients::default().get(&settings, timeouts).map(drop)
+}

@@ -1,0 +1,127 @@
+//! What a group remembers about its issuer between requests: the metadata document (discovery)
+//! and the keys (JWKS), fetched over HTTP and cached. Parsing and verifying are `discovery`'s and
+//! `validate`'s; this module only decides when to fetch.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use tracing::debug;
+use url::Url;
+
+use super::client::HttpClient;
+use super::discovery::{self, DiscoveryError, Metadata};
+use super::error::FetchError;
+use super::validate::{self, ValidationError};
+use crate::config::Validation;
+
+/// A discovery result is reused this long, and forgotten at once after a failed token request.
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A JWKS is re-fetched for an unknown `kid` at most this often. Tokens come only from the
+/// configured token endpoint and a failed validation backs the client off, so this is a second
+/// line of defence against hammering the JWKS, short enough that a key rotation costs seconds.
+const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+/// A JWKS is reused this long before it is fetched again anyway.
+const JWKS_TTL: Duration = Duration::from_secs(3600);
+
+/// One group's cached issuer documents.
+#[derive(Default)]
+pub struct IssuerCache {
+    metadata: Option<(Metadata, Instant)>,
+    keys: Option<(Url, JwkSet, Instant)>,
+}
+
+impl IssuerCache {
+    /// The metadata of `issuer`: cached, or fetched from the OIDC location, then RFC 8414's.
+    pub async fn metadata(
+        &mut self,
+        http: &HttpClient,
+        issuer: &Url,
+        allow_insecure_http: bool,
+    ) -> Result<Metadata, FetchError> {
+        if let Some((metadata, at)) = &self.metadata
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(metadata.clone());
+        }
+        let metadata = discover(http, issuer, allow_insecure_http).await?;
+        debug!(issuer = %issuer, token_endpoint = %metadata.token_endpoint, "discovered the issuer's metadata");
+        self.metadata = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    /// After a failed request: the metadata may be what is wrong (a moved endpoint, rotated
+    /// keys), so the next request looks again.
+    pub fn forget_metadata(&mut self) {
+        self.metadata = None;
+    }
+
+    /// Validates `token` against the keys at `jwks_uri`, expecting `iss` = `issuer`. An unknown
+    /// `kid` may be a key the issuer just rotated in: the keys are fetched again, once.
+    pub async fn validate(
+        &mut self,
+        http: &HttpClient,
+        token: &str,
+        rules: &Validation,
+        issuer: &str,
+        jwks_uri: &Url,
+    ) -> Result<(), FetchError> {
+        if token.split('.').count() != 3 {
+            return Err(ValidationError::Opaque.into());
+        }
+        match validate::verify(token, rules, issuer, self.keys(http, jwks_uri, false).await?) {
+            Err(ValidationError::UnknownKey(_)) => Ok(validate::verify(
+                token,
+                rules,
+                issuer,
+                self.keys(http, jwks_uri, true).await?,
+            )?),
+            other => Ok(other?),
+        }
+    }
+
+    /// The keys at `url`: cached unless stale, or unless `refetch` asks and the copy is older
+    /// than `REFETCH_AT_MOST_EVERY`.
+    async fn keys(&mut self, http: &HttpClient, url: &Url, refetch: bool) -> Result<&JwkSet, FetchError> {
+        let fresh = |cached: &Url, at: &Instant| {
+            cached == url && at.elapsed() <= JWKS_TTL && !(refetch && at.elapsed() > REFETCH_AT_MOST_EVERY)
+        };
+        let keys = match self.keys.take() {
+            Some((cached, set, at)) if fresh(&cached, &at) => (cached, set, at),
+            _ => (url.clone(), fetch_keys(http, url).await?, Instant::now()),
+        };
+        Ok(&self.keys.insert(keys).1)
+    }
+}
+
+async fn fetch_keys(http: &HttpClient, url: &Url) -> Result<JwkSet, FetchError> {
+    let failed = |reason: String| ValidationError::Jwks {
+        url: url.to_string(),
+        reason,
+    };
+    let answer = http.get_json(url).await?;
+    if answer.status != 200 {
+        return Err(failed(format!("HTTP {}", answer.status)).into());
+    }
+    Ok(serde_json::from_slice(&answer.body).map_err(|e| failed(format!("not a JWK set: {e}")))?)
+}
+
+/// Fetches the metadata of `issuer` from the OIDC location; a 4xx there may just mean "not
+/// here", so RFC 8414's location is tried next.
+async fn discover(http: &HttpClient, issuer: &Url, allow_insecure_http: bool) -> Result<Metadata, FetchError> {
+    let [oidc, rfc8414] = discovery::metadata_urls(issuer);
+    let mut url = oidc;
+    let mut answer = http.get_json(&url).await?;
+    if (400..500).contains(&answer.status) {
+        url = rfc8414;
+        answer = http.get_json(&url).await?;
+    }
+    if answer.status != 200 {
+        return Err(DiscoveryError::Status {
+            issuer: issuer.to_string(),
+            url: url.to_string(),
+            status: answer.status,
+        }
+        .into());
+    }
+    Ok(discovery::parse(issuer, &url, &answer.body, allow_insecure_http)?)
+}
