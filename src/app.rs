@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::clock::Clock;
 use crate::config::{self, ClientName, Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::atomic;
-use crate::refresh::{Group, Runner};
+use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::Server;
 use crate::server::access::Authority;
 use crate::state;
@@ -36,7 +37,7 @@ pub enum AppError {
 }
 
 struct Running {
-    group: Group,
+    group: Arc<Group>,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
     retry_now: Arc<tokio::sync::Notify>,
@@ -76,13 +77,8 @@ impl Daemon {
 
     fn spawn(&mut self, group: Group) -> oneshot::Receiver<()> {
         remove_stale_temps(&group, &self.config.state_dir);
-        let runner = Runner::new(
-            group.clone(),
-            &self.config.state_dir,
-            self.store.clone(),
-            self.metrics.clone(),
-            &self.http,
-        );
+        let group = Arc::new(group);
+        let runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
         let cancel = CancellationToken::new();
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
@@ -105,7 +101,7 @@ impl Daemon {
         let same_state_dir = self.config.state_dir == config.state_dir;
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| same_state_dir && new_groups.contains(&r.group));
+            .partition(|r| same_state_dir && new_groups.contains(&*r.group));
         for r in stop {
             r.cancel.cancel();
             // A task stops only while sleeping or waiting for the token endpoint, never while
@@ -131,7 +127,7 @@ impl Daemon {
         // New groups save state where the new configuration says.
         self.config = config;
         for group in new_groups {
-            if !self.running.iter().any(|r| r.group == group) {
+            if !self.running.iter().any(|r| *r.group == group) {
                 // Readiness was reported at start-up; later first attempts are not awaited.
                 drop(self.spawn(group));
             }
@@ -206,6 +202,18 @@ impl Summary {
             format!(" ({})", parts.join("; "))
         }
     }
+}
+
+/// A group's refresh task: tokens from its IdP, published to its members, on the system clock.
+fn runner(
+    group: &Arc<Group>,
+    state_dir: &Path,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    http: &HttpClients,
+) -> Runner<IdpSource> {
+    let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone());
+    Runner::new(group.clone(), IdpSource::new(group, http), publisher, Clock::system())
 }
 
 fn remove_stale_temps(group: &Group, state_dir: &Path) {
@@ -316,7 +324,7 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients) {
         remove_stale_temps(&group, &config.state_dir);
-        let mut runner = Runner::new(group, &config.state_dir, store.clone(), metrics.clone(), &http);
+        let mut runner = runner(&Arc::new(group), &config.state_dir, &store, &metrics, &http);
         jobs.push(async move {
             if !force {
                 runner.seed().await;

@@ -21,8 +21,10 @@
 
 pub mod app;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod fingerprint;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

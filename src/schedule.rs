@@ -1,14 +1,10 @@
-//! Deadline math for refreshes and retries, and a sleep that follows the wall clock. The math is
-//! pure (values in, values out) and table-tested; randomness comes in as a sample argument.
+//! Deadline math for refreshes and retries: pure (values in, values out) and table-tested;
+//! randomness comes in as a sample argument. (Sleeping on the wall clock is `clock`'s.)
 
 use std::time::{Duration, SystemTime};
 
 use crate::config::{RefreshPolicy, RetryPolicy};
 use crate::oauth::ErrorClass;
-
-/// How often a long sleep re-reads the wall clock. The monotonic clock stops while a VM is
-/// suspended; re-checking this often means a wake-up (or a clock jump) is noticed within this time.
-pub const WALL_CLOCK_CHECK: Duration = Duration::from_secs(30);
 
 /// No retry comes sooner than this after a failure, however the jitter falls.
 pub const MIN_RETRY: Duration = Duration::from_millis(100);
@@ -83,25 +79,9 @@ pub fn clock_went_back(issued: SystemTime, now: SystemTime) -> bool {
         .is_ok_and(|ahead| ahead > Duration::from_secs(1))
 }
 
-/// Sleeps until the wall clock reaches `deadline`.
-pub async fn sleep_until(deadline: SystemTime) {
-    sleep_until_with(deadline, SystemTime::now, WALL_CLOCK_CHECK).await;
-}
-
-/// `sleep_until` with an injectable clock, for tests.
-async fn sleep_until_with(deadline: SystemTime, now: impl Fn() -> SystemTime, step: Duration) {
-    while let Ok(remaining) = deadline.duration_since(now()) {
-        if remaining.is_zero() {
-            return;
-        }
-        tokio::time::sleep(remaining.min(step)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use std::time::UNIX_EPOCH;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -200,33 +180,5 @@ mod tests {
         assert!(!clock_went_back(now, now));
         assert!(!clock_went_back(now + Duration::from_millis(500), now));
         assert!(clock_went_back(now + S(60), now));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sleeping_notices_a_wall_clock_jump_within_one_check() {
-        // Five minutes into a one-hour sleep the wall clock jumps an hour ahead, as when a
-        // suspended VM wakes up; the monotonic clock (tokio's) knows nothing of it.
-        let start = tokio::time::Instant::now();
-        let t0 = UNIX_EPOCH + S(1_000_000);
-        let jump = Arc::new(Mutex::new(S(0)));
-        let wall = {
-            let jump = jump.clone();
-            move || t0 + start.elapsed() + *jump.lock().unwrap()
-        };
-        let sleeper = tokio::spawn(sleep_until_with(t0 + S(3600), wall, WALL_CLOCK_CHECK));
-        tokio::time::sleep(S(300)).await;
-        assert!(!sleeper.is_finished());
-        *jump.lock().unwrap() = S(3600);
-        let jumped = tokio::time::Instant::now();
-        sleeper.await.unwrap();
-        let late = jumped.elapsed();
-        assert!(late <= WALL_CLOCK_CHECK, "noticed the jump after {late:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sleeping_returns_at_once_for_a_past_deadline() {
-        let start = tokio::time::Instant::now();
-        sleep_until(SystemTime::now() - S(5)).await;
-        assert_eq!(start.elapsed(), S(0));
     }
 }

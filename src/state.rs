@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 
 #[derive(Serialize, Deserialize)]
-struct Saved<'a> {
+struct Stored<'a> {
     format: u32,
     #[serde(borrow)]
     fingerprint: Cow<'a, str>,
@@ -42,7 +42,7 @@ pub fn path(dir: &Path, client: &ClientName) -> PathBuf {
 /// Saves `token` as `client`'s last token.
 pub fn save(dir: &Path, client: &ClientName, fingerprint: &str, token: &Token) -> io::Result<()> {
     atomic::create_parents(dir, DIR_MODE)?;
-    let saved = Saved {
+    let saved = Stored {
         format: FORMAT_VERSION,
         fingerprint: Cow::Borrowed(fingerprint),
         access_token: Cow::Borrowed(token.access_token.expose_secret()),
@@ -66,7 +66,7 @@ pub fn save(dir: &Path, client: &ClientName, fingerprint: &str, token: &Token) -
 }
 
 /// Why a saved token was not reused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unusable {
     Missing,
     Unreadable(String),
@@ -74,27 +74,25 @@ pub enum Unusable {
     Expired,
 }
 
-/// Loads `client`'s saved token if it was obtained for the grant with `fingerprint` and is still
-/// valid at `now` for at least `min_valid`.
-pub fn load(
-    dir: &Path,
-    client: &ClientName,
-    fingerprint: &str,
-    now: SystemTime,
-    min_valid: Duration,
-) -> Result<Token, Unusable> {
+/// A state file's contents: a token and the fingerprint of the request it was obtained by.
+#[derive(Debug)]
+pub struct Saved {
+    pub fingerprint: String,
+    pub token: Token,
+}
+
+/// Reads `client`'s state file. Whether its token may be reused is the caller's decision
+/// (`refresh::seed`).
+pub fn read(dir: &Path, client: &ClientName) -> Result<Saved, Unusable> {
     let bytes = match std::fs::read(path(dir, client)) {
         Ok(b) => Zeroizing::new(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
         Err(e) => return Err(Unusable::Unreadable(e.to_string())),
     };
-    let saved: Saved<'_> =
+    let saved: Stored<'_> =
         serde_json::from_slice(&bytes).map_err(|e| Unusable::Unreadable(format!("not a state file: {e}")))?;
     if saved.format != FORMAT_VERSION {
         return Err(Unusable::Unreadable(format!("unknown state format {}", saved.format)));
-    }
-    if saved.fingerprint != fingerprint {
-        return Err(Unusable::OtherGrant);
     }
     let token = Token {
         access_token: SecretString::from(&*saved.access_token),
@@ -107,10 +105,10 @@ pub fn load(
     if token.lifetime() > MAX_LIFETIME {
         return Err(Unusable::Unreadable("implausible token lifetime".into()));
     }
-    if !token.is_valid_at(now + min_valid) {
-        return Err(Unusable::Expired);
-    }
-    Ok(token)
+    Ok(Saved {
+        fingerprint: saved.fingerprint.into_owned(),
+        token,
+    })
 }
 
 /// Deletes `client`'s state file, if any.
@@ -127,7 +125,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn token(expires_in: u64) -> Token {
-        let now = SystemTime::now();
+        let now = std::time::SystemTime::now();
         Token {
             access_token: SecretString::from("tok\"en\\"),
             token_type: "Bearer".into(),
@@ -139,42 +137,26 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_token_round_trips_only_for_the_same_grant_while_valid() {
+    fn a_saved_token_round_trips_with_its_fingerprint_and_private_modes() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let name = ClientName::new("billing").unwrap();
-        let now = SystemTime::now();
-        assert_eq!(
-            load(&state, &name, "fp", now, Duration::ZERO).unwrap_err(),
-            Unusable::Missing
-        );
+        assert_eq!(read(&state, &name).unwrap_err(), Unusable::Missing);
 
-        save(&state, &name, "fp", &token(3600)).unwrap();
+        let saved = token(3600);
+        save(&state, &name, "fp", &saved).unwrap();
         assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(path(&state, &name)).unwrap().mode() & 0o777, 0o600);
 
-        let loaded = load(&state, &name, "fp", now, Duration::ZERO).unwrap();
-        assert_eq!(loaded.access_token.expose_secret(), "tok\"en\\");
-        assert_eq!(loaded.scope.as_deref(), Some("s"));
-        assert_eq!(
-            load(&state, &name, "other", now, Duration::ZERO).unwrap_err(),
-            Unusable::OtherGrant
-        );
-        let later = now + Duration::from_secs(3601);
-        assert_eq!(
-            load(&state, &name, "fp", later, Duration::ZERO).unwrap_err(),
-            Unusable::Expired
-        );
-        assert_eq!(
-            load(&state, &name, "fp", now, Duration::from_secs(7200)).unwrap_err(),
-            Unusable::Expired
-        );
+        let loaded = read(&state, &name).unwrap();
+        assert_eq!(loaded.fingerprint, "fp");
+        assert_eq!(loaded.token.access_token.expose_secret(), "tok\"en\\");
+        assert_eq!(loaded.token.scope.as_deref(), Some("s"));
+        assert_eq!(loaded.token.lifetime_source, LifetimeSource::Saved);
+        assert_eq!(unix_millis(loaded.token.expires_at), unix_millis(saved.expires_at));
 
         std::fs::write(path(&state, &name), b"{garbage").unwrap();
-        assert!(matches!(
-            load(&state, &name, "fp", now, Duration::ZERO),
-            Err(Unusable::Unreadable(_))
-        ));
+        assert!(matches!(read(&state, &name), Err(Unusable::Unreadable(_))));
         remove(&state, &name).unwrap();
         remove(&state, &name).unwrap();
     }

@@ -16,7 +16,7 @@ use crate::token::{Token, unix_millis};
 pub struct Snapshot {
     /// The newest token, even if it has expired since (check `Token::is_valid_at`).
     pub token: Option<Arc<Token>>,
-    /// `Grant::fingerprint` of the grant `token` was obtained with.
+    /// The `Fingerprint` of the request `token` was obtained by.
     pub fingerprint: String,
     /// When tokend will next ask for a token (a refresh or a retry).
     pub next_attempt: Option<SystemTime>,

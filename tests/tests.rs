@@ -83,7 +83,16 @@ fn tokens_appear_in_every_format_with_the_configured_modes() {
     assert_eq!(json["access_token"], token);
     assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["scope"], "read:invoices write:invoices");
-    assert_eq!(json["expires_at_unix"], claims["exp"]);
+    // tokend counts the lifetime from the whole second before it sent the request, so its
+    // expiry is the server's `exp` or one second earlier, never later.
+    let (written, exp) = (
+        json["expires_at_unix"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
+    assert!(
+        written <= exp && written + 1 >= exp,
+        "expires_at {written} vs exp {exp}"
+    );
     assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
         read(&dir.join("out/billing.env")).unwrap(),

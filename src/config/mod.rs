@@ -112,8 +112,7 @@ pub struct RequestSpec {
     pub validation: Option<Validation>,
 }
 
-/// What identifies a token: two clients with equal grants would receive interchangeable tokens,
-/// so they share one request, and a saved token is reused only for an equal grant.
+/// What is asked for: the token endpoint, the client, and the parameters of the request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Grant {
     pub endpoint: Endpoint,
@@ -128,32 +127,6 @@ pub struct Grant {
     pub organization: Option<String>,
     /// Extra form parameters, sorted by name.
     pub params: Vec<(String, String)>,
-}
-
-impl Grant {
-    /// A stable digest of the grant, stored with saved tokens to decide whether they may be reused.
-    pub fn fingerprint(&self) -> String {
-        let (endpoint_kind, endpoint) = match &self.endpoint {
-            Endpoint::TokenUrl(url) => ("token_url", url.as_str()),
-            Endpoint::Issuer(url) => ("issuer", url.as_str()),
-        };
-        let canonical = serde_json::json!({
-            endpoint_kind: endpoint,
-            "client_id": self.client_id,
-            "audience": self.audience,
-            "scope": self.scope,
-            "resources": self.resources,
-            "organization": self.organization,
-            "params": self.params,
-        });
-        sha256_hex(canonical.to_string().as_bytes())
-    }
-}
-
-/// SHA-256 of `bytes`, in hex: fingerprints of what a token was obtained under.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the token endpoint comes from.

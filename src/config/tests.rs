@@ -292,46 +292,6 @@ fn plain_http_is_allowed_only_for_loopback_or_with_an_explicit_opt_in() {
     assert!(with("http://idp.example/t", "    allow_insecure_http: true\n").is_ok());
 }
 
-#[test]
-fn the_grant_fingerprint_changes_with_every_identifying_field() {
-    let base = parse(MINIMAL).unwrap().clients[0].spec.grant.clone();
-    let same = parse(MINIMAL).unwrap().clients[0].spec.grant.fingerprint();
-    assert_eq!(base.fingerprint(), same);
-    let variants = [
-        Grant {
-            endpoint: Endpoint::TokenUrl("https://other.example/oauth/token".parse().unwrap()),
-            ..base.clone()
-        },
-        Grant {
-            client_id: "other".into(),
-            ..base.clone()
-        },
-        Grant {
-            audience: Some("a".into()),
-            ..base.clone()
-        },
-        Grant {
-            scope: Some("s".into()),
-            ..base.clone()
-        },
-        Grant {
-            resources: vec!["https://r.example/".into()],
-            ..base.clone()
-        },
-        Grant {
-            organization: Some("o".into()),
-            ..base.clone()
-        },
-        Grant {
-            params: vec![("k".into(), "v".into())],
-            ..base.clone()
-        },
-    ];
-    for v in variants {
-        assert_ne!(v.fingerprint(), base.fingerprint(), "{v:?}");
-    }
-}
-
 /// Every class of configuration error, with the exact message a user sees.
 #[test]
 fn error_messages() {

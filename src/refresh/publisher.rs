@@ -1,0 +1,229 @@
+//! Publishing a group's token: to the store first (socket readers see it at once), then to every
+//! member's outputs, then to the state files. An output that fails is retried with its own
+//! backoff, with the same token, without a new request and without holding up the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ClientName, Output};
+use crate::fingerprint::Fingerprint;
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::output;
+use crate::state::{self, Saved, Unusable};
+use crate::store::{Snapshot, Store};
+use crate::token::Token;
+
+use super::Group;
+
+/// Output retries back off from this …
+pub const OUTPUT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// … to this.
+pub const OUTPUT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where a group's requests stand, as the store shows it next to the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// Consecutive failed requests.
+    pub failures: u32,
+    /// When the next request is planned (a refresh or a retry).
+    pub next: SystemTime,
+}
+
+pub struct Publisher {
+    group: Arc<Group>,
+    label: String,
+    fingerprint: Fingerprint,
+    state_dir: PathBuf,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    current: Option<Arc<Token>>,
+    /// Outputs whose last write failed, with their client's name.
+    failed: Vec<(ClientName, Output)>,
+    retry_at: SystemTime,
+    retry_backoff: Duration,
+}
+
+impl Publisher {
+    pub fn new(group: Arc<Group>, state_dir: &Path, store: Arc<Store>, metrics: Arc<Metrics>) -> Publisher {
+        Publisher {
+            label: group.label(),
+            fingerprint: Fingerprint::of(&group.spec),
+            group,
+            state_dir: state_dir.to_owned(),
+            store,
+            metrics,
+            current: None,
+            failed: Vec::new(),
+            retry_at: SystemTime::UNIX_EPOCH,
+            retry_backoff: OUTPUT_RETRY_INITIAL,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// The token last published, even if it has expired since.
+    pub fn current(&self) -> Option<&Arc<Token>> {
+        self.current.as_ref()
+    }
+
+    /// How many outputs failed their last write.
+    pub fn failed_outputs(&self) -> usize {
+        self.failed.len()
+    }
+
+    /// When failed outputs are next retried, if any failed.
+    pub fn retry_due(&self) -> Option<SystemTime> {
+        (!self.failed.is_empty()).then_some(self.retry_at)
+    }
+
+    /// Takes over the members' entries in the store: a member whose request changed stops
+    /// serving the old request's token at once; the others' snapshots are returned (a reload
+    /// leaves the previous task's token and failures there).
+    pub fn take_over(&self) -> Vec<Snapshot> {
+        let ours = self.fingerprint.as_str();
+        self.group
+            .members()
+            .filter_map(|m| {
+                self.store.update(&m.name, |s| {
+                    if s.fingerprint != ours {
+                        s.token = None;
+                        s.failures = 0;
+                    }
+                });
+                self.store.get(&m.name)
+            })
+            .collect()
+    }
+
+    /// What the members' state files hold, read on a blocking thread.
+    pub async fn saved(&self) -> Vec<(ClientName, Result<Saved, Unusable>)> {
+        let dir = self.state_dir.clone();
+        let names: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
+        let read = move || names.into_iter().map(|n| (n.clone(), state::read(&dir, &n))).collect();
+        tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
+            warn!(client = %self.label, error = %e, "cannot read the state files");
+            Vec::new()
+        })
+    }
+
+    /// Counts a finished request for every member.
+    pub fn record_request(&self, outcome: Outcome, took: Duration) {
+        for member in self.group.members() {
+            self.metrics.refresh(&member.name, outcome, took);
+        }
+    }
+
+    /// Records a failed request in the store; the current token stays published.
+    pub fn report_failure(&self, error: &str, attempts: Attempts) {
+        for member in self.group.members() {
+            self.store.update(&member.name, |s| {
+                s.fingerprint = self.fingerprint.as_str().to_owned();
+                s.last_error = Some(error.to_owned());
+                s.failures = attempts.failures;
+                s.next_attempt = Some(attempts.next);
+            });
+        }
+    }
+
+    /// Makes `token` current: the store, then every output, then (for a new token) the state
+    /// files. Never cancelled part-way: a reload or shutdown waits for the files to be written.
+    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, now: SystemTime) {
+        self.current = Some(token.clone());
+        for member in self.group.members() {
+            self.metrics.token_published(&member.name, token.expires_at);
+            self.store.update(&member.name, |s| {
+                s.set_token(token.clone());
+                s.fingerprint = self.fingerprint.as_str().to_owned();
+                if attempts.failures == 0 {
+                    s.last_error = None;
+                }
+                s.failures = attempts.failures;
+                s.next_attempt = Some(attempts.next);
+            });
+        }
+        let all = self
+            .group
+            .members()
+            .flat_map(|m| m.outputs.iter().map(|o| (m.name.clone(), o.clone())))
+            .collect();
+        self.failed = self.write(&token, all, save_state).await;
+        self.retry_backoff = OUTPUT_RETRY_INITIAL;
+        self.retry_at = now + OUTPUT_RETRY_INITIAL;
+    }
+
+    /// Writes the failed outputs again, with the current token; backs off if some still fail.
+    pub async fn retry_failed(&mut self, now: SystemTime) {
+        let Some(token) = self.current.clone() else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.failed);
+        let count = pending.len();
+        self.failed = self.write(&token, pending, false).await;
+        if self.failed.is_empty() {
+            info!(client = %self.label, outputs = count, "failed outputs written");
+        } else {
+            self.retry_backoff = (self.retry_backoff * 2).min(OUTPUT_RETRY_MAX);
+            self.retry_at = now + self.retry_backoff;
+        }
+    }
+
+    /// Writes `which` outputs (and the state files) on a blocking thread; returns those that
+    /// failed.
+    async fn write(
+        &self,
+        token: &Arc<Token>,
+        which: Vec<(ClientName, Output)>,
+        save_state: bool,
+    ) -> Vec<(ClientName, Output)> {
+        let members: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
+        let token = token.clone();
+        let label = self.label.clone();
+        let fingerprint = self.fingerprint.as_str().to_owned();
+        let state_dir = self.state_dir.clone();
+        let metrics = self.metrics.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            for (name, out) in which {
+                match output::write(&out, &token) {
+                    Ok(()) => debug!(client = %name, path = %out.path.display(), "wrote output"),
+                    Err(e) => {
+                        metrics.output_error(&name);
+                        error!(
+                            client = %name,
+                            path = %out.path.display(),
+                            error = %e,
+                            "cannot write output; the other outputs are unaffected; retrying with backoff"
+                        );
+                        failed.push((name, out));
+                    }
+                }
+            }
+            if save_state {
+                for name in &members {
+                    if let Err(e) = state::save(&state_dir, name, &fingerprint, &token) {
+                        warn!(
+                            client = %label,
+                            dir = %state_dir.display(),
+                            error = %e,
+                            "cannot save the token for reuse after a restart; a restart will request a new one"
+                        );
+                    }
+                }
+            }
+            failed
+        });
+        match job.await {
+            Ok(failed) => failed,
+            Err(e) => {
+                error!(client = %self.label, error = %e, "output writer stopped unexpectedly");
+                Vec::new()
+            }
+        }
+    }
+}
