@@ -2,6 +2,7 @@
 //! print the plan — never a secret. Problems that would stop tokend from working make it fail;
 //! risky but working settings are warnings.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use nix::unistd::{AccessFlags, Gid, Uid};
 
-use crate::config::{Access, Client, Config, Credentials, Output, Proxy};
+use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec};
 use crate::oauth::exchange;
 use crate::secret::SecretSource;
 
@@ -23,11 +24,8 @@ pub struct Report {
 
 pub fn check(config: &Config) -> Report {
     let mut r = Report::default();
-    // Clients with equal requests share one `Arc<RequestSpec>` (and one request).
-    let mut requests: Vec<*const crate::config::RequestSpec> =
-        config.clients.iter().map(|c| Arc::as_ptr(&c.spec)).collect();
-    requests.sort();
-    requests.dedup();
+    // Clients with equal requests share one request.
+    let requests: HashSet<&RequestSpec> = config.clients.iter().map(|c| &*c.spec).collect();
     let _ = writeln!(
         r.text,
         "{}: valid, {} client{} ({} token request{}), state in {}",
@@ -212,7 +210,7 @@ fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u3
     }
     let others: Vec<&str> = clients
         .iter()
-        .filter(|o| o.name != c.name && Arc::ptr_eq(&o.spec, &c.spec))
+        .filter(|o| o.name != c.name && o.spec == c.spec)
         .map(|o| o.name.as_str())
         .collect();
     if !others.is_empty() {

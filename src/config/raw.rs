@@ -64,14 +64,14 @@ pub struct RawClient {
     /// `private_key_jwt`: the signing algorithm (default: from the key type).
     pub signing_alg: Option<JwsAlg>,
     /// `private_key_jwt`: the assertion's `aud`: `token_endpoint` (default), `issuer`, or a URL.
-    pub assertion_audience: Option<String>,
+    pub assertion_audience: Option<RawAssertionAudience>,
     /// `tls_client_auth`: the PEM client certificate (chain) and its key.
     pub client_certificate: Option<String>,
     pub client_key: Option<String>,
     /// Extra trust roots (PEM) for the IdP, on top of the system's.
     pub ca_file: Option<String>,
     /// `none`, or a proxy URL; default: the HTTPS_PROXY/NO_PROXY environment.
-    pub proxy: Option<String>,
+    pub proxy: Option<RawProxy>,
     /// Hosts (suffixes) that bypass `proxy`.
     pub no_proxy: Option<OneOrMany>,
     /// Verify tokens before publishing them.
@@ -177,6 +177,41 @@ impl Format {
             Format::Env => "env",
             Format::Header => "header",
         }
+    }
+}
+
+/// `assertion_audience`: one of two keywords, or an audience written out (checked to be a URL
+/// by the validator, which reports it at the key with every other problem).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawAssertionAudience {
+    TokenEndpoint,
+    Issuer,
+    Url(String),
+}
+
+impl<'de> Deserialize<'de> for RawAssertionAudience {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "token_endpoint" => RawAssertionAudience::TokenEndpoint,
+            "issuer" => RawAssertionAudience::Issuer,
+            other => RawAssertionAudience::Url(other.to_owned()),
+        })
+    }
+}
+
+/// `proxy`: `none`, or a proxy URL (checked by the validator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawProxy {
+    None,
+    Url(String),
+}
+
+impl<'de> Deserialize<'de> for RawProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match String::deserialize(d)? {
+            keyword if keyword == "none" => RawProxy::None,
+            url => RawProxy::Url(url),
+        })
     }
 }
 

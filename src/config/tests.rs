@@ -1,4 +1,6 @@
 use super::*;
+use crate::secret::SecretSource;
+use std::time::Duration;
 
 const FILE: &str = "/etc/tokend/config.yaml";
 
@@ -495,4 +497,58 @@ fn error_messages() {
         all.push_str(&format!("--- {name}\n{}\n", errors(yaml)));
     }
     insta::assert_snapshot!(all);
+}
+
+/// Parsing asks the host for users, groups and the environment: it is pure, and a config can be
+/// checked for a machine that is not this one.
+#[test]
+fn users_groups_and_the_state_directory_come_from_the_host() {
+    struct Fake;
+    impl Host for Fake {
+        fn user_id(&self, name: &str) -> Result<Option<u32>, String> {
+            Ok((name == "billing").then_some(4242))
+        }
+        fn group_id(&self, name: &str) -> Result<Option<u32>, String> {
+            match name {
+                "ops" => Ok(Some(777)),
+                "broken" => Err("the directory service is down".into()),
+                _ => Ok(None),
+            }
+        }
+        fn var(&self, name: &str) -> Option<std::ffi::OsString> {
+            (name == "STATE_DIRECTORY").then(|| "/var/lib/elsewhere:/second".into())
+        }
+    }
+    let yaml = "\
+clients:
+  billing:
+    token_url: https://idp.example/t
+    client_id: a
+    client_secret: { file: /s }
+    outputs: [{ path: /run/b.token, owner: billing, group: ops }]
+    readers: { users: [billing], groups: [ops, 12] }
+";
+    let config = super::parse(yaml, Path::new(FILE), &Fake).unwrap();
+    assert_eq!(config.state_dir, Path::new("/var/lib/elsewhere"));
+    let out = &config.clients[0].outputs[0];
+    assert_eq!(
+        (out.owner.as_ref().unwrap().id, out.group.as_ref().unwrap().id),
+        (4242, 777)
+    );
+    let readers = &config.access.readers[&ClientName::new("billing").unwrap()];
+    let groups: Vec<u32> = readers.groups.iter().map(|g| g.id).collect();
+    assert_eq!((readers.users[0].id, groups), (4242, vec![777, 12]));
+
+    let broken = yaml
+        .replace("group: ops", "group: broken")
+        .replace("[billing]", "[nobody-here]");
+    let err = super::parse(&broken, Path::new(FILE), &Fake).unwrap_err().to_string();
+    assert!(
+        err.contains("clients.billing.outputs[0].group: cannot look up group `broken`: the directory service is down"),
+        "{err}"
+    );
+    assert!(
+        err.contains("clients.billing.readers.users[0]: there is no user `nobody-here` on this system"),
+        "{err}"
+    );
 }
