@@ -133,6 +133,7 @@ impl Daemon {
             }
         }
         info!(
+            reload = "applied",
             added = %summary.added.len(),
             changed = %summary.changed.len(),
             removed = %summary.removed.len(),
@@ -301,7 +302,10 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
             for line in e.to_string().lines() {
                 error!("invalid configuration: {line}");
             }
-            error!("the new configuration was rejected; still running the previous one unchanged");
+            error!(
+                reload = "rejected",
+                "the new configuration was rejected; still running the previous one unchanged"
+            );
         }
     }
     if started {

@@ -249,38 +249,15 @@ mod tests {
 
     /// The clients of `tests/fixtures/state-v1`, whose fingerprints were computed by the release
     /// before this encoding (`Group::fingerprint` at commit a3f532d).
-    const PINNED: &str = r#"
-socket: { enabled: false }
-state_dir: /var/lib/tokend
-defaults:
-  client_id: app
-  client_secret: { file: /etc/tokend/secret }
-clients:
-  plain:
-    token_url: http://127.0.0.1:9/oauth/token
-    audience: https://plain.example/
-    scope: read:a write:b
-    resource: [https://r1.example/, https://r2.example/]
-    organization: org_1
-    params: { tenant: eu, "x y": "a&b" }
-  validated:
-    issuer: http://127.0.0.1:9
-    audience: https://validated.example/
-    validate: { leeway: 30s }
-  explicit:
-    token_url: https://idp.example/oauth/token
-    audience: "https://ex\"ample/"
-    validate: { issuer: "https://issuer.example/", jwks_uri: "https://issuer.example:8443/keys?v=1", audience: [a, "b\\c"], algorithms: [RS256, EdDSA, PS512], leeway: 1500ms }
-  ipv6:
-    token_url: "http://[::1]:8080/t"
-    audience: https://v6.example/
-    validate: { issuer: "http://[::1]:8080/", jwks_uri: "http://[::1]:8080/jwks", leeway: 0s }
-  bare:
-    token_url: https://idp.example/oauth/token
-"#;
+    fn pinned() -> String {
+        include_str!("../tests/fixtures/state-v1/config.yaml")
+            .replace("STATE", "/var/lib/tokend")
+            .replace("SECRET", "/etc/tokend/secret")
+            .replace("OUT", "/run/tokend")
+    }
 
     fn fingerprints() -> Vec<(String, Fingerprint)> {
-        let config = parse_str(PINNED, Path::new("/etc/tokend/config.yaml")).unwrap();
+        let config = parse_str(&pinned(), Path::new("/etc/tokend/config.yaml")).unwrap();
         config
             .clients
             .iter()
@@ -359,7 +336,7 @@ clients:
 
     #[test]
     fn every_identifying_field_changes_the_fingerprint_and_credentials_do_not() {
-        let config = parse_str(PINNED, Path::new("/etc/tokend/config.yaml")).unwrap();
+        let config = parse_str(&pinned(), Path::new("/etc/tokend/config.yaml")).unwrap();
         let base = (*config.clients[2].spec).clone();
         let fp = |spec: &RequestSpec| Fingerprint::of(spec).as_str().to_owned();
         let mut variants: Vec<RequestSpec> = Vec::new();

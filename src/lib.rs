@@ -3,21 +3,24 @@
 //! Data flows one way, from configuration to readers:
 //!
 //! ```text
-//! config.yaml ──config──▶ Config { clients, socket, access }
-//!                            │ refresh::Group::from_clients (identical requests share one)
+//! config.yaml ─▶ config: raw ─inherit─▶ validator ─▶ model::Config { clients, socket, access }
+//!                  (each Client holds an Arc<RequestSpec>; equal requests share one)
+//!                            │ refresh::Group::from_clients (one group per RequestSpec)
 //!                            ▼
-//!   one refresh::Runner task per group ──oauth──▶ IdP
-//!     │  oauth::discovery (issuer → endpoints), oauth::assertion (private_key_jwt),
-//!     │  oauth::client (TLS, mTLS, proxy), oauth::validate (JWKS) before publishing
-//!     │  schedule: when to refresh / retry (wall clock)
+//!   one refresh::Runner task per group: the loop (due time, failures), on a clock::Clock
+//!     │ seed ─ first token: the store after a reload, a state file after a restart (pure)
+//!     │ TokenSource::obtain ─ IdpSource ─▶ oauth::exchange ─▶ IdP
+//!     │      (oauth::issuer caches discovery and JWKS; oauth::error classifies failures)
+//!     │ schedule ─ when to refresh / retry (pure)
 //!     ▼
-//!   store (watch per client) ──▶ server: HTTP on a Unix socket, callers checked by SO_PEERCRED
-//!   output (atomic files: raw/json/env/header)      (socket_client: `tokend get`, `status`)
-//!   state  (last token per client, for restarts)    metrics (Prometheus, on the socket)
+//!   refresh::Publisher ─▶ store (watch per client) ─▶ server: HTTP on a Unix socket
+//!                    ├──▶ output (atomic files: raw/json/env/header)
+//!                    └──▶ state (last token + fingerprint, for restarts)     metrics
 //! ```
 //!
 //! `app` owns the tasks and the socket and handles signals (SIGHUP reload, SIGTERM stop);
-//! `check` validates a config without running it; `dev` is the built-in development issuer.
+//! `check` validates a config without running it; `dev` is the built-in development issuer;
+//! `socket_client` is `tokend get` and `status`.
 
 pub mod app;
 pub mod check;

@@ -18,7 +18,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::ServerState;
 use super::peer::Peer;
@@ -128,6 +128,7 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
         return plain(StatusCode::NOT_FOUND, "no such client\n");
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let mut waiting = false;
     let ready = loop {
         let now = SystemTime::now();
         let ready = {
@@ -138,6 +139,15 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
         };
         if ready.is_some() {
             break ready;
+        }
+        if !std::mem::replace(&mut waiting, true) {
+            debug!(
+                client = name,
+                uid = peer.uid,
+                pid = peer.pid,
+                long_poll = "waiting",
+                "a reader waits for a new token"
+            );
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() {

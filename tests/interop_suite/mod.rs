@@ -16,6 +16,68 @@ use crate::util::*;
 
 const RESOURCE: &str = "https://api.example.test/";
 
+/// Whether the interop suite can run here: node, npm, nginx and openssl (and `extra`, such as
+/// faketime) installed, and the npm packages in place (installed here, once, if missing).
+/// Without them the test is skipped, loudly; with `TOKEND_REQUIRE_INTEROP=1` (as `.ci/run`
+/// sets after installing them) a missing tool fails the test instead.
+fn interop_ready(test: &str, extra: &[&str]) -> bool {
+    let has = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = ["node", "npm", "nginx", "openssl"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .filter(|t| !has(t))
+        .collect();
+    let problem = if missing.is_empty() {
+        npm_packages().err()
+    } else {
+        Some(format!("missing {} (see tests/interop/README.md)", missing.join(", ")))
+    };
+    let Some(problem) = problem else { return true };
+    assert!(
+        std::env::var_os("TOKEND_REQUIRE_INTEROP").is_none(),
+        "{test}: {problem}; TOKEND_REQUIRE_INTEROP is set, so this is an error"
+    );
+    eprintln!("SKIPPED {test}: {problem} (set TOKEND_REQUIRE_INTEROP=1 to make this an error)");
+    false
+}
+
+/// `npm ci` in tests/interop if its packages are missing: once per test process, and under a
+/// file lock, so parallel tests (or two test runs) never install over each other.
+fn npm_packages() -> Result<(), String> {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+            let complete = || {
+                ["oidc-provider", "jose"]
+                    .iter()
+                    .all(|p| here.join("node_modules").join(p).is_dir())
+            };
+            let lock = std::fs::File::create(here.join(".npm-install.lock")).map_err(|e| e.to_string())?;
+            let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| format!("cannot lock tests/interop for npm ci: {e}"))?;
+            if complete() {
+                return Ok(());
+            }
+            let o = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&here)
+                .output()
+                .map_err(|e| format!("cannot run npm: {e}"))?;
+            if !o.status.success() || !complete() {
+                return Err(format!("npm ci failed: {}", String::from_utf8_lossy(&o.stderr)));
+            }
+            Ok(())
+        })
+        .clone()
+}
+
 /// oidc-provider behind nginx, as started by tests/interop/start.sh.
 struct Idp {
     child: Child,
@@ -152,6 +214,9 @@ fn openssl(args: &[&str]) {
 /// publishing, the resource server accepting the token, and a refresh.
 #[test]
 fn interop_every_client_authentication_method_with_oidc_provider() {
+    if !interop_ready("interop_every_client_authentication_method_with_oidc_provider", &[]) {
+        return;
+    }
     let dir = TestDir::new("interop");
     let idp = Idp::start(&dir, 8);
     let rs = ResourceServer::start(&dir);
@@ -228,7 +293,7 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
     let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let daemon = Tokend::run(&dir, &cfg);
-    daemon.wait_log("7 of 7 clients have a valid token", Duration::from_secs(30));
+    wait_ready(&dir.join("tokend.sock"));
     let names = ["post", "basic", "rs256", "es256", "ps256", "eddsa", "mtls"];
     let mut first = Vec::new();
     for name in names {
@@ -254,6 +319,12 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
 /// What must fail, fails, clearly, and publishes nothing.
 #[test]
 fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
+    if !interop_ready(
+        "interop_bad_credentials_and_bad_tokens_are_refused_and_never_published",
+        &[],
+    ) {
+        return;
+    }
     let dir = TestDir::new("interop-negative");
     let idp = Idp::start(&dir, 60);
     let wrong_secret = dir.secret("wrong-secret", "not-the-secret");
@@ -321,17 +392,31 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
     ];
     let cfg = config(&dir, &idp, &clients);
     let daemon = Tokend::run(&dir, &cfg);
-    let log = daemon.wait_log("0 of 8 clients have a valid token", Duration::from_secs(30));
+    let first_attempts = |rejected: &[Value]| {
+        let clients: std::collections::BTreeSet<&str> = rejected.iter().filter_map(|e| e["client"].as_str()).collect();
+        clients.len()
+    };
+    let rejected = wait_for(Duration::from_secs(30), "a rejection for each of the 8 clients", || {
+        let rejected: Vec<Value> = daemon
+            .events()
+            .into_iter()
+            .filter(|e| is(e, "outcome", "rejected"))
+            .collect();
+        (first_attempts(&rejected) == 8).then_some(rejected)
+    });
     let expect = |client: &str, needle: &str| {
-        let line = log
-            .lines()
-            .find(|l| l.contains(&format!("client={client} ")) && l.contains(needle))
-            .unwrap_or_else(|| panic!("no line for {client} with {needle:?} in:\n{log}"));
+        let found = rejected
+            .iter()
+            .find(|e| is(e, "client", client) && e["error"].as_str().is_some_and(|m| m.contains(needle)));
+        assert!(
+            found.is_some(),
+            "no rejection of {client} with {needle:?} in:\n{}",
+            daemon.output()
+        );
         assert!(
             !dir.join(&format!("out/{client}.token")).exists(),
             "{client} published a token"
         );
-        line.to_owned()
     };
     expect("wrong-secret", "HTTP 401 `invalid_client`");
     expect("wrong-key", "HTTP 401 `invalid_client`");
@@ -347,8 +432,7 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
     );
     expect("opaque", "the token is not a JWT, so it cannot be validated");
     expect("bad-signature", "the signature does not verify with the issuer's key");
-    // Rejections back off to retry.max; none of them is retried in a loop.
-    assert!(log.matches("token request rejected").count() >= 8);
+    assert_eq!(socket_status(&dir.join("tokend.sock"), "/readyz"), Some(503));
     assert!(daemon.stop().success());
 }
 
@@ -356,6 +440,9 @@ fn interop_bad_credentials_and_bad_tokens_are_refused_and_never_published() {
 /// libfaketime) fails validation and is not published.
 #[test]
 fn interop_an_expired_token_is_not_published() {
+    if !interop_ready("interop_an_expired_token_is_not_published", &["faketime"]) {
+        return;
+    }
     let dir = TestDir::new("interop-expired");
     let idp = Idp::start(&dir, 60);
     let secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
@@ -369,10 +456,6 @@ fn interop_an_expired_token_is_not_published() {
                 secret.display()
             ),
         )],
-    );
-    assert!(
-        Command::new("faketime").arg("--version").output().is_ok(),
-        "faketime is needed (apt-get install faketime)"
     );
     let o = Command::new("faketime")
         .args(["-f", "+2h", BIN, "--config", cfg.to_str().unwrap(), "once"])
@@ -392,6 +475,12 @@ fn interop_an_expired_token_is_not_published() {
 /// Replacing the key file or the certificate and key is enough: the next request uses them.
 #[test]
 fn interop_rotated_keys_and_certificates_are_picked_up_without_a_restart() {
+    if !interop_ready(
+        "interop_rotated_keys_and_certificates_are_picked_up_without_a_restart",
+        &[],
+    ) {
+        return;
+    }
     let dir = TestDir::new("interop-rotation");
     let idp = Idp::start(&dir, 60);
     let key = dir.join("signing.pem");
@@ -421,7 +510,11 @@ fn interop_rotated_keys_and_certificates_are_picked_up_without_a_restart() {
         ],
     );
     let daemon = Tokend::run(&dir, &cfg);
-    daemon.wait_log("0 of 2 clients have a valid token", Duration::from_secs(30));
+    for client in ["jwt", "mtls"] {
+        daemon.wait_event(Duration::from_secs(30), "the first rejection", |e| {
+            is(e, "outcome", "rejected") && is(e, "client", client)
+        });
+    }
     std::fs::copy(idp.s("/clients/pkjwt_rs256/key_file"), &key).unwrap();
     std::fs::copy(idp.s("/clients/mtls/cert_file"), &cert).unwrap();
     std::fs::copy(idp.s("/clients/mtls/key_file"), &cert_key).unwrap();
@@ -472,6 +565,9 @@ fn connect_proxy() -> (String, Arc<AtomicUsize>) {
 /// `proxy:` URL is used whatever the environment says.
 #[test]
 fn interop_proxies_from_the_environment_and_the_config() {
+    if !interop_ready("interop_proxies_from_the_environment_and_the_config", &[]) {
+        return;
+    }
     let dir = TestDir::new("interop-proxy");
     let idp = Idp::start(&dir, 60);
     let secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
@@ -516,6 +612,9 @@ fn interop_proxies_from_the_environment_and_the_config() {
 /// secret, no private key, no client assertion, no token (no JWT at all: they start `eyJ`).
 #[test]
 fn interop_nothing_secret_is_printed_at_trace_level() {
+    if !interop_ready("interop_nothing_secret_is_printed_at_trace_level", &[]) {
+        return;
+    }
     let dir = TestDir::new("interop-trace");
     let idp = Idp::start(&dir, 60);
     let post_secret = idp.s("/clients/post/client_secret");
@@ -643,6 +742,9 @@ fn serve_once_per_request(body: String) -> String {
 /// verifier reads on Linux), IdP 1's is given as `ca_file`.
 #[test]
 fn interop_ca_file_adds_to_the_system_roots() {
+    if !interop_ready("interop_ca_file_adds_to_the_system_roots", &[]) {
+        return;
+    }
     let dir1 = TestDir::new("interop-ca1");
     let dir2 = TestDir::new("interop-ca2");
     let (idp1, idp2) = (Idp::start(&dir1, 60), Idp::start(&dir2, 60));

@@ -180,11 +180,18 @@ impl Tokend {
         Self::spawn(dir, &["--config", config.to_str().unwrap(), "run"], &[])
     }
 
+    /// Runs `tokend ARGS`, logging JSON lines (unless ARGS choose a format) for `events`.
     pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
         let n = fs::read_dir(dir.path()).unwrap().count();
         let log = dir.join(&format!("tokend-{n}.log"));
         let out = fs::File::create(&log).unwrap();
+        let json: &[&str] = if args.contains(&"--log-format") {
+            &[]
+        } else {
+            &["--log-format", "json"]
+        };
         let child = Command::new(BIN)
+            .args(json)
             .args(args)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -207,23 +214,39 @@ impl Tokend {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the log contains `needle` `times` times; returns the log.
-    pub fn wait_log_n(&self, needle: &str, times: usize, timeout: Duration) -> String {
+    /// The log lines so far, as JSON objects (lines that are not JSON, such as the dev banner,
+    /// are left out).
+    pub fn events(&self) -> Vec<Value> {
+        events(&self.output())
+    }
+
+    /// Waits until `times` log events satisfy `matches`; returns them.
+    pub fn wait_events(
+        &self,
+        times: usize,
+        timeout: Duration,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.output();
-            if log.matches(needle).count() >= times {
-                return log;
+            let found: Vec<Value> = self.events().into_iter().filter(|e| matches(e)).collect();
+            if found.len() >= times {
+                return found;
             }
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {times}× {needle:?} in the log:\n{log}");
+                panic!(
+                    "timed out after {timeout:?} waiting for {times}× {what} in the log:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        self.wait_log_n(needle, 1, timeout)
+    /// Waits for one log event that satisfies `matches`.
+    pub fn wait_event(&self, timeout: Duration, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_events(1, timeout, what, matches).remove(0)
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -255,6 +278,59 @@ impl Drop for Tokend {
             let _ = child.wait();
         }
     }
+}
+
+/// JSON log lines in `text`, as objects.
+pub fn events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(Value::is_object)
+        .collect()
+}
+
+/// Whether a log event has `field` equal to the string `value`.
+pub fn is(event: &Value, field: &str, value: &str) -> bool {
+    event[field].as_str() == Some(value)
+}
+
+/// The HTTP status of `GET path` on the socket, or `None` if nothing answers there.
+pub fn socket_status(socket: &Path, path: &str) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).parse().ok().filter(|s| *s != 0)
+}
+
+/// Waits until the daemon behind `socket` is ready: `/readyz` answers 200 (every client has a
+/// valid token).
+pub fn wait_ready(socket: &Path) {
+    wait_for(Duration::from_secs(15), "/readyz to answer 200", || {
+        (socket_status(socket, "/readyz") == Some(200)).then_some(())
+    });
+}
+
+/// `GET path` on the socket as JSON.
+pub fn socket_json(socket: &Path, path: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl must be installed");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Runs `tokend ARGS` to completion.
