@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev;

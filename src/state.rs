@@ -127,12 +127,8 @@ mod tests {
     fn token(expires_in: u64) -> Token {
         let now = std::time::SystemTime::now();
         Token {
-            access_token: SecretString::from("tok\"en\\"),
-            token_type: "Bearer".into(),
             scope: Some("s".into()),
-            issued_at: now,
-            expires_at: now + Duration::from_secs(expires_in),
-            lifetime_source: LifetimeSource::ExpiresIn,
+            ..Token::for_test("tok\"en\\", now, Duration::from_secs(expires_in))
         }
     }
 

@@ -121,20 +121,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::LifetimeSource;
-    use secrecy::SecretString;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn token(issued_ms: u64) -> Arc<Token> {
         let issued_at = UNIX_EPOCH + Duration::from_millis(issued_ms);
-        Arc::new(Token {
-            access_token: SecretString::from("t"),
-            token_type: "Bearer".into(),
-            scope: None,
-            issued_at,
-            expires_at: issued_at + Duration::from_secs(60),
-            lifetime_source: LifetimeSource::ExpiresIn,
-        })
+        Arc::new(Token::for_test("t", issued_at, Duration::from_secs(60)))
     }
 
     #[test]

@@ -63,6 +63,22 @@ impl Token {
     }
 }
 
+/// Tokens for unit tests.
+#[cfg(test)]
+impl Token {
+    /// A bearer token `value`, issued at `issued_at` and living `lifetime`.
+    pub fn for_test(value: &str, issued_at: SystemTime, lifetime: Duration) -> Token {
+        Token {
+            access_token: SecretString::from(value),
+            token_type: "Bearer".into(),
+            scope: None,
+            issued_at,
+            expires_at: issued_at + lifetime,
+            lifetime_source: LifetimeSource::ExpiresIn,
+        }
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token")
@@ -98,14 +114,7 @@ mod tests {
     use super::*;
 
     fn token(value: &str) -> Token {
-        Token {
-            access_token: SecretString::from(value),
-            token_type: "Bearer".into(),
-            scope: None,
-            issued_at: UNIX_EPOCH,
-            expires_at: UNIX_EPOCH + Duration::from_secs(60),
-            lifetime_source: LifetimeSource::ExpiresIn,
-        }
+        Token::for_test(value, UNIX_EPOCH, Duration::from_secs(60))
     }
 
     #[test]

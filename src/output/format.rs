@@ -68,18 +68,13 @@ pub fn render(output: &Output, token: &Token) -> Result<Zeroizing<Vec<u8>>, Rend
 mod tests {
     use super::*;
     use crate::config::{DEFAULT_ENV_VARIABLE, Mode};
-    use crate::token::LifetimeSource;
-    use secrecy::SecretString;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn token(value: &str) -> Token {
+        let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         Token {
-            access_token: SecretString::from(value),
-            token_type: "Bearer".into(),
             scope: Some("read:a".into()),
-            issued_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            expires_at: UNIX_EPOCH + Duration::from_secs(1_700_003_600),
-            lifetime_source: LifetimeSource::ExpiresIn,
+            ..Token::for_test(value, issued, Duration::from_secs(3600))
         }
     }
 

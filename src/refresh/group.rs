@@ -108,14 +108,7 @@ clients:
         assert_eq!(g[0].retry().initial, Duration::from_secs(2));
         assert_eq!(g[0].default_lifetime(), Duration::from_secs(60));
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let token = Token {
-            access_token: "t".into(),
-            token_type: "Bearer".into(),
-            scope: None,
-            issued_at: t0,
-            expires_at: t0 + Duration::from_secs(1000),
-            lifetime_source: crate::token::LifetimeSource::ExpiresIn,
-        };
+        let token = Token::for_test("t", t0, Duration::from_secs(1000));
         assert_eq!(g[0].plan(&token).at, t0 + Duration::from_secs(500));
         // `other` keeps the defaults: 80% ±10%, at least 2m before expiry.
         let other = g[1].plan(&token).at.duration_since(t0).unwrap();

@@ -77,7 +77,6 @@ fn usable(saved: Saved, fingerprint: &Fingerprint, now: SystemTime) -> Result<To
 mod tests {
     use super::*;
     use crate::config::parse_str;
-    use crate::token::LifetimeSource;
     use std::path::Path;
     use std::time::UNIX_EPOCH;
 
@@ -93,20 +92,8 @@ mod tests {
 
     /// A token named `value` that expires `expires` seconds after NOW (negative: before).
     fn token(value: &str, expires: i64) -> Token {
-        let now = UNIX_EPOCH + NOW;
-        let expires_at = if expires >= 0 {
-            now + Duration::from_secs(expires as u64)
-        } else {
-            now - Duration::from_secs(expires.unsigned_abs())
-        };
-        Token {
-            access_token: value.into(),
-            token_type: "Bearer".into(),
-            scope: None,
-            issued_at: now - Duration::from_secs(600),
-            expires_at,
-            lifetime_source: LifetimeSource::ExpiresIn,
-        }
+        let issued = UNIX_EPOCH + NOW - Duration::from_secs(600);
+        Token::for_test(value, issued, Duration::from_secs((600 + expires) as u64))
     }
 
     fn snapshot(fp: &Fingerprint, token: Option<Token>, failures: u32) -> Snapshot {

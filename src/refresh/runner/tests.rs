@@ -12,7 +12,6 @@ use crate::config::{ClientName, parse_str};
 use crate::metrics::Metrics;
 use crate::oauth::ResponseError;
 use crate::store::Store;
-use crate::token::LifetimeSource;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -60,14 +59,7 @@ impl TokenSource for Script {
             calls.len()
         };
         match self.answers.pop_front().unwrap_or(Answer::Token(S(3600))) {
-            Answer::Token(lifetime) => Ok(Token {
-                access_token: format!("token-{n}").into(),
-                token_type: "Bearer".into(),
-                scope: None,
-                issued_at: sent_at,
-                expires_at: sent_at + lifetime,
-                lifetime_source: LifetimeSource::ExpiresIn,
-            }),
+            Answer::Token(lifetime) => Ok(Token::for_test(&format!("token-{n}"), sent_at, lifetime)),
             Answer::Fail(e) => Err(e),
         }
     }
@@ -301,14 +293,7 @@ async fn a_saved_token_is_published_at_once_and_refreshed_when_planned() {
             "clients:\n  c:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: { file: /s }\n";
         let config = parse_str(yaml, Path::new("/x.yaml")).unwrap();
         let fp = crate::fingerprint::Fingerprint::of(&config.clients[0].spec);
-        let saved = Token {
-            access_token: "saved".into(),
-            token_type: "Bearer".into(),
-            scope: None,
-            issued_at: t0() - S(600),
-            expires_at: t0() + S(400),
-            lifetime_source: LifetimeSource::ExpiresIn,
-        };
+        let saved = Token::for_test("saved", t0() - S(600), S(1000));
         let name = ClientName::new("c").unwrap();
         crate::state::save(&dir.path().join("state"), &name, fp.as_str(), &saved).unwrap();
     }
