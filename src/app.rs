@@ -17,13 +17,16 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{self, ClientName, Config, ConfigError};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::atomic;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::Server;
 use crate::server::access::Authority;
+use crate::server::socket::SocketError;
 use crate::state;
+use crate::status;
 use crate::store::Store;
 use crate::systemd;
 
@@ -232,9 +235,19 @@ fn remove_stale_temps(group: &Group, state_dir: &Path) {
     }
 }
 
+/// Loads the configuration and checks that this process can apply it: a socket group it is not
+/// in is a configuration error (exit 78), not a failure worth restarting for.
+fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
+    let config = config::load(config_path)?;
+    match Identity::current().cannot_serve(&config) {
+        Some(problem) => Err(ConfigError::single(config_path, "socket.group", problem)),
+        None => Ok(config),
+    }
+}
+
 /// `tokend run`: the daemon, until SIGTERM/SIGINT or `stop`.
 pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppError> {
-    let config = config::load(config_path)?;
+    let config = load_applicable(config_path)?;
     // Registered before any task starts, so no signal is missed.
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
@@ -246,13 +259,25 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
     store.retain_clients(config.clients.iter().map(|c| &c.name));
     // The socket comes up first, so a reader that starts with tokend finds it and can wait.
     let authority = Authority::new(config.access.clone());
-    let mut server = Server::start(config.socket.as_ref(), authority, store.clone(), metrics.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut server =
+        Server::start(config.socket.as_ref(), authority, store.clone(), metrics.clone()).map_err(|e| match e {
+            // The socket's mode or group cannot be applied: the configuration must change.
+            SocketError::Group { .. } | SocketError::Mode { .. } => {
+                AppError::Config(ConfigError::single(config_path, "socket", e.to_string()))
+            }
+            other => anyhow::anyhow!("{other}").into(),
+        })?;
     let (mut daemon, first) = Daemon::start(config, store, metrics);
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
     let watchdog = systemd::watchdog_period();
     let mut watchdog_ticker = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    // STATUS= follows the store: after a change (at most once a second) and every minute (the
+    // "in 41m" ages), only when running under systemd.
+    let mut status = Status::new(daemon.store());
+    let mut status_ticker = tokio::time::interval(STATUS_EVERY);
+    let mut changes = daemon.store().changes();
 
     let startup = futures_util::future::join_all(first);
     tokio::pin!(startup);
@@ -262,10 +287,14 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
             _ = watchdog_ticker.tick(), if watchdog.is_some() => systemd::watchdog(),
             _ = &mut startup, if !started => {
                 started = true;
-                let status = readiness_status(daemon.store());
-                info!("{status}");
-                systemd::ready(&status);
+                let line = status.line();
+                info!(status = %line, "ready");
+                systemd::ready(&line);
+                status.sent(line);
             }
+            _ = changes.changed(), if status.follows() => status.changed(),
+            _ = tokio::time::sleep_until(status.flush_at()), if status.pending() => status.send_if_new(),
+            _ = status_ticker.tick(), if status.follows() => status.send_if_new(),
             _ = stop.cancelled() => break,
             signal = signals.next() => match signal {
                 Some(SIGHUP) => reload(&mut daemon, &mut server, config_path, started).await,
@@ -290,7 +319,7 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
         systemd::reloading();
     }
     info!(config = %config_path.display(), "reloading configuration");
-    match config::load(config_path) {
+    match load_applicable(config_path) {
         Ok(config) => {
             // Readers first: a reader taken away must lose access before anything else happens.
             server
@@ -309,13 +338,70 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
         }
     }
     if started {
-        systemd::ready(&readiness_status(daemon.store()));
+        systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
     }
 }
 
-fn readiness_status(store: &Store) -> String {
-    let (valid, total) = store.count_valid(SystemTime::now());
-    format!("{valid} of {total} clients have a valid token")
+/// STATUS= at least this often, so relative times ("in 41m") stay true.
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+/// After a change, STATUS= waits this long for more changes (a start-up publishes many).
+const STATUS_SETTLE: Duration = Duration::from_secs(1);
+
+/// systemd's `STATUS=`, kept current: recomputed after changes to the store (settled) and on a
+/// timer, and sent when its text changed.
+struct Status {
+    store: Arc<Store>,
+    last: String,
+    /// A change was seen: send at this time, once more changes have had time to arrive.
+    pending: Option<tokio::time::Instant>,
+    under_systemd: bool,
+}
+
+impl Status {
+    fn new(store: &Arc<Store>) -> Status {
+        Status {
+            store: store.clone(),
+            last: String::new(),
+            pending: None,
+            under_systemd: systemd::notifies(),
+        }
+    }
+
+    /// Whether there is anyone to tell.
+    fn follows(&self) -> bool {
+        self.under_systemd
+    }
+
+    fn line(&self) -> String {
+        status::line(&self.store.all(), SystemTime::now())
+    }
+
+    fn sent(&mut self, line: String) {
+        self.last = line;
+        self.pending = None;
+    }
+
+    fn changed(&mut self) {
+        self.pending
+            .get_or_insert_with(|| tokio::time::Instant::now() + STATUS_SETTLE);
+    }
+
+    fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn flush_at(&self) -> tokio::time::Instant {
+        self.pending.unwrap_or_else(tokio::time::Instant::now)
+    }
+
+    fn send_if_new(&mut self) {
+        let line = self.line();
+        if line != self.last {
+            systemd::status(&line);
+            self.last = line;
+        }
+        self.pending = None;
+    }
 }
 
 /// `tokend once`: fetch what is missing or due (everything with `force`), write the outputs, and

@@ -1,6 +1,8 @@
 //! `tokend check`: validate the configuration, try every secret source and output directory, and
 //! print the plan — never a secret. Problems that would stop tokend from working make it fail;
-//! risky but working settings are warnings.
+//! risky but working settings are warnings. Permissions are judged for the identity the service
+//! runs as (`Identity`), not for whoever runs `check`: `sudo tokend check` may read and chown
+//! anything; the `tokend` user may not.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -8,11 +10,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use nix::unistd::{AccessFlags, Gid, Uid};
-
 use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec};
+use crate::identity::{self, Identity};
 use crate::oauth::exchange;
 use crate::secret::SecretSource;
+
+/// The service's user, as the packaged unit and sysusers.d name it.
+pub const SERVICE_USER: &str = "tokend";
+/// Where the packaged unit (ProtectSystem=strict) lets tokend write, besides its state directory.
+pub const SERVICE_RUNTIME_DIR: &str = "/run/tokend";
+
+/// Whom `check` judges permissions for: `--as-user`, else the service's user when root runs it
+/// and that user exists, else the caller.
+pub fn service_identity(as_user: Option<&str>) -> Result<Identity, String> {
+    match as_user {
+        Some(user) => Identity::of_user(user),
+        None => {
+            let me = Identity::current();
+            if me.is_root()
+                && let Ok(service) = Identity::of_user(SERVICE_USER)
+            {
+                return Ok(service);
+            }
+            Ok(me)
+        }
+    }
+}
 
 /// What `check` found beyond a valid configuration.
 #[derive(Debug, Default)]
@@ -22,8 +45,13 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-pub fn check(config: &Config) -> Report {
+pub fn check(config: &Config, who: &Identity) -> Report {
     let mut r = Report::default();
+    let cx = Cx {
+        who,
+        service: who.name.as_deref() == Some(SERVICE_USER),
+        state_dir: &config.state_dir,
+    };
     // Clients with equal requests share one request.
     let requests: HashSet<&RequestSpec> = config.clients.iter().map(|c| &*c.spec).collect();
     let _ = writeln!(
@@ -36,14 +64,23 @@ pub fn check(config: &Config) -> Report {
         plural(requests.len()),
         config.state_dir.display()
     );
-    check_dir(&mut r, "state_dir", &config.state_dir, None);
+    let groups: Vec<String> = who.groups.iter().map(|g| identity::group_name(*g)).collect();
+    let _ = writeln!(
+        r.text,
+        "permissions checked for {who}, groups {} (choose another user with --as-user)",
+        groups.join(", ")
+    );
+    check_dir(&mut r, &cx, "state_dir", &config.state_dir, None);
     match &config.socket {
         None => {
             let _ = writeln!(r.text, "socket API disabled");
         }
         Some(s) => {
             let dir = s.path.parent().unwrap_or(Path::new("/"));
-            let state = check_dir(&mut r, "socket", dir, None);
+            let state = check_dir(&mut r, &cx, "socket", dir, None);
+            if let Some(problem) = who.cannot_serve(config) {
+                r.problems.push(format!("socket.group: {problem}"));
+            }
             let group = s
                 .group
                 .as_ref()
@@ -76,12 +113,20 @@ pub fn check(config: &Config) -> Report {
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
-        describe(&mut r, client, &config.clients, config_mode, &config.access);
+        describe(&mut r, &cx, client, &config.clients, config_mode, &config.access);
     }
     r
 }
 
-fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
+/// What every check of one run shares.
+struct Cx<'a> {
+    who: &'a Identity,
+    /// Checking as the service's user: its sandbox applies too.
+    service: bool,
+    state_dir: &'a Path,
+}
+
+fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
     let _ = writeln!(
@@ -98,9 +143,14 @@ fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u3
             "NOT USABLE".to_owned()
         }
     };
+    // The files a request reads, which the service's user must be able to read.
+    let mut files: Vec<(&str, &Path)> = Vec::new();
     match &c.spec.credentials {
         Credentials::SecretPost(source) | Credentials::SecretBasic(source) => {
             let _ = writeln!(r.text, "  client secret   {} ({state})", source.describe());
+            if let SecretSource::File(path) = source {
+                files.push(("client secret", path));
+            }
             if let SecretSource::Literal(_) = source {
                 let mut warning = format!(
                     "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
@@ -117,6 +167,7 @@ fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u3
             let alg = pk.alg.map_or("from the key".to_owned(), |a| a.to_string());
             let kid = pk.key_id.as_deref().map_or(String::new(), |k| format!(", kid {k}"));
             let _ = writeln!(r.text, "  private key     {} ({alg}{kid}; {state})", pk.path.display());
+            files.push(("private key", &pk.path));
         }
         Credentials::Certificate { certificate, key } => {
             let _ = writeln!(
@@ -125,7 +176,15 @@ fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u3
                 certificate.display(),
                 key.display()
             );
+            files.push(("client certificate", certificate));
+            files.push(("client key", key));
         }
+    }
+    if let Some(ca) = &c.spec.transport.ca_file {
+        files.push(("ca_file", ca));
+    }
+    for (what, path) in files {
+        check_readable(r, cx, &format!("{n}: {what}"), path);
     }
     if let Some(ca) = &c.spec.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());
@@ -192,7 +251,7 @@ fn describe(r: &mut Report, c: &Client, clients: &[Arc<Client>], config_mode: u3
         let label = if i == 0 { "outputs" } else { "" };
         let owner = ownership(o);
         let dir = o.path.parent().unwrap_or(Path::new("/"));
-        let state = check_dir(r, &format!("{n}: output {}", o.path.display()), dir, Some(o));
+        let state = check_dir(r, cx, &format!("{n}: output {}", o.path.display()), dir, Some(o));
         let _ = writeln!(
             r.text,
             "  {label:<15} {} ({}, {}{owner}; {state})",
@@ -231,25 +290,17 @@ fn ownership(o: &Output) -> String {
 
 /// Checks that tokend can write into `dir` (or create it) and, for an output, give the file its
 /// owner and group. Returns a short description for the plan.
-fn check_dir(r: &mut Report, what: &str, dir: &Path, output: Option<&Output>) -> String {
-    let euid = Uid::effective();
+fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option<&Output>) -> String {
     if let Some(o) = output {
-        if let Some(owner) = &o.owner
-            && !euid.is_root()
-            && owner.id != euid.as_raw()
-        {
-            r.problems.push(format!(
-                "{what}: setting the owner to {} needs root (tokend runs as uid {euid})",
-                owner.spec
-            ));
-        }
-        if let Some(group) = &o.group
-            && !euid.is_root()
-            && !in_group(Gid::from_raw(group.id))
-        {
-            r.problems.push(format!(
-                "{what}: tokend (uid {euid}) is not a member of group {}, so it cannot give the file that group",
-                group.spec
+        let (owner, group) = cx.who.cannot_own(o.owner.as_ref(), o.group.as_ref());
+        r.problems
+            .extend(owner.into_iter().chain(group).map(|p| format!("{what}: {p}")));
+        if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) && !dir.starts_with(cx.state_dir) {
+            r.warnings.push(format!(
+                "{what}: the packaged unit (ProtectSystem=strict) lets tokend write only under {SERVICE_RUNTIME_DIR} and {}; \
+                 for this output add `ReadWritePaths={}` in a drop-in (systemctl edit tokend)",
+                cx.state_dir.display(),
+                dir.display()
             ));
         }
     }
@@ -260,15 +311,22 @@ fn check_dir(r: &mut Report, what: &str, dir: &Path, output: Option<&Output>) ->
             None => break,
         }
     }
-    if !existing.is_dir() {
-        r.problems
-            .push(format!("{what}: {} is not a directory", existing.display()));
-        return "blocked".into();
-    }
-    if let Err(e) = nix::unistd::access(existing, AccessFlags::W_OK | AccessFlags::X_OK) {
+    let meta = match std::fs::metadata(existing) {
+        Ok(meta) if meta.is_dir() => meta,
+        _ => {
+            r.problems
+                .push(format!("{what}: {} is not a directory", existing.display()));
+            return "blocked".into();
+        }
+    };
+    if !cx.who.may_write_dir(&meta) {
         r.problems.push(format!(
-            "{what}: directory {} is not writable by uid {euid}: {e}",
-            existing.display()
+            "{what}: directory {} is not writable by {} (mode {:04o}, owner {}:{})",
+            existing.display(),
+            cx.who,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            identity::group_name(meta.gid())
         ));
         return "NOT WRITABLE".into();
     }
@@ -279,8 +337,21 @@ fn check_dir(r: &mut Report, what: &str, dir: &Path, output: Option<&Output>) ->
     }
 }
 
-fn in_group(gid: Gid) -> bool {
-    Gid::effective() == gid || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&gid))
+/// A file the service reads for every request (a secret, key, certificate or CA file) that its
+/// user may not read: a request would fail although `check`, run by root, could read it.
+fn check_readable(r: &mut Report, cx: &Cx<'_>, what: &str, path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !cx.who.may_read(&meta)
+    {
+        r.problems.push(format!(
+            "{what}: {} is not readable by {} (mode {:04o}, owner {}:{})",
+            path.display(),
+            cx.who,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            identity::group_name(meta.gid())
+        ));
+    }
 }
 
 fn plural(n: usize) -> &'static str {

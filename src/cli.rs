@@ -13,7 +13,7 @@ use crate::logging::LogFormat;
 
 /// Keeps OAuth 2.0 client-credentials tokens fresh and publishes them to files.
 #[derive(Debug, Parser)]
-#[command(name = "tokend", version, about)]
+#[command(name = "tokend", version, about, after_long_help = TOKEND_NOTES)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "TOKEND_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
@@ -28,19 +28,59 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The notes after `tokend --help` (and in tokend(1)).
+const TOKEND_NOTES: &str = "\
+Files:
+  /etc/tokend/config.yaml   the configuration (--config, $TOKEND_CONFIG)
+  /run/tokend/              token files and the socket (tokend.sock), under the packaged unit
+  /var/lib/tokend/          the last token of each client, reused after a restart ($STATE_DIRECTORY)
+
+Exit status: 0 success; 1 failure; 78 (EX_CONFIG) invalid configuration. `get` and `status` also
+use 69 (cannot reach the socket), 75 (no valid token yet) and 77 (not a reader of that client).
+
+Under systemd: `systemctl reload tokend` reloads the configuration (SIGHUP); the unit stays
+inactive until the configuration lists a client. Full documentation:
+/usr/share/doc/tokend/README.md.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground (SIGHUP reloads, SIGTERM stops).
+    #[command(after_long_help = "\
+Signals: SIGHUP validates the new configuration, then restarts only the clients that changed (a
+broken configuration is logged and ignored); SIGTERM and SIGINT stop after writes in progress.
+
+Under systemd (Type=notify) tokend reports READY once every client has had its first attempt,
+keeps STATUS= current, and pings the watchdog from its main loop. When stderr is the journal,
+each log line carries its priority, so `journalctl -u tokend -p warning` shows the warnings.")]
     Run,
     /// Validate the configuration, secrets and output directories, and print the plan.
-    Check,
+    #[command(after_long_help = "\
+Permissions are judged for the service's user: run as root, check looks at the files as the
+`tokend` user and its groups would (or --as-user), not as root, which may read anything.
+
+Exit status: 0 fine; 1 a problem that would stop tokend from working (an unreadable secret, a
+directory it cannot write, an owner or group it cannot set); 78 the configuration is invalid.")]
+    Check {
+        /// Judge file permissions for this user and its groups [default: the service's user
+        /// `tokend` when run as root and that user exists, else the caller].
+        #[arg(long, value_name = "USER")]
+        as_user: Option<String>,
+    },
     /// Fetch missing or due tokens, write the outputs, and exit (0 if every client has a valid token).
+    #[command(after_long_help = "\
+For cron jobs and init containers: a still-valid saved token is reused without a request.
+Exit status: 0 every client has a valid token and every output was written; 1 otherwise; 78 the
+configuration is invalid.")]
     Once {
         /// Request a new token for every client, even if the current one is still fresh.
         #[arg(long)]
         force: bool,
     },
     /// Print a client's token, read through the socket (for `TOKEN=$(tokend get NAME)`).
+    #[command(after_long_help = "\
+Exit status: 0 the token was printed; 1 no such client; 69 (EX_UNAVAILABLE) the socket cannot be
+reached; 75 (EX_TEMPFAIL) no valid token yet, or none within --timeout; 77 (EX_NOPERM) the caller
+is not a reader of this client.")]
     Get {
         /// The client's name.
         name: String,
@@ -57,6 +97,8 @@ pub enum Command {
         socket: SocketArg,
     },
     /// Show every client's state, expiry, next refresh and last error, read through the socket.
+    #[command(after_long_help = "\
+Only the clients the caller may read are shown. Exit status as for `tokend get`.")]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -66,6 +108,11 @@ pub enum Command {
     },
     /// Run a local development issuer and the daemon against it (never for production).
     Dev(dev::DevArgs),
+    /// Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the
+    /// packaged example). For the unit's ExecCondition=: an installed but unconfigured tokend
+    /// stays inactive instead of failing. A file that cannot be read or parsed counts as
+    /// configured, so that `run` reports what is wrong with it.
+    Configured,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,9 +1,16 @@
-//! Log setup: text or JSON lines on stderr (journald adds its own metadata). `--log-level`
-//! applies to tokend itself; libraries log warnings only unless `RUST_LOG` says otherwise.
+//! Log setup: text or JSON lines on stderr. `--log-level` applies to tokend itself; libraries log
+//! warnings only unless `RUST_LOG` says otherwise. When stderr is the journal (systemd says so in
+//! `JOURNAL_STREAM`), every line starts with its syslog priority (`<3>` … `<7>`), so `journalctl
+//! -p warning` finds tokend's warnings, and carries no timestamp of its own: journald adds one.
 
+use std::fmt;
 use std::io::IsTerminal;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format};
+use tracing_subscriber::registry::LookupSpan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -11,7 +18,7 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat, level: tracing::Level) {
+pub fn init(log_format: LogFormat, level: Level) {
     let mut filter = EnvFilter::new(format!("warn,tokend={level}"));
     if let Ok(extra) = std::env::var("RUST_LOG") {
         for directive in extra.split(',').filter(|d| !d.trim().is_empty()) {
@@ -26,8 +33,78 @@ pub fn init(format: LogFormat, level: tracing::Level) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    match (log_format, stderr_is_journal()) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Json, false) => builder.json().flatten_event(true).init(),
+        (LogFormat::Text, true) => builder
+            .event_format(Journald(format().with_target(false).without_time()))
+            .init(),
+        (LogFormat::Json, true) => builder
+            .event_format(Journald(format().json().flatten_event(true).without_time()))
+            .fmt_fields(format::JsonFields::new())
+            .init(),
+    }
+}
+
+/// Whether stderr is a stream to the journal: systemd sets `JOURNAL_STREAM` to its device and
+/// inode (a child that inherits the variable but not the stream sees a mismatch).
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr().as_fd())
+        .is_ok_and(|st| st.st_dev.to_string() == dev && st.st_ino.to_string() == ino)
+}
+
+/// The syslog priority of a level (RFC 5424): error 3, warning 4, info 6, debug and trace 7.
+pub fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// Writes `text` to stderr outside the log macros (a fatal error before or after logging runs):
+/// each line gets `level`'s priority prefix when stderr is the journal.
+pub fn eprint_lines(level: Level, text: &str) {
+    let prefix = if stderr_is_journal() {
+        format!("<{}>", priority(level))
+    } else {
+        String::new()
+    };
+    for line in text.lines() {
+        eprintln!("{prefix}{line}");
+    }
+}
+
+/// A line format with the event's priority in front, as journald's stream protocol reads it.
+struct Journald<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Journald<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_map_to_syslog_priorities() {
+        let all = [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE];
+        assert_eq!(all.map(priority), [3, 4, 6, 7, 7]);
     }
 }

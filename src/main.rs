@@ -15,6 +15,7 @@ use tokend::config;
 use tokend::logging;
 use tokend::socket_client::{self, CliError};
 use tokend::{check, dev};
+use tracing::Level;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
@@ -36,7 +37,20 @@ fn main() -> ExitCode {
     } = Cli::parse();
     logging::init(log_format, log_level);
     match command {
-        Command::Check => run_check(&config),
+        Command::Check { as_user } => run_check(&config, as_user.as_deref()),
+        Command::Configured => match config::lists_clients(&config) {
+            Some(false) => {
+                logging::eprint_lines(
+                    Level::INFO,
+                    &format!(
+                        "tokend: {} lists no clients yet, so there is nothing to run; add one (see tokend(1)), then start tokend again",
+                        config.display()
+                    ),
+                );
+                ExitCode::FAILURE
+            }
+            Some(true) | None => ExitCode::SUCCESS,
+        },
         Command::Run => daemon(app::run(&config, CancellationToken::new())),
         Command::Once { force } => daemon(async {
             let all_valid = app::once(config::load(&config)?, force).await?;
@@ -87,18 +101,18 @@ fn daemon<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> Exit
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tokend: cannot start the async runtime: {e}");
+            logging::eprint_lines(Level::ERROR, &format!("tokend: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(job) {
         Ok(done) => done.into().0,
         Err(AppError::Config(e)) => {
-            eprintln!("{e}");
+            logging::eprint_lines(Level::ERROR, &e.to_string());
             ExitCode::from(EX_CONFIG)
         }
         Err(e) => {
-            eprintln!("tokend: {e:#}");
+            logging::eprint_lines(Level::ERROR, &format!("tokend: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -145,7 +159,7 @@ fn socket_command(
     }
 }
 
-fn run_check(path: &Path) -> ExitCode {
+fn run_check(path: &Path, as_user: Option<&str>) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -153,7 +167,14 @@ fn run_check(path: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let report = check::check(&config);
+    let who = match check::service_identity(as_user) {
+        Ok(who) => who,
+        Err(e) => {
+            eprintln!("tokend: --as-user: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let report = check::check(&config, &who);
     print!("{}", report.text);
     for w in &report.warnings {
         eprintln!("warning: {w}");

@@ -44,10 +44,20 @@ impl Snapshot {
     }
 }
 
-#[derive(Default)]
 pub struct Store {
     // std RwLock: never held across an await.
     clients: RwLock<BTreeMap<ClientName, watch::Sender<Snapshot>>>,
+    /// Bumped by every change to any client, for watchers of the whole (systemd's `STATUS=`).
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            clients: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Store {
@@ -66,6 +76,12 @@ impl Store {
                 .entry(name.clone())
                 .or_insert_with(|| watch::Sender::new(Snapshot::default()));
         }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes on every change to any client.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Changes a client's snapshot in place and wakes its watchers. Unknown names are ignored
@@ -74,6 +90,7 @@ impl Store {
         let clients = self.clients.read().expect("store lock poisoned");
         if let Some(sender) = clients.get(name) {
             sender.send_modify(change);
+            self.changes.send_modify(|n| *n += 1);
         }
     }
 

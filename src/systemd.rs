@@ -1,13 +1,19 @@
 //! sd_notify: READY once every client has had its first attempt, RELOADING/READY around a reload,
-//! STOPPING on shutdown, and the watchdog ping. All are no-ops outside systemd.
+//! STATUS whenever the summary changes, STOPPING on shutdown, and the watchdog ping. All are
+//! no-ops outside systemd.
 
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tracing::debug;
 
+/// Whether a service manager listens (`NOTIFY_SOCKET` is set).
+pub fn notifies() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
 fn notify(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    if !notifies() {
         return;
     }
     if let Err(e) = sd_notify::notify(states) {
@@ -17,6 +23,11 @@ fn notify(states: &[NotifyState<'_>]) {
 
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// `STATUS=`: what `systemctl status` shows under the unit's name.
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
 }
 
 /// For `Type=notify-reload`: RELOADING=1 must come with the current monotonic time.

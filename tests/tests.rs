@@ -2,6 +2,8 @@
 //! process on loopback, with real files and real signals. Each test uses its own directory.
 
 mod architecture;
+mod booted;
+mod generated;
 mod interop_suite;
 mod socket_api;
 mod util;
@@ -934,7 +936,8 @@ fn json_logs_are_one_object_per_line() {
 }
 
 /// systemd `Type=notify`: READY once every client has had its first attempt, RELOADING and READY
-/// around a reload, STOPPING on SIGTERM, and watchdog pings.
+/// around a reload, STATUS= kept current as tokens change, STOPPING on SIGTERM, and watchdog
+/// pings.
 #[test]
 fn systemd_notifications_follow_the_daemon_lifecycle() {
     use std::os::unix::net::UnixDatagram;
@@ -960,27 +963,45 @@ fn systemd_notifications_follow_the_daemon_lifecycle() {
             .unwrap_or_else(|e| panic!("no {what} notification: {e}"));
         String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
     };
+    // The next notification that is not a watchdog ping or a mere status update.
     let next = |what: &str| -> String {
         loop {
             let msg = recv(what);
-            if msg != "WATCHDOG=1" {
+            if msg != "WATCHDOG=1" && !msg.starts_with("STATUS=") {
                 return msg;
             }
         }
     };
     let ready = next("READY");
     assert!(
-        ready.starts_with("READY=1\nSTATUS=1 of 1 clients have a valid token"),
+        ready.starts_with("READY=1\nSTATUS=1/1 valid · next refresh n in ") && ready.ends_with(" · 0 failing"),
         "{ready:?}"
     );
     assert!(
         dir.join("out/n.token").exists(),
         "READY comes after the first token is written"
     );
+    config(
+        &dir,
+        &issuer,
+        &[
+            ("n", &format!("outputs: [{{ path: {} }}]", out(&dir, "n.token"))),
+            ("m", "audience: https://m/"),
+        ],
+    );
     daemon.signal(Signal::SIGHUP);
     let reloading = next("RELOADING");
     assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
     assert!(next("READY after reload").starts_with("READY=1"));
+    // The added client's token arrives after READY: STATUS= says so without being asked.
+    let deadline = Instant::now() + T;
+    loop {
+        let msg = recv("STATUS with both tokens");
+        if msg.starts_with("STATUS=2/2 valid · next refresh ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no STATUS for both clients; last {msg:?}");
+    }
     // Watchdog pings at half of WATCHDOG_USEC.
     assert_eq!(recv("WATCHDOG"), "WATCHDOG=1");
     daemon.signal(Signal::SIGTERM);
@@ -1092,7 +1113,7 @@ fn an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot
     assert_eq!(check.status.code(), Some(1));
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(
-        err.contains("setting the owner to 0 needs root (tokend runs as uid 65534)"),
+        err.contains("setting the owner to 0 needs root (tokend (user nobody, uid 65534))"),
         "{err}"
     );
 
@@ -1512,4 +1533,119 @@ fn state_files_saved_by_the_previous_release_are_reused_without_a_request() {
             Some(format!("fixture-token-for-{name}").as_str())
         );
     }
+}
+
+/// A socket group tokend is not in cannot be applied: at start-up that is a configuration error
+/// (exit 78, naming the group and the fix) rather than a restart loop; at a reload the new
+/// configuration is rejected and the socket keeps working; `check` says so beforehand, judging
+/// the service's user, not root.
+#[test]
+fn a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket() {
+    if !running_as_root("a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TestDir::new("socket-group");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("g", "audience: https://g/")]);
+    let plain = fs::read_to_string(&cfg).unwrap();
+    let with_group = plain.replace("socket: {", "socket: { group: 4242,");
+    for entry in walk(dir.path()) {
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(&cfg, &with_group).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "run"];
+
+    // `check --as-user nobody` judges for nobody, although root runs it.
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check", "--as-user", "nobody"]);
+    assert_eq!(check.status.code(), Some(1));
+    let expected = "socket.group: tokend (user nobody, uid 65534) is not a member of group 4242";
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains(expected), "{err}");
+    // As root, the same config is fine: root may give the socket any group.
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check", "--as-user", "root"]);
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("socket.group"));
+
+    let mut refused = Tokend::spawn_as(&dir, 65534, &args);
+    assert_eq!(refused.wait(T).code(), Some(78), "{}", refused.output());
+    let log = refused.output();
+    assert!(
+        log.contains(expected) && log.contains("SupplementaryGroups=4242"),
+        "{log}"
+    );
+    assert!(!dir.join("tokend.sock").exists(), "no socket was created");
+
+    // Running without the group, a reload that asks for it is rejected; the socket stays usable.
+    fs::write(&cfg, &plain).unwrap();
+    let daemon = Tokend::spawn_as(&dir, 65534, &args);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    fs::write(&cfg, &with_group).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_event(T, "the rejected reload", |e| is(e, "reload", "rejected"));
+    assert!(daemon.output().contains(expected), "{}", daemon.output());
+    assert_eq!(fs::metadata(&socket).unwrap().gid(), 65534, "the socket kept its group");
+    assert_eq!(socket_status(&socket, "/v1/tokens/g"), Some(200));
+    assert!(daemon.stop().success());
+}
+
+/// When stderr is the journal (systemd sets JOURNAL_STREAM to its device and inode), every line
+/// starts with its priority and carries no timestamp of its own; a JOURNAL_STREAM inherited by a
+/// process whose stderr goes elsewhere changes nothing.
+#[test]
+fn under_the_journal_every_line_has_its_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new("journal");
+    let cfg = dir.write(
+        "config.yaml",
+        &format!(
+            "state_dir: {}\nsocket: {{ enabled: false }}\nclients:\n  j:\n    token_url: http://127.0.0.1:9/t\n    client_id: a\n    client_secret: {{ file: {} }}\n",
+            dir.join("state").display(),
+            dir.join("missing-secret").display()
+        ),
+    );
+    let run = |stream_of: Option<&std::path::Path>| {
+        let stderr = dir.join("stderr.log");
+        let file = fs::File::create(&stderr).unwrap();
+        let stream = stream_of.unwrap_or(&stderr);
+        let meta = fs::metadata(stream).unwrap();
+        let status = std::process::Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "once"])
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        fs::read_to_string(&stderr).unwrap()
+    };
+    let journal = run(None);
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(lines.len() >= 2, "{journal}");
+    assert!(lines.iter().all(|l| l.starts_with('<')), "{journal}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("token request failed")),
+        "{journal}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>") && l.contains("no valid token")),
+        "{journal}"
+    );
+    let year = format!(
+        "{}-",
+        humantime::format_rfc3339(SystemTime::now())
+            .to_string()
+            .split('-')
+            .next()
+            .unwrap()
+    );
+    assert!(!journal.contains(&year), "a line carries its own timestamp: {journal}");
+
+    let elsewhere = run(Some(&cfg));
+    assert!(elsewhere.lines().all(|l| !l.starts_with('<')), "{elsewhere}");
+    assert!(elsewhere.contains(&year), "{elsewhere}");
 }

@@ -35,6 +35,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse_str(&source, path)
 }
 
+/// Whether the file at `path` lists any client: `Some(false)` for a readable YAML mapping with no
+/// client under `clients` (the packaged example, all comments), `None` if the file cannot be read
+/// or parsed (then `run` says what is wrong with it). Nothing is validated.
+pub fn lists_clients(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if text.trim().is_empty() {
+        return Some(false);
+    }
+    match serde_yaml::from_str::<serde_yaml::Value>(&text).ok()? {
+        serde_yaml::Value::Null => Some(false),
+        serde_yaml::Value::Mapping(top) => Some(match top.get("clients") {
+            None | Some(serde_yaml::Value::Null) => false,
+            Some(serde_yaml::Value::Mapping(clients)) => !clients.is_empty(),
+            Some(_) => true,
+        }),
+        _ => None,
+    }
+}
+
 /// Parses and validates configuration text on this machine; `path` is used in messages and as
 /// `Config::source`.
 pub fn parse_str(source: &str, path: &Path) -> Result<Config, ConfigError> {

@@ -184,6 +184,43 @@ fn the_packaged_example_config_is_valid() {
     assert_eq!(config.clients[0].outputs.len(), 3);
 }
 
+/// The Debian package's /etc/tokend/config.yaml lists no client (so the service waits,
+/// inactive, to be configured), and the example in its comments is valid once uncommented.
+#[test]
+fn the_debian_config_is_unconfigured_and_its_commented_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/config.yaml");
+    assert_eq!(lists_clients(&path), Some(false));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let example = text.split("# An example").nth(1).expect("the example section");
+    let uncommented: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# defaults:"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").or(l.strip_prefix("#")).unwrap_or(l)))
+        .collect();
+    let active: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    /// The machine the package creates: group tokend-readers exists.
+    struct Packaged;
+    impl Host for Packaged {
+        fn user_id(&self, _: &str) -> Result<Option<u32>, String> {
+            Ok(None)
+        }
+        fn group_id(&self, name: &str) -> Result<Option<u32>, String> {
+            Ok((name == "tokend-readers").then_some(997))
+        }
+        fn var(&self, _: &str) -> Option<std::ffi::OsString> {
+            None
+        }
+    }
+    let config = super::parse(&format!("{active}{uncommented}"), Path::new(FILE), &Packaged).unwrap();
+    assert_eq!(config.clients[0].name.as_str(), "billing");
+    assert_eq!(config.socket.unwrap().group.unwrap().id, 997);
+    assert_eq!(config.clients[0].outputs.len(), 3);
+}
+
 #[test]
 fn defaults_are_inherited_and_overridden_field_by_field() {
     let config = parse(

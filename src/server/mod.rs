@@ -14,7 +14,6 @@ pub mod routes;
 pub mod socket;
 
 use std::convert::Infallible;
-use std::io;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::SocketConfig;
 use crate::metrics::Metrics;
@@ -118,9 +117,9 @@ impl Listener {
 
     /// Applies new settings for the same path: mode and group on the file, limits to the next
     /// connection (open ones are not cut off).
-    fn update(&mut self, config: &SocketConfig) -> io::Result<()> {
-        socket::apply_mode(&self.config.path, config)?;
+    fn update(&mut self, config: &SocketConfig) -> Result<(), SocketError> {
         self.admission.set_limits(limits(config));
+        socket::apply_mode(&self.config.path, &self.config.path, config)?;
         self.config = config.clone();
         Ok(())
     }
@@ -295,7 +294,7 @@ impl Server {
                 if current.config != *config
                     && let Err(e) = current.update(config)
                 {
-                    warn!(socket = %config.path.display(), error = %e, "cannot apply the new socket settings");
+                    error!(socket = %config.path.display(), error = %e, "cannot apply the new socket settings; the socket keeps its previous mode and group");
                 }
                 self.listener = Some(current);
             }

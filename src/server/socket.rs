@@ -25,6 +25,18 @@ pub enum SocketError {
     InUse { path: PathBuf },
     #[error("cannot create socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("cannot give socket {path} the group {group}: {source}")]
+    Group {
+        path: PathBuf,
+        group: String,
+        source: io::Error,
+    },
+    #[error("cannot give socket {path} the mode {mode}: {source}")]
+    Mode {
+        path: PathBuf,
+        mode: String,
+        source: io::Error,
+    },
 }
 
 /// A socket file tokend created (the listening socket itself is handed out by `bind`).
@@ -66,7 +78,7 @@ pub fn bind(config: &SocketConfig) -> Result<(UnixListener, Bound), SocketError>
         .map_err(|e| io_err(dir, e))?;
     let temp = private.path().join("s");
     let listener = UnixListener::bind(&temp).map_err(|e| io_err(&temp, e))?;
-    apply_mode(&temp, config).map_err(|e| io_err(&temp, e))?;
+    apply_mode(&temp, path, config)?;
     fs::rename(&temp, path).map_err(|e| io_err(path, e))?;
     // Ignored: the directory is empty now; if it cannot be removed it is merely left behind.
     let _ = private.close();
@@ -81,12 +93,21 @@ pub fn bind(config: &SocketConfig) -> Result<(UnixListener, Bound), SocketError>
     ))
 }
 
-/// Sets the configured mode and group on an existing socket file (at start-up and on reload).
-pub fn apply_mode(path: &Path, config: &SocketConfig) -> io::Result<()> {
+/// Sets the configured mode and group on the socket file at `path` (at start-up, while it is
+/// still under its temporary name, and on reload). Errors name `shown`, its real path.
+pub fn apply_mode(path: &Path, shown: &Path, config: &SocketConfig) -> Result<(), SocketError> {
     if let Some(group) = &config.group {
-        std::os::unix::fs::lchown(path, None, Some(group.id))?;
+        std::os::unix::fs::lchown(path, None, Some(group.id)).map_err(|source| SocketError::Group {
+            path: shown.to_owned(),
+            group: group.spec.to_string(),
+            source,
+        })?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(config.mode.bits()))
+    fs::set_permissions(path, fs::Permissions::from_mode(config.mode.bits())).map_err(|source| SocketError::Mode {
+        path: shown.to_owned(),
+        mode: config.mode.to_string(),
+        source,
+    })
 }
 
 /// Nothing at `path`, or a stale socket nobody answers on: fine (it will be replaced).

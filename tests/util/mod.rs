@@ -206,6 +206,37 @@ impl Tokend {
         }
     }
 
+    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
+    /// setpriv, which execs tokend in its place.
+    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
+        let id = uid.to_string();
+        let n = fs::read_dir(dir.path()).unwrap().count();
+        let log = dir.join(&format!("tokend-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid",
+                &id,
+                "--regid",
+                &id,
+                "--clear-groups",
+                BIN,
+                "--log-format",
+                "json",
+            ])
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("setpriv (util-linux)");
+        Tokend {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }

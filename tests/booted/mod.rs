@@ -1,0 +1,114 @@
+//! The Debian package installed, configured, reloaded, restarted, upgraded, watched, broken and
+//! purged on a booted systemd: `packaging/debian/test-booted.sh`, run on the package built by
+//! `cargo deb --locked`. Skipped, loudly, where it cannot run (not root, no systemd-nspawn, no
+//! package built yet); `TOKEND_REQUIRE_BOOTED=1` (as `.ci/run` sets after building the package)
+//! makes that an error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The package `cargo deb --locked` writes for this version, if it is there and newer than every
+/// source it is built from.
+fn package() -> Result<PathBuf, String> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deb = std::env::var_os("TOKEND_DEB").map(PathBuf::from).unwrap_or_else(|| {
+        here.join(format!(
+            "target/debian/tokend_{}-1_amd64.deb",
+            env!("CARGO_PKG_VERSION")
+        ))
+    });
+    let built = std::fs::metadata(&deb)
+        .and_then(|m| m.modified())
+        .map_err(|_| format!("no package at {}; build it with `cargo deb --locked`", deb.display()))?;
+    let mut stale = Vec::new();
+    for dir in [
+        "src",
+        "systemd",
+        "packaging/debian",
+        "packaging/man",
+        "packaging/completions",
+    ] {
+        for file in walk(&here.join(dir)) {
+            if std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built)
+            {
+                stale.push(file);
+            }
+        }
+    }
+    if let Some(newer) = stale.first() {
+        return Err(format!(
+            "{} is older than {} (and {} more files); rebuild it with `cargo deb --locked`",
+            deb.display(),
+            newer.display(),
+            stale.len() - 1
+        ));
+    }
+    Ok(deb)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() { walk(&path) } else { vec![path] }
+        })
+        .collect()
+}
+
+fn ready() -> Result<PathBuf, String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("needs root".into());
+    }
+    for tool in ["systemd-nspawn", "nsenter", "debootstrap", "dpkg-deb"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Err(format!(
+                "{tool} is missing (apt-get install systemd-container debootstrap)"
+            ));
+        }
+    }
+    package()
+}
+
+#[test]
+fn the_debian_package_works_under_a_booted_systemd() {
+    let deb = match ready() {
+        Ok(deb) => deb,
+        Err(why) => {
+            assert!(
+                std::env::var_os("TOKEND_REQUIRE_BOOTED").is_none(),
+                "the booted-systemd test cannot run: {why}; TOKEND_REQUIRE_BOOTED is set, so this is an error"
+            );
+            eprintln!(
+                "SKIPPED the_debian_package_works_under_a_booted_systemd: {why} (set TOKEND_REQUIRE_BOOTED=1 to make this an error)"
+            );
+            return;
+        }
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/test-booted.sh");
+    let started = Instant::now();
+    let out = Command::new(&script).arg(&deb).output().expect("run test-booted.sh");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, "))
+        .unwrap_or("no summary");
+    eprintln!("booted-systemd test: {summary} ({:.0?} in all)", started.elapsed());
+    assert!(out.status.success(), "{log}");
+    assert!(summary.contains(" passed, 0 failed"), "{log}");
+}
