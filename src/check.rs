@@ -320,14 +320,8 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
         }
     };
     if !cx.who.may_write_dir(&meta) {
-        r.problems.push(format!(
-            "{what}: directory {} is not writable by {} (mode {:04o}, owner {}:{})",
-            existing.display(),
-            cx.who,
-            meta.mode() & 0o7777,
-            meta.uid(),
-            identity::group_name(meta.gid())
-        ));
+        r.problems
+            .push(denied(cx, &format!("{what}: directory"), existing, "writable", &meta));
         return "NOT WRITABLE".into();
     }
     if existing == dir {
@@ -343,15 +337,20 @@ fn check_readable(r: &mut Report, cx: &Cx<'_>, what: &str, path: &Path) {
     if let Ok(meta) = std::fs::metadata(path)
         && !cx.who.may_read(&meta)
     {
-        r.problems.push(format!(
-            "{what}: {} is not readable by {} (mode {:04o}, owner {}:{})",
-            path.display(),
-            cx.who,
-            meta.mode() & 0o7777,
-            meta.uid(),
-            identity::group_name(meta.gid())
-        ));
+        r.problems.push(denied(cx, what, path, "readable", &meta));
     }
+}
+
+/// `what path is not <how> by tokend (user …) (mode 0600, owner 0:root)`.
+fn denied(cx: &Cx<'_>, what: &str, path: &Path, how: &str, meta: &std::fs::Metadata) -> String {
+    format!(
+        "{what} {} is not {how} by {} (mode {:04o}, owner {}:{})",
+        path.display(),
+        cx.who,
+        meta.mode() & 0o7777,
+        meta.uid(),
+        identity::group_name(meta.gid())
+    )
 }
 
 fn plural(n: usize) -> &'static str {

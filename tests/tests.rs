@@ -1081,7 +1081,7 @@ fn an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot
     if !running_as_root("an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot_set") {
         return;
     }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let dir = TestDir::new("unprivileged");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
     let cfg = config(
@@ -1097,11 +1097,7 @@ fn an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot
             ),
         )],
     );
-    // Let uid 65534 into the test directory and its files.
-    for entry in walk(dir.path()) {
-        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
-    }
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    hand_to_nobody(&dir);
     let as_nobody = |args: &[&str]| {
         std::process::Command::new("setpriv")
             .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", BIN])
@@ -1131,6 +1127,15 @@ fn an_unprivileged_tokend_sets_groups_it_belongs_to_and_reports_owners_it_cannot
         (65534, 65534, 0o640)
     );
     assert!(read(&dir.join("out/plain.token")).is_some());
+}
+
+/// Lets uid 65534 into the test directory and its files.
+fn hand_to_nobody(dir: &TestDir) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walk(dir.path()) {
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+    }
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -1544,16 +1549,13 @@ fn a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket() {
     if !running_as_root("a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket") {
         return;
     }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let dir = TestDir::new("socket-group");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
     let cfg = config(&dir, &issuer, &[("g", "audience: https://g/")]);
     let plain = fs::read_to_string(&cfg).unwrap();
     let with_group = plain.replace("socket: {", "socket: { group: 4242,");
-    for entry in walk(dir.path()) {
-        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
-    }
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    hand_to_nobody(&dir);
     fs::write(&cfg, &with_group).unwrap();
     let args = ["--config", cfg.to_str().unwrap(), "run"];
 
