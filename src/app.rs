@@ -29,6 +29,7 @@ use crate::state;
 use crate::status;
 use crate::store::Store;
 use crate::systemd;
+use crate::watch::ConfigWatch;
 
 /// Why tokend stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -245,8 +246,9 @@ fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
     }
 }
 
-/// `tokend run`: the daemon, until SIGTERM/SIGINT or `stop`.
-pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppError> {
+/// `tokend run`: the daemon, until SIGTERM/SIGINT or `stop`; with `watch_config`, a changed
+/// configuration file is reloaded as on SIGHUP.
+pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken) -> Result<(), AppError> {
     let config = load_applicable(config_path)?;
     // Registered before any task starts, so no signal is missed.
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
@@ -267,6 +269,16 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
             }
             other => anyhow::anyhow!("{other}").into(),
         })?;
+    if let Err(e) = server.listen_tcp(config.metrics_listen).await {
+        return Err(anyhow::anyhow!("cannot serve metrics.listen {:?}: {e}", config.metrics_listen).into());
+    }
+    let mut watch = match watch_config {
+        true => Some(
+            ConfigWatch::new(config_path)
+                .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", config_path.display()))?,
+        ),
+        false => None,
+    };
     let (mut daemon, first) = Daemon::start(config, store, metrics);
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
@@ -296,6 +308,10 @@ pub async fn run(config_path: &Path, stop: CancellationToken) -> Result<(), AppE
             _ = tokio::time::sleep_until(status.flush_at()), if status.pending() => status.send_if_new(),
             _ = status_ticker.tick(), if status.follows() => status.send_if_new(),
             _ = stop.cancelled() => break,
+            _ = changed(&mut watch) => {
+                info!(config = %config_path.display(), "the configuration file changed");
+                reload(&mut daemon, &mut server, config_path, started).await;
+            }
             signal = signals.next() => match signal {
                 Some(SIGHUP) => reload(&mut daemon, &mut server, config_path, started).await,
                 Some(SIGTERM | SIGINT) | None => break,
@@ -325,6 +341,9 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
             server
                 .reconfigure(config.socket.as_ref(), Authority::new(config.access.clone()))
                 .await;
+            if let Err(e) = server.listen_tcp(config.metrics_listen).await {
+                error!(error = %e, "cannot serve the new metrics.listen; the previous listener stays");
+            }
             daemon.apply(config).await;
         }
         Err(e) => {
@@ -339,6 +358,14 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
     }
     if started {
         systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
+    }
+}
+
+/// The next change of the watched configuration file; never, without a watch.
+async fn changed(watch: &mut Option<ConfigWatch>) {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -51,8 +51,15 @@ broken configuration is logged and ignored); SIGTERM and SIGINT stop after write
 
 Under systemd (Type=notify) tokend reports READY once every client has had its first attempt,
 keeps STATUS= current, and pings the watchdog from its main loop. When stderr is the journal,
-each log line carries its priority, so `journalctl -u tokend -p warning` shows the warnings.")]
-    Run,
+each log line carries its priority, so `journalctl -u tokend -p warning` shows the warnings.
+
+--watch-config reloads when the file's content changes, as a Kubernetes ConfigMap update does
+(the kubelet swaps a symlink, and sends no signal); a broken file is rejected as on SIGHUP.")]
+    Run {
+        /// Also reload when the configuration file changes (for Kubernetes ConfigMaps).
+        #[arg(long, env = "TOKEND_WATCH_CONFIG")]
+        watch_config: bool,
+    },
     /// Validate the configuration, secrets and output directories, and print the plan.
     #[command(after_long_help = "\
 Permissions are judged for the service's user: run as root, check looks at the files as the
@@ -108,6 +115,17 @@ Only the clients the caller may read are shown. Exit status as for `tokend get`.
     },
     /// Run a local development issuer and the daemon against it (never for production).
     Dev(dev::DevArgs),
+    /// Create directories and give them an owner and a mode, then exit: for a Kubernetes init
+    /// container with only CAP_CHOWN, since a hostPath directory is created owned by root.
+    #[command(hide = true)]
+    PrepareDirs {
+        /// The owner, as numeric `UID:GID`.
+        #[arg(long, value_name = "UID:GID")]
+        owner: String,
+        /// `PATH:MODE`, such as `/run/tokend:0755`.
+        #[arg(required = true, value_name = "PATH:MODE")]
+        dirs: Vec<String>,
+    },
     /// Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the
     /// packaged example). For the unit's ExecCondition=: an installed but unconfigured tokend
     /// stays inactive instead of failing. A file that cannot be read or parsed counts as

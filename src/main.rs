@@ -14,7 +14,7 @@ use tokend::cli::{Cli, Command, SocketArg};
 use tokend::config;
 use tokend::logging;
 use tokend::socket_client::{self, CliError};
-use tokend::{check, dev};
+use tokend::{check, dev, prepare};
 use tracing::Level;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -51,7 +51,14 @@ fn main() -> ExitCode {
             }
             Some(true) | None => ExitCode::SUCCESS,
         },
-        Command::Run => daemon(app::run(&config, CancellationToken::new())),
+        Command::Run { watch_config } => daemon(app::run(&config, watch_config, CancellationToken::new())),
+        Command::PrepareDirs { owner, dirs } => match prepare::dirs(&owner, &dirs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                logging::eprint_lines(Level::ERROR, &format!("tokend: {e}"));
+                ExitCode::FAILURE
+            }
+        },
         Command::Once { force } => daemon(async {
             let all_valid = app::once(config::load(&config)?, force).await?;
             Ok(if all_valid {

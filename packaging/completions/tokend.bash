@@ -31,6 +31,9 @@ _tokend() {
             tokend,once)
                 cmd="tokend__subcmd__once"
                 ;;
+            tokend,prepare-dirs)
+                cmd="tokend__subcmd__prepare__subcmd__dirs"
+                ;;
             tokend,run)
                 cmd="tokend__subcmd__run"
                 ;;
@@ -44,7 +47,7 @@ _tokend() {
 
     case "${cmd}" in
         tokend)
-            opts="-h -V --config --log-format --log-level --help --version run check once get status dev configured"
+            opts="-h -V --config --log-format --log-level --help --version run check once get status dev prepare-dirs configured"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -227,8 +230,38 @@ _tokend() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tokend__subcmd__prepare__subcmd__dirs)
+            opts="-h --owner --config --log-format --log-level --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --owner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tokend__subcmd__run)
-            opts="-h --config --log-format --log-level --help"
+            opts="-h --watch-config --config --log-format --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -36,11 +36,13 @@ complete -c tokend -n "__fish_tokend_needs_command" -f -a "once" -d 'Fetch missi
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "get" -d 'Print a client\'s token, read through the socket (for `TOKEN=$(tokend get NAME)`)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "status" -d 'Show every client\'s state, expiry, next refresh and last error, read through the socket'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "dev" -d 'Run a local development issuer and the daemon against it (never for production)'
+complete -c tokend -n "__fish_tokend_needs_command" -f -a "prepare-dirs" -d 'Create directories and give them an owner and a mode, then exit: for a Kubernetes init container with only CAP_CHOWN, since a hostPath directory is created owned by root'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "configured" -d 'Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the packaged example). For the unit\'s ExecCondition=: an installed but unconfigured tokend stays inactive instead of failing. A file that cannot be read or parsed counts as configured, so that `run` reports what is wrong with it'
 complete -c tokend -n "__fish_tokend_using_subcommand run" -l config -d 'Configuration file' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand run" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand run" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
+complete -c tokend -n "__fish_tokend_using_subcommand run" -l watch-config -d 'Also reload when the configuration file changes (for Kubernetes ConfigMaps)'
 complete -c tokend -n "__fish_tokend_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tokend -n "__fish_tokend_using_subcommand check" -l as-user -d 'Judge file permissions for this user and its groups [default: the service\'s user `tokend` when run as root and that user exists, else the caller]' -r
 complete -c tokend -n "__fish_tokend_using_subcommand check" -l config -d 'Configuration file' -r -F
@@ -81,6 +83,12 @@ complete -c tokend -n "__fish_tokend_using_subcommand dev" -l log-level -d 'Log 
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l issuer-only -d 'Run only the issuer, as a local test fixture, and print its URL on the first stdout line'
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l rfc8414-only -d 'With --issuer-only: serve metadata only at /.well-known/oauth-authorization-server (RFC 8414), not at OIDC\'s location, to exercise a client\'s fallback'
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -s h -l help -d 'Print help'
+complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l owner -d 'The owner, as numeric `UID:GID`' -r
+complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l config -d 'Configuration file' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
+complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -s h -l help -d 'Print help'
 complete -c tokend -n "__fish_tokend_using_subcommand configured" -l config -d 'Configuration file' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand configured" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"

@@ -17,12 +17,14 @@ pub struct System;
 
 impl Host for System {
     fn user_id(&self, name: &str) -> Result<Option<u32>, String> {
+        without_database("/etc/passwd", "user")?;
         nix::unistd::User::from_name(name)
             .map(|u| u.map(|u| u.uid.as_raw()))
             .map_err(|e| e.to_string())
     }
 
     fn group_id(&self, name: &str) -> Result<Option<u32>, String> {
+        without_database("/etc/group", "group")?;
         nix::unistd::Group::from_name(name)
             .map(|g| g.map(|g| g.gid.as_raw()))
             .map_err(|e| e.to_string())
@@ -30,5 +32,17 @@ impl Host for System {
 
     fn var(&self, name: &str) -> Option<OsString> {
         std::env::var_os(name)
+    }
+}
+
+/// A machine with no user or group database, such as tokend's container image, cannot look up
+/// a name at all: say so, rather than "there is no user".
+fn without_database(file: &str, what: &str) -> Result<(), String> {
+    if std::path::Path::new(file).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} names cannot be looked up here ({file} does not exist, as in tokend's container image); write the numeric id"
+        ))
     }
 }

@@ -2,6 +2,7 @@
 //! checks in `validator`, and `defaults` are already applied.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub struct Config {
     pub clients: Vec<Arc<Client>>,
     /// The Unix socket API, unless disabled.
     pub socket: Option<SocketConfig>,
+    /// Where to serve `/healthz`, `/readyz` and `/metrics` over TCP (`metrics.listen`), if at
+    /// all. Never a token: anyone who can reach the address may read these.
+    pub metrics_listen: Option<SocketAddr>,
     /// Who may read what over the socket. Kept apart from `Client`, so that changing readers
     /// never restarts a client's refresh.
     pub access: Access,

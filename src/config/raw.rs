@@ -17,9 +17,18 @@ use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Spa
 pub struct RawConfig {
     pub state_dir: Option<String>,
     pub socket: Option<RawSocket>,
+    pub metrics: Option<RawMetrics>,
     pub defaults: Option<RawClient>,
     #[serde(default)]
     pub clients: ClientMap,
+}
+
+/// Health and metrics over TCP.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT` to serve `/healthz`, `/readyz` and `/metrics` on; off when absent.
+    pub listen: Option<String>,
 }
 
 /// The Unix socket API.

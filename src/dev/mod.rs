@@ -68,7 +68,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
     println!("{}", instructions(&issuer.base_url, &args.dir, args.lifetime));
     let _ = std::io::stdout().flush();
 
-    let result = app::run(&config_path, stop).await;
+    let result = app::run(&config_path, false, stop).await;
     issuer_stop.cancel();
     // Ignored: the issuer task only logs its own errors.
     let _ = handle.await;

@@ -12,8 +12,10 @@ pub mod admission;
 pub mod peer;
 pub mod routes;
 pub mod socket;
+pub mod tcp;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ use peer::Peer;
 use socket::{Bound, SocketError};
 
 /// The largest request head accepted (hyper's minimum buffer size); larger heads get 431.
-const MAX_HEAD_BYTES: usize = 8192;
+pub(crate) const MAX_HEAD_BYTES: usize = 8192;
 /// How long open connections get to finish when tokend stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -246,11 +248,12 @@ async fn serve_connection(
 }
 
 /// The socket API as the daemon sees it: the shared state, the current listener (if the socket
-/// is enabled), and every open connection.
+/// is enabled), every open connection, and the health and metrics listener on TCP (if any).
 pub struct Server {
     state: Arc<ServerState>,
     listener: Option<Listener>,
     connections: TaskTracker,
+    tcp: Option<tcp::TcpEndpoint>,
 }
 
 impl Server {
@@ -270,7 +273,44 @@ impl Server {
             state,
             listener,
             connections,
+            tcp: None,
         })
+    }
+
+    /// Serves health and metrics on `wanted` over TCP, or stops doing so (`None`). A listener
+    /// for the same configured address is left alone; one that cannot be bound is an error (the
+    /// previous one, if any, keeps serving).
+    pub async fn listen_tcp(&mut self, wanted: Option<SocketAddr>) -> std::io::Result<()> {
+        if self.tcp.as_ref().map(|t| t.configured) == wanted {
+            return Ok(());
+        }
+        let Some(wanted) = wanted else {
+            if let Some(old) = self.tcp.take() {
+                old.stop().await;
+            }
+            return Ok(());
+        };
+        let new = match tcp::TcpEndpoint::start(wanted, self.state.clone()).await {
+            Ok(new) => new,
+            // The old listener may hold the port (0.0.0.0:9464 → 127.0.0.1:9464): free it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.tcp.is_some() => {
+                if let Some(old) = self.tcp.take() {
+                    old.stop().await;
+                }
+                tcp::TcpEndpoint::start(wanted, self.state.clone()).await?
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(old) = self.tcp.replace(new) {
+            old.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Where health and metrics are served over TCP, if anywhere (with the port the kernel
+    /// chose for port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|t| t.addr)
     }
 
     fn listen(&self, config: &SocketConfig) -> Result<Listener, SocketError> {
@@ -316,6 +356,9 @@ impl Server {
     pub async fn shutdown(self) {
         if let Some(listener) = self.listener {
             listener.stop().await;
+        }
+        if let Some(tcp) = self.tcp {
+            tcp.stop().await;
         }
         self.state.shutdown.cancel();
         self.connections.close();

@@ -39,12 +39,36 @@ pub async fn handle<B>(req: Request<B>, peer: &Peer, state: &ServerState) -> Res
     response
 }
 
+/// The health and metrics listener on TCP: `/healthz`, `/readyz` and `/metrics`, to anyone who
+/// can reach it, and never a token (there is no caller to check on TCP).
+pub fn handle_public<B>(req: &Request<B>, state: &ServerState) -> Response<Body> {
+    let response = match (req.method(), req.uri().path()) {
+        (m, _) if m != Method::GET && m != Method::HEAD => not_get(),
+        (_, _) if req.uri().query().is_some() => {
+            plain(StatusCode::BAD_REQUEST, "this endpoint takes no query parameters\n")
+        }
+        (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (_, "/readyz") => readiness(state),
+        (_, "/metrics") => metrics_text(state),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "only /healthz, /readyz and /metrics are served here; tokens are on the Unix socket\n",
+        ),
+    };
+    state.metrics.request(response.status().as_u16());
+    response
+}
+
+fn not_get() -> Response<Body> {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
 async fn route<B>(req: &Request<B>, peer: &Peer, state: &ServerState) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are supported\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return not_get();
     }
     let query = match Query::parse(req.uri().query()) {
         Ok(q) => q,
@@ -331,6 +355,10 @@ fn metrics(peer: &Peer, state: &ServerState) -> Response<Body> {
             format!("uid {} may not read /metrics\n", peer.uid),
         );
     }
+    metrics_text(state)
+}
+
+fn metrics_text(state: &ServerState) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

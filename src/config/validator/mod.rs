@@ -154,6 +154,7 @@ impl<'a> Validator<'a> {
         }
         let clients = share_requests(clients);
         let socket = self.socket(raw.socket.unwrap_or_default(), &mut access);
+        let metrics_listen = self.metrics_listen(raw.metrics.unwrap_or_default());
         if let Some(socket) = &socket {
             for client in &clients {
                 if let Some(i) = client.outputs.iter().position(|o| o.path == socket.path) {
@@ -171,6 +172,7 @@ impl<'a> Validator<'a> {
             state_dir,
             clients,
             socket,
+            metrics_listen,
             access,
         }
     }

@@ -1,4 +1,5 @@
-//! The Unix socket API: where it listens, who may connect, and its limits.
+//! The Unix socket API: where it listens, who may connect, and its limits; and the optional
+//! health and metrics listener on TCP.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use crate::config::model::{
     Access, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_SOCKET_MODE,
     DEFAULT_SOCKET_PATH, SocketConfig,
 };
-use crate::config::raw::RawSocket;
+use crate::config::raw::{RawMetrics, RawSocket};
 
 /// sun_path holds 108 bytes including the NUL; the socket is first bound under a temporary name
 /// next to the final one (`.tokend-XXXXXX/s`), which needs room too.
@@ -60,5 +61,20 @@ impl Validator<'_> {
             max_connections_per_user,
             header_timeout,
         })
+    }
+
+    /// `metrics.listen`: an `IP:PORT` (a name would be resolved once, to who knows what).
+    pub(super) fn metrics_listen(&mut self, raw: RawMetrics) -> Option<std::net::SocketAddr> {
+        let text = raw.listen?;
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    &["metrics", "listen"],
+                    format!("`{text}` is not an IP address and port, such as 127.0.0.1:9464 or [::1]:9464"),
+                );
+                None
+            }
+        }
     }
 }
