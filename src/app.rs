@@ -217,8 +217,9 @@ fn runner(
     metrics: &Arc<Metrics>,
     http: &HttpClients,
 ) -> Runner<IdpSource> {
-    let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone());
-    Runner::new(group.clone(), IdpSource::new(group, http), publisher, Clock::system())
+    let clock = Clock::system();
+    let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone(), clock.clone());
+    Runner::new(group.clone(), IdpSource::new(group, http), publisher, clock)
 }
 
 fn remove_stale_temps(group: &Group, state_dir: &Path) {

@@ -2,8 +2,8 @@
 //! `tokio::time::pause()`. Deadlines are wall-clock times (a token's `expires_at`), while tokio's
 //! timers run on the monotonic clock, which stops while a VM is suspended: a long sleep therefore
 //! re-reads the wall clock every `WALL_CLOCK_CHECK`, so a wake-up or a clock step is noticed
-//! within that time. A step back is reported rather than slept through: a deadline planned on
-//! the old clock would now come too late.
+//! within that time. A step back is reported, with its size, rather than slept through: a
+//! deadline planned on the old clock would now come that much too late.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ pub const STEP_BACK_TOLERANCE: Duration = Duration::from_secs(1);
 pub enum Wake {
     /// The deadline was reached.
     Deadline,
-    /// The wall clock was stepped back while sleeping.
-    SteppedBack,
+    /// The wall clock was stepped back by about this much while sleeping.
+    SteppedBack(Duration),
 }
 
 #[derive(Clone)]
@@ -56,8 +56,10 @@ impl Clock {
             };
             tokio::time::sleep(remaining.min(WALL_CLOCK_CHECK)).await;
             let expected = wall + monotonic.elapsed();
-            if self.now() + STEP_BACK_TOLERANCE < expected {
-                return Wake::SteppedBack;
+            if let Ok(behind) = expected.duration_since(self.now())
+                && behind > STEP_BACK_TOLERANCE
+            {
+                return Wake::SteppedBack(behind);
             }
         }
     }
@@ -150,7 +152,7 @@ mod tests {
         tokio::time::sleep(S(100)).await;
         handle.jump_back(S(600));
         let stepped = tokio::time::Instant::now();
-        assert_eq!(sleeper.await.unwrap(), Wake::SteppedBack);
+        assert_eq!(sleeper.await.unwrap(), Wake::SteppedBack(S(600)));
         assert!(stepped.elapsed() <= WALL_CLOCK_CHECK);
         // A step smaller than the tolerance (a slew) is slept through.
         let sleeper = tokio::spawn({

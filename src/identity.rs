@@ -135,7 +135,8 @@ impl Identity {
     }
 }
 
-/// `user tokend (uid 998)`, or `uid 998` for a user without a name.
+/// `tokend (user tokend, uid 998)`, or `tokend (uid 998)` for a user without a name: the
+/// identity tokend runs as, in the words of `check`'s messages.
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.name {

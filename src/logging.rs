@@ -83,7 +83,8 @@ pub fn eprint_lines(level: Level, text: &str) {
     }
 }
 
-/// A line format with the event's priority in front, as journald's stream protocol reads it.
+/// A line format with the event's priority in front, as journald's stream protocol reads it:
+/// on every line, so a message or field that spans lines keeps its priority throughout.
 struct Journald<F>(F);
 
 impl<S, N, F> FormatEvent<S, N> for Journald<F>
@@ -93,8 +94,13 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        write!(writer, "<{}>", priority(*event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        let mut text = String::new();
+        self.0.format_event(ctx, Writer::new(&mut text), event)?;
+        let priority = priority(*event.metadata().level());
+        for line in text.lines() {
+            writeln!(writer, "<{priority}>{line}")?;
+        }
+        Ok(())
     }
 }
 
@@ -106,5 +112,45 @@ mod tests {
     fn levels_map_to_syslog_priorities() {
         let all = [Level::ERROR, Level::WARN, Level::INFO, Level::DEBUG, Level::TRACE];
         assert_eq!(all.map(priority), [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn every_line_of_a_journald_event_carries_its_priority() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let buffer = buffer.clone();
+                move || buffer.clone()
+            })
+            .with_ansi(false)
+            .event_format(Journald(format().with_target(false).without_time()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // A Display field (`%`) is written as it is, line breaks included.
+            let error = "first\nsecond";
+            tracing::warn!(error = %error, "cannot write");
+            tracing::info!("one line");
+        });
+        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[0].starts_with("<4>") && lines[0].contains("cannot write"),
+            "{out}"
+        );
+        assert!(lines[1].starts_with("<4>second"), "{out}");
+        assert!(lines[2].starts_with("<6>") && lines[2].contains("one line"), "{out}");
     }
 }

@@ -12,15 +12,11 @@ pub fn line(clients: &[(ClientName, Snapshot)], now: SystemTime) -> String {
     let failing = clients.iter().filter(|(_, s)| s.failures > 0).count();
     let next = clients
         .iter()
-        .filter_map(|(name, s)| s.next_attempt.map(|at| (at, name)))
-        .min_by_key(|(at, _)| *at);
+        .filter_map(|(name, s)| s.next_attempt.map(|at| (at, name, s.failures > 0)))
+        .min_by_key(|(at, _, _)| *at);
     let mut line = format!("{valid}/{} valid", clients.len());
-    if let Some((at, name)) = next {
-        let action = if clients.iter().any(|(n, s)| n == name && s.failures > 0) {
-            "retry"
-        } else {
-            "refresh"
-        };
+    if let Some((at, name, failing)) = next {
+        let action = if failing { "retry" } else { "refresh" };
         line.push_str(&format!(" · next {action} {name} {}", relative(at, now)));
     }
     line.push_str(&format!(" · {failing} failing"));

@@ -181,9 +181,13 @@ impl<'de> Deserialize<'de> for Percent {
 }
 
 /// A duration in humantime syntax (`90s`, `5m`, `1h 30m`). A bare number is refused because its
-/// unit would be a guess.
+/// unit would be a guess, and so is anything above `MAX_SPAN`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Span(pub Duration);
+
+/// No setting needs more; the bound keeps every deadline (now + a retry, issue + a default
+/// lifetime) far inside `SystemTime`'s range.
+pub const MAX_SPAN: Duration = Duration::from_secs(366 * 86400);
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -194,11 +198,18 @@ impl<'de> Deserialize<'de> for Span {
                 f.write_str("a duration such as \"30s\", \"5m\" or \"1h\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Span, E> {
-                humantime::parse_duration(v.trim()).map(Span).map_err(|e| {
+                let d = humantime::parse_duration(v.trim()).map_err(|e| {
                     E::custom(format!(
                         "`{v}` is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""
                     ))
-                })
+                })?;
+                if d > MAX_SPAN {
+                    return Err(E::custom(format!(
+                        "`{v}` is longer than any setting allows; durations go up to {} days",
+                        MAX_SPAN.as_secs() / 86400
+                    )));
+                }
+                Ok(Span(d))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Span, E> {
                 Err(E::custom(format!(
@@ -317,6 +328,17 @@ mod tests {
         for bad in ["80", "0.8", "101%", "-1%", "abc%", "NaN%"] {
             assert!(Percent::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_stay_within_a_year() {
+        let span = |v: &str| serde_yaml::from_str::<Span>(v).map(|s| s.0).map_err(|e| e.to_string());
+        assert_eq!(span("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(span("366days"), Ok(MAX_SPAN));
+        let err = span("367days").unwrap_err();
+        assert!(err.contains("durations go up to 366 days"), "{err}");
+        assert!(span("500000000years").is_err());
+        assert!(span("30").unwrap_err().contains("needs a unit"));
     }
 }
 

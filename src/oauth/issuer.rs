@@ -87,7 +87,14 @@ impl IssuerCache {
         };
         let keys = match self.keys.take() {
             Some((cached, set, at)) if fresh(&cached, &at) => (cached, set, at),
-            _ => (url.clone(), fetch_keys(http, url).await?, Instant::now()),
+            // A failed fetch keeps the old keys: they still verify the tokens signed with them.
+            old => match fetch_keys(http, url).await {
+                Ok(set) => (url.clone(), set, Instant::now()),
+                Err(e) => {
+                    self.keys = old;
+                    return Err(e);
+                }
+            },
         };
         Ok(&self.keys.insert(keys).1)
     }
@@ -124,4 +131,51 @@ async fn discover(http: &HttpClient, issuer: &Url, allow_insecure_http: bool) ->
         .into());
     }
     Ok(discovery::parse(issuer, &url, &answer.body, allow_insecure_http)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_TIMEOUTS, Proxy};
+    use crate::oauth::client::{ClientSettings, HttpClients};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves one JWKS over HTTP, then stops listening.
+    async fn serve_keys_once() -> Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = conn.read(&mut request).await.unwrap();
+            let body = r#"{"keys":[]}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_the_keys_already_cached() {
+        let settings = ClientSettings {
+            connect_timeout: Duration::from_secs(5),
+            ca_pem: None,
+            identity_pem: None,
+            proxy: Proxy::Disabled,
+        };
+        let http = HttpClients::default().get(&settings, DEFAULT_TIMEOUTS).unwrap();
+        let mut cache = IssuerCache::default();
+        let served = serve_keys_once().await;
+        assert!(cache.keys(&http, &served, false).await.is_ok());
+        // Another location (after a rediscovery) that cannot be reached …
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let unreachable = Url::parse(&format!("http://{}/jwks", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        assert!(cache.keys(&http, &unreachable, false).await.is_err());
+        // … leaves the first set cached: asking for it again sends nothing (its server is gone).
+        assert!(cache.keys(&http, &served, false).await.is_ok());
+    }
 }

@@ -14,5 +14,5 @@ mod source;
 pub use group::Group;
 pub use publisher::{Attempts, OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_MAX, Publisher};
 pub use runner::Runner;
-pub use seed::{MIN_SAVED_VALIDITY, Seed, seed};
+pub use seed::{MIN_SAVED_VALIDITY, Seed, kept};
 pub use source::{IdpSource, TokenSource};

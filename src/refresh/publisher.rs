@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
+use crate::clock::Clock;
 use crate::config::{ClientName, Output};
 use crate::fingerprint::Fingerprint;
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct Publisher {
     state_dir: PathBuf,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    /// Read after each write, for the retry time: a write can take long (a hung NFS mount).
+    clock: Clock,
     current: Option<Arc<Token>>,
     /// Outputs whose last write failed, with their client's name.
     failed: Vec<(ClientName, Output)>,
@@ -48,7 +51,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(group: Arc<Group>, state_dir: &Path, store: Arc<Store>, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(
+        group: Arc<Group>,
+        state_dir: &Path,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Publisher {
         Publisher {
             label: group.label(),
             fingerprint: Fingerprint::of(&group.spec),
@@ -56,6 +65,7 @@ impl Publisher {
             state_dir: state_dir.to_owned(),
             store,
             metrics,
+            clock,
             current: None,
             failed: Vec::new(),
             retry_at: SystemTime::UNIX_EPOCH,
@@ -133,7 +143,7 @@ impl Publisher {
 
     /// Makes `token` current: the store, then every output, then (for a new token) the state
     /// files. Never cancelled part-way: a reload or shutdown waits for the files to be written.
-    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, now: SystemTime) {
+    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool) {
         self.current = Some(token.clone());
         for member in self.group.members() {
             self.metrics.token_published(&member.name, token.expires_at);
@@ -154,11 +164,17 @@ impl Publisher {
             .collect();
         self.failed = self.write(&token, all, save_state).await;
         self.retry_backoff = OUTPUT_RETRY_INITIAL;
-        self.retry_at = now + OUTPUT_RETRY_INITIAL;
+        self.retry_at = self.clock.now() + OUTPUT_RETRY_INITIAL;
+    }
+
+    /// The wall clock stepped back by `by`: the next retry moves earlier by as much, so that it
+    /// still comes after the planned backoff and not that much later.
+    pub fn stepped_back(&mut self, by: Duration, now: SystemTime) {
+        self.retry_at = self.retry_at.checked_sub(by).unwrap_or(now);
     }
 
     /// Writes the failed outputs again, with the current token; backs off if some still fail.
-    pub async fn retry_failed(&mut self, now: SystemTime) {
+    pub async fn retry_failed(&mut self) {
         let Some(token) = self.current.clone() else {
             return;
         };
@@ -169,7 +185,7 @@ impl Publisher {
             info!(client = %self.label, outputs = count, "failed outputs written");
         } else {
             self.retry_backoff = (self.retry_backoff * 2).min(OUTPUT_RETRY_MAX);
-            self.retry_at = now + self.retry_backoff;
+            self.retry_at = self.clock.now() + self.retry_backoff;
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Runner<S> {
     /// immediate refresh was ordered; not again for the same token, so that a failing refresh
     /// backs off normally.
     clock_leap_handled: bool,
+    /// How far the wall clock has been stepped back since the current token was obtained: its
+    /// issue and expiry times, read on today's clock, lie this much earlier.
+    clock_shift: Duration,
     short_lifetime_reported: bool,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<Notify>,
@@ -55,6 +58,7 @@ impl<S: TokenSource> Runner<S> {
             failures: 0,
             expiry_reported: false,
             clock_leap_handled: false,
+            clock_shift: Duration::ZERO,
             short_lifetime_reported: false,
             retry_now: Arc::new(Notify::new()),
         }
@@ -76,16 +80,25 @@ impl<S: TokenSource> Runner<S> {
             || self
                 .publisher
                 .current()
-                .is_none_or(|t| schedule::clock_went_back(t.issued_at, now))
+                .is_none_or(|t| schedule::clock_went_back(self.on_todays_clock(t.issued_at), now))
     }
 
-    /// Takes over what is known about this request (`seed::seed`) and publishes the token found.
+    /// A time of the current token's, read on the clock as it is now stepped.
+    fn on_todays_clock(&self, t: SystemTime) -> SystemTime {
+        t.checked_sub(self.clock_shift).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Takes over what is known about this request (the store's token, else a state file's; see
+    /// `seed`) and publishes the token found.
     /// Returns where it came from, or `None` if a new token is needed.
     pub async fn seed(&mut self) -> Option<Outcome> {
         let previous = self.publisher.take_over();
-        let saved = self.publisher.saved().await;
         let now = self.clock.now();
-        let seed = seed::seed(&previous, saved, self.publisher.fingerprint(), now);
+        let mut seed = seed::kept(&previous, self.publisher.fingerprint(), now);
+        if seed.needs_saved() {
+            let saved = self.publisher.saved().await;
+            seed = seed.or_saved(saved, self.publisher.fingerprint(), self.clock.now());
+        }
         for (name, reason) in &seed.passed_over {
             debug!(client = %name, ?reason, "saved token not reused");
         }
@@ -110,7 +123,7 @@ impl<S: TokenSource> Runner<S> {
             }
         );
         // The state file already holds this token (or, after a reload, the same grant's).
-        self.publish(token, false, now).await;
+        self.publish(token, false).await;
         Some(outcome)
     }
 
@@ -162,18 +175,19 @@ impl<S: TokenSource> Runner<S> {
             next_refresh = %rfc3339(self.due),
             "obtained a new token"
         );
-        self.publish(token, true, self.clock.now()).await;
+        self.publish(token, true).await;
         Ok(())
     }
 
-    async fn publish(&mut self, token: Arc<Token>, save_state: bool, now: SystemTime) {
+    async fn publish(&mut self, token: Arc<Token>, save_state: bool) {
         self.expiry_reported = false;
         self.clock_leap_handled = false;
+        self.clock_shift = Duration::ZERO;
         let attempts = Attempts {
             failures: self.failures,
             next: self.due,
         };
-        self.publisher.publish(token, attempts, save_state, now).await;
+        self.publisher.publish(token, attempts, save_state).await;
     }
 
     fn fail(&mut self, e: &FetchError) {
@@ -228,13 +242,30 @@ impl<S: TokenSource> Runner<S> {
         }
     }
 
-    /// The clock went back since the token was obtained (`stepped_back` seen while sleeping, or
-    /// a token whose issue time lies in the future): its expiry, counted on the old clock, cannot
-    /// be trusted. Refresh at once, once per token.
-    fn check_clock(&mut self, now: SystemTime, stepped_back: bool) {
+    /// The wall clock was seen to step back by `by` while sleeping: every deadline planned on
+    /// the old clock (the refresh, the expiry) now lies `by` too late, so each moves earlier by
+    /// as much. Each group keeps its own jittered time: a step does not send every group (and
+    /// every host that stepped together) to the IdP at once.
+    fn stepped_back(&mut self, by: Duration, now: SystemTime) {
+        self.clock_shift += by;
+        self.due = self.due.checked_sub(by).unwrap_or(now);
+        self.publisher.stepped_back(by, now);
+        info!(
+            client = %self.label,
+            clock = "stepped_back",
+            by = %humantime::format_duration(whole_seconds(by)),
+            next_refresh = %rfc3339(self.due),
+            "the clock was stepped back; the refresh moves earlier by as much"
+        );
+    }
+
+    /// A token whose issue time lies in the future: the clock went back by more than its age
+    /// while tokend was not watching (before a restart), so its expiry cannot be trusted at
+    /// all. Refresh at once, once per token.
+    fn check_clock(&mut self, now: SystemTime) {
         if let Some(token) = self.publisher.current()
             && !self.clock_leap_handled
-            && (stepped_back || schedule::clock_went_back(token.issued_at, now))
+            && schedule::clock_went_back(self.on_todays_clock(token.issued_at), now)
         {
             self.clock_leap_handled = true;
             warn!(
@@ -257,10 +288,9 @@ impl<S: TokenSource> Runner<S> {
         if self.seed().await.is_some() {
             signal_once(&mut first_attempt);
         }
-        let mut stepped_back = false;
         loop {
             let now = self.clock.now();
-            self.check_clock(now, std::mem::take(&mut stepped_back));
+            self.check_clock(now);
             if now >= self.due {
                 let started = Instant::now();
                 let result = tokio::select! {
@@ -275,7 +305,7 @@ impl<S: TokenSource> Runner<S> {
             let expiry = self
                 .publisher
                 .current()
-                .map(|t| t.expires_at)
+                .map(|t| self.on_todays_clock(t.expires_at))
                 .filter(|_| !self.expiry_reported);
             let wake = [self.publisher.retry_due(), expiry]
                 .into_iter()
@@ -284,7 +314,9 @@ impl<S: TokenSource> Runner<S> {
             let retry_now = self.retry_now.clone();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                woke = self.clock.sleep_until(wake) => stepped_back = woke == Wake::SteppedBack,
+                woke = self.clock.sleep_until(wake) => if let Wake::SteppedBack(by) = woke {
+                    self.stepped_back(by, self.clock.now());
+                },
                 _ = retry_now.notified() => {
                     if self.failures > 0 {
                         info!(client = %self.label, retry = "now", "configuration reloaded; retrying now instead of after the backoff");
@@ -304,7 +336,7 @@ impl<S: TokenSource> Runner<S> {
                 );
             }
             if self.publisher.retry_due().is_some_and(|at| now >= at) {
-                self.publisher.retry_failed(now).await;
+                self.publisher.retry_failed().await;
             }
         }
     }

@@ -29,37 +29,48 @@ pub struct Seed {
     pub passed_over: Vec<(ClientName, Unusable)>,
 }
 
-/// Chooses the seed from the members' snapshots in the store (`previous`) and what their state
-/// files hold (`saved`), for the request with `fingerprint`, at `now`. Of several candidates the
-/// one that expires last wins; the store wins over the state files.
-pub fn seed(
-    previous: &[Snapshot],
-    saved: Vec<(ClientName, Result<Saved, Unusable>)>,
-    fingerprint: &Fingerprint,
-    now: SystemTime,
-) -> Seed {
+/// The seed from the members' snapshots in the store (`previous`, after a reload), for the
+/// request with `fingerprint`, at `now`: the valid token that expires last, if any, and the
+/// failures so far. Without a token, `or_saved` looks at the state files next.
+pub fn kept(previous: &[Snapshot], fingerprint: &Fingerprint, now: SystemTime) -> Seed {
     let ours = || previous.iter().filter(|s| s.fingerprint == fingerprint.as_str());
-    let failures = ours().map(|s| s.failures).max().unwrap_or(0);
-    if let Some(token) = ours().filter_map(|s| s.valid_token(now)).max_by_key(|t| t.expires_at) {
-        return Seed {
-            token: Some((token.clone(), Outcome::Kept)),
-            failures,
-            passed_over: Vec::new(),
-        };
-    }
-    let mut best: Option<Token> = None;
-    let mut passed_over = Vec::new();
-    for (name, file) in saved {
-        match file.and_then(|saved| usable(saved, fingerprint, now)) {
-            Ok(token) if best.as_ref().is_none_or(|b| token.expires_at > b.expires_at) => best = Some(token),
-            Ok(_) | Err(Unusable::Missing) => {}
-            Err(reason) => passed_over.push((name, reason)),
-        }
-    }
     Seed {
-        token: best.map(|t| (Arc::new(t), Outcome::Reused)),
-        failures,
-        passed_over,
+        token: ours()
+            .filter_map(|s| s.valid_token(now))
+            .max_by_key(|t| t.expires_at)
+            .map(|t| (t.clone(), Outcome::Kept)),
+        failures: ours().map(|s| s.failures).max().unwrap_or(0),
+        passed_over: Vec::new(),
+    }
+}
+
+impl Seed {
+    /// Whether the state files are worth reading: the store had no token.
+    pub fn needs_saved(&self) -> bool {
+        self.token.is_none()
+    }
+
+    /// Without a token yet, the valid one in the members' state files (`saved`) that expires
+    /// last. The store's token always wins over the state files.
+    pub fn or_saved(
+        mut self,
+        saved: Vec<(ClientName, Result<Saved, Unusable>)>,
+        fingerprint: &Fingerprint,
+        now: SystemTime,
+    ) -> Seed {
+        if !self.needs_saved() {
+            return self;
+        }
+        let mut best: Option<Token> = None;
+        for (name, file) in saved {
+            match file.and_then(|saved| usable(saved, fingerprint, now)) {
+                Ok(token) if best.as_ref().is_none_or(|b| token.expires_at > b.expires_at) => best = Some(token),
+                Ok(_) | Err(Unusable::Missing) => {}
+                Err(reason) => self.passed_over.push((name, reason)),
+            }
+        }
+        self.token = best.map(|t| (Arc::new(t), Outcome::Reused));
+        self
     }
 }
 
@@ -230,7 +241,7 @@ mod tests {
             ),
         ];
         for (what, previous, saved, expected, failures, passed_over) in cases {
-            let seed = seed(&previous, saved, &fp, now);
+            let seed = kept(&previous, &fp, now).or_saved(saved, &fp, now);
             let got = seed
                 .token
                 .as_ref()
@@ -251,12 +262,8 @@ mod tests {
         .unwrap();
         let fp = Fingerprint::of(&config.clients[0].spec);
         let v1 = "48a7ca0f78aaff8588086e93932ad2be64af4e00623b7f76e5f7889448f21ea4";
-        let seed = seed(
-            &[],
-            vec![(name("bare"), file(v1, token("old", 600)))],
-            &fp,
-            UNIX_EPOCH + NOW,
-        );
+        let saved = vec![(name("bare"), file(v1, token("old", 600)))];
+        let seed = kept(&[], &fp, UNIX_EPOCH + NOW).or_saved(saved, &fp, UNIX_EPOCH + NOW);
         assert_eq!(seed.token.map(|(_, o)| o), Some(Outcome::Reused));
     }
 }

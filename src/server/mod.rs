@@ -120,8 +120,9 @@ impl Listener {
     /// Applies new settings for the same path: mode and group on the file, limits to the next
     /// connection (open ones are not cut off).
     fn update(&mut self, config: &SocketConfig) -> Result<(), SocketError> {
-        self.admission.set_limits(limits(config));
+        // The mode first: if it cannot be applied, the reload is rejected with nothing changed.
         socket::apply_mode(&self.config.path, &self.config.path, config)?;
+        self.admission.set_limits(limits(config));
         self.config = config.clone();
         Ok(())
     }

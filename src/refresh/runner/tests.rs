@@ -94,13 +94,14 @@ impl Harness {
         let group = Arc::new(Group::from_clients(&config.clients).remove(0));
         let store = Store::new();
         store.retain_clients(config.clients.iter().map(|c| &c.name));
+        let (clock, handle) = manual::clock(t0());
         let publisher = Publisher::new(
             group.clone(),
             &config.state_dir,
             store.clone(),
             Arc::new(Metrics::new()),
+            clock.clone(),
         );
-        let (clock, handle) = manual::clock(t0());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let source = Script {
             calls: calls.clone(),
@@ -210,23 +211,32 @@ async fn a_suspend_longer_than_the_lifetime_refreshes_at_once_on_wake() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_clock_stepped_back_refreshes_at_once_and_a_step_forward_when_due() {
-    // Back: the token's expiry was counted on the old clock and cannot be trusted.
+async fn a_clock_step_moves_the_refresh_by_as_much_and_keeps_its_interval() {
+    // Back: the refresh planned for t0+2880 on the old clock moves to t0+2580 on the new one,
+    // so it still comes 2880 s after the request by the monotonic clock: not at once (which
+    // would send every group to the IdP together), not 300 s late.
     let h = Harness::start(CLIENT, vec![Answer::Token(S(3600))]);
     sleep(S(600)).await;
     h.clock.jump_back(S(300));
-    let stepped = tokio::time::Instant::now();
-    while h.requests() < 2 {
-        sleep(MS(100)).await;
-    }
-    assert!(
-        stepped.elapsed() <= WALL_CLOCK_CHECK,
-        "noticed after {:?}",
-        stepped.elapsed()
-    );
-    // Once per token: the new token is refreshed at its own planned time, not again now.
-    sleep(S(120)).await;
-    assert_eq!(h.requests(), 2);
+    sleep(S(1970)).await;
+    assert_eq!(h.sent(), [0.0]);
+    sleep(S(320)).await;
+    assert_eq!(h.sent(), [0.0, 2580.0]);
+    // The new token is planned on the new clock alone.
+    assert_eq!(h.snapshot().next_attempt, Some(t0() + S(2580) + S(2880)));
+    h.stop().await;
+
+    // Steps add up: back 300 s, then back 1000 s more (past the token's issue time).
+    let h = Harness::start(CLIENT, vec![Answer::Token(S(3600))]);
+    sleep(S(100)).await;
+    h.clock.jump_back(S(300));
+    sleep(S(100)).await;
+    h.clock.jump_back(S(1000));
+    // 2880 s after the request by the monotonic clock; the wall clock reads 1300 s less.
+    sleep(S(2670)).await;
+    assert_eq!(h.sent(), [0.0]);
+    sleep(S(20)).await;
+    assert_eq!(h.sent(), [0.0, 1580.0]);
     h.stop().await;
 
     // Forward: the refresh comes at its wall-clock time, early by the monotonic clock.
