@@ -30,16 +30,28 @@ pub fn dirs(owner: &str, dirs: &[String]) -> Result<(), String> {
         if !meta.is_dir() {
             return Err(format!("{} is not a directory", path.display()));
         }
-        // Mode first, while root still owns it (no CAP_FOWNER needed), then the owner.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-        if (meta.uid(), meta.gid()) != (uid, gid) {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+        let chown = |uid: u32, gid: Option<u32>| {
+            std::os::unix::fs::lchown(path, Some(uid), gid).map_err(|e| {
                 format!(
-                    "cannot give {} to {uid}:{gid}: {e} (the container needs CAP_CHOWN)",
-                    path.display()
+                    "cannot give {} to {uid}:{}: {e} (the container needs CAP_CHOWN)",
+                    path.display(),
+                    gid.map_or("-".to_owned(), |g| g.to_string())
                 )
-            })?;
+            })
+        };
+        // Only the owner may change a mode without CAP_FOWNER: a directory already given to
+        // tokend (a pod restart runs this again) is taken back for the change, if one is needed.
+        if meta.mode() & 0o7777 != mode {
+            let me = nix::unistd::Uid::effective().as_raw();
+            if meta.uid() != me {
+                chown(me, None)?;
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            chown(uid, Some(gid))?;
         }
         info!(path = %path.display(), owner = %format!("{uid}:{gid}"), mode = %format!("{mode:04o}"), "prepared");
     }

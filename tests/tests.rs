@@ -5,6 +5,7 @@ mod architecture;
 mod booted;
 mod generated;
 mod interop_suite;
+mod kubernetes;
 mod socket_api;
 mod util;
 

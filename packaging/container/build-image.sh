@@ -22,6 +22,11 @@ cp "$bin" "$ctx/tokend"
 strip "$ctx/tokend"
 cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
 cp "$here/Containerfile" "$ctx/Containerfile"
-podman build --quiet --pull=never --build-arg "VERSION=$version" -t "$tag" -f "$ctx/Containerfile" "$ctx" >/dev/null
+# What it was built from, as labels: the tests refuse an image built from another binary or
+# Containerfile.
+podman build --quiet --pull=never --build-arg "VERSION=$version" \
+  --label "tokend.binary.sha256=$(sha256sum "$bin" | cut -d' ' -f1)" \
+  --label "tokend.containerfile.sha256=$(sha256sum "$here/Containerfile" | cut -d' ' -f1)" \
+  -t "$tag" -f "$ctx/Containerfile" "$ctx" >/dev/null
 size=$(podman image inspect "$tag" --format '{{.Size}}')
 echo "$tag: $size bytes ($(( size / 1024 )) KiB)"

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# tokend's image and Kubernetes manifests, for real, offline:
+#
+#   packaging/kubernetes/test-pods.sh [IMAGE]
+#
+# 1. The manifests: the kustomize base and an overlay that adds a client (as a user would) are
+#    rendered and every object validated against the Kubernetes schemas in strict mode
+#    (kubernetes-validate, which bundles them), with negative controls that must fail.
+# 2. The image (IMAGE, default localhost/tokend:VERSION, built by
+#    packaging/container/build-image.sh): run as `podman run --read-only --user 65532:65532
+#    --cap-drop ALL --network host` against the development issuer on loopback.
+# 3. The pods: the DaemonSet's pod template and the example consumer played with `podman kube
+#    play` (packaging/kubernetes/test/kubelet.py turns them into Pods), sharing the "node's"
+#    /run/tokend: the consumer reads the token from the file and the socket and sees a refresh,
+#    a replayed tokend pod sends no request, a ConfigMap update is reloaded without a restart.
+#
+# TOKEND_TEST_KEEP=1 keeps the scratch directory (manifests, pods, logs) for a look afterwards.
+# Needs root, podman (with runc and catatonit), kubectl (kustomize), python3 with PyYAML,
+# kubernetes-validate, curl and busybox-static; CONTAINERS_CONF defaults to
+# packaging/container/containers.conf. Prints one line per check and ends with
+# `N passed, M failed`; exits 0 only if every check passed.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$top/Cargo.toml" | head -1)
+image=${1:-localhost/tokend:$version}
+# The static binary the image was built from: the development issuer, and `tokend get` in the
+# consumer image.
+bin=${TOKEND_STATIC_BIN:-$top/target/x86_64-unknown-linux-gnu/release/tokend}
+# The Kubernetes version whose schemas the manifests are validated against.
+kube_version=1.32.0
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/packaging/container/containers.conf}
+started=$(date +%s)
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+check() {
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else bad "$what"; fi
+}
+say() { echo "---- $*"; }
+# Waits up to $2 seconds for the shell condition $1.
+wait_for() {
+  local i
+  for i in $(seq $(( ${2:-15} * 10 ))); do
+    sh -c "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+work=$(mktemp -d /tmp/tokend-pods.XXXXXX)
+tag="tokend-test-$$"
+cleanup() {
+  podman pod rm -f -t 0 "$tag-tokend" "$tag-token-consumer" >/dev/null 2>&1 || true
+  podman rm -f -t 0 "$tag-run" "$tag-names" >/dev/null 2>&1 || true
+  podman rmi -f "localhost/$tag-consumer" >/dev/null 2>&1 || true
+  [ -n "${issuer:-}" ] && kill "$issuer" 2>/dev/null
+  if [ -n "${TOKEND_TEST_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# The development issuer on the host's loopback, the IdP of every test below: 30-second tokens,
+# refreshed at half their lifetime by the pod's client, so that the consumer sees a refresh
+# within seconds and a replayed pod has 15 seconds in which it must not ask for one.
+port=$(free_port)
+echo '{"node-agent": "s3cret-for-tests", "reports": "other-s3cret"}' >"$work/clients.json"
+"$bin" dev --issuer-only --port "$port" --lifetime 30s \
+  --clients-file "$work/clients.json" >"$work/issuer.log" 2>&1 &
+issuer=$!
+wait_for "curl -sf http://127.0.0.1:$port/.well-known/openid-configuration" 10 ||
+  { echo "the development issuer did not start:"; cat "$work/issuer.log"; exit 1; }
+# Every token request the issuer has answered (a command, for wait_for too).
+requests_cmd="curl -s http://127.0.0.1:$port/_dev/requests | grep -o '\"at_ms\"' | wc -l"
+requests() { sh -c "$requests_cmd"; }
+
+say "manifests: render and validate offline (Kubernetes $kube_version schemas, strict)"
+kubectl kustomize "$top/packaging/kubernetes" >"$work/base.yaml"
+echo "rendered base: $(grep '^kind:' "$work/base.yaml" | cut -d' ' -f2 | tr '\n' ' ')"
+# An overlay that adds a client, as the README tells users to write one.
+metrics_port=$(free_port)
+mkdir -p "$work/overlay/secrets"
+printf %s s3cret-for-tests >"$work/overlay/secrets/node-agent"
+cp -r "$top/packaging/kubernetes" "$work/base"
+cat >"$work/overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../base
+configMapGenerator:
+  - name: tokend-config
+    behavior: replace
+    files: [config.yaml]
+    options: { disableNameSuffixHash: true }
+secretGenerator:
+  - name: tokend-secrets
+    behavior: replace
+    files: [secrets/node-agent]
+images:
+  - { name: localhost/tokend, newName: ${image%:*}, newTag: ${image##*:} }
+EOF
+cat >"$work/overlay/config.yaml" <<EOF
+state_dir: /var/lib/tokend
+socket: { path: /run/tokend/tokend.sock, mode: "0660" }
+metrics: { listen: "127.0.0.1:$metrics_port" }
+clients:
+  node-agent:
+    token_url: http://127.0.0.1:$port/oauth/token
+    client_id: node-agent
+    client_secret: { file: /etc/tokend/secrets/node-agent }
+    refresh: { at: 50%, jitter: 0%, min_remaining: 1s }
+    outputs:
+      - { path: /run/tokend/node-agent.token, mode: "0640" }
+    readers: { groups: [65532] }
+EOF
+kubectl kustomize "$work/overlay" >"$work/overlay.yaml"
+validate() { kubernetes-validate --strict --kubernetes-version "$kube_version" --quiet "$@" >"$work/validate.log" 2>&1; }
+for f in base.yaml overlay.yaml; do
+  if validate "$work/$f"; then ok "$f: every object is valid (strict)"; else bad "$f: $(cat "$work/validate.log")"; fi
+done
+kubernetes-validate --strict --kubernetes-version "$kube_version" "$work/base.yaml" 2>&1 | sed 's/^/  /'
+if validate "$top/packaging/kubernetes/examples/consumer.yaml"; then ok "the example consumer is valid (strict)"
+else bad "examples/consumer.yaml: $(cat "$work/validate.log")"; fi
+# Negative controls: the validator must catch a misspelt field and a wrong type.
+sed 's/runAsNonRoot: true/runAsNonroot: true/' "$work/base.yaml" >"$work/typo.yaml"
+check "a misspelt field fails strict validation (negative control)" sh -c "! kubernetes-validate --strict --kubernetes-version $kube_version --quiet $work/typo.yaml >/dev/null 2>&1"
+sed 's/terminationGracePeriodSeconds: 30/terminationGracePeriodSeconds: thirty/' "$work/base.yaml" >"$work/type.yaml"
+check "a wrong type fails validation (negative control)" sh -c "! kubernetes-validate --kubernetes-version $kube_version --quiet $work/type.yaml >/dev/null 2>&1"
+# What the base promises, read from the rendered objects.
+python3 - "$work/base.yaml" >"$work/promises.log" 2>&1 <<'EOF' && ok "the DaemonSet keeps its promises: $(cat "$work/promises.log")" || bad "the DaemonSet: $(cat "$work/promises.log")"
+import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+ds = docs["DaemonSet"]["spec"]
+pod = ds["template"]["spec"]
+(c,) = pod["containers"]
+(init,) = pod["initContainers"]
+config = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])
+problems = []
+def want(ok, what):
+    if not ok: problems.append(what)
+want(pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 65532, "runAsNonRoot as 65532")
+want(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "seccomp RuntimeDefault")
+want(c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}, "container securityContext")
+want(init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}, "init container: CAP_CHOWN only")
+want(pod["priorityClassName"] == "system-node-critical", "priority class")
+want(pod["tolerations"] == [{"operator": "Exists"}], "tolerates every taint")
+want(ds["updateStrategy"]["rollingUpdate"]["maxSurge"] == 0, "maxSurge 0")
+want(all(v["hostPath"]["type"] == "DirectoryOrCreate" for v in pod["volumes"] if "hostPath" in v), "hostPath DirectoryOrCreate")
+want(not any("subPath" in m for m in c["volumeMounts"]), "no subPath mounts")
+want(int(config["metrics"]["listen"].rsplit(":", 1)[1]) == c["ports"][0]["containerPort"], "metrics port = containerPort")
+want("limits" in c["resources"] and "requests" in c["resources"], "requests and limits")
+print("; ".join(problems) if problems else "non-root 65532, read-only root, no capabilities, seccomp, CAP_CHOWN-only init, node-critical, every toleration, maxSurge 0, no subPath, metrics port matches")
+sys.exit(1 if problems else 0)
+EOF
+
+say "image $image"
+check "the image exists (built by packaging/container/build-image.sh)" podman image exists "$image"
+size=$(podman image inspect "$image" --format '{{.Size}}')
+echo "image size: $size bytes ($(( size / 1024 / 1024 )) MiB)"
+check "it runs as 65532:65532, numerically" test "$(podman image inspect "$image" --format '{{.Config.User}}')" = "65532:65532"
+check "it carries the OCI labels" test "$(podman image inspect "$image" --format '{{index .Labels "org.opencontainers.image.version"}}')" = "$version"
+check "it has no shell" sh -c "! podman run --rm --entrypoint /bin/sh $image -c true >/dev/null 2>&1"
+
+say "podman run --read-only --user 65532:65532 --cap-drop ALL --network host"
+run="$work/run"
+mkdir -p "$run/config" "$run/secrets" "$run/tokens" "$run/state"
+printf %s s3cret-for-tests >"$run/secrets/node-agent"
+cat >"$run/config/config.yaml" <<EOF
+state_dir: /var/lib/tokend
+socket: { path: /run/tokend/tokend.sock }
+metrics: { listen: "127.0.0.1:$metrics_port" }
+clients:
+  node-agent:
+    token_url: http://127.0.0.1:$port/oauth/token
+    client_id: node-agent
+    client_secret: { file: /etc/tokend/secrets/node-agent }
+    outputs:
+      - { path: /run/tokend/node-agent.token }
+EOF
+chmod 0644 "$run/config/config.yaml" "$run/secrets/node-agent"
+chown 65532:65532 "$run/tokens" "$run/state"
+podman run -d --name "$tag-run" --read-only --user 65532:65532 --cap-drop ALL --network host \
+  -v "$run/config:/etc/tokend/config:ro" -v "$run/secrets:/etc/tokend/secrets:ro" \
+  -v "$run/tokens:/run/tokend" -v "$run/state:/var/lib/tokend" "$image" >/dev/null
+check "the token appears in the mounted host directory" wait_for "test -s $run/tokens/node-agent.token" 15
+check "the token file is 0600 and owned by 65532:65532" test "$(stat -c '%a %u:%g' "$run/tokens/node-agent.token" 2>/dev/null)" = "600 65532:65532"
+check "the socket serves it (JSON)" sh -c "curl -sf --unix-socket $run/tokens/tokend.sock 'http://localhost/v1/tokens/node-agent?format=json' | grep -q '\"expires_at\"'"
+check "the socket's token is the file's" test "$(curl -sf --unix-socket "$run/tokens/tokend.sock" http://localhost/v1/tokens/node-agent 2>/dev/null)" = "$(cat "$run/tokens/node-agent.token" 2>/dev/null)"
+check "/healthz and /readyz answer 200 over TCP" sh -c "curl -sf http://127.0.0.1:$metrics_port/healthz >/dev/null && curl -sf http://127.0.0.1:$metrics_port/readyz >/dev/null"
+check "/metrics over TCP is Prometheus text" sh -c "curl -sf http://127.0.0.1:$metrics_port/metrics | grep -q '^tokend_token_expiry_timestamp_seconds{client=\"node-agent\"}'"
+check "TCP never serves a token (404)" test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/v1/tokens/node-agent")" = 404
+stop_started=$(date +%s%N)
+podman stop -t 10 "$tag-run" >/dev/null
+stop_ms=$(( ($(date +%s%N) - stop_started) / 1000000 ))
+check "SIGTERM stops it cleanly (exit 0, in ${stop_ms} ms)" test "$(podman inspect "$tag-run" --format '{{.State.ExitCode}}')" = 0
+check "the log says it stopped" sh -c "podman logs $tag-run 2>&1 | grep -q 'stopped'"
+check "the socket file is gone after the stop" test ! -e "$run/tokens/tokend.sock"
+before=$(requests)
+podman start "$tag-run" >/dev/null
+check "started again, it serves the saved token" wait_for "curl -sf --unix-socket $run/tokens/tokend.sock http://localhost/v1/tokens/node-agent" 15
+check "… without a request to the IdP ($before before, $(requests) after)" test "$(requests)" = "$before"
+podman stop -t 10 "$tag-run" >/dev/null
+# Names need a user database, which the image does not have: a clear error, exit 78.
+# (--passwd=false: podman would write an /etc/group for --user; Kubernetes runtimes do not.)
+sed -i 's|- { path: /run/tokend/node-agent.token }|- { path: /run/tokend/node-agent.token, group: nogroup }|' "$run/config/config.yaml"
+podman run --name "$tag-names" --passwd=false --read-only --user 65532:65532 --cap-drop ALL --network host \
+  -v "$run/config:/etc/tokend/config:ro" -v "$run/secrets:/etc/tokend/secrets:ro" \
+  -v "$run/tokens:/run/tokend" -v "$run/state:/var/lib/tokend" "$image" >"$work/names.log" 2>&1 && names_rc=0 || names_rc=$?
+check "a group name in the config exits 78 (EX_CONFIG)" test "$names_rc" = 78
+check "… saying names cannot be looked up and to write the number" grep -q 'write the numeric id' "$work/names.log"
+sed 's/^/  /' "$work/names.log" | head -3
+
+say "podman kube play: tokend's pod and a consumer pod on one node"
+node="$work/node"
+mkdir -p "$node"
+# A consumer image: busybox for the shell, tokend for `tokend get` over the socket.
+mkdir -p "$work/consumer"
+cp /bin/busybox "$work/consumer/busybox"
+cp "$bin" "$work/consumer/tokend"
+cat >"$work/consumer/Containerfile" <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+COPY tokend /usr/bin/tokend
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+EOF
+podman build --quiet --pull=never -t "localhost/$tag-consumer" "$work/consumer" >/dev/null
+# Once, whether the root file system can be written; then every second, a digest of the token
+# from the file and from the socket (never the token itself).
+consumer_loop='
+if touch /probe 2>/dev/null; then echo "root file system: writable"; else echo "root file system: read-only"; fi
+while :; do
+  f=$(printf %s "$(cat /run/tokend/node-agent.token 2>/dev/null)" | sha256sum | cut -c1-12)
+  s=$(printf %s "$(tokend get --wait --timeout 20s --socket /run/tokend/tokend.sock node-agent 2>&1)" | sha256sum | cut -c1-12)
+  echo "file=$f socket=$s"
+  sleep 1
+done'
+NAME_PREFIX="$tag-" python3 "$here/test/kubelet.py" "$work/overlay.yaml" "$node" "$image" \
+  "$top/packaging/kubernetes/examples/consumer.yaml" "localhost/$tag-consumer" "$consumer_loop"
+before=$(requests)
+podman kube play "$node/tokend-pod.yaml" >"$work/play.log" 2>&1 || { cat "$work/play.log"; bad "podman kube play of tokend's pod"; }
+ctr="$tag-tokend-tokend"
+check "the init container gave the host directories to 65532 (/run/tokend 0755, /var/lib/tokend 0700)" \
+  test "$(stat -c '%u:%g %a' "$node/run/tokend" "$node/var/lib/tokend" | tr '\n' ' ')" = "65532:65532 755 65532:65532 700 "
+check "tokend's token appears on the node" wait_for "test -s $node/run/tokend/node-agent.token" 15
+check "the token file is 0640, group 65532 (for readers in that group)" test "$(stat -c '%a %u:%g' "$node/run/tokend/node-agent.token" 2>/dev/null)" = "640 65532:65532"
+check "readOnlyRootFilesystem is honoured" test "$(podman inspect "$ctr" --format '{{.HostConfig.ReadonlyRootfs}}')" = true
+check "no capability is left" test "$(podman inspect "$ctr" --format '{{.EffectiveCaps}}')" = "[]"
+check "it runs as 65532" test "$(podman inspect "$ctr" --format '{{.Config.User}}')" = "65532:65532"
+check "the readiness endpoint is ready" wait_for "curl -sf http://127.0.0.1:$metrics_port/readyz" 10
+podman kube play --network none "$node/consumer-pod.yaml" >>"$work/play.log" 2>&1 || { cat "$work/play.log"; bad "podman kube play of the consumer"; }
+cons="$tag-token-consumer-app"
+# How many different tokens the consumer has read, counting only reads where the file and the
+# socket gave the same one (e3b0c44298fc is the digest of nothing: no token).
+seen_cmd="podman logs $cons 2>/dev/null | grep -E '^file=[0-9a-f]{12} socket=[0-9a-f]{12}\$' | awk '{ split(\$1, f, \"=\"); split(\$2, s, \"=\"); if (f[2] == s[2] && f[2] != \"e3b0c44298fc\") print f[2] }' | sort -u | wc -l"
+check "the consumer's root file system is read-only" wait_for "podman logs $cons 2>&1 | grep -q 'root file system: read-only'" 10
+check "the consumer reads the token from the file and from the socket (the same)" wait_for "test \$($seen_cmd) -ge 1" 10
+# Refreshed at half of 30 s: a new token within 15 s.
+check "the consumer sees a refresh (a second token, in file and socket alike)" wait_for "test \$($seen_cmd) -ge 2" 25
+echo "  consumer: $(podman logs "$cons" 2>/dev/null | grep -c file=) reads, $(sh -c "$seen_cmd") different tokens; last: $(podman logs "$cons" 2>/dev/null | grep file= | tail -1)"
+pid=$(podman inspect "$ctr" --format '{{.State.Pid}}')
+echo "  tokend's memory: $(grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ' ')(cgroup: $(podman stats --no-stream --format '{{.MemUsage}}' "$ctr" 2>/dev/null))"
+
+say "a ConfigMap update is reloaded without a restart (--watch-config)"
+started_at=$(podman inspect "$ctr" --format '{{.State.StartedAt}}')
+sed 's|^clients:|clients:\n  reports:\n    token_url: http://127.0.0.1:'"$port"'/oauth/token\n    client_id: reports\n    client_secret: { file: /etc/tokend/secrets/reports }\n    outputs: [{ path: /run/tokend/reports.token, mode: "0640" }]|' \
+  "$work/overlay/config.yaml" >"$work/config-2.yaml"
+printf %s other-s3cret >"$node/secret/reports"
+chown 0:65532 "$node/secret/reports"
+chmod 0440 "$node/secret/reports"
+python3 "$here/test/kubelet.py" update-configmap "$node/configmap" config.yaml "$work/config-2.yaml"
+check "the new client's token appears" wait_for "test -s $node/run/tokend/reports.token" 15
+check "… in the same container (not restarted)" test "$(podman inspect "$ctr" --format '{{.State.StartedAt}}')" = "$started_at"
+printf 'clients:\n  broken: {\n' >"$work/config-bad.yaml"
+python3 "$here/test/kubelet.py" update-configmap "$node/configmap" config.yaml "$work/config-bad.yaml"
+check "a broken update is rejected, as on SIGHUP" wait_for "podman logs $ctr 2>&1 | grep -q '\"reload\":\"rejected\"'" 10
+check "… and both clients are still served" sh -c "curl -sf --unix-socket $node/run/tokend/tokend.sock http://localhost/v1/tokens/reports >/dev/null && curl -sf --unix-socket $node/run/tokend/tokend.sock http://localhost/v1/tokens/node-agent >/dev/null"
+# Back to the first configuration: the second client goes (and will not refresh below).
+python3 "$here/test/kubelet.py" update-configmap "$node/configmap" config.yaml "$work/overlay/config.yaml"
+check "a client removed from the ConfigMap is no longer served" \
+  wait_for "test \$(curl -s -o /dev/null -w '%{http_code}' --unix-socket $node/run/tokend/tokend.sock http://localhost/v1/tokens/reports) = 404" 10
+
+say "delete and replay tokend's pod: the saved tokens are reused"
+# Right after a refresh, so that the replayed pod has 15 s in which no request is due.
+n=$(requests)
+wait_for "test \$($requests_cmd) -gt $n" 20 || bad "no refresh seen before the replay"
+before=$(requests)
+podman pod rm -f "$tag-tokend" >>"$work/play.log" 2>&1
+# The init container fixes a mode someone changed, with CAP_CHOWN alone.
+chmod 0777 "$node/run/tokend"
+podman kube play "$node/tokend-pod.yaml" >>"$work/play.log" 2>&1 || { cat "$work/play.log"; bad "podman kube play (again)"; }
+check "the replayed pod is ready" wait_for "curl -sf http://127.0.0.1:$metrics_port/readyz" 15
+check "… with zero IdP requests ($before before, $(requests) after)" test "$(requests)" = "$before"
+check "the init container put /run/tokend back to 0755" test "$(stat -c '%a' "$node/run/tokend")" = 755
+reads_cmd="podman logs $cons 2>/dev/null | grep -c '^file='"
+n=$(sh -c "$reads_cmd")
+check "the consumer reads on from the replayed pod" wait_for "test \$($reads_cmd) -ge $((n + 2))" 10
+# While the pod was gone the socket was too, but the file stayed where it was, and `tokend get
+# --wait` waited for the new pod: no read failed, whichever way it read.
+reads=$(podman logs "$cons" 2>/dev/null | grep -c '^file=' || true)
+missing=$(podman logs "$cons" 2>/dev/null | grep -c '^file=e3b0c44298fc' || true)
+differ=$(podman logs "$cons" 2>/dev/null | awk '/^file=/ { split($1, f, "="); split($2, s, "="); if (f[2] != s[2]) n++ } END { print n + 0 }')
+check "across the replay, the token file never went missing ($missing of $reads reads)" test "$missing" = 0
+# A refresh between the two reads of one line may make them differ, once per refresh at most.
+check "… and the socket (get --wait) gave the file's token ($differ of $reads reads differ)" test "$differ" -le 3
+check "the log says the saved token was reused" sh -c "podman logs $ctr 2>&1 | grep -q '\"outcome\":\"reused\"'"
+
+echo "---- pod test log (tokend, last lines)"
+podman logs "$ctr" 2>&1 | tail -4 | sed 's/^/  /'
+echo "$passed passed, $failed failed in $(( $(date +%s) - started ))s"
+[ "$failed" = 0 ]
