@@ -31,6 +31,8 @@ pub struct ConfigWatch {
     watching: Vec<(PathBuf, WatchDescriptor)>,
     /// The digest of the content last seen (`None`: unreadable).
     seen: Option<String>,
+    /// Events arrived; the file is read at this instant.
+    settling: Option<tokio::time::Instant>,
 }
 
 impl ConfigWatch {
@@ -61,24 +63,30 @@ impl ConfigWatch {
             events,
             watching: Vec::new(),
             seen: digest(path),
+            settling: None,
         };
         watch.rewatch()?;
         Ok(watch)
     }
 
     /// Waits until the file's content has changed since it was last seen.
+    ///
+    /// Cancel-safe, as a `select!` loop needs: what it has seen is kept in `self` between
+    /// awaits, so a call dropped half-way through a settling batch is finished by the next.
     pub async fn changed(&mut self) {
         loop {
-            self.next_events().await;
-            // Let the rest of a save or a swap happen, then look.
-            let settle = tokio::time::sleep(SETTLE);
-            tokio::pin!(settle);
-            loop {
-                tokio::select! {
-                    _ = &mut settle => break,
-                    _ = self.next_events() => {}
-                }
+            let Some(deadline) = self.settling else {
+                self.next_events().await;
+                // Let the rest of a save or a swap happen, then look.
+                self.settling = Some(tokio::time::Instant::now() + SETTLE);
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                // Later events of the same batch: taken, the deadline stays.
+                _ = self.next_events() => continue,
             }
+            self.settling = None;
             if let Err(e) = self.rewatch() {
                 warn!(config = %self.path.display(), error = %e, "cannot watch the configuration's directory");
             }
@@ -170,8 +178,24 @@ mod tests {
             "the swap was missed"
         );
 
+        // A wait dropped while the batch settles (another branch of a select! won) loses
+        // nothing: the next wait reports the change.
+        std::fs::create_dir(d.join("..2026_03")).unwrap();
+        std::fs::write(d.join("..2026_03/config.yaml"), "third").unwrap();
+        symlink("..2026_03", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        std::fs::remove_dir_all(d.join("..2026_02")).unwrap();
+        assert!(
+            !changes_within(&mut watch, SETTLE / 2).await,
+            "reported before settling"
+        );
+        assert!(
+            changes_within(&mut watch, Duration::from_secs(5)).await,
+            "the change was lost with the dropped wait"
+        );
+
         // The same content again (a touch): no change.
-        std::fs::write(d.join("..2026_02/config.yaml"), "second").unwrap();
+        std::fs::write(d.join("..2026_03/config.yaml"), "third").unwrap();
         assert!(
             !changes_within(&mut watch, SETTLE * 3).await,
             "a touch counted as a change"

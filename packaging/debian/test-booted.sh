@@ -17,19 +17,9 @@ roots=${TOKEND_ROOTS:-/var/cache/tokend-ci}
 # What the root holds besides debootstrap's minimal base; a change rebuilds the cache.
 packages="systemd,systemd-sysv,dbus,curl,procps,ca-certificates"
 base="$roots/bookworm"
-started=$(date +%s)
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
-# check DESCRIPTION COMMAND...: runs COMMAND on the host; its status decides.
-check() {
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
-say() { echo "---- $*"; }
+# shellcheck source=../checks.sh
+. "$(dirname "$0")/../checks.sh"
 
 # The cached root: debootstrap once per package list.
 if [ ! -f "$base/.tokend-packages" ] || [ "$(cat "$base/.tokend-packages")" != "$packages" ]; then
@@ -81,7 +71,7 @@ ct() { nsenter -t "$pid1" -a "$@"; }
 # A shell command inside the container.
 ct_sh() { nsenter -t "$pid1" -a sh -c "$1"; }
 ct systemctl is-system-running --wait >/dev/null || true
-say "booted systemd $(ct systemctl --version | head -1 | cut -d' ' -f2) as PID 1 of the container ($(( $(date +%s) - started ))s)"
+say "booted systemd $(ct systemctl --version | head -1 | cut -d' ' -f2) as PID 1 of the container ($(( $(date +%s) - checks_started ))s)"
 
 show() { ct systemctl show tokend -p "$1" --value; }
 main_pid() { show MainPID; }
@@ -242,5 +232,4 @@ check "purge leaves no statoverride and no dpkg record" \
   sh -c "! nsenter -t $pid1 -a dpkg-statoverride --list | grep -q tokend && ! nsenter -t $pid1 -a dpkg -s tokend >/dev/null 2>&1"
 check "a reinstall works and leaves no failed unit" sh -c "nsenter -t $pid1 -a dpkg -i /root/tokend-1.deb >/dev/null && test -z \"\$(nsenter -t $pid1 -a systemctl --failed --no-legend --plain)\""
 
-echo "$passed passed, $failed failed in $(( $(date +%s) - started ))s"
-[ "$failed" = 0 ]
+summary

@@ -31,18 +31,9 @@ bin=${TOKEND_STATIC_BIN:-$top/target/x86_64-unknown-linux-gnu/release/tokend}
 # The Kubernetes version whose schemas the manifests are validated against.
 kube_version=1.32.0
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/packaging/container/containers.conf}
-started=$(date +%s)
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
-check() {
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
-say() { echo "---- $*"; }
+# shellcheck source=../checks.sh
+. "$(dirname "$0")/../checks.sh"
 # Waits up to $2 seconds for the shell condition $1.
 wait_for() {
   local i
@@ -311,5 +302,4 @@ check "the log says the saved token was reused" sh -c "podman logs $ctr 2>&1 | g
 
 echo "---- pod test log (tokend, last lines)"
 podman logs "$ctr" 2>&1 | tail -4 | sed 's/^/  /'
-echo "$passed passed, $failed failed in $(( $(date +%s) - started ))s"
-[ "$failed" = 0 ]
+summary

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+
+use crate::util::{run_checks, unless_skipped};
 
 /// The package `cargo deb --locked` writes for this version, if it is there and newer than every
 /// source it is built from.
@@ -82,33 +83,10 @@ fn ready() -> Result<PathBuf, String> {
 
 #[test]
 fn the_debian_package_works_under_a_booted_systemd() {
-    let deb = match ready() {
-        Ok(deb) => deb,
-        Err(why) => {
-            assert!(
-                std::env::var_os("TOKEND_REQUIRE_BOOTED").is_none(),
-                "the booted-systemd test cannot run: {why}; TOKEND_REQUIRE_BOOTED is set, so this is an error"
-            );
-            eprintln!(
-                "SKIPPED the_debian_package_works_under_a_booted_systemd: {why} (set TOKEND_REQUIRE_BOOTED=1 to make this an error)"
-            );
-            return;
-        }
+    let test = "the_debian_package_works_under_a_booted_systemd";
+    let Some(deb) = unless_skipped(test, "TOKEND_REQUIRE_BOOTED", ready()) else {
+        return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/debian/test-booted.sh");
-    let started = Instant::now();
-    let out = Command::new(&script).arg(&deb).output().expect("run test-booted.sh");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(" passed, "))
-        .unwrap_or("no summary");
-    eprintln!("booted-systemd test: {summary} ({:.0?} in all)", started.elapsed());
-    assert!(out.status.success(), "{log}");
-    assert!(summary.contains(" passed, 0 failed"), "{log}");
+    run_checks("booted-systemd test", &script, &[deb.as_os_str()]);
 }

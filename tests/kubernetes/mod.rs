@@ -9,7 +9,8 @@ mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+
+use crate::util::{run_checks, unless_skipped};
 
 fn here() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -153,32 +154,10 @@ fn ready() -> Result<(), String> {
 
 #[test]
 fn the_image_and_the_pods_run_under_podman() {
-    if let Err(why) = ready() {
-        assert!(
-            std::env::var_os("TOKEND_REQUIRE_PODMAN").is_none(),
-            "the image and pod test cannot run: {why}; TOKEND_REQUIRE_PODMAN is set, so this is an error"
-        );
-        eprintln!(
-            "SKIPPED the_image_and_the_pods_run_under_podman: {why} (set TOKEND_REQUIRE_PODMAN=1 to make this an error)"
-        );
+    let test = "the_image_and_the_pods_run_under_podman";
+    if unless_skipped(test, "TOKEND_REQUIRE_PODMAN", ready()).is_none() {
         return;
     }
-    let started = Instant::now();
-    let out = Command::new(here().join("packaging/kubernetes/test-pods.sh"))
-        .arg(image())
-        .output()
-        .expect("run test-pods.sh");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(" passed, "))
-        .unwrap_or("no summary");
-    eprintln!("image and pod test: {summary} ({:.0?} in all)", started.elapsed());
-    assert!(out.status.success(), "{log}");
-    assert!(summary.contains(" passed, 0 failed"), "{log}");
+    let script = here().join("packaging/kubernetes/test-pods.sh");
+    run_checks("image and pod test", &script, &[image().as_ref()]);
 }

@@ -395,3 +395,40 @@ pub fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// What a test that needs special tools got from `ready`: `Some` to run; on `Err(why)`, `None`
+/// after a loud `SKIPPED` line, or a failure when the environment variable `require` is set
+/// (as `.ci/run` sets it, where the tools are installed).
+pub fn unless_skipped<T>(test: &str, require: &str, ready: Result<T, String>) -> Option<T> {
+    match ready {
+        Ok(v) => Some(v),
+        Err(why) => {
+            assert!(
+                std::env::var_os(require).is_none(),
+                "{test} cannot run: {why}; {require} is set, so this is an error"
+            );
+            eprintln!("SKIPPED {test}: {why} (set {require}=1 to make this an error)");
+            None
+        }
+    }
+}
+
+/// Runs a packaging test script (`packaging/checks.sh`: one line per check, then `N passed, M
+/// failed`); prints its summary, and fails with its whole log unless every check passed.
+pub fn run_checks(what: &str, script: &Path, args: &[&std::ffi::OsStr]) {
+    let started = Instant::now();
+    let out = Command::new(script).args(args).output().expect("run the test script");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, "))
+        .unwrap_or("no summary");
+    eprintln!("{what}: {summary} ({:.0?} in all)", started.elapsed());
+    assert!(out.status.success(), "{log}");
+    assert!(summary.contains(" passed, 0 failed"), "{log}");
+}
