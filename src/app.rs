@@ -22,9 +22,9 @@ use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::atomic;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
-use crate::server::Server;
 use crate::server::access::Authority;
 use crate::server::socket::SocketError;
+use crate::server::{HEARTBEAT_EVERY, Server};
 use crate::state;
 use crate::status;
 use crate::store::Store;
@@ -250,7 +250,13 @@ fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
 /// `tokend run`: the daemon, until SIGTERM/SIGINT or `stop`; with `watch_config`, a changed
 /// configuration file is reloaded as on SIGHUP.
 pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken) -> Result<(), AppError> {
+    // Watching starts before the file is read, so a change in between is not missed (it
+    // reloads what was just loaded, at worst); a bad configuration is still reported first.
+    let watch = watch_config.then(|| ConfigWatch::new(config_path));
     let config = load_applicable(config_path)?;
+    let mut watch = watch
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", config_path.display()))?;
     // Registered before any task starts, so no signal is missed.
     let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| anyhow::anyhow!("cannot install signal handlers: {e}"))?;
@@ -273,13 +279,6 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     if let Err(e) = server.listen_tcp(config.metrics_listen).await {
         return Err(anyhow::anyhow!("cannot serve metrics.listen {:?}: {e}", config.metrics_listen).into());
     }
-    let mut watch = match watch_config {
-        true => Some(
-            ConfigWatch::new(config_path)
-                .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", config_path.display()))?,
-        ),
-        false => None,
-    };
     let (mut daemon, first) = Daemon::start(config, store, metrics);
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
@@ -292,12 +291,16 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     let mut status_ticker = tokio::time::interval(STATUS_EVERY);
     let mut changes = daemon.store().changes();
 
+    // `/healthz` fails if this loop stops beating (stuck in a reload, say).
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+
     let startup = futures_util::future::join_all(first);
     tokio::pin!(startup);
     let mut started = false;
     loop {
         tokio::select! {
             _ = watchdog_ticker.tick(), if watchdog.is_some() => systemd::watchdog(),
+            _ = heartbeat.tick() => server.beat(),
             _ = &mut startup, if !started => {
                 started = true;
                 let line = status.line();
@@ -343,7 +346,14 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
                 .reconfigure(config.socket.as_ref(), Authority::new(config.access.clone()))
                 .await;
             if let Err(e) = server.listen_tcp(config.metrics_listen).await {
-                error!(error = %e, "cannot serve the new metrics.listen; the previous listener stays");
+                match server.tcp_addr() {
+                    Some(addr) => {
+                        error!(error = %e, listen = %addr, "cannot serve the new metrics.listen; still serving the previous address")
+                    }
+                    None => {
+                        error!(error = %e, "cannot serve the new metrics.listen; health and metrics are not served over TCP now")
+                    }
+                }
             }
             daemon.apply(config).await;
         }

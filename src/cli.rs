@@ -57,7 +57,7 @@ each log line carries its priority, so `journalctl -u tokend -p warning` shows t
 (the kubelet swaps a symlink, and sends no signal); a broken file is rejected as on SIGHUP.")]
     Run {
         /// Also reload when the configuration file changes (for Kubernetes ConfigMaps).
-        #[arg(long, env = "TOKEND_WATCH_CONFIG")]
+        #[arg(long, env = "TOKEND_WATCH_CONFIG", value_parser = clap::builder::BoolishValueParser::new())]
         watch_config: bool,
     },
     /// Validate the configuration, secrets and output directories, and print the plan.
@@ -113,6 +113,19 @@ Only the clients the caller may read are shown. Exit status as for `tokend get`.
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Ask the running daemon, through the socket, whether it is alive or ready (exit 0 if so).
+    #[command(after_long_help = "\
+For health checks that run a command, such as Kubernetes exec probes: `live` asks whether the
+daemon's main loop runs (GET /healthz), `ready` whether every client has a valid token (GET
+/readyz). Exit status: 0 yes; 1 no, with the reason on stderr; 69 (EX_UNAVAILABLE) the socket
+cannot be reached.")]
+    Probe {
+        /// What to ask.
+        #[arg(value_enum)]
+        check: ProbeCheck,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Run a local development issuer and the daemon against it (never for production).
     Dev(dev::DevArgs),
     /// Create directories and give them an owner and a mode, then exit: for a Kubernetes init
@@ -131,6 +144,15 @@ Only the clients the caller may read are shown. Exit status as for `tokend get`.
     /// stays inactive instead of failing. A file that cannot be read or parsed counts as
     /// configured, so that `run` reports what is wrong with it.
     Configured,
+}
+
+/// What `tokend probe` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeCheck {
+    /// The daemon's main loop runs.
+    Live,
+    /// Every client has a valid token.
+    Ready,
 }
 
 #[derive(Debug, clap::Args)]

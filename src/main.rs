@@ -10,7 +10,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use tokend::app::{self, AppError};
-use tokend::cli::{Cli, Command, SocketArg};
+use tokend::cli::{Cli, Command, ProbeCheck, SocketArg};
 use tokend::config;
 use tokend::logging;
 use tokend::socket_client::{self, CliError};
@@ -80,6 +80,9 @@ fn main() -> ExitCode {
             // Ignored: a closed stdout (`tokend get x | head -c0`) is not tokend's failure.
             let _ = out.write_all(&body).and_then(|()| out.write_all(b"\n"));
             Ok(())
+        }),
+        Command::Probe { check, socket } => socket_command(&config, &socket, async |path| {
+            socket_client::probe(path, check == ProbeCheck::Ready).await
         }),
         Command::Status { json, socket } => socket_command(&config, &socket, async |path| {
             let clients = socket_client::status(path).await?;

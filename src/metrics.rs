@@ -1,5 +1,5 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry, refresh outcomes and
-//! latency, output write errors, and socket requests by status.
+//! latency, output write errors, and requests by status on the socket and on the TCP listener.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,7 @@ pub struct Metrics {
     latency: HistogramFamily,
     output_errors: Family<ClientLabel, Counter>,
     requests: Family<StatusLabel, Counter>,
+    tcp_requests: Family<StatusLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
         let output_errors = Family::<ClientLabel, Counter>::default();
         let requests = Family::<StatusLabel, Counter>::default();
+        let tcp_requests = Family::<StatusLabel, Counter>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
@@ -81,6 +83,11 @@ impl Metrics {
             "Requests served on the Unix socket, by HTTP status",
             requests.clone(),
         );
+        registry.register(
+            "tcp_requests",
+            "Requests served on the TCP health and metrics listener (metrics.listen), by HTTP status",
+            tcp_requests.clone(),
+        );
         Metrics {
             registry,
             expiry,
@@ -88,6 +95,7 @@ impl Metrics {
             latency,
             output_errors,
             requests,
+            tcp_requests,
         }
     }
 
@@ -111,6 +119,10 @@ impl Metrics {
 
     pub fn request(&self, status: u16) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    pub fn tcp_request(&self, status: u16) {
+        self.tcp_requests.get_or_create(&StatusLabel { status }).inc();
     }
 
     /// Drops the series of a client removed by a reload.

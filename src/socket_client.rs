@@ -1,5 +1,5 @@
-//! `tokend get` and `tokend status`: a small HTTP/1.1 client for the socket API, for scripts
-//! (`TOKEN=$(tokend get billing)`) and operators (`tokend status`).
+//! `tokend get`, `status` and `probe`: a small HTTP/1.1 client for the socket API, for scripts
+//! (`TOKEN=$(tokend get billing)`), operators (`tokend status`) and health checks.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -115,6 +115,16 @@ pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) 
             StatusCode::SERVICE_UNAVAILABLE => return Err(CliError::NotYetValid(message())),
             other => return Err(CliError::Other(format!("unexpected answer {other}: {}", message()))),
         }
+    }
+}
+
+/// `tokend probe`: whether the daemon is alive (`/healthz`) or, with `ready`, ready (`/readyz`).
+pub async fn probe(socket: &Path, ready: bool) -> Result<(), CliError> {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let reply = request(socket, path, false, Duration::from_secs(5)).await?;
+    match reply.status {
+        StatusCode::OK => Ok(()),
+        _ => Err(CliError::Other(String::from_utf8_lossy(&reply.body).trim().to_owned())),
     }
 }
 

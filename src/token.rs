@@ -50,6 +50,20 @@ impl Token {
         self.expires_at.duration_since(self.issued_at).unwrap_or(Duration::ZERO)
     }
 
+    /// The same token with its times read on a clock that was stepped back by `by`: it was
+    /// issued, and expires, that much earlier than the old clock said.
+    pub fn stepped_back(&self, by: Duration) -> Token {
+        let earlier = |t: SystemTime| t.checked_sub(by).unwrap_or(UNIX_EPOCH);
+        Token {
+            access_token: self.access_token.clone(),
+            token_type: self.token_type.clone(),
+            scope: self.scope.clone(),
+            issued_at: earlier(self.issued_at),
+            expires_at: earlier(self.expires_at),
+            lifetime_source: self.lifetime_source,
+        }
+    }
+
     /// A value in [-1, 1] derived from the token itself, used to place the refresh inside the
     /// jitter window. It is random across hosts and tokens (each host gets its own token) yet
     /// stable for one token, so a restart or reload that keeps the token keeps its schedule.

@@ -4,7 +4,8 @@
 //! directory (and on its symlink target's, when that is elsewhere) wakes tokend; once the
 //! events have settled, a file whose content differs from the last one seen is reloaded exactly
 //! as on SIGHUP. Events that leave the content as it was (a `touch`, an unrelated file in the
-//! directory) change nothing.
+//! directory) change nothing. The file is also looked at every `POLL_EVERY` without an event,
+//! so a watch the kernel dropped (its directory removed and made again) does not end watching.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,9 @@ use crate::fingerprint::sha256_hex;
 /// Events are collected this long after the first before the file is read: an editor's save or
 /// the kubelet's swap is several steps.
 pub const SETTLE: Duration = Duration::from_millis(500);
+/// Without events, the file is looked at this often anyway: a watch can be lost (its directory
+/// removed and made again, a mount replaced) without a word from the kernel.
+pub const POLL_EVERY: Duration = Duration::from_secs(30);
 
 pub struct ConfigWatch {
     path: PathBuf,
@@ -33,11 +37,19 @@ pub struct ConfigWatch {
     seen: Option<String>,
     /// Events arrived; the file is read at this instant.
     settling: Option<tokio::time::Instant>,
+    /// When the file was last looked at without an event, and how often it is.
+    polled: tokio::time::Instant,
+    poll: Duration,
 }
 
 impl ConfigWatch {
     /// Starts watching `path`, taking its current content as seen.
     pub fn new(path: &Path) -> std::io::Result<ConfigWatch> {
+        ConfigWatch::polling(path, POLL_EVERY)
+    }
+
+    /// As `new`, looking at the file every `poll` without an event.
+    fn polling(path: &Path, poll: Duration) -> std::io::Result<ConfigWatch> {
         let inotify = Arc::new(Inotify::init(InitFlags::IN_CLOEXEC)?);
         let (tx, events) = mpsc::channel(1);
         let reader = inotify.clone();
@@ -64,6 +76,8 @@ impl ConfigWatch {
             watching: Vec::new(),
             seen: digest(path),
             settling: None,
+            polled: tokio::time::Instant::now(),
+            poll,
         };
         watch.rewatch()?;
         Ok(watch)
@@ -76,7 +90,14 @@ impl ConfigWatch {
     pub async fn changed(&mut self) {
         loop {
             let Some(deadline) = self.settling else {
-                self.next_events().await;
+                // An event, or the poll: a watch the kernel dropped (its directory replaced or
+                // removed) must not end watching for good.
+                let poll_at = self.polled + self.poll;
+                tokio::select! {
+                    _ = self.next_events() => {}
+                    _ = tokio::time::sleep_until(poll_at) => {}
+                }
+                self.polled = tokio::time::Instant::now();
                 // Let the rest of a save or a swap happen, then look.
                 self.settling = Some(tokio::time::Instant::now() + SETTLE);
                 continue;
@@ -107,7 +128,9 @@ impl ConfigWatch {
     }
 
     /// Watches the directory of the path and of its resolved target (the ConfigMap's current
-    /// timestamped directory, which the next update replaces).
+    /// timestamped directory, which the next update replaces). Every directory is added again
+    /// each time: the kernel hands back the same descriptor for the same directory and a new one
+    /// for a directory that was replaced, whose old watch it dropped.
     fn rewatch(&mut self) -> std::io::Result<()> {
         let mut dirs: Vec<PathBuf> = self.path.parent().map(Path::to_owned).into_iter().collect();
         if let Ok(target) = std::fs::canonicalize(&self.path)
@@ -122,22 +145,24 @@ impl ConfigWatch {
             | AddWatchFlags::IN_CREATE
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ATTRIB;
-        for (dir, wd) in std::mem::take(&mut self.watching) {
-            if dirs.contains(&dir) {
-                self.watching.push((dir, wd));
-            } else {
+        let mut watching = Vec::new();
+        let mut failed = None;
+        for dir in dirs {
+            match self.inotify.add_watch(&dir, flags) {
+                Ok(wd) => watching.push((dir, wd)),
+                // The others are still watched; the poll (`POLL_EVERY`) tries again.
+                Err(e) => failed = Some(std::io::Error::other(format!("{}: {e}", dir.display()))),
+            }
+        }
+        for (_, wd) in std::mem::replace(&mut self.watching, watching) {
+            if !self.watching.iter().any(|(_, w)| *w == wd) {
                 // Ignored: the directory may be gone already, and its watch with it.
                 let _ = self.inotify.rm_watch(wd);
             }
         }
-        for dir in dirs {
-            if !self.watching.iter().any(|(d, _)| *d == dir) {
-                let wd = self.inotify.add_watch(&dir, flags)?;
-                self.watching.push((dir, wd));
-            }
-        }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -189,6 +214,7 @@ mod tests {
             !changes_within(&mut watch, SETTLE / 2).await,
             "reported before settling"
         );
+        assert!(watch.settling.is_some(), "the wait was not dropped while settling");
         assert!(
             changes_within(&mut watch, Duration::from_secs(5)).await,
             "the change was lost with the dropped wait"
@@ -210,5 +236,35 @@ mod tests {
             changes_within(&mut watch, Duration::from_secs(5)).await,
             "the edit was missed"
         );
+    }
+
+    /// The watched directory removed and made again: the kernel drops the watch on the old
+    /// one, and no event comes from the new one. The poll finds the new content.
+    #[tokio::test]
+    async fn a_directory_made_again_is_found_by_the_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        let remake = |content: &str| {
+            let _ = std::fs::remove_dir_all(&conf);
+            std::fs::create_dir(&conf).unwrap();
+            std::fs::write(conf.join("config.yaml"), content).unwrap();
+        };
+        for (poll, seen) in [(Duration::from_secs(1), true), (Duration::from_secs(3600), false)] {
+            remake("first");
+            let mut watch = ConfigWatch::polling(&conf.join("config.yaml"), poll).unwrap();
+            std::fs::remove_dir_all(&conf).unwrap();
+            // Gone is a change too (the reload reports the missing file and keeps running).
+            assert!(
+                changes_within(&mut watch, Duration::from_secs(5)).await,
+                "the removal was missed"
+            );
+            remake("second");
+            // Without the poll the new directory stays unseen: the poll is what finds it.
+            assert_eq!(
+                changes_within(&mut watch, Duration::from_secs(3)).await,
+                seen,
+                "polling every {poll:?}"
+            );
+        }
     }
 }

@@ -207,8 +207,7 @@ fn a_restart_reuses_the_saved_token_without_asking_the_idp() {
     second.wait_event(T, "the reuse", |e| {
         is(e, "outcome", "reused") && is(e, "client", "keep")
     });
-    wait_ready(&dir.join("tokend.sock"));
-    assert_eq!(read(&path).as_deref(), Some(token.as_str()));
+    assert_eq!(wait_for(T, "the rewritten file", || read(&path)), token);
     assert_eq!(issuer.request_count(), 1, "the IdP saw no new request");
     assert!(second.stop().success());
 
@@ -242,10 +241,11 @@ fn sighup_adds_changes_and_removes_clients_and_survives_a_broken_config() {
         ],
     );
     let daemon = Tokend::run(&dir, &cfg);
+    // Ready means every token is in the store; the files follow it (store, outputs, state).
     wait_ready(&dir.join("tokend.sock"));
-    let token_a = read(&dir.join("out/a.token")).unwrap();
-    let token_b = read(&dir.join("out/b.token")).unwrap();
-    assert!(dir.join("state/c.state").exists());
+    let token_a = wait_for(T, "a's file", || read(&dir.join("out/a.token")));
+    let token_b = wait_for(T, "b's file", || read(&dir.join("out/b.token")));
+    wait_for(T, "c's state file", || dir.join("state/c.state").exists().then_some(()));
 
     config(
         &dir,
@@ -487,7 +487,9 @@ fn clients_with_identical_grants_share_one_request() {
     let daemon = Tokend::run(&dir, &cfg);
     wait_ready(&dir.join("tokend.sock"));
     assert_eq!(issuer.request_count(), 2);
-    assert_eq!(read(&dir.join("out/one.token")), read(&dir.join("out/two.token")));
+    let one = wait_for(T, "one's file", || read(&dir.join("out/one.token")));
+    let two = wait_for(T, "two's file", || read(&dir.join("out/two.token")));
+    assert_eq!(one, two);
     daemon.wait_event(T, "the shared refresh", |e| {
         is(e, "outcome", "refreshed") && is(e, "client", "one,two")
     });

@@ -34,6 +34,9 @@ _tokend() {
             tokend,prepare-dirs)
                 cmd="tokend__subcmd__prepare__subcmd__dirs"
                 ;;
+            tokend,probe)
+                cmd="tokend__subcmd__probe"
+                ;;
             tokend,run)
                 cmd="tokend__subcmd__run"
                 ;;
@@ -47,7 +50,7 @@ _tokend() {
 
     case "${cmd}" in
         tokend)
-            opts="-h -V --config --log-format --log-level --help --version run check once get status dev prepare-dirs configured"
+            opts="-h -V --config --log-format --log-level --help --version run check once get status probe dev prepare-dirs configured"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,6 +241,36 @@ _tokend() {
             fi
             case "${prev}" in
                 --owner)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tokend__subcmd__probe)
+            opts="-h --socket --config --log-format --log-level --help live ready"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

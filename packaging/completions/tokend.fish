@@ -35,6 +35,7 @@ complete -c tokend -n "__fish_tokend_needs_command" -f -a "check" -d 'Validate t
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "once" -d 'Fetch missing or due tokens, write the outputs, and exit (0 if every client has a valid token)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "get" -d 'Print a client\'s token, read through the socket (for `TOKEN=$(tokend get NAME)`)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "status" -d 'Show every client\'s state, expiry, next refresh and last error, read through the socket'
+complete -c tokend -n "__fish_tokend_needs_command" -f -a "probe" -d 'Ask the running daemon, through the socket, whether it is alive or ready (exit 0 if so)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "dev" -d 'Run a local development issuer and the daemon against it (never for production)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "prepare-dirs" -d 'Create directories and give them an owner and a mode, then exit: for a Kubernetes init container with only CAP_CHOWN, since a hostPath directory is created owned by root'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "configured" -d 'Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the packaged example). For the unit\'s ExecCondition=: an installed but unconfigured tokend stays inactive instead of failing. A file that cannot be read or parsed counts as configured, so that `run` reports what is wrong with it'
@@ -72,6 +73,12 @@ json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand status" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand status" -l json -d 'Print JSON instead of a table'
 complete -c tokend -n "__fish_tokend_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tokend -n "__fish_tokend_using_subcommand probe" -l socket -d 'The socket to talk to [default: socket.path from --config if readable, else /run/tokend/tokend.sock]' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand probe" -l config -d 'Configuration file' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand probe" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c tokend -n "__fish_tokend_using_subcommand probe" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
+complete -c tokend -n "__fish_tokend_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l dir -d 'Directory for the generated config, secret, state and token files' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l port -d 'Port of the development issuer on 127.0.0.1 (0 picks a free port)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l lifetime -d 'Lifetime of the tokens the issuer hands out' -r

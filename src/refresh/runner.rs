@@ -37,9 +37,6 @@ pub struct Runner<S> {
     /// immediate refresh was ordered; not again for the same token, so that a failing refresh
     /// backs off normally.
     clock_leap_handled: bool,
-    /// How far the wall clock has been stepped back since the current token was obtained: its
-    /// issue and expiry times, read on today's clock, lie this much earlier.
-    clock_shift: Duration,
     short_lifetime_reported: bool,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<Notify>,
@@ -58,7 +55,6 @@ impl<S: TokenSource> Runner<S> {
             failures: 0,
             expiry_reported: false,
             clock_leap_handled: false,
-            clock_shift: Duration::ZERO,
             short_lifetime_reported: false,
             retry_now: Arc::new(Notify::new()),
         }
@@ -80,12 +76,7 @@ impl<S: TokenSource> Runner<S> {
             || self
                 .publisher
                 .current()
-                .is_none_or(|t| schedule::clock_went_back(self.on_todays_clock(t.issued_at), now))
-    }
-
-    /// A time of the current token's, read on the clock as it is now stepped.
-    fn on_todays_clock(&self, t: SystemTime) -> SystemTime {
-        t.checked_sub(self.clock_shift).unwrap_or(SystemTime::UNIX_EPOCH)
+                .is_none_or(|t| schedule::clock_went_back(t.issued_at, now))
     }
 
     /// Takes over what is known about this request (the store's token, else a state file's; see
@@ -182,7 +173,6 @@ impl<S: TokenSource> Runner<S> {
     async fn publish(&mut self, token: Arc<Token>, save_state: bool) {
         self.expiry_reported = false;
         self.clock_leap_handled = false;
-        self.clock_shift = Duration::ZERO;
         let attempts = Attempts {
             failures: self.failures,
             next: self.due,
@@ -242,12 +232,13 @@ impl<S: TokenSource> Runner<S> {
         }
     }
 
-    /// The wall clock was seen to step back by `by` while sleeping: every deadline planned on
-    /// the old clock (the refresh, the expiry) now lies `by` too late, so each moves earlier by
-    /// as much. Each group keeps its own jittered time: a step does not send every group (and
-    /// every host that stepped together) to the IdP at once.
-    fn stepped_back(&mut self, by: Duration, now: SystemTime) {
-        self.clock_shift += by;
+    /// The wall clock was seen to step back by `by` while sleeping: every time planned on the
+    /// old clock (the refresh, the retry, the token's expiry) now lies `by` too late, so each
+    /// moves earlier by as much, and the token is published again with its times on the new
+    /// clock (readers, `/readyz` and the state file must not believe it valid for longer). Each
+    /// group keeps its own jittered time: a step does not send every group (and every host that
+    /// stepped together) to the IdP at once.
+    async fn stepped_back(&mut self, by: Duration, now: SystemTime) {
         self.due = self.due.checked_sub(by).unwrap_or(now);
         self.publisher.stepped_back(by, now);
         info!(
@@ -255,8 +246,12 @@ impl<S: TokenSource> Runner<S> {
             clock = "stepped_back",
             by = %humantime::format_duration(whole_seconds(by)),
             next_refresh = %rfc3339(self.due),
-            "the clock was stepped back; the refresh moves earlier by as much"
+            "the clock was stepped back; the refresh and the expiry move earlier by as much"
         );
+        if let Some(token) = self.publisher.current() {
+            let token = Arc::new(token.stepped_back(by));
+            self.publish(token, true).await;
+        }
     }
 
     /// A token whose issue time lies in the future: the clock went back by more than its age
@@ -265,7 +260,7 @@ impl<S: TokenSource> Runner<S> {
     fn check_clock(&mut self, now: SystemTime) {
         if let Some(token) = self.publisher.current()
             && !self.clock_leap_handled
-            && schedule::clock_went_back(self.on_todays_clock(token.issued_at), now)
+            && schedule::clock_went_back(token.issued_at, now)
         {
             self.clock_leap_handled = true;
             warn!(
@@ -305,7 +300,7 @@ impl<S: TokenSource> Runner<S> {
             let expiry = self
                 .publisher
                 .current()
-                .map(|t| self.on_todays_clock(t.expires_at))
+                .map(|t| t.expires_at)
                 .filter(|_| !self.expiry_reported);
             let wake = [self.publisher.retry_due(), expiry]
                 .into_iter()
@@ -315,7 +310,7 @@ impl<S: TokenSource> Runner<S> {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 woke = self.clock.sleep_until(wake) => if let Wake::SteppedBack(by) = woke {
-                    self.stepped_back(by, self.clock.now());
+                    self.stepped_back(by, self.clock.now()).await;
                 },
                 _ = retry_now.notified() => {
                     if self.failures > 0 {

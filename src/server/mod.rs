@@ -16,7 +16,7 @@ pub mod tcp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
@@ -39,6 +39,12 @@ use socket::{Bound, SocketError};
 pub(crate) const MAX_HEAD_BYTES: usize = 8192;
 /// How long open connections get to finish when tokend stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// `/healthz` fails once the daemon's main loop (signals, reloads, the watchdog) has not run for
+/// this long: it beats every `HEARTBEAT_EVERY`, and a reload that waits on writes in progress may
+/// hold it a while, but not this long unless something is stuck.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(60);
+/// How often the main loop beats.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// What every connection shares.
 pub struct ServerState {
@@ -49,6 +55,8 @@ pub struct ServerState {
     pub shutdown: CancellationToken,
     /// Rate limit for refusal log lines.
     pub refusals: RefusalLog,
+    /// When the main loop last ran (`beat`), for `/healthz`.
+    pub(crate) heartbeat: Mutex<Instant>,
 }
 
 impl ServerState {
@@ -59,7 +67,18 @@ impl ServerState {
             authority: RwLock::new(Arc::new(authority)),
             shutdown: CancellationToken::new(),
             refusals: RefusalLog::default(),
+            heartbeat: Mutex::new(Instant::now()),
         })
+    }
+
+    /// The main loop is alive.
+    pub fn beat(&self) {
+        *self.heartbeat.lock().expect("heartbeat lock poisoned") = Instant::now();
+    }
+
+    /// How long ago the main loop last beat.
+    pub fn heartbeat_age(&self) -> Duration {
+        self.heartbeat.lock().expect("heartbeat lock poisoned").elapsed()
     }
 
     pub fn authority(&self) -> Arc<Authority> {
@@ -279,8 +298,8 @@ impl Server {
     }
 
     /// Serves health and metrics on `wanted` over TCP, or stops doing so (`None`). A listener
-    /// for the same configured address is left alone; one that cannot be bound is an error (the
-    /// previous one, if any, keeps serving).
+    /// for the same configured address is left alone; one that cannot be bound is an error, and
+    /// the previous address keeps being served if it can be (`tcp_addr` says).
     pub async fn listen_tcp(&mut self, wanted: Option<SocketAddr>) -> std::io::Result<()> {
         if self.tcp.as_ref().map(|t| t.configured) == wanted {
             return Ok(());
@@ -295,10 +314,17 @@ impl Server {
             Ok(new) => new,
             // The old listener may hold the port (0.0.0.0:9464 → 127.0.0.1:9464): free it first.
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.tcp.is_some() => {
-                if let Some(old) = self.tcp.take() {
-                    old.stop().await;
+                let Some(old) = self.tcp.take() else { return Err(e) };
+                let previous = old.configured;
+                old.stop().await;
+                match tcp::TcpEndpoint::start(wanted, self.state.clone()).await {
+                    Ok(new) => new,
+                    Err(e) => {
+                        // Someone else holds it: serve where we did, so probes and scrapes go on.
+                        self.tcp = tcp::TcpEndpoint::start(previous, self.state.clone()).await.ok();
+                        return Err(e);
+                    }
                 }
-                tcp::TcpEndpoint::start(wanted, self.state.clone()).await?
             }
             Err(e) => return Err(e),
         };
@@ -312,6 +338,11 @@ impl Server {
     /// chose for port 0).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().map(|t| t.addr)
+    }
+
+    /// The main loop is alive (see `HEARTBEAT_STALE`).
+    pub fn beat(&self) {
+        self.state.beat();
     }
 
     fn listen(&self, config: &SocketConfig) -> Result<Listener, SocketError> {

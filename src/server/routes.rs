@@ -47,7 +47,7 @@ pub fn handle_public<B>(req: &Request<B>, state: &ServerState) -> Response<Body>
         (_, _) if req.uri().query().is_some() => {
             plain(StatusCode::BAD_REQUEST, "this endpoint takes no query parameters\n")
         }
-        (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (_, "/healthz") => liveness(state),
         (_, "/readyz") => readiness(state),
         (_, "/metrics") => metrics_text(state),
         _ => plain(
@@ -55,7 +55,7 @@ pub fn handle_public<B>(req: &Request<B>, state: &ServerState) -> Response<Body>
             "only /healthz, /readyz and /metrics are served here; tokens are on the Unix socket\n",
         ),
     };
-    state.metrics.request(response.status().as_u16());
+    state.metrics.tcp_request(response.status().as_u16());
     response
 }
 
@@ -83,7 +83,7 @@ async fn route<B>(req: &Request<B>, peer: &Peer, state: &ServerState) -> Respons
     }
     match path {
         "/v1/tokens" | "/v1/tokens/" => list(peer, state),
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/healthz" => liveness(state),
         "/readyz" => readiness(state),
         "/metrics" => metrics(peer, state),
         _ => plain(StatusCode::NOT_FOUND, "no such endpoint; see /v1/tokens/{name}\n"),
@@ -328,6 +328,20 @@ fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
     })
 }
 
+/// Alive while the daemon's main loop runs: a loop stuck (in a reload waiting on a hung write,
+/// say) answers 503, so a liveness probe restarts it, as the systemd watchdog would.
+fn liveness(state: &ServerState) -> Response<Body> {
+    let age = state.heartbeat_age();
+    if age < super::HEARTBEAT_STALE {
+        plain(StatusCode::OK, "ok\n")
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: the main loop has not run for {}s\n", age.as_secs()),
+        )
+    }
+}
+
 fn readiness(state: &ServerState) -> Response<Body> {
     let (valid, total) = state.store.count_valid(SystemTime::now());
     if valid == total {
@@ -386,6 +400,11 @@ fn empty(status: StatusCode) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::HEARTBEAT_STALE;
+    use crate::server::access::Authority;
+    use crate::store::Store;
+    use std::sync::Arc;
+    use std::time::Instant;
 
     #[test]
     fn query_parsing() {
@@ -401,5 +420,23 @@ mod tests {
         for bad in ["format=xml", "wait=soon", "after=x&wait=1s", "after=5", "token=abc"] {
             assert!(Query::parse(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn healthz_fails_once_the_main_loop_stops_beating() {
+        let state = ServerState::new(
+            Store::new(),
+            Arc::new(crate::metrics::Metrics::new()),
+            Authority::new(Default::default()),
+        );
+        let healthz = || {
+            let req = Request::get("/healthz").body(()).unwrap();
+            handle_public(&req, &state).status()
+        };
+        assert_eq!(healthz(), StatusCode::OK);
+        *state.heartbeat.lock().unwrap() = Instant::now() - HEARTBEAT_STALE;
+        assert_eq!(healthz(), StatusCode::SERVICE_UNAVAILABLE);
+        state.beat();
+        assert_eq!(healthz(), StatusCode::OK);
     }
 }

@@ -75,6 +75,7 @@ fn man_pages_and_completions_match_the_command_line() {
         "tokend-once.1",
         "tokend-get.1",
         "tokend-status.1",
+        "tokend-probe.1",
         "tokend-dev.1",
         "tokend-configured.1",
     ] {

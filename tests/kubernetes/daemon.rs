@@ -25,10 +25,11 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     curl(&[&format!("http://{addr}{path}")])
 }
 
-/// Probes and Prometheus get `/healthz`, `/readyz` and `/metrics` over TCP; a token never, by
-/// any path; a reload that moves the listener closes the old address.
+/// Prometheus gets `/healthz`, `/readyz` and `/metrics` over TCP, a token never, by any path; a
+/// reload that moves the listener closes the old address. `tokend probe` gives the same answers
+/// through the socket, as exit statuses.
 #[test]
-fn the_tcp_listener_serves_health_and_metrics_but_never_a_token() {
+fn health_and_metrics_over_tcp_never_a_token_and_the_same_answers_from_probe() {
     let dir = TestDir::new("tcp");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
     let a = format!("audience: https://a/\noutputs: [{{ path: {} }}]", out(&dir, "a.token"));
@@ -54,6 +55,17 @@ fn the_tcp_listener_serves_health_and_metrics_but_never_a_token() {
     });
     let (status, body) = get(&addr, "/readyz");
     assert_eq!(status, 503, "{body}");
+    // The same answers as exit statuses, through the socket (for exec probes).
+    let socket = dir.join("tokend.sock");
+    let probe = |check: &str| tokend(&["probe", check, "--socket", socket.to_str().unwrap()]);
+    assert!(probe("live").status.success());
+    let not_ready = probe("ready");
+    assert_eq!(not_ready.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr).contains("not ready: 1 of 2 clients have a valid token"),
+        "{}",
+        String::from_utf8_lossy(&not_ready.stderr)
+    );
     let (status, metrics) = get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
@@ -81,12 +93,14 @@ fn the_tcp_listener_serves_health_and_metrics_but_never_a_token() {
     wait_for(T, "ready on the new address", || {
         (get(&moved, "/readyz").0 == 200).then_some(())
     });
+    assert!(probe("ready").status.success());
     let old = Command::new("curl")
         .args(["-s", "--max-time", "2", &format!("http://{addr}/healthz")])
         .status()
         .unwrap();
     assert!(!old.success(), "the old address still answers");
     assert!(daemon.stop().success());
+    assert_eq!(probe("live").status.code(), Some(69), "no daemon: EX_UNAVAILABLE");
 }
 
 /// The kubelet's layout for a ConfigMap volume: the files in a timestamped directory, `..data`
@@ -137,10 +151,11 @@ fn watch_config_reloads_a_configmap_update_and_rejects_a_broken_one() {
     let one = std::fs::read_to_string(config(&dir, &issuer, &[("a", &a)])).unwrap();
     let two = std::fs::read_to_string(config(&dir, &issuer, &[("a", &a), ("b", &b)])).unwrap();
     let mut cm = ConfigMapDir::new(&dir.join("configmap"), &one);
+    // The environment's form of --watch-config, as a manifest may set it.
     let daemon = Tokend::spawn(
         &dir,
-        &["--config", cm.path().to_str().unwrap(), "run", "--watch-config"],
-        &[],
+        &["--config", cm.path().to_str().unwrap(), "run"],
+        &[("TOKEND_WATCH_CONFIG", "1")],
     );
     wait_for(T, "a's token", || read(&dir.join("out/a.token")));
     let token_a = read(&dir.join("out/a.token")).unwrap();
@@ -197,7 +212,7 @@ fn prepare_dirs_works_with_cap_chown_alone_and_on_every_restart() {
                 BIN,
                 "prepare-dirs",
                 "--owner",
-                "65532:65532",
+                "64023:64023",
             ])
             .arg(format!("{}:0755", run.display()))
             .arg(format!("{}:0700", state.display()))
@@ -210,12 +225,12 @@ fn prepare_dirs_works_with_cap_chown_alone_and_on_every_restart() {
     };
     let first = prepare();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert_eq!(owner_mode(&run), (65532, 65532, 0o755));
-    assert_eq!(owner_mode(&state), (65532, 65532, 0o700));
+    assert_eq!(owner_mode(&run), (64023, 64023, 0o755));
+    assert_eq!(owner_mode(&state), (64023, 64023, 0o700));
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
     let again = prepare();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert_eq!(owner_mode(&run), (65532, 65532, 0o755));
+    assert_eq!(owner_mode(&run), (64023, 64023, 0o755));
     // Without CAP_CHOWN it says what it needs.
     let run2 = dir.join("other");
     let denied = Command::new("setpriv")
@@ -225,7 +240,7 @@ fn prepare_dirs_works_with_cap_chown_alone_and_on_every_restart() {
             BIN,
             "prepare-dirs",
             "--owner",
-            "65532:65532",
+            "64023:64023",
         ])
         .arg(format!("{}:0755", run2.display()))
         .output()

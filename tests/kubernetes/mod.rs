@@ -53,7 +53,8 @@ fn the_dockerfile_builds_the_same_final_stage_as_the_offline_containerfile() {
     assert_eq!(docker, offline);
     assert_eq!(docker[0], "FROM scratch");
     for wanted in [
-        "USER 65532:65532",
+        &format!("ARG VERSION={}", env!("CARGO_PKG_VERSION")),
+        "USER 64023:64023",
         "COPY /usr/bin/tokend",
         "COPY /etc/ssl/certs/ca-certificates.crt",
         "ENTRYPOINT [\"/usr/bin/tokend\"]",
@@ -64,7 +65,7 @@ fn the_dockerfile_builds_the_same_final_stage_as_the_offline_containerfile() {
 
 fn found(tool: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
+        .args(["-c", &format!("command -v {tool} || [ -x /usr/sbin/{tool} ]")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -92,7 +93,17 @@ fn ready() -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("needs root".into());
     }
-    for tool in ["podman", "runc", "catatonit", "kubectl", "kubernetes-validate", "curl"] {
+    for tool in [
+        "podman",
+        "runc",
+        "catatonit",
+        "kubectl",
+        "kubernetes-validate",
+        "curl",
+        "openssl",
+        "nginx",
+        "dnsmasq",
+    ] {
         if !found(tool) {
             return Err(format!("{tool} is missing (see .ci/run for what to install)"));
         }

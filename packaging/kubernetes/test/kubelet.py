@@ -6,9 +6,9 @@ that `podman kube play` runs, for packaging/kubernetes/test-pods.sh.
     kubelet.py update-configmap DIRECTORY NAME FILE
 
 Writes HOST_ROOT/tokend-pod.yaml (and HOST_ROOT/consumer-pod.yaml); `update-configmap` replaces
-one file of a ConfigMap directory written before, as the kubelet does on an update. Every change is one a
-kubelet would make, or one podman 4.3 needs; nothing else in the manifests is touched, so the
-security context, the init container, the probes' ports and the mounts are played as shipped:
+one file of a ConfigMap directory written before, as the kubelet does on an update. Every change
+is one a kubelet would make, or one podman 4.3 needs; nothing else in the manifests is touched,
+so the security contexts, the init container, the probes and the mounts are played as shipped:
 
 - The DaemonSet's pod template becomes a Pod (podman plays Pods, not DaemonSets).
 - hostPath volumes live under HOST_ROOT, so the test's "node" is a scratch directory.
@@ -102,6 +102,7 @@ def main():
     (daemonset,) = by_kind["DaemonSet"]
     template = daemonset["spec"]["template"]
     spec = template["spec"]
+    hostpaths(spec, root)
     for volume in spec["volumes"]:
         if "configMap" in volume:
             (cm,) = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"] == volume["configMap"]["name"]]
@@ -116,17 +117,10 @@ def main():
             write_secret(secret, directory, volume["secret"].get("defaultMode", 0o644), gid)
             volume.pop("secret")
             volume["hostPath"] = {"path": directory, "type": "Directory"}
-        elif "hostPath" in volume:
-            volume["hostPath"]["path"] = root + volume["hostPath"]["path"]
     spec["hostNetwork"] = True
     spec["restartPolicy"] = "OnFailure"
     for c in spec["containers"]:
-        # A probe's named port is resolved, as the kubelet does, before the ports go.
-        numbers = {p["name"]: p["containerPort"] for p in c.pop("ports", []) if "name" in p}
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            get = c.get(probe, {}).get("httpGet", {})
-            if isinstance(get.get("port"), str):
-                get["port"] = numbers[get["port"]]
+        c.pop("ports", None)
     use_image(spec, image)
     pod = {
         "apiVersion": "v1",

@@ -220,6 +220,9 @@ async fn a_clock_step_moves_the_refresh_by_as_much_and_keeps_its_interval() {
     h.clock.jump_back(S(300));
     sleep(S(1970)).await;
     assert_eq!(h.sent(), [0.0]);
+    // Readers see the token expire when it does, on the new clock: 300 s earlier.
+    let shown = h.snapshot().token.unwrap();
+    assert_eq!((shown.issued_at, shown.expires_at), (t0() - S(300), t0() + S(3300)));
     sleep(S(320)).await;
     assert_eq!(h.sent(), [0.0, 2580.0]);
     // The new token is planned on the new clock alone.
