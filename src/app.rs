@@ -452,7 +452,7 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients) {
         remove_stale_temps(&group, &config.state_dir);
-        let mut runner = runner(&Arc::new(group), &config.state_dir, &store, &metrics, &http);
+        let mut runner = runner(&Arc::new(group), &config.state_dir, &store, &metrics, &http).single_attempt();
         jobs.push(async move {
             if !force {
                 runner.seed().await;

@@ -1,5 +1,5 @@
 //! Log setup: text or JSON lines on stderr. `--log-level` applies to tokend itself; libraries log
-//! warnings only unless `RUST_LOG` says otherwise. When stderr is the journal (systemd says so in
+//! warnings only (rustls nothing) unless `RUST_LOG` says otherwise. When stderr is the journal (systemd says so in
 //! `JOURNAL_STREAM`), every line starts with its syslog priority (`<3>` … `<7>`), so `journalctl
 //! -p warning` finds tokend's warnings, and carries no timestamp of its own: journald adds one.
 
@@ -19,7 +19,9 @@ pub enum LogFormat {
 }
 
 pub fn init(log_format: LogFormat, level: Level) {
-    let mut filter = EnvFilter::new(format!("warn,tokend={level}"));
+    // rustls logs a certificate it refused on its own, naming no client; tokend reports the
+    // failure itself, with the client and the setting that fixes it.
+    let mut filter = EnvFilter::new(format!("warn,rustls=off,tokend={level}"));
     if let Ok(extra) = std::env::var("RUST_LOG") {
         for directive in extra.split(',').filter(|d| !d.trim().is_empty()) {
             match directive.parse() {

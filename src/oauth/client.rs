@@ -224,9 +224,44 @@ impl HttpClient {
                 url,
                 timeout: humantime::format_duration(budget).to_string(),
             }
+        } else if let Some(reason) = untrusted_certificate(e) {
+            FetchError::Certificate { url, reason }
         } else {
             FetchError::Transport { url, reason: chain(e) }
         }
+    }
+}
+
+/// Why the server's certificate was refused, if that is why the request failed.
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        // rustls's error travels inside io::Errors (nested, in hyper's chain), whose `source`
+        // skips the error they wrap: unwrap them by hand.
+        let mut candidate = err;
+        loop {
+            if let Some(rustls::Error::InvalidCertificate(why)) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(describe_certificate_error(why));
+            }
+            match candidate.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(inner) => candidate = inner,
+                None => break,
+            }
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn describe_certificate_error(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match why {
+        C::UnknownIssuer | C::BadSignature => format!("it is not signed by a CA that tokend trusts ({why:?})"),
+        C::Expired | C::ExpiredContext { .. } => "it has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet (is the clock right?)".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => "it is not issued for this host name".into(),
+        C::Revoked => "it has been revoked".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -27,6 +27,10 @@ pub enum FetchError {
     Tls(String),
     #[error("cannot reach {url}: {reason}")]
     Transport { url: String, reason: String },
+    /// The server's certificate failed verification: a private CA not named in `ca_file`, a
+    /// name the certificate does not cover, an expired certificate.
+    #[error("{url}: the server's TLS certificate is not trusted: {reason}")]
+    Certificate { url: String, reason: String },
     #[error("{url} did not answer within {timeout}")]
     Timeout { url: String, timeout: String },
     #[error("the response from {url} is larger than {limit} bytes")]
@@ -75,12 +79,59 @@ impl FetchError {
             FetchError::Assertion(AssertionError::Unusable { .. } | AssertionError::WrongAlgorithm { .. }) => {
                 ErrorClass::Permanent
             }
+            // Retrying does not make a certificate trusted; someone must change a setting.
+            FetchError::Certificate { .. } => ErrorClass::Permanent,
             FetchError::Secret(_)
             | FetchError::Tls(_)
             | FetchError::Transport { .. }
             | FetchError::Timeout { .. }
             | FetchError::TooLarge { .. } => ErrorClass::Transient,
         }
+    }
+
+    /// What went wrong, in a few words, for the start of a log line.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            FetchError::Validation(ValidationError::Jwks { .. }) => "cannot get the keys to validate the token",
+            FetchError::Validation(_) => "the token failed validation",
+            FetchError::Discovery(_) => "issuer discovery failed",
+            FetchError::Certificate { .. } => "the IdP's TLS certificate is not trusted",
+            FetchError::Assertion(_) => "cannot sign the client assertion",
+            FetchError::Secret(_) => "cannot read the client's secret",
+            _ => match self.class() {
+                ErrorClass::Permanent => "token request rejected",
+                ErrorClass::RateLimited => "token endpoint asked to slow down",
+                ErrorClass::Transient => "token request failed",
+            },
+        }
+    }
+
+    /// What to check for a failure that retrying will not fix, naming the settings involved.
+    pub fn advice(&self) -> Option<&'static str> {
+        if self.class() != ErrorClass::Permanent {
+            return None;
+        }
+        Some(match self {
+            FetchError::Response(ResponseError::OAuth { status, error, .. }) => match error.as_str() {
+                "invalid_client" | "unauthorized_client" => "check the client's `client_id` and its credentials",
+                "invalid_scope" => "check the client's `scope`",
+                "invalid_target" => "check the client's `audience` and `resource`",
+                "access_denied" => "check that the IdP grants this client the `audience` and `scope` asked for",
+                "unsupported_grant_type" => "enable the client-credentials grant for this client at the IdP",
+                "invalid_grant" => "check the client's credentials and grant settings at the IdP",
+                _ if *status == 401 => "check the client's `client_id` and its credentials",
+                _ => "check the client's settings",
+            },
+            FetchError::Response(_) => "check `token_url` (or `issuer`)",
+            FetchError::Validation(ValidationError::Opaque) => "check the client's `audience`",
+            FetchError::Validation(_) => "check `validate` and the client's `issuer` and `audience`",
+            FetchError::Discovery(_) => "check the client's `issuer`",
+            FetchError::Certificate { .. } => {
+                "if the IdP's certificate comes from a private CA, name that CA in `ca_file`"
+            }
+            FetchError::Assertion(_) => "check `private_key` and `assertion`",
+            _ => "check the client's settings",
+        })
     }
 
     /// The server's `Retry-After`, when it sent one.
@@ -169,6 +220,59 @@ mod tests {
         assert_eq!(class(status(503)), ErrorClass::Transient);
         assert_eq!(class(status(429)), ErrorClass::Transient);
         assert_eq!(class(status(404)), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn each_permanent_failure_names_what_to_check() {
+        let oauth = |status, error: &str| {
+            FetchError::Response(ResponseError::OAuth {
+                status,
+                error: error.into(),
+                description: None,
+                retry_after: None,
+            })
+        };
+        let certificate = FetchError::Certificate {
+            url: "https://idp".into(),
+            reason: "UnknownIssuer".into(),
+        };
+        assert_eq!(
+            certificate.class(),
+            ErrorClass::Permanent,
+            "retrying cannot make it trusted"
+        );
+        for (e, summary, advice) in [
+            (
+                oauth(401, "invalid_client"),
+                "token request rejected",
+                "`client_id` and its credentials",
+            ),
+            (oauth(400, "invalid_scope"), "token request rejected", "`scope`"),
+            (
+                oauth(403, "access_denied"),
+                "token request rejected",
+                "grants this client the `audience`",
+            ),
+            (
+                ValidationError::Rejected("aud".into()).into(),
+                "the token failed validation",
+                "check `validate` and the client's `issuer` and `audience`",
+            ),
+            (certificate, "the IdP's TLS certificate is not trusted", "`ca_file`"),
+        ] {
+            assert_eq!(e.summary(), summary);
+            let a = e.advice().unwrap();
+            assert!(a.contains(advice), "{a}");
+            assert!(summary != "the token failed validation" || !a.contains("credentials"));
+        }
+        let transient = FetchError::Transport {
+            url: "https://idp".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(
+            (transient.summary(), transient.advice()),
+            ("token request failed", None)
+        );
     }
 
     #[test]

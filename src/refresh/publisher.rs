@@ -48,6 +48,8 @@ pub struct Publisher {
     failed: Vec<(ClientName, Output)>,
     retry_at: SystemTime,
     retry_backoff: Duration,
+    /// `tokend once`: a failed write is final, and its message says so.
+    single_attempt: bool,
 }
 
 impl Publisher {
@@ -70,7 +72,13 @@ impl Publisher {
             failed: Vec::new(),
             retry_at: SystemTime::UNIX_EPOCH,
             retry_backoff: OUTPUT_RETRY_INITIAL,
+            single_attempt: false,
         }
+    }
+
+    /// For `tokend once`: failed writes are not retried.
+    pub fn single_attempt(&mut self) {
+        self.single_attempt = true;
     }
 
     pub fn fingerprint(&self) -> &Fingerprint {
@@ -203,6 +211,11 @@ impl Publisher {
         let fingerprint = self.fingerprint.as_str().to_owned();
         let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
+        let (then, restart) = if self.single_attempt {
+            ("`once` does not retry", "the next run will request a new one")
+        } else {
+            ("retrying with backoff", "a restart will request a new one")
+        };
         let job = tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
             for (name, out) in which {
@@ -214,7 +227,7 @@ impl Publisher {
                             client = %name,
                             path = %out.path.display(),
                             error = %e,
-                            "cannot write output; the other outputs are unaffected; retrying with backoff"
+                            "cannot write output; the other outputs are unaffected; {then}"
                         );
                         failed.push((name, out));
                     }
@@ -227,7 +240,7 @@ impl Publisher {
                             client = %label,
                             dir = %state_dir.display(),
                             error = %e,
-                            "cannot save the token for reuse after a restart; a restart will request a new one"
+                            "cannot save the token for reuse after a restart; {restart}"
                         );
                     }
                 }

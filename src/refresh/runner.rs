@@ -40,6 +40,8 @@ pub struct Runner<S> {
     short_lifetime_reported: bool,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<Notify>,
+    /// `tokend once`: one attempt, no retry, and the messages say so.
+    single_attempt: bool,
 }
 
 impl<S: TokenSource> Runner<S> {
@@ -57,7 +59,15 @@ impl<S: TokenSource> Runner<S> {
             clock_leap_handled: false,
             short_lifetime_reported: false,
             retry_now: Arc::new(Notify::new()),
+            single_attempt: false,
         }
+    }
+
+    /// For `tokend once`: failures are reported as final (nothing is retried), outputs too.
+    pub fn single_attempt(mut self) -> Self {
+        self.single_attempt = true;
+        self.publisher.single_attempt();
+        self
     }
 
     /// Wakes a running task after a reload: if its last request failed, it retries now.
@@ -192,7 +202,14 @@ impl<S: TokenSource> Runner<S> {
         );
         let now = self.clock.now();
         self.due = now + delay;
-        let retry_in = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)).to_string();
+        let then = if self.single_attempt {
+            "`once` does not retry".to_owned()
+        } else {
+            format!(
+                "retrying in {}",
+                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+            )
+        };
         let keeping = match self.publisher.current().filter(|t| t.is_valid_at(now)) {
             Some(t) => format!("still serving the current token, valid until {}", rfc3339(t.expires_at)),
             None => "no valid token is available".to_owned(),
@@ -206,13 +223,17 @@ impl<S: TokenSource> Runner<S> {
             },
         );
         let outcome = Outcome::from(class).as_str();
+        let line = match e.advice() {
+            Some(advice) => format!("{}; {advice}; {keeping}; {then}", e.summary()),
+            None => format!("{}; {keeping}; {then}", e.summary()),
+        };
         match class {
             ErrorClass::Permanent => error!(
                 client = %self.label,
                 outcome,
                 attempt = self.failures,
                 error = %message,
-                "token request rejected; check the client's credentials and settings; {keeping}; retrying in {retry_in}"
+                "{line}"
             ),
             ErrorClass::RateLimited => warn!(
                 client = %self.label,
@@ -220,14 +241,14 @@ impl<S: TokenSource> Runner<S> {
                 attempt = self.failures,
                 error = %message,
                 retry_after = ?e.retry_after().map(|d| d.as_secs()),
-                "token endpoint asked to slow down; {keeping}; retrying in {retry_in}"
+                "{line}"
             ),
             ErrorClass::Transient => warn!(
                 client = %self.label,
                 outcome,
                 attempt = self.failures,
                 error = %message,
-                "token request failed; {keeping}; retrying in {retry_in}"
+                "{line}"
             ),
         }
     }

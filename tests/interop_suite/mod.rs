@@ -798,4 +798,11 @@ fn interop_ca_file_adds_to_the_system_roots() {
         err.contains("client=private-ca") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+    // The line says what fixes it, the failure is backed off like a rejection (retrying soon
+    // cannot make the certificate trusted), and no line about it goes without the client.
+    assert!(err.contains("name that CA in `ca_file`"), "{err}");
+    assert!(err.contains("outcome=\"rejected\""), "{err}");
+    for line in err.lines().filter(|l| l.to_lowercase().contains("certificate")) {
+        assert!(line.contains("client=private-ca"), "a line without its client: {line}");
+    }
 }

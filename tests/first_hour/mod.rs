@@ -1,0 +1,143 @@
+//! What a newcomer meets in the first hour, from a fresh clone and the README: `tokend dev`,
+//! the development issuer, the first configuration mistakes, `once` and `check`. Each test was
+//! written against a rough edge someone hit, and failed before it was smoothed.
+
+use std::fs;
+
+use crate::T;
+use crate::util::*;
+
+/// A second `tokend dev` in the same directory refuses before touching anything: the first one
+/// keeps its secret, its config and its tokens, and the second prints no hints.
+#[test]
+fn a_second_tokend_dev_in_the_same_directory_changes_nothing() {
+    let dir = TestDir::new("dev-twice");
+    let dev_dir = dir.join("devdir");
+    let first = Tokend::spawn(&dir, &["dev", "--dir", dev_dir.to_str().unwrap()], &[]);
+    wait_for(T, "the first one's token", || read(&dev_dir.join("tokens/demo.token")));
+    let secret = fs::read(dev_dir.join("client-secret")).unwrap();
+    let config = fs::read(dev_dir.join("config.yaml")).unwrap();
+
+    let second = tokend(&["dev", "--dir", dev_dir.to_str().unwrap()]);
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another `tokend dev` is running in") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "hints for an issuer that is not running: {}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    assert_eq!(fs::read(dev_dir.join("client-secret")).unwrap(), secret);
+    assert_eq!(fs::read(dev_dir.join("config.yaml")).unwrap(), config);
+    // The first one still works: its secret is the one its issuer accepts.
+    let got = tokend(&["--config", dev_dir.join("config.yaml").to_str().unwrap(), "get", "demo"]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let mut first = first;
+    assert!(first.is_running());
+    assert!(first.stop().success());
+}
+
+/// The hints name a command that works as it stands: after `cargo run`, `tokend` is not on the
+/// PATH, so they give the running binary's path.
+#[test]
+fn tokend_dev_hints_name_the_binary_that_runs() {
+    let dir = TestDir::new("dev-hints");
+    let dev_dir = dir.join("devdir");
+    let daemon = Tokend::spawn(
+        &dir,
+        &["dev", "--dir", dev_dir.to_str().unwrap()],
+        &[("PATH", "/usr/bin:/bin")],
+    );
+    wait_for(T, "the hints", || {
+        daemon.output().contains("Ctrl-C stops").then_some(())
+    });
+    let wanted = format!("{BIN} --config {}/config.yaml status", dev_dir.display());
+    assert!(daemon.output().contains(&wanted), "{wanted} in {}", daemon.output());
+    let config = fs::read_to_string(dev_dir.join("config.yaml")).unwrap();
+    assert!(config.contains(&format!("`{BIN} get demo --socket")), "{config}");
+    assert!(daemon.stop().success());
+}
+
+/// `--issuer-only` says which credentials it accepts, in its help and when it starts, and does
+/// not claim to have generated a secret.
+#[test]
+fn the_issuer_only_mode_says_which_credentials_it_accepts() {
+    let help = tokend(&["dev", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("`tokend-dev` with secret `tokend-dev-secret`"), "{help}");
+    let dir = TestDir::new("issuer-only");
+    let issuer = Tokend::spawn(&dir, &["dev", "--issuer-only"], &[]);
+    wait_for(T, "the banner", || {
+        issuer.output().contains("accepts client_id").then_some(())
+    });
+    let out = issuer.output();
+    assert!(
+        out.contains("accepts client_id tokend-dev with client_secret tokend-dev-secret"),
+        "{out}"
+    );
+    assert!(!out.contains("secret are generated now"), "{out}");
+    assert!(issuer.stop().success());
+}
+
+/// A configuration for `once` against `issuer`: one client `billing` with `body`.
+fn once_config(dir: &TestDir, issuer: &Issuer, secret: &str, body: &str) -> std::path::PathBuf {
+    let secret = dir.secret("secret", secret);
+    let mut yaml = format!(
+        "state_dir: {}\nsocket: {{ enabled: false }}\nclients:\n  billing:\n    client_id: app\n    client_secret: {{ file: {} }}\n",
+        dir.join("state").display(),
+        secret.display()
+    );
+    for line in body.replace("ISSUER", &issuer.url).lines() {
+        yaml.push_str(&format!("    {line}\n"));
+    }
+    dir.write("config.yaml", &yaml)
+}
+
+fn run_once(config: &std::path::Path) -> (Option<i32>, String) {
+    let once = tokend(&["--config", config.to_str().unwrap(), "once"]);
+    (once.status.code(), String::from_utf8_lossy(&once.stderr).into_owned())
+}
+
+/// `once` makes one attempt: its messages say what happened, what to check, and that nothing is
+/// retried; a token refused by validation is not called a credentials problem.
+#[test]
+fn once_says_what_failed_what_to_check_and_that_nothing_is_retried() {
+    let dir = TestDir::new("once-messages");
+    let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
+    let token_url = "token_url: ISSUER/oauth/token";
+
+    let (code, err) = run_once(&once_config(&dir, &issuer, "a-wrong-secret", token_url));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("token request rejected; check the client's `client_id` and its credentials; no valid token is available; `once` does not retry"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+
+    let validated = "issuer: ISSUER\nvalidate: { audience: https://someone-else.example/ }";
+    let (code, err) = run_once(&once_config(&dir, &issuer, "the-right-secret", validated));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the token failed validation; check `validate` and the client's `issuer` and `audience`"),
+        "{err}"
+    );
+    assert!(!err.contains("credentials"), "{err}");
+
+    // An output that cannot be written (its parent is a file): named, and not retried.
+    dir.write("blocker", "");
+    let output = format!(
+        "{token_url}\noutputs: [{{ path: {}/blocker/billing.token }}]",
+        dir.path().display()
+    );
+    let (code, err) = run_once(&once_config(&dir, &issuer, "the-right-secret", &output));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot write output; the other outputs are unaffected; `once` does not retry"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{}/blocker", dir.path().display())), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+}
