@@ -14,6 +14,7 @@ use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestS
 use crate::identity::{self, Identity};
 use crate::oauth::exchange;
 use crate::secret::SecretSource;
+use secrecy::ExposeSecret;
 
 /// The service's user, as the packaged unit and sysusers.d name it.
 pub const SERVICE_USER: &str = "tokend";
@@ -136,6 +137,7 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         c.spec.credentials.method().as_str()
     );
     let _ = writeln!(r.text, "  client id       {}", c.spec.grant.client_id);
+    placeholders(r, c);
     let state = match exchange::check_credentials(&c.spec, c.timeouts) {
         Ok(()) => "readable".to_owned(),
         Err(e) => {
@@ -319,6 +321,10 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
             return "blocked".into();
         }
     };
+    if let Some(why) = unusable_file_system(existing) {
+        r.problems.push(format!("{what}: {} {why}", existing.display()));
+        return "blocked".into();
+    }
     if !cx.who.may_write_dir(&meta) {
         r.problems
             .push(denied(cx, &format!("{what}: directory"), existing, "writable", &meta));
@@ -329,6 +335,96 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
     } else {
         format!("{} will be created", dir.display())
     }
+}
+
+/// Values left as the examples have them: a request with them can only fail (or, for an
+/// audience, ask for the wrong API). A secret is judged but never shown.
+fn placeholders(r: &mut Report, c: &Client) {
+    let n = &c.name;
+    if is_placeholder(&c.spec.grant.client_id) {
+        r.problems.push(format!(
+            "{n}: client_id `{}` is the example's placeholder; put the client's id from your IdP there",
+            c.spec.grant.client_id
+        ));
+    }
+    if let Credentials::SecretPost(source) | Credentials::SecretBasic(source) = &c.spec.credentials
+        && let Ok(secret) = source.read()
+        && is_placeholder(secret.expose_secret())
+    {
+        r.problems.push(format!(
+            "{n}: the client secret in {} is the example's placeholder; put the client's secret there",
+            source.describe()
+        ));
+    }
+    if let Some(host) = c.spec.grant.endpoint.url().host_str()
+        && is_example_host(host)
+    {
+        r.problems.push(format!(
+            "{n}: {} is the example's placeholder host; put your IdP's there",
+            c.spec.grant.endpoint.describe()
+        ));
+    }
+    if let Some(audience) = &c.spec.grant.audience
+        && url::Url::parse(audience)
+            .ok()
+            .and_then(|u| u.host_str().map(is_example_host))
+            == Some(true)
+    {
+        r.warnings.push(format!(
+            "{n}: audience {audience} looks like the example's; check that it is your API's identifier"
+        ));
+    }
+}
+
+/// `replace-with-the-client-id`, `YOUR_CLIENT_ID`, `<client-secret>`, `changeme`, …
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim().to_ascii_lowercase().replace('_', "-");
+    v.starts_with("replace-with")
+        || v.starts_with("replace-me")
+        || v.starts_with("your-")
+        || v.starts_with("insert-")
+        || matches!(
+            v.as_str(),
+            "changeme" | "change-me" | "todo" | "fixme" | "xxx" | "secret" | "client-id"
+        )
+        || (v.starts_with('<') && v.ends_with('>'))
+}
+
+/// The examples' IdP, and the names reserved for documentation (RFC 2606): no IdP lives there.
+fn is_example_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "example.eu.auth0.com"
+        || ["example.com", "example.net", "example.org"]
+            .iter()
+            .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+/// Why files cannot be created under `dir` whatever its permissions say: a read-only mount, or a
+/// kernel's virtual file system (`/proc`, `/sys`, …), where even root cannot create a file.
+fn unusable_file_system(dir: &Path) -> Option<String> {
+    use nix::sys::statfs::*;
+    if let Ok(vfs) = nix::sys::statvfs::statvfs(dir)
+        && vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    {
+        return Some("is on a read-only file system".into());
+    }
+    let kind = statfs(dir).ok()?.filesystem_type();
+    let virtual_fs = [
+        (PROC_SUPER_MAGIC, "proc"),
+        (SYSFS_MAGIC, "sysfs"),
+        (CGROUP_SUPER_MAGIC, "cgroup"),
+        (CGROUP2_SUPER_MAGIC, "cgroup2"),
+        (DEVPTS_SUPER_MAGIC, "devpts"),
+        (DEBUGFS_MAGIC, "debugfs"),
+        (TRACEFS_MAGIC, "tracefs"),
+        (SECURITYFS_MAGIC, "securityfs"),
+        (BPF_FS_MAGIC, "bpf"),
+        (NSFS_MAGIC, "nsfs"),
+    ];
+    virtual_fs
+        .iter()
+        .find(|(magic, _)| *magic == kind)
+        .map(|(_, name)| format!("is on the kernel's {name} file system, where no file can be created; choose a directory such as /run/tokend"))
 }
 
 /// A file the service reads for every request (a secret, key, certificate or CA file) that its

@@ -30,8 +30,15 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokend";
 
 /// Reads and validates the configuration file at `path`, on this machine.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::single(path, "", format!("cannot read the configuration file: {e}")))?;
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "; write one (README.md, or `man tokend`), name another with --config PATH or TOKEND_CONFIG, or try `tokend dev` for a local development setup"
+            }
+            _ => "",
+        };
+        ConfigError::single(path, "", format!("cannot read the configuration file: {e}{hint}"))
+    })?;
     parse_str(&source, path)
 }
 

@@ -127,6 +127,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The token endpoint's or the issuer's URL.
+    pub fn url(&self) -> &Url {
+        match self {
+            Endpoint::TokenUrl(url) | Endpoint::Issuer(url) => url,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Endpoint::TokenUrl(url) => url.to_string(),

@@ -29,7 +29,8 @@ pub struct Target<'a> {
     pub group: Option<u32>,
 }
 
-/// Atomically replaces `target.path` with `contents`.
+/// Atomically replaces `target.path` with `contents`. An error names the step and the path it
+/// concerns (`cannot create directory /srv/x: Permission denied`), never only the errno.
 pub fn write(target: &Target<'_>, contents: &[u8]) -> io::Result<()> {
     let (dir, name) = split(target.path)?;
     create_parents(dir, DIR_MODE)?;
@@ -38,19 +39,31 @@ pub fn write(target: &Target<'_>, contents: &[u8]) -> io::Result<()> {
         .suffix(TEMP_SUFFIX)
         .rand_bytes(TEMP_RANDOM_LEN)
         .permissions(Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(|e| context(e, "cannot create a file in", dir))?;
     let file = temp.as_file_mut();
     // Mode first, while tokend still owns the file: once it belongs to another user, changing the
     // mode would need CAP_FOWNER. (fchown only clears setuid/setgid bits, which modes never have.)
-    file.set_permissions(Permissions::from_mode(target.mode))?;
+    file.set_permissions(Permissions::from_mode(target.mode))
+        .map_err(|e| context(e, "cannot set the mode of a new file in", dir))?;
     if target.owner.is_some() || target.group.is_some() {
-        std::os::unix::fs::fchown(&*file, target.owner, target.group)?;
+        std::os::unix::fs::fchown(&*file, target.owner, target.group)
+            .map_err(|e| context(e, "cannot give its owner and group to a new file in", dir))?;
     }
-    file.write_all(contents)?;
-    file.sync_all()?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| context(e, "cannot write a new file in", dir))?;
     // On failure the temp file is deleted when `PersistError` drops.
-    temp.persist(target.path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    temp.persist(target.path)
+        .map_err(|e| context(e.error, "cannot put the new file in place at", target.path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| context(e, "cannot sync directory", dir))
+}
+
+/// `e` with what was being done to `path`, keeping its kind.
+fn context(e: io::Error, doing: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
 }
 
 /// Creates missing directories on the way to `dir` with `mode` exactly (not reduced by umask).
@@ -69,10 +82,11 @@ pub fn create_parents(dir: &Path, mode: u32) -> io::Result<()> {
     }
     for path in missing.iter().rev() {
         match fs::DirBuilder::new().mode(mode).create(path) {
-            Ok(()) => fs::set_permissions(path, Permissions::from_mode(mode))?,
+            Ok(()) => fs::set_permissions(path, Permissions::from_mode(mode))
+                .map_err(|e| context(e, "cannot set the mode of directory", path))?,
             // Another writer may have created it in the meantime.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(context(e, "cannot create directory", path)),
         }
     }
     Ok(())

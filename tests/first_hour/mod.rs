@@ -141,3 +141,57 @@ fn once_says_what_failed_what_to_check_and_that_nothing_is_retried() {
     assert!(err.contains(&format!("{}/blocker", dir.path().display())), "{err}");
     assert!(!err.contains("retrying"), "{err}");
 }
+
+/// `check` says no to what would certainly fail: an output where no file can be created, and
+/// values still as the example has them. A missing config file says where to go from there.
+#[test]
+fn check_refuses_what_cannot_work_and_a_missing_config_says_what_to_do() {
+    let dir = TestDir::new("check-optimistic");
+    let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
+    let proc_output = "token_url: ISSUER/oauth/token\noutputs: [{ path: /proc/tokend/billing.token }]";
+    let cfg = once_config(&dir, &issuer, "the-right-secret", proc_output);
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(out.contains("/proc is on the kernel's proc file system"), "{out}");
+    // And `once`, which tries, names the directory it could not create.
+    let (code, err) = run_once(&cfg);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot create directory /proc/tokend: "), "{err}");
+
+    let example = "token_url: https://example.eu.auth0.com/oauth/token\naudience: https://billing.example.com/";
+    let cfg = once_config(&dir, &issuer, "replace-with-the-client-secret", example);
+    let cfg = dir.write(
+        "config.yaml",
+        &fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("client_id: app", "client_id: replace-with-the-client-id"),
+    );
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let out = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    for wanted in [
+        "client_id `replace-with-the-client-id` is the example's placeholder",
+        "the client secret in file",
+        "https://example.eu.auth0.com/oauth/token is the example's placeholder host",
+        "warning: billing: audience https://billing.example.com/ looks like the example's",
+    ] {
+        assert!(out.contains(wanted), "{wanted} in {out}");
+    }
+    assert!(
+        !out.contains("replace-with-the-client-secret"),
+        "a secret was shown: {out}"
+    );
+
+    let missing = tokend(&["--config", dir.join("nothing-here.yaml").to_str().unwrap(), "check"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("--config PATH or TOKEND_CONFIG") && err.contains("`tokend dev`"),
+        "{err}"
+    );
+}
