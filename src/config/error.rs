@@ -61,8 +61,8 @@ impl std::error::Error for ConfigError {}
 
 /// Turns a serde_yaml error into a problem with its position, its key path and a friendlier
 /// message (serde's "unknown field `x`, expected one of …" becomes a "did you mean" hint).
-pub fn from_serde(err: &serde_yaml::Error) -> Problem {
-    let position = err.location().map(|l| (l.line(), l.column()));
+pub fn from_serde(err: &serde_yaml::Error, source: &str) -> Problem {
+    let mut position = err.location().map(|l| (l.line(), l.column()));
     // serde_yaml renders "<path>: <message> at line L column C"; the position is reported
     // separately, and the path is split off so it reads like every other problem.
     let mut text = err.to_string();
@@ -70,11 +70,29 @@ pub fn from_serde(err: &serde_yaml::Error) -> Problem {
         text = text.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
     let (key, message) = split_path(&text);
+    // serde_yaml points a repeated key at its mapping; point at the repetition.
+    if let Some(repeated) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(k, _)| k)
+    {
+        let mut path: Vec<&str> = split_key_path(key);
+        path.push(repeated);
+        position = locate_nth(source, &path, 1).or(position);
+    }
     Problem {
         position,
         key: key.to_owned(),
         message: humanize(message),
     }
+}
+
+/// `clients.billing.outputs[0]` as the segments `locate` takes.
+fn split_key_path(key: &str) -> Vec<&str> {
+    key.split(['.', '['])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches(']'))
+        .collect()
 }
 
 /// serde_yaml prefixes a message with the path to the value (`clients.a.outputs[0]: …`) unless the
@@ -87,6 +105,20 @@ fn split_path(text: &str) -> (&str, &str) {
 }
 
 fn humanize(message: &str) -> String {
+    // "invalid type: sequence, expected a string" reads as serde's internals; say it the other
+    // way round, with the shapes the `expecting` attributes describe.
+    if let Some(rest) = message.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let found = match found {
+            "map" => "a mapping",
+            "sequence" => "a list",
+            "unit value" | "null" => "nothing",
+            other => other,
+        };
+        let expected = if expected == "a sequence" { "a list" } else { expected };
+        return format!("expected {expected}, found {found}");
+    }
     for (prefix, noun) in [("unknown field `", "key"), ("unknown variant `", "value")] {
         let Some(rest) = message.strip_prefix(prefix) else {
             continue;
@@ -115,6 +147,45 @@ fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
+/// A key path as messages spell it: `clients.billing.outputs[0].mode`.
+pub fn path_string<S: AsRef<str>>(path: &[S]) -> String {
+    let mut out = String::new();
+    for part in path {
+        let part = part.as_ref();
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The problem serde reported as `message` for the node at `path` (as a second or later
+/// error, from the document read again as a tree, which knows no positions): an unknown key is
+/// reported at its container and positioned at the key, anything else at its own key and
+/// positioned at the value.
+pub fn at_path(source: &str, path: &[String], message: &str) -> Problem {
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    if message.starts_with("unknown field `")
+        && let Some((_, parent)) = segments.split_last()
+    {
+        return Problem {
+            position: locate(source, &segments),
+            key: path_string(parent),
+            message: humanize(message),
+        };
+    }
+    Problem {
+        position: locate_value(source, &segments),
+        key: path_string(&segments),
+        message: humanize(message),
+    }
+}
+
 /// Finds the line and column of the key (or, for a sequence index, the element) at `path`, by
 /// walking the document with serde_yaml and failing on purpose when the target is reached, so the
 /// position comes from the same parser that read the config.
@@ -122,12 +193,28 @@ pub fn locate(source: &str, path: &[&str]) -> Option<(usize, usize)> {
     locate_nth(source, path, 0)
 }
 
+/// Like `locate`, but the position of the value at `path` rather than of its key (for a
+/// value of the wrong type or form). The whole document for an empty path.
+pub fn locate_value(source: &str, path: &[&str]) -> Option<(usize, usize)> {
+    let seed = Locate {
+        path,
+        skip: Cell::new(0),
+        at_value: true,
+    };
+    find(source, seed)
+}
+
 /// Like `locate`, but for the `skip`+1-th occurrence of the last key (for duplicated keys).
 pub fn locate_nth(source: &str, path: &[&str], skip: usize) -> Option<(usize, usize)> {
     let seed = Locate {
         path,
         skip: Cell::new(skip),
+        at_value: false,
     };
+    find(source, seed)
+}
+
+fn find(source: &str, seed: Locate<'_>) -> Option<(usize, usize)> {
     let err = seed.deserialize(serde_yaml::Deserializer::from_str(source)).err()?;
     if !err.to_string().contains(MARKER) {
         return None;
@@ -141,6 +228,8 @@ struct Locate<'a> {
     path: &'a [&'a str],
     /// Matches of the final key still to pass over.
     skip: Cell<usize>,
+    /// Stop at the value the path names, not at its key.
+    at_value: bool,
 }
 
 impl<'a> Locate<'a> {
@@ -148,6 +237,7 @@ impl<'a> Locate<'a> {
         Locate {
             path,
             skip: Cell::new(self.skip.get()),
+            at_value: self.at_value,
         }
     }
 }
@@ -155,6 +245,9 @@ impl<'a> Locate<'a> {
 impl<'de> DeserializeSeed<'de> for Locate<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.at_value && self.path.is_empty() {
+            return Fail.deserialize(d);
+        }
         d.deserialize_any(self)
     }
 }
@@ -170,10 +263,10 @@ impl<'de> Visitor<'de> for Locate<'_> {
         };
         while let Some(hit) = map.next_key_seed(KeyProbe {
             key: first,
-            fail: rest.is_empty(),
+            fail: rest.is_empty() && !self.at_value,
             skip: &self.skip,
         })? {
-            if hit && !rest.is_empty() {
+            if hit && (!rest.is_empty() || self.at_value) {
                 map.next_value_seed(self.child(rest))?;
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -193,7 +286,7 @@ impl<'de> Visitor<'de> for Locate<'_> {
                 return Ok(());
             }
         }
-        if rest.is_empty() {
+        if rest.is_empty() && !self.at_value {
             seq.next_element_seed(Fail)?;
         } else {
             seq.next_element_seed(self.child(rest))?;

@@ -9,6 +9,7 @@ mod host;
 mod inherit;
 mod model;
 mod raw;
+mod shape;
 mod validator;
 mod values;
 
@@ -70,23 +71,48 @@ pub fn parse_str(source: &str, path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates configuration text, looking users, groups and the environment up in
 /// `host`.
 pub fn parse(source: &str, path: &Path, host: &dyn Host) -> Result<Config, ConfigError> {
-    let raw: RawConfig = if source.trim().is_empty() {
-        RawConfig::default()
+    let fail = |problems| ConfigError {
+        file: path.to_owned(),
+        problems,
+    };
+    let (raw, mut problems, removed) = if source.trim().is_empty() {
+        (RawConfig::default(), Vec::new(), Vec::new())
     } else {
-        serde_yaml::from_str(source).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            problems: vec![error::from_serde(&e)],
-        })?
+        match serde_yaml::from_str::<RawConfig>(source) {
+            Ok(raw) => (raw, Vec::new(), Vec::new()),
+            Err(first) => {
+                // serde's first error, exactly as it saw it; then the others, from the
+                // document as a tree with each bad node taken out in turn.
+                let mut problems = vec![error::from_serde(&first, source)];
+                let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(source) else {
+                    return Err(fail(problems));
+                };
+                let repaired = shape::repair(source, tree);
+                for p in repaired.problems {
+                    if !problems.iter().any(|q| shape::same(q, &p)) {
+                        problems.push(p);
+                    }
+                }
+                // In file order, as a reader goes through them (serde's first may be anywhere).
+                problems.sort_by_key(|p| p.position.unwrap_or((usize::MAX, usize::MAX)));
+                match repaired.config {
+                    Some(raw) => (raw, problems, repaired.removed),
+                    None => return Err(fail(problems)),
+                }
+            }
+        }
     };
     let mut v = Validator::new(source, host);
     let config = v.config(raw, path);
-    if v.problems.is_empty() {
+    problems.extend(
+        v.problems
+            .into_iter()
+            .filter(|p| !shape::follows_from_removal(p, &removed)),
+    );
+    if problems.is_empty() {
         Ok(config)
     } else {
-        Err(ConfigError {
-            file: path.to_owned(),
-            problems: v.problems,
-        })
+        Err(fail(problems))
     }
 }
 

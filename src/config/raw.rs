@@ -13,7 +13,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Span};
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `state_dir:`)"
+)]
 pub struct RawConfig {
     pub state_dir: Option<String>,
     pub socket: Option<RawSocket>,
@@ -25,7 +28,10 @@ pub struct RawConfig {
 
 /// Health and metrics over TCP.
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ listen: \"127.0.0.1:9464\" }`"
+)]
 pub struct RawMetrics {
     /// `IP:PORT` to serve `/healthz`, `/readyz` and `/metrics` on; off when absent.
     pub listen: Option<String>,
@@ -33,7 +39,10 @@ pub struct RawMetrics {
 
 /// The Unix socket API.
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ path: /run/tokend/tokend.sock, mode: \"0660\" }`"
+)]
 pub struct RawSocket {
     pub enabled: Option<bool>,
     pub path: Option<String>,
@@ -50,7 +59,10 @@ pub struct RawSocket {
 
 /// Users and groups allowed to read something over the socket.
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ users: [billing], groups: [tokend-readers] }`"
+)]
 pub struct RawReaders {
     pub users: Option<Vec<Principal>>,
     pub groups: Option<Vec<Principal>>,
@@ -58,7 +70,10 @@ pub struct RawReaders {
 
 /// One client, or the `defaults` every client inherits. `outputs` is only valid on a client.
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a client: a mapping such as `{ token_url: …, client_id: …, client_secret: { file: … } }`"
+)]
 pub struct RawClient {
     pub token_url: Option<String>,
     /// OIDC discovery instead of `token_url`.
@@ -100,14 +115,20 @@ pub struct RawClient {
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ connect: 10s, request: 30s }`"
+)]
 pub struct RawTimeouts {
     pub connect: Option<Span>,
     pub request: Option<Span>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ at: 80%, jitter: 10%, min_remaining: 2m }`"
+)]
 pub struct RawRefresh {
     pub at: Option<Percent>,
     pub jitter: Option<Percent>,
@@ -116,16 +137,21 @@ pub struct RawRefresh {
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping such as `{ initial: 1s, max: 5m }`")]
 pub struct RawRetry {
     pub initial: Option<Span>,
     pub max: Option<Span>,
 }
 
 #[derive(Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an output: a mapping such as `{ path: /run/tokend/billing.token }`"
+)]
 pub struct RawOutput {
-    pub path: String,
+    /// Required; optional here so that the validator, not serde, says it is missing (and a
+    /// list element taken out by `shape::repair` still reads).
+    pub path: Option<String>,
     pub format: Option<Format>,
     pub mode: Option<Mode>,
     pub owner: Option<Principal>,
@@ -327,7 +353,7 @@ pub struct RawValidate {
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping such as `{ issuer: …, audience: … }`")]
 pub struct RawValidateSettings {
     pub issuer: Option<String>,
     pub jwks_uri: Option<String>,

@@ -343,6 +343,10 @@ fn error_messages() {
         ),
         ("unknown_output_key", &MINIMAL.replace("{ path:", "{ pth:")),
         (
+            "output_without_path",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
+        ),
+        (
             "unknown_refresh_key",
             &format!("{MINIMAL}    refresh: {{ minimum_remaining: 1m }}\n"),
         ),
@@ -534,6 +538,47 @@ fn error_messages() {
         all.push_str(&format!("--- {name}\n{}\n", errors(yaml)));
     }
     insta::assert_snapshot!(all);
+}
+
+/// A file with several shape errors gets all of them in one run, each at its own line, and
+/// nothing that only follows from them (the README's own example: a typo and a bare mode).
+#[test]
+fn every_shape_error_in_a_file_is_reported_in_one_run() {
+    let yaml = "\
+clients:
+  billing:
+    tokne_url: https://idp.example/oauth/token
+    client_id: abc123
+    client_secret: { file: /etc/tokend/secrets/billing }
+    refresh: 80%
+    outputs:
+      - /run/tokend/billing.token
+      - { path: /run/tokend/billing.json, format: jsn, mode: 640 }
+  reports: just-a-string
+";
+    assert_eq!(
+        errors(yaml),
+        "\
+/etc/tokend/config.yaml:3:5: clients.billing: unknown key `tokne_url`; did you mean `token_url`?
+/etc/tokend/config.yaml:6:14: clients.billing.refresh: expected a mapping such as `{ at: 80%, jitter: 10%, min_remaining: 2m }`, found string \"80%\"
+/etc/tokend/config.yaml:8:9: clients.billing.outputs[0]: expected an output: a mapping such as `{ path: /run/tokend/billing.token }`, found string \"/run/tokend/billing.token\"
+/etc/tokend/config.yaml:9:51: clients.billing.outputs[1].format: unknown value `jsn`; did you mean `json`?
+/etc/tokend/config.yaml:9:62: clients.billing.outputs[1].mode: mode must be a quoted octal string: write \"0640\", not the bare number 640 (YAML reads it as decimal)
+/etc/tokend/config.yaml:10:12: clients.reports: expected a client: a mapping such as `{ token_url: …, client_id: …, client_secret: { file: … } }`, found string \"just-a-string\""
+    );
+    // The root itself, and a repeated key, pointed at where it is repeated.
+    assert_eq!(
+        errors("- a\n- b\n"),
+        "/etc/tokend/config.yaml:1:1: expected a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `state_dir:`), found a list"
+    );
+    let repeated = MINIMAL.replace(
+        "    client_id: abc123\n",
+        "    client_id: abc123\n    client_id: again\n",
+    );
+    assert_eq!(
+        errors(&repeated),
+        "/etc/tokend/config.yaml:5:5: clients.billing: duplicate field `client_id`"
+    );
 }
 
 /// Parsing asks the host for users, groups and the environment: it is pure, and a config can be

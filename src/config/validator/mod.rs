@@ -91,7 +91,7 @@ impl<'a> Validator<'a> {
         }
         let problem = Problem {
             position,
-            key: path_string(&path),
+            key: error::path_string(&path),
             message: message.into(),
         };
         if !self.problems.contains(&problem) {
@@ -273,20 +273,4 @@ fn share_requests(clients: Vec<Client>) -> Vec<Arc<Client>> {
             Arc::new(client)
         })
         .collect()
-}
-
-/// `clients.billing.outputs[0].path` from its parts.
-fn path_string(path: &[&str]) -> String {
-    let mut out = String::new();
-    for part in path {
-        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(part);
-        }
-    }
-    out
 }

@@ -19,17 +19,25 @@ impl Validator<'_> {
                 }
                 v
             };
-            let path = PathBuf::from(&o.path);
+            let Some(path_text) = o.path else {
+                self.problem(
+                    &key(""),
+                    "an output needs a `path` (the absolute path of the file to write, such as `/run/tokend/billing.token`)",
+                );
+                ok = false;
+                continue;
+            };
+            let path = PathBuf::from(&path_text);
             if !path.is_absolute() {
-                self.problem(&key("path"), format!("output path `{}` must be absolute", o.path));
+                self.problem(&key("path"), format!("output path `{}` must be absolute", path_text));
                 ok = false;
             } else if path.file_name().is_none()
-                || o.path.ends_with('/')
+                || path_text.ends_with('/')
                 || path.components().any(|c| c == Component::ParentDir)
             {
                 self.problem(
                     &key("path"),
-                    format!("output path `{}` must name a file, without `..`", o.path),
+                    format!("output path `{}` must name a file, without `..`", path_text),
                 );
                 ok = false;
             }

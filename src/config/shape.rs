@@ -1,0 +1,163 @@
+//! Every shape error in a file, not just the first. serde stops at the first unknown key or
+//! wrong type; to find the next one, the document (as a `serde_yaml::Value`) is read again with
+//! the offending node taken out, until it reads cleanly. Each problem is reported at its own
+//! key, and what the validator then says about the repaired document is kept, except what only
+//! follows from a node that was taken out ("client has no `token_url`" after its `token_url` was
+//! refused).
+
+use serde_yaml::Value;
+
+use super::error::{self, Problem};
+use super::raw::RawConfig;
+
+/// More repairs than this means something is wrong with the repair, not the file.
+const MAX_REPAIRS: usize = 64;
+
+/// What reading the document with its bad nodes taken out found.
+pub struct Repaired {
+    /// The problems, in the order they were met (the first is serde's first).
+    pub problems: Vec<Problem>,
+    /// The document without the bad nodes, if it then read cleanly.
+    pub config: Option<RawConfig>,
+    /// The key paths taken out (`clients.billing.outputs[0].mode`), and the keys misspelt ones
+    /// meant: the validator's complaints about these follow from the problems already found.
+    pub removed: Vec<String>,
+}
+
+/// Reads `tree` (parsed from `source`) into a `RawConfig`, taking out each node that does not
+/// fit until the rest does.
+pub fn repair(source: &str, mut tree: Value) -> Repaired {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    // Keys whose absence the validator need not report (the ones misspelt keys meant).
+    let mut suppressed: Vec<String> = Vec::new();
+    for _ in 0..MAX_REPAIRS {
+        let e = match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
+            Ok(config) => {
+                removed.extend(suppressed);
+                return Repaired {
+                    problems,
+                    config: Some(config),
+                    removed,
+                };
+            }
+            Err(e) => e,
+        };
+        let path: Vec<String> = e.path().iter().filter_map(segment).collect();
+        let message = e.inner().to_string();
+        let problem = error::at_path(source, &path, &message);
+        // What a node taken out leaves behind (`{}` missing its `path`), or what a misspelt
+        // key's absence causes, is no news.
+        let shown = error::path_string(&path);
+        let known = problems.iter().any(|p| same(p, &problem));
+        let follows =
+            removed.iter().any(|r| shown == *r || is_under(&shown, r)) || follows_from_removal(&problem, &suppressed);
+        if !known && !follows {
+            // A misspelt key's intended one is missing because of the misspelling: what the
+            // validator says about it follows from this problem.
+            if let Some(meant) = problem
+                .message
+                .split_once("did you mean `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(k, _)| k)
+            {
+                suppressed.push(match problem.key.as_str() {
+                    "" => meant.to_owned(),
+                    key => format!("{key}.{meant}"),
+                });
+            }
+            problems.push(problem);
+        }
+        // Take the node out; a node already taken out (an element replaced by `{}` that still
+        // does not fit) takes its container with it.
+        let mut target = path;
+        loop {
+            let shown = error::path_string(&target);
+            let again = removed.contains(&shown);
+            if !again && take_out(&mut tree, &target) {
+                removed.push(shown);
+                break;
+            }
+            if target.pop().is_none() {
+                return Repaired {
+                    problems,
+                    config: None,
+                    removed,
+                };
+            }
+        }
+    }
+    Repaired {
+        problems,
+        config: None,
+        removed,
+    }
+}
+
+/// Whether the validator's `problem` only follows from a node taken out: it is at or under it,
+/// or it is about the client or section the node was in and names the node's key.
+pub fn follows_from_removal(problem: &Problem, removed: &[String]) -> bool {
+    removed.iter().any(|r| {
+        let under = problem.key == *r || is_under(&problem.key, r);
+        let about = r
+            .rsplit_once('.')
+            .is_some_and(|(parent, key)| problem.key == parent && problem.message.contains(&format!("`{key}`")));
+        // A client that could not be read is still a client: "no clients are defined" is not
+        // news when one was taken out.
+        let a_client = problem.key == "clients" && r.strip_prefix("clients.").is_some_and(|n| !n.contains('.'));
+        under || about || a_client
+    })
+}
+
+/// The same problem, found once by serde on the text and once on the tree, which may place it
+/// one level apart (a map key, a list element).
+pub fn same(a: &Problem, b: &Problem) -> bool {
+    a.message == b.message && (a.key == b.key || is_under(&a.key, &b.key) || is_under(&b.key, &a.key))
+}
+
+/// `clients.a.outputs[0].mode` is under `clients.a.outputs` and `clients.a.outputs[0]`.
+fn is_under(key: &str, ancestor: &str) -> bool {
+    key.starts_with(&format!("{ancestor}.")) || key.starts_with(&format!("{ancestor}["))
+}
+
+fn segment(s: &serde_path_to_error::Segment) -> Option<String> {
+    use serde_path_to_error::Segment;
+    match s {
+        Segment::Map { key } => Some(key.clone()),
+        Segment::Seq { index } => Some(index.to_string()),
+        Segment::Enum { .. } | Segment::Unknown => None,
+    }
+}
+
+/// Takes the node at `path` out of `tree`: a mapping's key is removed; a sequence's element is
+/// replaced by an empty mapping, so the elements after it keep their indices (and positions).
+fn take_out(tree: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for key in parents {
+        node = match node {
+            Value::Mapping(m) => match m.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            Value::Sequence(s) => match key.parse::<usize>().ok().and_then(|i| s.get_mut(i)) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Mapping(m) => m.remove(last.as_str()).is_some(),
+        Value::Sequence(s) => match last.parse::<usize>().ok().and_then(|i| s.get_mut(i)) {
+            Some(v) => {
+                *v = Value::Mapping(Default::default());
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
