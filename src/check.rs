@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec};
@@ -146,13 +146,11 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         }
     };
     // The files a request reads, which the service's user must be able to read.
-    let mut files: Vec<(&str, &Path)> = Vec::new();
+    let mut files: Vec<(&str, PathBuf)> = Vec::new();
     match &c.spec.credentials {
         Credentials::SecretPost(source) | Credentials::SecretBasic(source) => {
             let _ = writeln!(r.text, "  client secret   {} ({state})", source.describe());
-            if let SecretSource::File(path) = source {
-                files.push(("client secret", path));
-            }
+            files.extend(source.file().map(|path| ("client secret", path)));
             if let SecretSource::Literal(_) = source {
                 let mut warning = format!(
                     "{n}: the client secret is written in the config file; prefer {{ file: … }} or {{ credential: … }}"
@@ -168,25 +166,25 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         Credentials::PrivateKey(pk) => {
             let alg = pk.alg.map_or("from the key".to_owned(), |a| a.to_string());
             let kid = pk.key_id.as_deref().map_or(String::new(), |k| format!(", kid {k}"));
-            let _ = writeln!(r.text, "  private key     {} ({alg}{kid}; {state})", pk.path.display());
-            files.push(("private key", &pk.path));
+            let _ = writeln!(r.text, "  private key     {} ({alg}{kid}; {state})", pk.key.describe());
+            files.extend(pk.key.file().map(|path| ("private key", path)));
         }
         Credentials::Certificate { certificate, key } => {
             let _ = writeln!(
                 r.text,
                 "  certificate     {} + {} ({state})",
-                certificate.display(),
-                key.display()
+                certificate.describe(),
+                key.describe()
             );
-            files.push(("client certificate", certificate));
-            files.push(("client key", key));
+            files.extend(certificate.file().map(|path| ("client certificate", path)));
+            files.extend(key.file().map(|path| ("client key", path)));
         }
     }
     if let Some(ca) = &c.spec.transport.ca_file {
-        files.push(("ca_file", ca));
+        files.push(("ca_file", ca.clone()));
     }
     for (what, path) in files {
-        check_readable(r, cx, &format!("{n}: {what}"), path);
+        check_readable(r, cx, &format!("{n}: {what}"), &path);
     }
     if let Some(ca) = &c.spec.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());

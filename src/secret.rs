@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-/// The largest secret file tokend will read; anything bigger is a misconfiguration.
+/// The largest secret or key file tokend will read; anything bigger is a misconfiguration.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 /// A configured secret source. Files and credentials are read on every token request, so a
@@ -27,8 +27,13 @@ pub enum SecretSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read client secret from {source_desc}: {reason}")]
-    Unreadable { source_desc: String, reason: String },
+    /// `what` is what was being read: `client secret`, `private key`, `client certificate`.
+    #[error("cannot read {what} from {source_desc}: {reason}")]
+    Unreadable {
+        what: &'static str,
+        source_desc: String,
+        reason: String,
+    },
     #[error("client secret from {0} is empty")]
     Empty(String),
     #[error("client secret from {0} is not valid UTF-8")]
@@ -48,67 +53,74 @@ impl SecretSource {
         }
     }
 
-    /// Reads the secret now.
+    /// The file this source reads, if it reads one: a `file`, or a `credential` once
+    /// `$CREDENTIALS_DIRECTORY` is set.
+    pub fn file(&self) -> Option<PathBuf> {
+        match self {
+            SecretSource::File(p) => Some(p.clone()),
+            SecretSource::Credential(name) => {
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+            }
+            SecretSource::Literal(_) | SecretSource::Env(_) => None,
+        }
+    }
+
+    /// Reads the client secret now: one line of text, one trailing newline ignored.
     pub fn read(&self) -> Result<SecretString, SecretError> {
         let desc = self.describe();
-        let value: Zeroizing<String> = match self {
-            SecretSource::Literal(s) => Zeroizing::new(s.expose_secret().to_owned()),
-            SecretSource::File(path) => read_file(path, &desc)?,
-            SecretSource::Env(var) => match std::env::var_os(var) {
-                None => {
-                    return Err(SecretError::Unreadable {
-                        source_desc: desc,
-                        reason: "the variable is not set".into(),
-                    });
-                }
-                Some(v) => Zeroizing::new(v.into_string().map_err(|_| SecretError::NotUtf8(desc.clone()))?),
-            },
-            SecretSource::Credential(name) => {
-                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-                    return Err(SecretError::Unreadable {
-                        source_desc: desc,
-                        reason: "$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential= in the unit"
-                            .into(),
-                    });
-                };
-                read_file(&Path::new(&dir).join(name), &desc)?
+        let mut bytes = self.read_bytes("client secret")?;
+        // Editors and `echo` add one trailing newline; it is never part of the secret.
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
             }
-        };
+        }
+        let value = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8(desc.clone()))?;
         if value.is_empty() {
             return Err(SecretError::Empty(desc));
         }
         if value.chars().any(char::is_control) {
             return Err(SecretError::ControlCharacter(desc));
         }
-        Ok(SecretString::from(value.as_str()))
+        Ok(SecretString::from(value))
+    }
+
+    /// Reads the source's bytes as they are (a PEM key or certificate); `what` names them in
+    /// errors, which never contain the bytes.
+    pub fn read_bytes(&self, what: &'static str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        let unreadable = |reason: String| SecretError::Unreadable {
+            what,
+            source_desc: self.describe(),
+            reason,
+        };
+        match self {
+            SecretSource::Literal(s) => Ok(Zeroizing::new(s.expose_secret().as_bytes().to_vec())),
+            SecretSource::File(path) => read_file(path).map_err(unreadable),
+            SecretSource::Env(var) => match std::env::var_os(var) {
+                None => Err(unreadable("the variable is not set".into())),
+                Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
+            },
+            SecretSource::Credential(_) => match self.file() {
+                None => Err(unreadable(format!(
+                    "$CREDENTIALS_DIRECTORY is not set; pass the {what} with LoadCredential= in the unit"
+                ))),
+                Some(path) => read_file(&path).map_err(unreadable),
+            },
+        }
     }
 }
 
-fn read_file(path: &Path, desc: &str) -> Result<Zeroizing<String>, SecretError> {
-    let unreadable = |e: std::io::Error| SecretError::Unreadable {
-        source_desc: desc.to_owned(),
-        reason: e.to_string(),
-    };
-    let file = std::fs::File::open(path).map_err(unreadable)?;
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
+        .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_SECRET_BYTES {
-        return Err(SecretError::Unreadable {
-            source_desc: desc.to_owned(),
-            reason: format!("the file is larger than {MAX_SECRET_BYTES} bytes"),
-        });
+        return Err(format!("the file is larger than {MAX_SECRET_BYTES} bytes"));
     }
-    // Editors and `echo` add one trailing newline; it is never part of the secret.
-    if bytes.ends_with(b"\n") {
-        bytes.pop();
-        if bytes.ends_with(b"\r") {
-            bytes.pop();
-        }
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8(desc.to_owned()))?;
-    Ok(Zeroizing::new(text.to_owned()))
+    Ok(bytes)
 }
 
 impl fmt::Debug for SecretSource {

@@ -1323,7 +1323,7 @@ fn secrets_come_from_env_credentials_and_rotated_files() {
         "{err}"
     );
     assert!(
-        err.contains("$CREDENTIALS_DIRECTORY is not set; pass the secret with LoadCredential="),
+        err.contains("$CREDENTIALS_DIRECTORY is not set; pass the client secret with LoadCredential="),
         "{err}"
     );
 
@@ -1632,7 +1632,7 @@ fn under_the_journal_every_line_has_its_priority_and_no_timestamp() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("<4>") && l.contains("token request failed")),
+            .any(|l| l.starts_with("<4>") && l.contains("cannot read the client's credentials")),
         "{journal}"
     );
     assert!(

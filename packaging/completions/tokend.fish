@@ -82,12 +82,12 @@ complete -c tokend -n "__fish_tokend_using_subcommand probe" -s h -l help -d 'Pr
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l dir -d 'Directory for the generated config, secret, state and token files' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l port -d 'Port of the development issuer on 127.0.0.1 (0 picks a free port)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l lifetime -d 'Lifetime of the tokens the issuer hands out' -r
-complete -c tokend -n "__fish_tokend_using_subcommand dev" -l clients-file -d 'With --issuer-only: a JSON file mapping the client ids the issuer accepts to their secrets' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand dev" -l clients-file -d 'With --issuer-only: a JSON file mapping the client ids the issuer accepts to their secrets, such as {"app": "s3cret"}, instead of `tokend-dev`/`tokend-dev-secret`' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l config -d 'Configuration file' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
-complete -c tokend -n "__fish_tokend_using_subcommand dev" -l issuer-only -d 'Run only the issuer, as a local test fixture, and print its URL on the first stdout line'
+complete -c tokend -n "__fish_tokend_using_subcommand dev" -l issuer-only -d 'Run only the issuer, as a local test fixture, and print its URL on the first stdout line. It accepts client id `tokend-dev` with secret `tokend-dev-secret`, unless --clients-file says otherwise'
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l rfc8414-only -d 'With --issuer-only: serve metadata only at /.well-known/oauth-authorization-server (RFC 8414), not at OIDC\'s location, to exercise a client\'s fallback'
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -s h -l help -d 'Print help'
 complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l owner -d 'The owner, as numeric `UID:GID`' -r

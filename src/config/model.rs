@@ -151,8 +151,12 @@ pub enum Credentials {
     SecretBasic(SecretSource),
     /// `private_key_jwt`: a signed client assertion (RFC 7523 §2.2).
     PrivateKey(PrivateKey),
-    /// `tls_client_auth`: a client certificate (chain) and its key, both PEM files (RFC 8705).
-    Certificate { certificate: PathBuf, key: PathBuf },
+    /// `tls_client_auth`: a client certificate (chain) and its key, both PEM (RFC 8705), from a
+    /// file, the environment or a systemd credential.
+    Certificate {
+        certificate: SecretSource,
+        key: SecretSource,
+    },
 }
 
 impl Credentials {
@@ -166,11 +170,12 @@ impl Credentials {
     }
 }
 
-/// How `private_key_jwt` assertions are made. The key file is read for every assertion, so a
+/// How `private_key_jwt` assertions are made. The key is read for every assertion, so a
 /// rotated key is used from the next request on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PrivateKey {
-    pub path: PathBuf,
+    /// The PEM private key: a file, the environment or a systemd credential.
+    pub key: SecretSource,
     pub key_id: Option<String>,
     /// None: chosen from the key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA).
     pub alg: Option<JwsAlg>,

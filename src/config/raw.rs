@@ -82,7 +82,7 @@ pub struct RawClient {
     pub client_secret: Option<RawSecret>,
     pub auth: Option<AuthMethod>,
     /// `private_key_jwt`: the PEM private key that signs client assertions.
-    pub private_key: Option<String>,
+    pub private_key: Option<RawPem>,
     /// `private_key_jwt`: the `kid` header of client assertions.
     pub key_id: Option<String>,
     /// `private_key_jwt`: the signing algorithm (default: from the key type).
@@ -90,8 +90,8 @@ pub struct RawClient {
     /// `private_key_jwt`: the assertion's `aud`: `token_endpoint` (default), `issuer`, or a URL.
     pub assertion_audience: Option<RawAssertionAudience>,
     /// `tls_client_auth`: the PEM client certificate (chain) and its key.
-    pub client_certificate: Option<String>,
-    pub client_key: Option<String>,
+    pub client_certificate: Option<RawPem>,
+    pub client_key: Option<RawPem>,
     /// Extra trust roots (PEM) for the IdP, on top of the system's.
     pub ca_file: Option<String>,
     /// `none`, or a proxy URL; default: the HTTPS_PROXY/NO_PROXY environment.
@@ -261,7 +261,6 @@ pub enum RawSecret {
 
 impl<'de> Deserialize<'de> for RawSecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const KEYS: &[&str] = &["file", "env", "credential"];
         const UNQUOTED: &str = "a secret written inline must be a quoted string (YAML read this one as a number or boolean); better, move it to { file: PATH }";
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -285,24 +284,61 @@ impl<'de> Deserialize<'de> for RawSecret {
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawSecret, E> {
                 Err(E::custom(UNQUOTED))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
-                let mut found: Option<RawSecret> = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    let value: String = map.next_value()?;
-                    let source = match key.as_str() {
-                        "file" => RawSecret::File(value),
-                        "env" => RawSecret::Env(value),
-                        "credential" => RawSecret::Credential(value),
-                        other => return Err(de::Error::unknown_field(other, KEYS)),
-                    };
-                    if found.is_some() {
-                        return Err(de::Error::custom(
-                            "a secret takes exactly one source: `file`, `env` or `credential`",
-                        ));
-                    }
-                    found = Some(source);
-                }
-                found.ok_or_else(|| de::Error::custom("a secret needs one source: `file`, `env` or `credential`"))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecret, A::Error> {
+                source_map(map)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{ file: PATH }`, `{ env: VAR }` or `{ credential: NAME }`: exactly one of them.
+fn source_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawSecret, A::Error> {
+    const KEYS: &[&str] = &["file", "env", "credential"];
+    let mut found: Option<RawSecret> = None;
+    while let Some(key) = map.next_key::<String>()? {
+        let value: String = map.next_value()?;
+        let source = match key.as_str() {
+            "file" => RawSecret::File(value),
+            "env" => RawSecret::Env(value),
+            "credential" => RawSecret::Credential(value),
+            other => return Err(de::Error::unknown_field(other, KEYS)),
+        };
+        if found.is_some() {
+            return Err(de::Error::custom(
+                "a secret takes exactly one source: `file`, `env` or `credential`",
+            ));
+        }
+        found = Some(source);
+    }
+    found.ok_or_else(|| de::Error::custom("a secret needs one source: `file`, `env` or `credential`"))
+}
+
+/// `private_key`, `client_certificate`, `client_key`: a PEM file's path, or the same sources as
+/// `client_secret` (`{ file }`, `{ env }`, `{ credential }` for systemd `LoadCredential=`).
+/// A bare string is a path, never the PEM itself (which does not belong in the config file).
+#[derive(Clone)]
+pub enum RawPem {
+    Path(String),
+    /// Never `RawSecret::Literal`.
+    Source(RawSecret),
+}
+
+impl<'de> Deserialize<'de> for RawPem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "the absolute path of a PEM file, or one of { file: PATH }, { env: VAR }, { credential: NAME }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPem, E> {
+                Ok(RawPem::Path(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPem, A::Error> {
+                source_map(map).map(RawPem::Source)
             }
         }
         d.deserialize_any(V)

@@ -56,8 +56,8 @@ clients:
   mtls:
     client_id: b
     auth: tls_client_auth
-    client_certificate: /etc/tokend/b.crt
-    client_key: /etc/tokend/b.key
+    client_certificate: { file: /etc/tokend/b.crt }
+    client_key: { credential: b.key }
     token_url: https://mtls.idp.example/token
     proxy: none
 ",
@@ -71,7 +71,7 @@ clients:
     assert_eq!(
         jwt.spec.credentials,
         Credentials::PrivateKey(PrivateKey {
-            path: "/etc/tokend/keys/a.pem".into(),
+            key: SecretSource::File("/etc/tokend/keys/a.pem".into()),
             key_id: Some("key-2026".into()),
             alg: Some(JwsAlg::Ps256),
             audience: AssertionAudience::Issuer,
@@ -104,8 +104,8 @@ clients:
     assert_eq!(
         mtls.spec.credentials,
         Credentials::Certificate {
-            certificate: "/etc/tokend/b.crt".into(),
-            key: "/etc/tokend/b.key".into()
+            certificate: SecretSource::File("/etc/tokend/b.crt".into()),
+            key: SecretSource::Credential("b.key".into())
         }
     );
     assert_eq!(mtls.spec.transport.proxy, Proxy::Disabled);
@@ -489,6 +489,25 @@ fn error_messages() {
         (
             "relative_private_key",
             &PKJWT.replace("/etc/tokend/keys/k.pem", "keys/k.pem"),
+        ),
+        (
+            "private_key_pasted_inline",
+            &PKJWT.replace(
+                "/etc/tokend/keys/k.pem",
+                "\"-----BEGIN PRIVATE KEY-----\\nMC4CAQAwBQYDK2VwBCIEIDoNotShowThisKeyMaterial\\n-----END PRIVATE KEY-----\"",
+            ),
+        ),
+        (
+            "private_key_misspelt_source",
+            &PKJWT.replace("/etc/tokend/keys/k.pem", "{ fil: /etc/tokend/keys/k.pem }"),
+        ),
+        (
+            "private_key_bad_credential_name",
+            &PKJWT.replace("/etc/tokend/keys/k.pem", "{ credential: ../k.pem }"),
+        ),
+        (
+            "private_key_wrong_type",
+            &PKJWT.replace("/etc/tokend/keys/k.pem", "[/etc/tokend/keys/k.pem]"),
         ),
         (
             "assertion_signed_with_es384",

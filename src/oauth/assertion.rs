@@ -6,7 +6,7 @@
 //! PKCS#1 (`RSA PRIVATE KEY`) and SEC1 (`EC PRIVATE KEY`). Signing is done by aws-lc-rs, the
 //! crypto provider rustls already uses.
 
-use std::path::Path;
+use crate::secret::{SecretError, SecretSource};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -25,13 +25,14 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssertionError {
-    #[error("cannot read private key {path}: {reason}")]
-    Unreadable { path: String, reason: String },
-    #[error("private key {path}: {reason}")]
-    Unusable { path: String, reason: String },
-    #[error("private key {path} is {kind}, which cannot sign {alg}")]
+    #[error(transparent)]
+    Unreadable(#[from] SecretError),
+    /// `from`: where the key was read (`file /etc/tokend/k.pem`), never the key.
+    #[error("private key from {from}: {reason}")]
+    Unusable { from: String, reason: String },
+    #[error("private key from {from} is {kind}, which cannot sign {alg}")]
     WrongAlgorithm {
-        path: String,
+        from: String,
         kind: &'static str,
         alg: JwsAlg,
     },
@@ -46,14 +47,12 @@ pub enum SigningKey {
 
 impl SigningKey {
     /// Reads and parses a PEM private key.
-    pub fn load(path: &Path) -> Result<SigningKey, AssertionError> {
-        let shown = path.display().to_string();
-        let unreadable = |reason: String| AssertionError::Unreadable {
-            path: shown.clone(),
+    pub fn load(source: &SecretSource) -> Result<SigningKey, AssertionError> {
+        let text = source.read_bytes("private key")?;
+        Self::from_pem(&text).map_err(|reason| AssertionError::Unusable {
+            from: source.describe(),
             reason,
-        };
-        let text = Zeroizing::new(std::fs::read(path).map_err(|e| unreadable(e.to_string()))?);
-        Self::from_pem(&text).map_err(|reason| AssertionError::Unusable { path: shown, reason })
+        })
     }
 
     /// Parses a PEM private key (errors never contain key material).
@@ -140,7 +139,7 @@ pub fn sign(
     key: &SigningKey,
     alg: Option<JwsAlg>,
     claims: &Claims<'_>,
-    path: &Path,
+    from: &str,
 ) -> Result<SecretString, AssertionError> {
     let alg = alg.unwrap_or_else(|| key.default_alg());
     let mut header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT" });
@@ -166,7 +165,7 @@ pub fn sign(
     let signature = key
         .sign(alg, input.as_bytes())
         .ok_or_else(|| AssertionError::WrongAlgorithm {
-            path: path.display().to_string(),
+            from: from.to_owned(),
             kind: key.kind(),
             alg,
         })?;
@@ -184,7 +183,12 @@ mod tests {
         UnparsedPublicKey,
     };
     use secrecy::ExposeSecret;
+    use std::path::Path;
     use std::process::Command;
+
+    fn load(path: &Path) -> Result<SigningKey, AssertionError> {
+        SigningKey::load(&SecretSource::File(path.to_owned()))
+    }
 
     /// Generates a key with openssl in the given PEM form.
     fn openssl_key(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {
@@ -265,14 +269,14 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut jtis = std::collections::HashSet::new();
         for (path, alg) in cases {
-            let key = SigningKey::load(path).unwrap();
+            let key = load(path).unwrap();
             let claims = Claims {
                 client_id: "my-client",
                 audience: "https://idp/token",
                 key_id: Some("k1"),
                 now,
             };
-            let jwt = sign(&key, Some(alg), &claims, path).unwrap();
+            let jwt = sign(&key, Some(alg), &claims, "file k.pem").unwrap();
             let jwt = jwt.expose_secret();
             verify(&key, alg, jwt);
             let parts: Vec<&str> = jwt.split('.').collect();
@@ -293,18 +297,18 @@ mod tests {
             );
             assert!(jtis.insert(body["jti"].as_str().unwrap().to_owned()), "jti repeated");
         }
-        assert_eq!(SigningKey::load(&rsa8).unwrap().default_alg(), JwsAlg::Rs256);
-        assert_eq!(SigningKey::load(&sec1).unwrap().default_alg(), JwsAlg::Es256);
-        assert_eq!(SigningKey::load(&ed).unwrap().default_alg(), JwsAlg::EdDsa);
+        assert_eq!(load(&rsa8).unwrap().default_alg(), JwsAlg::Rs256);
+        assert_eq!(load(&sec1).unwrap().default_alg(), JwsAlg::Es256);
+        assert_eq!(load(&ed).unwrap().default_alg(), JwsAlg::EdDsa);
         // A key that cannot make the asked-for signature is an error that says so.
-        let ec = SigningKey::load(&ec8).unwrap();
+        let ec = load(&ec8).unwrap();
         let claims = Claims {
             client_id: "c",
             audience: "a",
             key_id: None,
             now,
         };
-        let err = sign(&ec, Some(JwsAlg::Rs256), &claims, &ec8).err().unwrap();
+        let err = sign(&ec, Some(JwsAlg::Rs256), &claims, "file ec8.pem").err().unwrap();
         assert!(
             err.to_string().contains("is a P-256 key, which cannot sign RS256"),
             "{err}"
@@ -347,7 +351,7 @@ mod tests {
             ("junk.pem", "not a PEM file"),
             ("missing.pem", "cannot read private key"),
         ] {
-            let err = SigningKey::load(&d.join(file)).err().unwrap().to_string();
+            let err = load(&d.join(file)).err().unwrap().to_string();
             assert!(err.contains(expected), "{file}: {err}");
             assert!(!err.contains("MII"), "{err}");
         }

@@ -97,7 +97,7 @@ impl FetchError {
             FetchError::Discovery(_) => "issuer discovery failed",
             FetchError::Certificate { .. } => "the IdP's TLS certificate is not trusted",
             FetchError::Assertion(_) => "cannot sign the client assertion",
-            FetchError::Secret(_) => "cannot read the client's secret",
+            FetchError::Secret(_) => "cannot read the client's credentials",
             _ => match self.class() {
                 ErrorClass::Permanent => "token request rejected",
                 ErrorClass::RateLimited => "token endpoint asked to slow down",
@@ -129,7 +129,7 @@ impl FetchError {
             FetchError::Certificate { .. } => {
                 "if the IdP's certificate comes from a private CA, name that CA in `ca_file`"
             }
-            FetchError::Assertion(_) => "check `private_key` and `assertion`",
+            FetchError::Assertion(_) => "check `private_key` and `signing_alg`",
             _ => "check the client's settings",
         })
     }
@@ -284,13 +284,14 @@ mod tests {
         assert_eq!(class(jwks), ErrorClass::Transient);
         assert_eq!(class(ValidationError::Opaque), ErrorClass::Permanent);
         assert_eq!(class(ValidationError::Rejected("aud".into())), ErrorClass::Permanent);
-        let unreadable = AssertionError::Unreadable {
-            path: "/k".into(),
+        let unreadable = AssertionError::Unreadable(SecretError::Unreadable {
+            what: "private key",
+            source_desc: "file /k".into(),
             reason: "gone".into(),
-        };
+        });
         assert_eq!(class(unreadable), ErrorClass::Transient);
         let unusable = AssertionError::Unusable {
-            path: "/k".into(),
+            from: "file /k".into(),
             reason: "not PEM".into(),
         };
         assert_eq!(class(unusable), ErrorClass::Permanent);

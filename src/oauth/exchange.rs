@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
-use zeroize::Zeroizing;
 
 use super::assertion::{self, SigningKey};
 use super::client::{ClientSettings, HttpClient, HttpClients};
@@ -104,7 +103,7 @@ fn sign(key: &SigningKey, config: &PrivateKey, client_id: &str, audience: &str) 
         key_id: config.key_id.as_deref(),
         now: SystemTime::now(),
     };
-    Ok(assertion::sign(key, config.alg, &claims, &config.path)?)
+    Ok(assertion::sign(key, config.alg, &claims, &config.key.describe())?)
 }
 
 /// The issuer a validated token must name, and where its keys are: as configured, else as the
@@ -154,13 +153,13 @@ impl Material {
             Credentials::SecretPost(source) => Material::SecretPost(source.read()?),
             Credentials::SecretBasic(source) => Material::SecretBasic(source.read()?),
             Credentials::PrivateKey(config) => Material::PrivateKey {
-                key: SigningKey::load(&config.path)?,
+                key: SigningKey::load(&config.key)?,
                 config: config.clone(),
             },
             Credentials::Certificate { certificate, key } => {
-                let mut pem = Zeroizing::new(read(certificate, "client certificate")?);
+                let mut pem = certificate.read_bytes("client certificate")?;
                 pem.push(b'\n');
-                pem.extend_from_slice(&Zeroizing::new(read(key, "client key")?));
+                pem.extend_from_slice(&key.read_bytes("client key")?);
                 identity_pem = Some(pem);
                 Material::Certificate
             }

@@ -2,6 +2,7 @@
 //! process behind nginx for TLS and client certificates) and a resource server that validates
 //! tokens against its JWKS. Run alone with `cargo test --test tests interop`.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -266,8 +267,7 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
         (
             "es256",
             format!(
-                "client_id: pkjwt-es256\nauth: private_key_jwt\nprivate_key: {}\nkey_id: pkjwt-es256\nassertion_audience: issuer\nresource: {RESOURCE}",
-                sec1.display()
+                "client_id: pkjwt-es256\nauth: private_key_jwt\nprivate_key: {{ credential: es256.pem }}\nkey_id: pkjwt-es256\nassertion_audience: issuer\nresource: {RESOURCE}",
             ),
         ),
         (
@@ -280,19 +280,47 @@ fn interop_every_client_authentication_method_with_oidc_provider() {
         (
             "eddsa",
             format!(
-                "client_id: pkjwt-eddsa\nauth: private_key_jwt\nprivate_key: {}\nresource: {RESOURCE}",
-                idp.s("/clients/pkjwt_eddsa/key_file")
+                "client_id: pkjwt-eddsa\nauth: private_key_jwt\nprivate_key: {{ env: TOKEND_TEST_EDDSA_KEY }}\nresource: {RESOURCE}",
             ),
         ),
         (
             "mtls",
-            mtls_client(idp.s("/clients/mtls/cert_file"), idp.s("/clients/mtls/key_file")),
+            mtls_client(
+                format_args!("{{ file: {} }}", idp.s("/clients/mtls/cert_file")),
+                "{ credential: mtls.key }",
+            ),
         ),
     ];
+    // Keys given as systemd credentials (`LoadCredential=`) and through the environment (a
+    // Kubernetes Secret as `env`), as well as by path.
+    let credentials = dir.join("credentials");
+    fs::create_dir(&credentials).unwrap();
+    fs::copy(&sec1, credentials.join("es256.pem")).unwrap();
+    fs::copy(idp.s("/clients/mtls/key_file"), credentials.join("mtls.key")).unwrap();
+    let eddsa_pem = fs::read_to_string(idp.s("/clients/pkjwt_eddsa/key_file")).unwrap();
+    let env = [
+        ("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap()),
+        ("TOKEND_TEST_EDDSA_KEY", eddsa_pem.as_str()),
+    ];
     let cfg = config(&dir, &idp, &clients);
-    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    let daemon = Tokend::run(&dir, &cfg);
+    let check = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "check"])
+        .envs(env)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        report.contains("systemd credential es256.pem")
+            && report.contains("environment variable TOKEND_TEST_EDDSA_KEY"),
+        "{report}"
+    );
+    let daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
     wait_ready(&dir.join("tokend.sock"));
     let names = ["post", "basic", "rs256", "es256", "ps256", "eddsa", "mtls"];
     let mut first = Vec::new();

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::{ClientCtx, Validator};
 use crate::config::model::{AssertionAudience, Credentials, Endpoint, PrivateKey};
-use crate::config::raw::{AuthMethod, RawAssertionAudience, RawSecret};
+use crate::config::raw::{AuthMethod, RawAssertionAudience, RawPem, RawSecret};
 use crate::config::values::JwsAlg;
 use crate::secret::SecretSource;
 
@@ -56,7 +56,7 @@ impl Validator<'_> {
                 "client_secret_post` or `client_secret_basic",
             );
         }
-        let file = |this: &mut Self, value: &Option<String>, key: &'static str| -> Option<PathBuf> {
+        let pem = |this: &mut Self, value: &Option<RawPem>, key: &'static str| -> Option<SecretSource> {
             match value {
                 None => {
                     this.problem(
@@ -65,11 +65,20 @@ impl Validator<'_> {
                     );
                     None
                 }
-                Some(p) if !Path::new(p).is_absolute() => {
+                // Never echoed: it may be the key itself, pasted where its path belongs.
+                Some(RawPem::Path(p)) if p.contains("-----BEGIN") || p.contains('\n') => {
+                    this.problem(
+                        &cx.at(key),
+                        format!("`{key}` takes the path of a PEM file, not the PEM itself: put it in a file (mode 0600), or use {{ env: VAR }} or {{ credential: NAME }}"),
+                    );
+                    None
+                }
+                Some(RawPem::Path(p)) if !Path::new(p).is_absolute() => {
                     this.problem(&cx.at(key), format!("`{p}` must be an absolute path"));
                     None
                 }
-                Some(p) => Some(PathBuf::from(p)),
+                Some(RawPem::Path(p)) => Some(SecretSource::File(PathBuf::from(p))),
+                Some(RawPem::Source(raw)) => this.secret(raw.clone(), &cx.at(key)),
             }
         };
         match auth {
@@ -90,7 +99,7 @@ impl Validator<'_> {
                 })
             }
             AuthMethod::PrivateKeyJwt => {
-                let path = file(self, &c.private_key, "private_key");
+                let key = pem(self, &c.private_key, "private_key");
                 if let Some(alg) = c.signing_alg
                     && ![JwsAlg::Rs256, JwsAlg::Ps256, JwsAlg::Es256, JwsAlg::EdDsa].contains(&alg)
                 {
@@ -122,15 +131,15 @@ impl Validator<'_> {
                     }
                 };
                 Some(Credentials::PrivateKey(PrivateKey {
-                    path: path?,
+                    key: key?,
                     key_id: c.key_id.clone(),
                     alg: c.signing_alg,
                     audience,
                 }))
             }
             AuthMethod::TlsClientAuth => {
-                let certificate = file(self, &c.client_certificate, "client_certificate");
-                let key = file(self, &c.client_key, "client_key");
+                let certificate = pem(self, &c.client_certificate, "client_certificate");
+                let key = pem(self, &c.client_key, "client_key");
                 let plain_http = match endpoint {
                     Some(Endpoint::TokenUrl(u) | Endpoint::Issuer(u)) => u.scheme() == "http",
                     None => false,
@@ -150,7 +159,8 @@ impl Validator<'_> {
         }
     }
 
-    /// Where a client secret comes from; `key` is where it is written.
+    /// Where a secret (a client secret, a PEM key or certificate) comes from; `key` is where
+    /// it is written.
     fn secret(&mut self, raw: RawSecret, key: &[&str]) -> Option<SecretSource> {
         Some(match raw {
             RawSecret::Literal(s) => SecretSource::Literal(s),
