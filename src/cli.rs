@@ -97,7 +97,8 @@ is not a reader of this client.")]
         /// How long --wait may block.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: Duration,
-        /// Print the JSON form (token, type, expires_at, expires_in, scope, version).
+        /// Print the token's JSON document (access_token, token_type, expires_in, scope,
+        /// expires_at, expires_at_unix, issued_at), the same as a `format: json` file.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

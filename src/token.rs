@@ -77,6 +77,25 @@ impl Token {
     }
 }
 
+impl Token {
+    /// The token as one JSON document, the same from the socket (`?format=json`) and in a
+    /// `format: json` file: RFC 6749 §5.1's `access_token`, `token_type`, `expires_in` (seconds
+    /// left at `now`, when the document is served or written) and `scope`, plus `expires_at`
+    /// (RFC 3339, UTC), `expires_at_unix` (seconds) and `issued_at`. `scope` is `null` when the
+    /// IdP did not say. The document holds the token: whoever gets it must be allowed to.
+    pub fn document(&self, now: SystemTime) -> serde_json::Value {
+        serde_json::json!({
+            "access_token": self.access_token.expose_secret(),
+            "token_type": self.token_type,
+            "expires_in": self.expires_at.duration_since(now).map_or(0, |d| d.as_secs()),
+            "expires_at": rfc3339(self.expires_at),
+            "expires_at_unix": unix_millis(self.expires_at) / 1000,
+            "issued_at": rfc3339(self.issued_at),
+            "scope": self.scope,
+        })
+    }
+}
+
 /// Tokens for unit tests.
 #[cfg(test)]
 impl Token {

@@ -64,7 +64,7 @@ complete -c tokend -n "__fish_tokend_using_subcommand get" -l log-format -d 'Log
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand get" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand get" -l wait -d 'Wait until the client has a valid token (at most --timeout)'
-complete -c tokend -n "__fish_tokend_using_subcommand get" -l json -d 'Print the JSON form (token, type, expires_at, expires_in, scope, version)'
+complete -c tokend -n "__fish_tokend_using_subcommand get" -l json -d 'Print the token\'s JSON document (access_token, token_type, expires_in, scope, expires_at, expires_at_unix, issued_at), the same as a `format: json` file'
 complete -c tokend -n "__fish_tokend_using_subcommand get" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tokend -n "__fish_tokend_using_subcommand status" -l socket -d 'The socket to talk to [default: socket.path from --config if readable, else /run/tokend/tokend.sock]' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand status" -l config -d 'Configuration file' -r -F

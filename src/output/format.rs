@@ -4,7 +4,9 @@ use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
 use crate::config::{Format, Output};
-use crate::token::{Token, rfc3339, unix_millis};
+use std::time::SystemTime;
+
+use crate::token::Token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -13,7 +15,7 @@ pub enum RenderError {
 }
 
 /// The bytes of `output`'s file for `token`. They hold the token, so they are wiped when dropped.
-pub fn render(output: &Output, token: &Token) -> Result<Zeroizing<Vec<u8>>, RenderError> {
+pub fn render(output: &Output, token: &Token, now: SystemTime) -> Result<Zeroizing<Vec<u8>>, RenderError> {
     let secret = token.access_token.expose_secret();
     let mut out = Zeroizing::new(Vec::with_capacity(secret.len() + 256));
     match output.format {
@@ -49,14 +51,7 @@ pub fn render(output: &Output, token: &Token) -> Result<Zeroizing<Vec<u8>>, Rend
             out.push(b'\n');
         }
         Format::Json => {
-            let value = serde_json::json!({
-                "access_token": secret,
-                "token_type": token.token_type,
-                "expires_at": rfc3339(token.expires_at),
-                "expires_at_unix": unix_millis(token.expires_at) / 1000,
-                "issued_at": rfc3339(token.issued_at),
-                "scope": token.scope,
-            });
+            let value = token.document(now);
             serde_json::to_writer(&mut *out, &value).expect("writing JSON to memory cannot fail");
             out.push(b'\n');
         }
@@ -69,6 +64,11 @@ mod tests {
     use super::*;
     use crate::config::{DEFAULT_ENV_VARIABLE, Mode};
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// Ten minutes after `token`'s issue.
+    fn at() -> std::time::SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_600)
+    }
 
     fn token(value: &str) -> Token {
         let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -91,7 +91,7 @@ mod tests {
     }
 
     fn text(format: Format, value: &str) -> String {
-        String::from_utf8(render(&output(format), &token(value)).unwrap().to_vec()).unwrap()
+        String::from_utf8(render(&output(format), &token(value), at()).unwrap().to_vec()).unwrap()
     }
 
     #[test]
@@ -101,18 +101,18 @@ mod tests {
             newline: true,
             ..output(Format::Raw)
         };
-        assert_eq!(&render(&with_newline, &token("t")).unwrap()[..], b"t\n");
+        assert_eq!(&render(&with_newline, &token("t"), at()).unwrap()[..], b"t\n");
         assert_eq!(text(Format::Header, "eyJ.a.b"), "Authorization: Bearer eyJ.a.b\n");
         assert_eq!(text(Format::Env, "eyJ.a.b"), "ACCESS_TOKEN=eyJ.a.b\n");
         let renamed = Output {
             variable: "BILLING_TOKEN".into(),
             ..output(Format::Env)
         };
-        assert_eq!(&render(&renamed, &token("t")).unwrap()[..], b"BILLING_TOKEN=t\n");
+        assert_eq!(&render(&renamed, &token("t"), at()).unwrap()[..], b"BILLING_TOKEN=t\n");
         assert_eq!(
             text(Format::Json, "eyJ.a.b"),
             "{\"access_token\":\"eyJ.a.b\",\"expires_at\":\"2023-11-14T23:13:20Z\",\"expires_at_unix\":1700003600,\
-             \"issued_at\":\"2023-11-14T22:13:20Z\",\"scope\":\"read:a\",\"token_type\":\"Bearer\"}\n"
+             \"expires_in\":3000,\"issued_at\":\"2023-11-14T22:13:20Z\",\"scope\":\"read:a\",\"token_type\":\"Bearer\"}\n"
         );
     }
 
@@ -120,6 +120,6 @@ mod tests {
     fn env_quotes_tokens_with_shell_characters() {
         assert_eq!(text(Format::Env, "a$b;c"), "ACCESS_TOKEN='a$b;c'\n");
         assert_eq!(text(Format::Env, "~root"), "ACCESS_TOKEN='~root'\n");
-        assert!(render(&output(Format::Env), &token("it's")).is_err());
+        assert!(render(&output(Format::Env), &token("it's"), at()).is_err());
     }
 }

@@ -11,7 +11,8 @@ use crate::token::Token;
 
 /// Renders `token` for `output` and atomically replaces the file.
 pub fn write(output: &Output, token: &Token) -> io::Result<()> {
-    let contents = format::render(output, token).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let contents = format::render(output, token, std::time::SystemTime::now())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     atomic::write(
         &atomic::Target {
             path: &output.path,

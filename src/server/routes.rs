@@ -206,26 +206,40 @@ async fn token<B>(req: &Request<B>, name: &str, query: &Query, peer: &Peer, stat
     }
 }
 
+/// Whether the caller's `Accept` prefers JSON to text (RFC 9110 §12.5.1): `application/json`
+/// with a weight above 0 and above that of `text/plain` (or `text/*`, `*/*`). Without an
+/// `Accept`, or on a tie, text: the token alone is what `curl` and scripts want.
 fn accepts_json<B>(req: &Request<B>) -> bool {
-    req.headers()
+    let (mut json, mut text) = (0.0_f32, 0.0_f32);
+    let ranges = req
+        .headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json"))
+        .flat_map(|v| v.split(','));
+    for range in ranges {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let weight = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(Some(1.0), |(_, v)| {
+                v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q))
+            })
+            .unwrap_or(0.0);
+        match media.as_str() {
+            "application/json" => json = json.max(weight),
+            "text/plain" | "text/*" | "*/*" => text = text.max(weight),
+            _ => {}
+        }
+    }
+    json > 0.0 && json > text
 }
 
 fn token_response(token: &Token, version: u64, json: bool) -> Response<Body> {
     let secret = token.access_token.expose_secret();
     let mut response = if json {
-        let now = SystemTime::now();
-        let body = json!({
-            "token": secret,
-            "type": token.token_type,
-            "expires_at": rfc3339(token.expires_at),
-            "expires_in": token.expires_at.duration_since(now).map_or(0, |d| d.as_secs()),
-            "scope": token.scope,
-            "version": version,
-        });
+        let body = token.document(SystemTime::now());
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -419,6 +433,38 @@ mod tests {
         assert_eq!(Query::parse(Some("wait=1h")).unwrap().wait, Some(MAX_WAIT));
         for bad in ["format=xml", "wait=soon", "after=x&wait=1s", "after=5", "token=abc"] {
             assert!(Query::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_only_when_accept_prefers_it() {
+        let wants_json = |accept: &[&str]| {
+            let mut req = Request::new(());
+            for a in accept {
+                req.headers_mut()
+                    .append(header::ACCEPT, HeaderValue::from_str(a).unwrap());
+            }
+            accepts_json(&req)
+        };
+        for yes in [
+            &["application/json"][..],
+            &["Application/JSON; charset=utf-8"],
+            &["text/plain;q=0.5, application/json"],
+            &["*/*;q=0.1", "application/json;q=0.2"],
+        ] {
+            assert!(wants_json(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["*/*"],
+            &["application/json;q=0"],
+            &["application/json; q=0.0, text/plain"],
+            &["application/json;q=0.5, text/plain"],
+            &["application/json, text/plain"],
+            &["application/json;q=bogus"],
+            &["application/jsonl"],
+        ] {
+            assert!(!wants_json(no), "{no:?}");
         }
     }
 

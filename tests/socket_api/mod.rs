@@ -71,8 +71,9 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
             (
                 "a",
                 &format!(
-                    "audience: https://a/\nscope: read:a\noutputs: [{{ path: {} }}]",
-                    out(&dir, "a.token")
+                    "audience: https://a/\nscope: read:a\noutputs: [{{ path: {} }}, {{ path: {}, format: json }}]",
+                    out(&dir, "a.token"),
+                    out(&dir, "a.json")
                 ),
             ),
             (
@@ -91,21 +92,54 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
     assert_eq!(header(&headers, "cache-control"), Some("no-store"));
     let version: u64 = header(&headers, "token-version").unwrap().parse().unwrap();
 
+    // One JSON document for a token, from the socket and in a `format: json` file: the same
+    // keys, the same values (but `expires_in`, counted when each was made).
+    let file: Value = serde_json::from_str(&wait_for(T, "a's JSON file", || read(&dir.join("out/a.json")))).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let without_expires_in = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("expires_in");
+        v
+    };
+    assert_eq!(
+        keys(&file),
+        [
+            "access_token",
+            "expires_at",
+            "expires_at_unix",
+            "expires_in",
+            "issued_at",
+            "scope",
+            "token_type"
+        ]
+    );
     for json_request in [&["-H", "Accept: application/json"][..], &[]] {
         let path = if json_request.is_empty() {
             "/v1/tokens/a?format=json"
         } else {
             "/v1/tokens/a"
         };
-        let (status, _, body) = get(&socket, path, json_request);
+        let (status, headers, body) = get(&socket, path, json_request);
         assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        assert_eq!(header(&headers, "token-version"), Some(version.to_string().as_str()));
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["token"], token.as_str());
-        assert_eq!(v["type"], "Bearer");
+        assert_eq!(keys(&v), keys(&file));
+        assert_eq!(without_expires_in(&v), without_expires_in(&file));
+        assert_eq!(v["access_token"], token.as_str());
+        assert_eq!(v["token_type"], "Bearer");
         assert_eq!(v["scope"], "read:a");
-        assert_eq!(v["version"], version);
         assert!(v["expires_in"].as_u64().unwrap() > 3500);
         assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    }
+    // JSON refused (q=0), or not preferred: the token as text.
+    for accept in [
+        "Accept: application/json;q=0",
+        "Accept: application/json;q=0.5, text/plain",
+    ] {
+        let (status, headers, body) = get(&socket, "/v1/tokens/a", &["-H", accept]);
+        assert_eq!((status, body.as_str()), (200, token.as_str()), "{accept}");
+        assert_eq!(header(&headers, "content-type"), Some("text/plain; charset=utf-8"));
     }
     // HEAD: the headers of the GET, no body (curl -I prints the head twice with -D).
     let (status, headers, body) = get(&socket, "/v1/tokens/a", &["-I"]);
@@ -596,7 +630,7 @@ fn get_and_status_commands_speak_the_socket_api_with_script_friendly_exit_codes(
     // --socket and --json.
     let o = tokend(&["get", "a", "--json", "--socket", socket.to_str().unwrap()]);
     assert_eq!(
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()["token"],
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["access_token"],
         token.trim_end()
     );
     // Unknown: 1. Not yet valid: 75, also after --wait times out.
