@@ -132,12 +132,16 @@ _tokend() {
             return 0
             ;;
         tokend__subcmd__dev)
-            opts="-h --dir --port --lifetime --issuer-only --clients-file --rfc8414-only --config --log-format --log-level --help"
+            opts="-h --config --dir --port --lifetime --issuer-only --clients-file --rfc8414-only --log-format --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -151,10 +155,6 @@ _tokend() {
                     return 0
                     ;;
                 --clients-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

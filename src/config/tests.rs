@@ -653,3 +653,47 @@ clients:
         "{err}"
     );
 }
+
+/// Every complete configuration the README shows parses (with any user or group name known),
+/// except the one that shows the error messages.
+#[test]
+fn the_readme_configurations_parse() {
+    struct AnyName;
+    impl Host for AnyName {
+        fn user_id(&self, _: &str) -> Result<Option<u32>, String> {
+            Ok(Some(4242))
+        }
+        fn group_id(&self, _: &str) -> Result<Option<u32>, String> {
+            Ok(Some(4243))
+        }
+        fn var(&self, _: &str) -> Option<std::ffi::OsString> {
+            None
+        }
+    }
+    let readme = include_str!("../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .filter(|b| ["clients:", "state_dir:", "defaults:"].iter().any(|k| b.starts_with(k)))
+        .filter(|b| !b.contains("tokne_url"))
+        .collect();
+    assert!(blocks.len() >= 4, "README configurations: {}", blocks.len());
+    for block in &blocks {
+        if let Err(e) = super::parse(block, Path::new(FILE), &AnyName) {
+            panic!("{e}\nin this README block:\n{block}");
+        }
+    }
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.contains("organization:") && b.contains("audience:")),
+        "the Auth0 snippet"
+    );
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.contains("issuer: https://example.eu.auth0.com/\n") && b.contains("validate: true")),
+        "the Auth0 discovery snippet"
+    );
+}

@@ -101,6 +101,31 @@ impl Mode {
     }
 }
 
+/// Why an unquoted number is not a mode, and the string that was probably meant. YAML has
+/// already turned it into a number: `640` (decimal, meant as octal digits) or `0o640` (octal,
+/// read as 416) cannot be told apart, so both readings are offered when both make a mode.
+fn bare_mode(v: u64) -> String {
+    let digits = v.to_string();
+    let as_digits =
+        (digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))).then(|| format!("{digits:0>4}"));
+    let as_octal = (v <= 0o777).then(|| format!("{v:04o}"));
+    match (as_digits, as_octal) {
+        (Some(d), None) => {
+            format!(
+                "mode must be a quoted octal string: write \"{d}\", not the bare number {v} (YAML reads it as decimal)"
+            )
+        }
+        (None, Some(o)) => format!(
+            "mode must be a quoted octal string: write \"{o}\" (YAML read this unquoted number as decimal {v}, which is octal {o})"
+        ),
+        (Some(d), Some(o)) => format!(
+            "mode must be a quoted octal string: YAML read this unquoted number as decimal {v}; write \"{d}\" if you meant {v} as octal digits, or \"{o}\" if you wrote 0o{}",
+            o.trim_start_matches('0')
+        ),
+        (None, None) => format!("mode must be a quoted octal string such as \"0640\", not the number {v}"),
+    }
+}
+
 impl fmt::Debug for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04o}", self.0)
@@ -125,9 +150,7 @@ impl<'de> Deserialize<'de> for Mode {
                 Mode::parse(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Mode, E> {
-                Err(E::custom(format!(
-                    "mode must be a quoted octal string: write \"0{v}\", not the bare number {v} (YAML reads it as decimal)"
-                )))
+                Err(E::custom(bare_mode(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Mode, E> {
                 Err(E::custom(format!(
@@ -318,6 +341,26 @@ mod tests {
         assert_eq!(Mode::parse("0o644").unwrap().bits(), 0o644);
         for bad in ["", "0648", "rw-r-----", "04755", "12345", "-1"] {
             assert!(Mode::parse(bad).is_err(), "{bad}");
+        }
+        // Unquoted: YAML reads `0640` as text (a mode), but `640` and `0o640` as numbers.
+        let mode = |v: &str| {
+            serde_yaml::from_str::<Mode>(v)
+                .map(Mode::bits)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode("0640"), Ok(0o640));
+        assert_eq!(mode("\"0640\""), Ok(0o640));
+        for (written, advice) in [
+            ("640", "write \"0640\", not the bare number 640"),
+            ("0o600", "write \"0600\" (YAML read this unquoted number as decimal 384"),
+            (
+                "0o640",
+                "write \"0416\" if you meant 416 as octal digits, or \"0640\" if you wrote 0o640",
+            ),
+            ("9999", "such as \"0640\", not the number 9999"),
+        ] {
+            let err = mode(written).unwrap_err();
+            assert!(err.contains(advice), "{written}: {err}");
         }
     }
 

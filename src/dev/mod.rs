@@ -19,6 +19,11 @@ use crate::output::atomic;
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
+    /// Not used: `dev` writes its own configuration into --dir. Declared (hidden) so that the
+    /// global `--config`, with its irrelevant default, is not shown in `tokend dev --help`;
+    /// given anyway (or through $TOKEND_CONFIG), a warning says it is not used.
+    #[arg(long, hide = true)]
+    pub config: Option<PathBuf>,
     /// Directory for the generated config, secret, state and token files.
     #[arg(long, default_value = "tokend-dev")]
     pub dir: PathBuf,
@@ -61,6 +66,13 @@ const ISSUER_ONLY_BANNER: &str = "\
 pub const ISSUER_ONLY_CLIENT: (&str, &str) = ("tokend-dev", "tokend-dev-secret");
 
 pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError> {
+    if let Some(config) = &args.config {
+        tracing::warn!(
+            config = %config.display(),
+            dir = %args.dir.display(),
+            "`tokend dev` does not use --config (or $TOKEND_CONFIG): it writes a configuration of its own into --dir"
+        );
+    }
     if args.issuer_only {
         return issuer_only(args, stop).await;
     }

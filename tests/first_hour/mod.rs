@@ -82,6 +82,38 @@ fn the_issuer_only_mode_says_which_credentials_it_accepts() {
     assert!(issuer.stop().success());
 }
 
+/// `tokend dev` writes its own configuration: its help does not offer `--config` and its
+/// default, and a `--config` given anyway is said to be unused.
+#[test]
+fn tokend_dev_help_does_not_offer_the_config_it_ignores() {
+    let help = |args: &[&str]| String::from_utf8_lossy(&tokend(args).stdout).into_owned();
+    let dev = help(&["dev", "--help"]);
+    assert!(!dev.contains("--config") && !dev.contains("/etc/tokend"), "{dev}");
+    assert!(dev.contains("--dir"), "{dev}");
+    let check = help(&["check", "--help"]);
+    assert!(
+        check.contains("--config") && check.contains("/etc/tokend/config.yaml"),
+        "{check}"
+    );
+    let dir = TestDir::new("dev-config");
+    let dev_dir = dir.join("dev");
+    let daemon = Tokend::spawn(
+        &dir,
+        &[
+            "--config",
+            "/etc/tokend/other.yaml",
+            "dev",
+            "--dir",
+            dev_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_for(T, "a token", || read(&dev_dir.join("tokens/demo.token")));
+    let out = daemon.output();
+    assert!(out.contains("`tokend dev` does not use --config"), "{out}");
+    assert!(daemon.stop().success());
+}
+
 /// A configuration for `once` against `issuer`: one client `billing` with `body`.
 fn once_config(dir: &TestDir, issuer: &Issuer, secret: &str, body: &str) -> std::path::PathBuf {
     let secret = dir.secret("secret", secret);
