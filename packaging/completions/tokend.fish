@@ -79,7 +79,7 @@ complete -c tokend -n "__fish_tokend_using_subcommand probe" -l log-format -d 'L
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand probe" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c tokend -n "__fish_tokend_using_subcommand dev" -l config -d 'Not used: `dev` writes its own configuration into --dir. Declared (hidden) so that the global `--config`, with its irrelevant default, is not shown in `tokend dev --help`; given anyway, it is refused with that explanation' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand dev" -l config -d 'Not used: `tokend dev` writes its own configuration into --dir' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l dir -d 'Directory for the generated config, secret, state and token files' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l port -d 'Port of the development issuer on 127.0.0.1 (0 picks a free port)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand dev" -l lifetime -d 'Lifetime of the tokens the issuer hands out' -r

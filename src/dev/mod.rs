@@ -19,9 +19,9 @@ use crate::output::atomic;
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// Not used: `dev` writes its own configuration into --dir. Declared (hidden) so that the
-    /// global `--config`, with its irrelevant default, is not shown in `tokend dev --help`;
-    /// given anyway (or through $TOKEND_CONFIG), a warning says it is not used.
+    // Declared, hidden, so that the global `--config` and its irrelevant default are not shown
+    // in `tokend dev --help`; given anyway (or through $TOKEND_CONFIG), a warning says so.
+    /// Not used: `tokend dev` writes its own configuration into --dir.
     #[arg(long, hide = true)]
     pub config: Option<PathBuf>,
     /// Directory for the generated config, secret, state and token files.
