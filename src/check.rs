@@ -4,14 +4,15 @@
 //! runs as (`Identity`), not for whoever runs `check`: `sudo tokend check` may read and chown
 //! anything; the `tokend` user may not.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec};
+use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec, Timeouts};
 use crate::identity::{self, Identity};
+use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
 use crate::secret::SecretSource;
 use secrecy::ExposeSecret;
@@ -46,8 +47,18 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-pub fn check(config: &Config, who: &Identity) -> Report {
+/// With `connect`, each distinct token request's endpoints are also reached over the network
+/// (`exchange::probe`), without credentials.
+pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     let mut r = Report::default();
+    let reached = if connect {
+        probe_all(&config.clients).unwrap_or_else(|e| {
+            r.problems.push(e);
+            HashMap::new()
+        })
+    } else {
+        HashMap::new()
+    };
     let cx = Cx {
         who,
         service: who.name.as_deref() == Some(SERVICE_USER),
@@ -115,8 +126,56 @@ pub fn check(config: &Config, who: &Identity) -> Report {
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
         describe(&mut r, &cx, client, &config.clients, config_mode, &config.access);
+        if let Some(result) = reached.get(&client.spec) {
+            let n = &client.name;
+            match result {
+                Ok(what) => {
+                    let _ = writeln!(r.text, "  connection      {what}");
+                }
+                Err(e) => {
+                    let _ = writeln!(r.text, "  connection      FAILED");
+                    let advice = e.advice().map_or(String::new(), |a| format!("; {a}"));
+                    r.problems.push(format!("{n}: {e}{advice}"));
+                }
+            }
+        }
     }
     r
+}
+
+/// At most this many endpoints are probed at once.
+const PROBES_AT_ONCE: usize = 16;
+
+/// Probes each distinct request once, several at a time, on a runtime of its own (`check` is
+/// synchronous, and may run where no runtime is).
+fn probe_all(clients: &[Arc<Client>]) -> Result<HashMap<Arc<RequestSpec>, Result<String, FetchError>>, String> {
+    let mut unique: HashMap<Arc<RequestSpec>, Timeouts> = HashMap::new();
+    for c in clients {
+        unique.entry(c.spec.clone()).or_insert(c.timeouts);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the network probe: {e}"))?;
+    Ok(runtime.block_on(async {
+        let limit = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
+        let mut probes = tokio::task::JoinSet::new();
+        for (spec, timeouts) in unique {
+            let limit = limit.clone();
+            probes.spawn(async move {
+                let _turn = limit.acquire_owned().await;
+                let result = exchange::probe(&spec, timeouts).await;
+                (spec, result)
+            });
+        }
+        let mut reached = HashMap::new();
+        while let Some(done) = probes.join_next().await {
+            if let Ok((spec, result)) = done {
+                reached.insert(spec, result);
+            }
+        }
+        reached
+    }))
 }
 
 /// What every check of one run shares.

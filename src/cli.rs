@@ -64,14 +64,20 @@ each log line carries its priority, so `journalctl -u tokend -p warning` shows t
     #[command(after_long_help = "\
 Permissions are judged for the service's user: run as root, check looks at the files as the
 `tokend` user and its groups would (or --as-user), not as root, which may read anything.
+Nothing is sent over the network unless --connect asks for it.
 
 Exit status: 0 fine; 1 a problem that would stop tokend from working (an unreadable secret, a
-directory it cannot write, an owner or group it cannot set); 78 the configuration is invalid.")]
+directory it cannot write, an owner or group it cannot set, with --connect an endpoint it cannot
+reach or whose certificate it does not trust); 78 the configuration is invalid.")]
     Check {
         /// Judge file permissions for this user and its groups [default: the service's user
         /// `tokend` when run as root and that user exists, else the caller].
         #[arg(long, value_name = "USER")]
         as_user: Option<String>,
+        /// Also reach each token endpoint (and issuer) over the network, as a request would:
+        /// DNS, proxy, TLS with `ca_file` and any client certificate. No credentials are sent.
+        #[arg(long)]
+        connect: bool,
     },
     /// Fetch missing or due tokens, write the outputs, and exit (0 if every client has a valid token).
     #[command(after_long_help = "\

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     } = Cli::parse();
     logging::init(log_format, log_level);
     match command {
-        Command::Check { as_user } => run_check(&config, as_user.as_deref()),
+        Command::Check { as_user, connect } => run_check(&config, as_user.as_deref(), connect),
         Command::Configured => match config::lists_clients(&config) {
             Some(false) => {
                 logging::eprint_lines(
@@ -169,7 +169,7 @@ fn socket_command(
     }
 }
 
-fn run_check(path: &Path, as_user: Option<&str>) -> ExitCode {
+fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -184,7 +184,7 @@ fn run_check(path: &Path, as_user: Option<&str>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let report = check::check(&config, &who);
+    let report = check::check(&config, &who, connect);
     print!("{}", report.text);
     for w in &report.warnings {
         eprintln!("warning: {w}");

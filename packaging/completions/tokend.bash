@@ -76,7 +76,7 @@ _tokend() {
             return 0
             ;;
         tokend__subcmd__check)
-            opts="-h --as-user --config --log-format --log-level --help"
+            opts="-h --as-user --connect --config --log-format --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -50,6 +50,7 @@ complete -c tokend -n "__fish_tokend_using_subcommand check" -l config -d 'Confi
 complete -c tokend -n "__fish_tokend_using_subcommand check" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand check" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
+complete -c tokend -n "__fish_tokend_using_subcommand check" -l connect -d 'Also reach each token endpoint (and issuer) over the network, as a request would: DNS, proxy, TLS with `ca_file` and any client certificate. No credentials are sent'
 complete -c tokend -n "__fish_tokend_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tokend -n "__fish_tokend_using_subcommand once" -l config -d 'Configuration file' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand once" -l log-format -d 'Log line format' -r -f -a "text\t''

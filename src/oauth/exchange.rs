@@ -174,6 +174,31 @@ impl Material {
     }
 }
 
+/// Connects to a spec's endpoints as a token request would (DNS, proxy, TLS with `ca_file`, a
+/// client certificate), and sends no credentials: the issuer's metadata is fetched, and the
+/// token endpoint is sent a bare GET, whose HTTP status (any) shows it answers. For `tokend
+/// check --connect`; returns what was reached.
+pub async fn probe(spec: &RequestSpec, timeouts: Timeouts) -> Result<String, FetchError> {
+    let (_, settings) = Material::load(spec, timeouts.connect)?;
+    let http = HttpClients::default().get(&settings, timeouts)?;
+    let (endpoint, discovered) = match &spec.grant.endpoint {
+        Endpoint::TokenUrl(url) => (url.clone(), String::new()),
+        Endpoint::Issuer(issuer) => {
+            let metadata = IssuerCache::default()
+                .metadata(&http, issuer, spec.transport.allow_insecure_http)
+                .await?;
+            (metadata.token_endpoint.clone(), format!("metadata of {issuer} read; "))
+        }
+    };
+    let answer = http.get_json(&endpoint).await?;
+    let tls = if endpoint.scheme() == "https" {
+        ", TLS certificate verified"
+    } else {
+        ""
+    };
+    Ok(format!("{discovered}{endpoint} answered HTTP {}{tls}", answer.status))
+}
+
 /// Reads a spec's credential and TLS files and builds its HTTP client, as a request would, and
 /// signs a throwaway assertion with a private key: for `tokend check`.
 pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts) -> Result<(), FetchError> {

@@ -833,4 +833,35 @@ fn interop_ca_file_adds_to_the_system_roots() {
     for line in err.lines().filter(|l| l.to_lowercase().contains("certificate")) {
         assert!(line.contains("client=private-ca"), "a line without its client: {line}");
     }
+    // `check --connect` finds the same before any token is asked for: it reaches each issuer
+    // and token endpoint over TLS, and says which setting fixes an untrusted certificate.
+    let check = |cfg: &Path| {
+        let o = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "check", "--connect"])
+            .env("SSL_CERT_FILE", idp2.s("/ca_file"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches("TLS certificate verified").count(), 3, "{text}");
+    let (code, text) = check(&no_ca);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("problem: private-ca: https://127.0.0.1:")
+            && text.contains("the server's TLS certificate is not trusted")
+            && text.contains("name that CA in `ca_file`"),
+        "{text}"
+    );
+    assert_eq!(text.matches("TLS certificate verified").count(), 2, "{text}");
+    // Without --connect, nothing is reached: the same file passes.
+    let o = tokend(&["--config", no_ca.to_str().unwrap(), "check"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("  connection "));
 }
