@@ -261,6 +261,11 @@ fn describe_certificate_error(why: &rustls::CertificateError) -> String {
         C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet (is the clock right?)".into(),
         C::NotValidForName | C::NotValidForNameContext { .. } => "it is not issued for this host name".into(),
         C::Revoked => "it has been revoked".into(),
+        // webpki's name for a server certificate marked as a CA (`CA:TRUE`), as a self-signed
+        // certificate made with `openssl req -x509` is: refused even where the CA is trusted.
+        C::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate (CA:TRUE) used as the server's own, which is refused even when trusted; give the server a certificate issued by that CA".into()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -273,4 +278,37 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Webpki(&'static str);
+    impl std::fmt::Display for Webpki {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Webpki {}
+
+    /// Each refusal says why in words, never as rustls's Debug form.
+    #[test]
+    fn certificate_refusals_are_explained() {
+        use rustls::CertificateError as C;
+        let other = |name| C::Other(rustls::OtherError(std::sync::Arc::new(Webpki(name))));
+        for (why, says) in [
+            (C::UnknownIssuer, "not signed by a CA that tokend trusts"),
+            (C::Expired, "it has expired"),
+            (C::NotValidForName, "not issued for this host name"),
+            (
+                other("CaUsedAsEndEntity"),
+                "a CA certificate (CA:TRUE) used as the server's own",
+            ),
+        ] {
+            let text = describe_certificate_error(&why);
+            assert!(text.contains(says) && !text.contains("OtherError"), "{why:?}: {text}");
+        }
+    }
 }
