@@ -149,10 +149,21 @@ impl Publisher {
         }
     }
 
-    /// Makes `token` current: the store, then every output, then (for a new token) the state
-    /// files. Never cancelled part-way: a reload or shutdown waits for the files to be written.
+    /// Makes `token` current: every output (and, for a new token, the state files), then the
+    /// store. In that order, whoever learns of the token from the socket (a long-poll, `/readyz`,
+    /// systemd's READY=1) finds the files already holding it; an output that failed is retried
+    /// with backoff and does not hold the store back. Never cancelled part-way: a reload or
+    /// shutdown waits for the files to be written.
     pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool) {
         self.current = Some(token.clone());
+        let all = self
+            .group
+            .members()
+            .flat_map(|m| m.outputs.iter().map(|o| (m.name.clone(), o.clone())))
+            .collect();
+        self.failed = self.write(&token, all, save_state).await;
+        self.retry_backoff = OUTPUT_RETRY_INITIAL;
+        self.retry_at = self.clock.now() + OUTPUT_RETRY_INITIAL;
         for member in self.group.members() {
             self.metrics.token_published(&member.name, token.expires_at);
             self.store.update(&member.name, |s| {
@@ -165,14 +176,6 @@ impl Publisher {
                 s.next_attempt = Some(attempts.next);
             });
         }
-        let all = self
-            .group
-            .members()
-            .flat_map(|m| m.outputs.iter().map(|o| (m.name.clone(), o.clone())))
-            .collect();
-        self.failed = self.write(&token, all, save_state).await;
-        self.retry_backoff = OUTPUT_RETRY_INITIAL;
-        self.retry_at = self.clock.now() + OUTPUT_RETRY_INITIAL;
     }
 
     /// The wall clock stepped back by `by`: the next retry moves earlier by as much, so that it

@@ -111,6 +111,9 @@ impl<S: TokenSource> Runner<S> {
         if self.failures == 0 {
             self.due = self.plan(&token);
         }
+        // The state file already holds this token (or, after a reload, the same grant's).
+        self.publish(token.clone(), false).await;
+        // Logged once the files hold the token, so the line means it is there.
         info!(
             client = %self.label,
             outcome = outcome.as_str(),
@@ -123,8 +126,6 @@ impl<S: TokenSource> Runner<S> {
                 "reused the token saved by the previous run; no request sent"
             }
         );
-        // The state file already holds this token (or, after a reload, the same grant's).
-        self.publish(token, false).await;
         Some(outcome)
     }
 
@@ -167,6 +168,8 @@ impl<S: TokenSource> Runner<S> {
         };
         self.failures = 0;
         self.due = self.plan(&token);
+        self.publish(token.clone(), true).await;
+        // Logged once the files hold the token, so the line means it is there.
         info!(
             client = %self.label,
             outcome = outcome.as_str(),
@@ -176,7 +179,6 @@ impl<S: TokenSource> Runner<S> {
             next_refresh = %rfc3339(self.due),
             "obtained a new token"
         );
-        self.publish(token, true).await;
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
+use secrecy::ExposeSecret;
+
 use super::*;
 use crate::clock::{WALL_CLOCK_CHECK, manual};
 use crate::config::{ClientName, parse_str};
@@ -317,5 +319,27 @@ async fn a_saved_token_is_published_at_once_and_refreshed_when_planned() {
     assert_eq!(h.requests(), 0);
     sleep(S(1)).await;
     assert_eq!(h.sent(), [200.0]);
+    h.stop().await;
+}
+
+/// Whoever learns of a new token from the store (a long-poll, `/readyz`, READY=1) finds the
+/// files already holding it: the files are written first.
+#[tokio::test(start_paused = true)]
+async fn the_store_announces_a_token_only_once_its_files_hold_it() {
+    let client = format!("{CLIENT}\noutputs: [{{ path: DIR/out/c.token }}]");
+    let answers = (0..4).map(|_| Answer::Token(S(10))).collect();
+    let h = Harness::start(&client, answers);
+    let mut changes = h.store.subscribe("c").unwrap();
+    let file = h.dir.path().join("out/c.token");
+    let mut seen = 0;
+    while seen < 4 {
+        changes.changed().await.unwrap();
+        let Some(token) = changes.borrow_and_update().token.clone() else {
+            continue;
+        };
+        let on_disk = std::fs::read_to_string(&file).unwrap_or_default();
+        assert_eq!(on_disk, token.access_token.expose_secret(), "announced before written");
+        seen += 1;
+    }
     h.stop().await;
 }
