@@ -311,11 +311,14 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         let owner = ownership(o);
         let dir = o.path.parent().unwrap_or(Path::new("/"));
         let state = check_dir(r, cx, &format!("{n}: output {}", o.path.display()), dir, Some(o));
+        let format = match &o.template {
+            Some(t) => format!("template {}", t.origin),
+            None => o.format.as_str().to_owned(),
+        };
         let _ = writeln!(
             r.text,
-            "  {label:<15} {} ({}, {}{owner}; {state})",
+            "  {label:<15} {} ({format}, {}{owner}; {state})",
             o.path.display(),
-            o.format.as_str(),
             o.mode
         );
         if o.mode.bits() & 0o004 != 0 {

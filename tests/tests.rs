@@ -3,6 +3,7 @@
 
 mod architecture;
 mod booted;
+mod consumers;
 mod first_hour;
 mod generated;
 mod interop_suite;

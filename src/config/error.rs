@@ -137,7 +137,7 @@ fn humanize(message: &str) -> String {
 }
 
 /// The valid name closest to a misspelt one, if any is close enough to be a plausible typo.
-fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = given.to_ascii_lowercase();
     candidates
         .iter()

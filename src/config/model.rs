@@ -296,6 +296,8 @@ pub struct Output {
     pub newline: bool,
     /// `env`: the variable name.
     pub variable: String,
+    /// `template`: the template, compiled and tried when the config was loaded.
+    pub template: Option<std::sync::Arc<crate::output::template::OutputTemplate>>,
 }
 
 /// A user or group as configured, with its numeric id resolved when the config was loaded.

@@ -161,6 +161,9 @@ pub struct RawOutput {
     pub newline: Option<bool>,
     /// `env` only: the variable name (default `ACCESS_TOKEN`).
     pub variable: Option<String>,
+    /// `template` only: the template itself, or the absolute path of a file holding it.
+    pub template: Option<String>,
+    pub template_file: Option<String>,
 }
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3).
@@ -196,12 +199,14 @@ pub enum Format {
     /// The token alone.
     #[default]
     Raw,
-    /// `{"access_token": …, "token_type": …, "expires_at": …, "scope": …}`.
+    /// The token's JSON document (`Token::document`).
     Json,
     /// `ACCESS_TOKEN=…`, for systemd `EnvironmentFile=` and shell `. file`.
     Env,
     /// `Authorization: Bearer …`, for `curl -H @file`.
     Header,
+    /// Rendered from `template` or `template_file` (`output::template`).
+    Template,
 }
 
 impl Format {
@@ -211,6 +216,7 @@ impl Format {
             Format::Json => "json",
             Format::Env => "env",
             Format::Header => "header",
+            Format::Template => "template",
         }
     }
 }

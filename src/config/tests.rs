@@ -343,6 +343,25 @@ fn error_messages() {
         ),
         ("unknown_output_key", &MINIMAL.replace("{ path:", "{ pth:")),
         (
+            "template_unknown_variable",
+            &MINIMAL.replace(
+                "      - { path: /run/tokend/billing.token }\n",
+                "      - path: /run/tokend/netrc\n        format: template\n        template: |\n          machine api.example.com\n            password {{ acess_token }}\n",
+            ),
+        ),
+        (
+            "template_on_another_format",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/b, template: \"{{ access_token }}\" }"),
+        ),
+        (
+            "template_format_without_a_template",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/b, format: template }"),
+        ),
+        (
+            "template_file_relative",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/b, format: template, template_file: netrc.j2 }"),
+        ),
+        (
             "output_without_path",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
         ),

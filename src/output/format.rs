@@ -1,4 +1,4 @@
-//! The file formats: `raw`, `json`, `env` and `header`.
+//! The file formats: `raw`, `json`, `env`, `header` and `template`.
 
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
@@ -12,6 +12,8 @@ use crate::token::Token;
 pub enum RenderError {
     #[error("the token contains a single quote, which the env format cannot represent")]
     UnquotableForEnv,
+    #[error("template ({origin}): {reason}")]
+    Template { origin: String, reason: String },
 }
 
 /// The bytes of `output`'s file for `token`. They hold the token, so they are wiped when dropped.
@@ -55,6 +57,19 @@ pub fn render(output: &Output, token: &Token, now: SystemTime) -> Result<Zeroizi
             serde_json::to_writer(&mut *out, &value).expect("writing JSON to memory cannot fail");
             out.push(b'\n');
         }
+        Format::Template => {
+            let Some(template) = &output.template else {
+                return Err(RenderError::Template {
+                    origin: "none".into(),
+                    reason: "no template configured".into(),
+                });
+            };
+            let text = template.render(token, now).map_err(|reason| RenderError::Template {
+                origin: template.origin.clone(),
+                reason,
+            })?;
+            out.extend_from_slice(text.as_bytes());
+        }
     }
     Ok(out)
 }
@@ -87,6 +102,7 @@ mod tests {
             group: None,
             newline: false,
             variable: DEFAULT_ENV_VARIABLE.into(),
+            template: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod format;
+pub mod template;
 
 use std::io;
 

@@ -1,10 +1,12 @@
 //! The files a client's token is written to.
 
-use std::path::{Component, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use super::{Kind, Validator};
 use crate::config::model::{DEFAULT_ENV_VARIABLE, DEFAULT_MODE, Output};
 use crate::config::raw::{Format, RawOutput};
+use crate::output::template::{MAX_TEMPLATE_BYTES, OutputTemplate};
 
 impl Validator<'_> {
     pub(super) fn outputs(&mut self, n: &str, raw: Vec<RawOutput>) -> Option<Vec<Output>> {
@@ -69,6 +71,10 @@ impl Validator<'_> {
                 ok = false;
             }
             let (owner, group) = (owner.flatten(), group.flatten());
+            let template = self.template(n, &key, format, o.template, o.template_file);
+            if format == Format::Template && template.is_none() {
+                ok = false;
+            }
             outputs.push(Output {
                 path,
                 format,
@@ -77,10 +83,93 @@ impl Validator<'_> {
                 group,
                 newline: o.newline.unwrap_or(false),
                 variable,
+                template,
             });
         }
         ok.then_some(outputs)
     }
+
+    /// A `template` output's template: exactly one of `template` and `template_file`, which
+    /// compiles and renders; neither on another format.
+    fn template<'k>(
+        &mut self,
+        client: &str,
+        key: &impl Fn(&'static str) -> Vec<&'k str>,
+        format: Format,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Option<Arc<OutputTemplate>> {
+        if format != Format::Template {
+            for (given, k) in [(inline.is_some(), "template"), (file.is_some(), "template_file")] {
+                if given {
+                    self.problem(&key(k), format!("`{k}` applies only to `format: template`"));
+                }
+            }
+            return None;
+        }
+        let (source, origin, at) = match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(&key("template_file"), "give `template` or `template_file`, not both");
+                return None;
+            }
+            (None, None) => {
+                self.problem(
+                    &key(""),
+                    "`format: template` needs `template: |` (the template itself) or `template_file: /abs/path`",
+                );
+                return None;
+            }
+            (Some(source), None) => (source, "inline".to_owned(), "template"),
+            (None, Some(path)) if !Path::new(&path).is_absolute() => {
+                self.problem(&key("template_file"), format!("`{path}` must be an absolute path"));
+                return None;
+            }
+            (None, Some(path)) => match read_template(Path::new(&path)) {
+                Ok(source) => (source, format!("file {path}"), "template_file"),
+                Err(e) => {
+                    self.problem(&key("template_file"), format!("cannot read template file {path}: {e}"));
+                    return None;
+                }
+            },
+        };
+        match OutputTemplate::new(source, origin, client) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                let line = e
+                    .strip_prefix("line ")
+                    .and_then(|rest| rest.split_once(' '))
+                    .and_then(|(n, _)| n.parse::<usize>().ok());
+                self.problem(&key(at), e);
+                // A `template: |` block: point at the template's line in the file itself.
+                if at == "template"
+                    && let (Some(line), Some(problem)) = (line, self.problems.last_mut())
+                    && let Some((key_line, _)) = problem.position
+                    && let Some(text) = self.source.lines().nth(key_line - 1)
+                    && text.trim_end().ends_with(['|', '-', '+'])
+                    && text.trim_end().trim_end_matches(['-', '+']).ends_with('|')
+                    && let Some(target) = self.source.lines().nth(key_line - 1 + line)
+                {
+                    let column = target.len() - target.trim_start().len() + 1;
+                    problem.position = Some((key_line + line, column));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Reads a template file, refusing one too large to be a template.
+fn read_template(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_TEMPLATE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(format!("it is larger than {MAX_TEMPLATE_BYTES} bytes"));
+    }
+    Ok(text)
 }
 
 fn is_env_name(s: &str) -> bool {
