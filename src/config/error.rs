@@ -127,24 +127,13 @@ fn humanize(message: &str) -> String {
             continue;
         };
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        return match closest(given, &candidates) {
+        return match crate::suggest::closest(given, &candidates) {
             Some(best) => format!("unknown {noun} `{given}`; did you mean `{best}`?"),
             None if candidates.is_empty() => format!("unknown {noun} `{given}`"),
             None => format!("unknown {noun} `{given}`; expected one of: {}", candidates.join(", ")),
         };
     }
     message.to_owned()
-}
-
-/// The valid name closest to a misspelt one, if any is close enough to be a plausible typo.
-pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let lower = given.to_ascii_lowercase();
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(&lower, c), *c))
-        .filter(|(distance, c)| *distance <= (c.len() / 3).max(2) || c.contains(lower.as_str()))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, c)| c)
 }
 
 /// A key path as messages spell it: `clients.billing.outputs[0].mode`.

@@ -61,6 +61,7 @@ impl RawClient {
             }),
             outputs: c.outputs.clone(),
             readers: c.readers.clone().or_else(|| d.readers.clone()),
+            hooks: c.hooks.clone().or_else(|| d.hooks.clone()),
         }
     }
 }

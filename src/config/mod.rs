@@ -15,7 +15,7 @@ mod values;
 
 use std::path::Path;
 
-pub use error::{ConfigError, Problem, closest};
+pub use error::{ConfigError, Problem};
 pub use host::{Host, System};
 pub use model::*;
 pub use raw::{AuthMethod, Format};

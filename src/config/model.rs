@@ -86,6 +86,8 @@ pub struct Client {
     pub refresh: RefreshPolicy,
     pub retry: RetryPolicy,
     pub outputs: Vec<Output>,
+    /// Run or signalled after each new token is written (`hooks`).
+    pub hooks: Vec<Hook>,
 }
 
 /// Everything that decides which token request is sent and which answers are accepted: two
@@ -284,6 +286,41 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+/// What to do once a client's new token is in all its files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Hook {
+    pub action: HookAction,
+    /// `exec`: how long the command may run before its process group is killed.
+    pub timeout: Duration,
+    /// Further attempts after a failure, with backoff (1 s, doubling).
+    pub retries: u32,
+    /// Also run for a saved token reused at start-up.
+    pub on_reuse: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HookAction {
+    /// A command, run without a shell in its own process group, with a clean environment.
+    Exec {
+        argv: Vec<String>,
+        working_directory: Option<PathBuf>,
+        /// Run as this user (and its primary group): needs tokend to run as root.
+        user: Option<Owner>,
+        /// The environment variable that carries the token, when asked for.
+        token_variable: Option<String>,
+        environment: Vec<(String, String)>,
+    },
+    /// A signal to the process whose pid a pid file holds.
+    Signal {
+        signal: i32,
+        name: String,
+        pid_file: PathBuf,
+    },
+}
+
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HOOK_RETRIES: u32 = 3;
+
 /// A file the token is published to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Output {
@@ -297,7 +334,7 @@ pub struct Output {
     /// `env`: the variable name.
     pub variable: String,
     /// `template`: the template, compiled and tried when the config was loaded.
-    pub template: Option<std::sync::Arc<crate::output::template::OutputTemplate>>,
+    pub template: Option<std::sync::Arc<crate::template::OutputTemplate>>,
 }
 
 /// A user or group as configured, with its numeric id resolved when the config was loaded.

@@ -112,6 +112,29 @@ pub struct RawClient {
     pub outputs: Option<Vec<RawOutput>>,
     /// Who may read this client's token over the socket (besides root and tokend's own user).
     pub readers: Option<RawReaders>,
+    /// What to run or signal once a new token's files are written.
+    pub hooks: Option<Vec<RawHook>>,
+}
+
+/// One hook: `exec` (a command, no shell) or `signal` (to the pid in a pid file).
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a hook: a mapping such as `{ exec: [/usr/bin/systemctl, reload, app.service] }` or `{ signal: SIGHUP, pid_file: /run/app.pid }`"
+)]
+pub struct RawHook {
+    pub exec: Option<Vec<String>>,
+    pub signal: Option<String>,
+    pub pid_file: Option<String>,
+    pub timeout: Option<Span>,
+    pub retries: Option<u32>,
+    /// Also run for a saved token reused at start-up (default: only for new tokens).
+    pub on_reuse: Option<bool>,
+    pub working_directory: Option<String>,
+    pub user: Option<Principal>,
+    /// Pass the token in this environment variable (by default it is not passed at all).
+    pub token_variable: Option<String>,
+    pub environment: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -205,7 +228,7 @@ pub enum Format {
     Env,
     /// `Authorization: Bearer …`, for `curl -H @file`.
     Header,
-    /// Rendered from `template` or `template_file` (`output::template`).
+    /// Rendered from `template` or `template_file` (`crate::template`).
     Template,
 }
 

@@ -3,7 +3,6 @@
 
 pub mod atomic;
 pub mod format;
-pub mod template;
 
 use std::io;
 

@@ -52,6 +52,7 @@ impl Validator<'_> {
         let refresh = self.refresh(cx);
         let retry = self.retry(cx);
         let outputs = self.outputs(cx.n, cx.merged.outputs.clone().unwrap_or_default());
+        let hooks = self.hooks(cx);
 
         if !parameters_ok {
             return None;
@@ -77,6 +78,7 @@ impl Validator<'_> {
             refresh: refresh?,
             retry: retry?,
             outputs: outputs?,
+            hooks: hooks?,
         })
     }
 

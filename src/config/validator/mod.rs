@@ -4,6 +4,7 @@
 
 mod client;
 mod credentials;
+mod hooks;
 mod outputs;
 mod socket;
 mod transport;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Kind, Validator};
 use crate::config::model::{DEFAULT_ENV_VARIABLE, DEFAULT_MODE, Output};
 use crate::config::raw::{Format, RawOutput};
-use crate::output::template::{MAX_TEMPLATE_BYTES, OutputTemplate};
+use crate::template::{MAX_TEMPLATE_BYTES, OutputTemplate};
 
 impl Validator<'_> {
     pub(super) fn outputs(&mut self, n: &str, raw: Vec<RawOutput>) -> Option<Vec<Output>> {
@@ -172,7 +172,7 @@ fn read_template(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-fn is_env_name(s: &str) -> bool {
+pub(super) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
