@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Access, Client, Config, Credentials, Output, Proxy, RequestSpec, Timeouts};
+use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Proxy, RequestSpec, Timeouts};
 use crate::identity::{self, Identity};
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
@@ -329,6 +329,7 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
             ));
         }
     }
+    hooks(r, cx, c);
     let others: Vec<&str> = clients
         .iter()
         .filter(|o| o.name != c.name && o.spec == c.spec)
@@ -511,4 +512,60 @@ fn denied(cx: &Cx<'_>, what: &str, path: &Path, how: &str, meta: &std::fs::Metad
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// The client's hooks, and what would stop each from running: a command that is missing or
+/// that the service's user may not run, a `user` that needs root, a pid file's missing directory.
+fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
+    let n = &c.name;
+    for (i, hook) in c.hooks.iter().enumerate() {
+        let label = if i == 0 { "hooks" } else { "" };
+        let retries = match hook.action {
+            HookAction::Exec { .. } => format!(
+                "timeout {}, {} retries",
+                humantime::format_duration(hook.timeout),
+                hook.retries
+            ),
+            HookAction::Signal { .. } => format!("{} retries", hook.retries),
+        };
+        let _ = writeln!(r.text, "  {label:<15} {} ({retries})", crate::hooks::describe(hook));
+        match &hook.action {
+            HookAction::Exec { argv, user, .. } => {
+                let command = Path::new(&argv[0]);
+                match std::fs::metadata(command) {
+                    Err(e) => r.problems.push(format!("{n}: hook command {}: {e}", command.display())),
+                    Ok(meta)
+                        if !meta.is_file()
+                            || !cx.who.permits(meta.mode(), meta.uid(), meta.gid(), identity::SEARCH) =>
+                    {
+                        r.problems.push(format!(
+                            "{n}: hook command {} is not a file {} may run (mode {:04o})",
+                            command.display(),
+                            cx.who,
+                            meta.mode() & 0o7777
+                        ));
+                    }
+                    Ok(_) => {}
+                }
+                if let Some(user) = user
+                    && !cx.who.is_root()
+                    && user.id != cx.who.uid
+                {
+                    r.problems.push(format!(
+                        "{n}: a hook that runs as {} needs tokend to run as root ({} is not)",
+                        user.spec, cx.who
+                    ));
+                }
+            }
+            HookAction::Signal { pid_file, .. } => {
+                let dir = pid_file.parent().unwrap_or(Path::new("/"));
+                if !dir.is_dir() {
+                    r.warnings.push(format!(
+                        "{n}: the directory of pid file {} does not exist (yet); the hook fails until it does",
+                        pid_file.display()
+                    ));
+                }
+            }
+        }
+    }
 }

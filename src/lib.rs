@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod fingerprint;
+pub mod hooks;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

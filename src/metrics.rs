@@ -1,5 +1,6 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry, refresh outcomes and
-//! latency, output write errors, and requests by status on the socket and on the TCP listener.
+//! latency, output write errors, hook runs, and requests by status on the socket and on the TCP
+//! listener.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,7 @@ pub struct Metrics {
     output_errors: Family<ClientLabel, Counter>,
     requests: Family<StatusLabel, Counter>,
     tcp_requests: Family<StatusLabel, Counter>,
+    hook_runs: Family<RefreshLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,7 @@ impl Metrics {
         let output_errors = Family::<ClientLabel, Counter>::default();
         let requests = Family::<StatusLabel, Counter>::default();
         let tcp_requests = Family::<StatusLabel, Counter>::default();
+        let hook_runs = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
@@ -88,6 +91,11 @@ impl Metrics {
             "Requests served on the TCP health and metrics listener (metrics.listen), by HTTP status",
             tcp_requests.clone(),
         );
+        registry.register(
+            "hook_runs",
+            "Hook runs after a refresh, by outcome (ok, failed, timeout)",
+            hook_runs.clone(),
+        );
         Metrics {
             registry,
             expiry,
@@ -96,6 +104,7 @@ impl Metrics {
             output_errors,
             requests,
             tcp_requests,
+            hook_runs,
         }
     }
 
@@ -121,6 +130,14 @@ impl Metrics {
         self.requests.get_or_create(&StatusLabel { status }).inc();
     }
 
+    pub fn hook_run(&self, client: &ClientName, outcome: &'static str) {
+        let labels = RefreshLabels {
+            client: client.to_string(),
+            outcome,
+        };
+        self.hook_runs.get_or_create(&labels).inc();
+    }
+
     pub fn tcp_request(&self, status: u16) {
         self.tcp_requests.get_or_create(&StatusLabel { status }).inc();
     }
@@ -131,6 +148,12 @@ impl Metrics {
         self.expiry.remove(&l);
         self.latency.remove(&l);
         self.output_errors.remove(&l);
+        for outcome in ["ok", "failed", "timeout"] {
+            self.hook_runs.remove(&RefreshLabels {
+                client: client.to_string(),
+                outcome,
+            });
+        }
         for outcome in Outcome::OF_REQUESTS {
             self.refreshes.remove(&RefreshLabels {
                 client: client.to_string(),

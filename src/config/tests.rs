@@ -362,6 +362,26 @@ fn error_messages() {
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/b, format: template, template_file: netrc.j2 }"),
         ),
         (
+            "hook_command_without_a_path",
+            &format!("{MINIMAL}    hooks: [{{ exec: [systemctl, reload, app] }}]\n"),
+        ),
+        (
+            "hook_exec_and_signal",
+            &format!("{MINIMAL}    hooks: [{{ exec: [/bin/true], signal: HUP }}]\n"),
+        ),
+        (
+            "hook_signal_without_pid_file",
+            &format!("{MINIMAL}    hooks: [{{ signal: SIGHUP }}]\n"),
+        ),
+        (
+            "hook_unknown_signal_and_exec_keys",
+            &format!("{MINIMAL}    hooks: [{{ signal: SIGWINNER, pid_file: /run/a.pid, user: root }}]\n"),
+        ),
+        (
+            "hook_token_variable",
+            &format!("{MINIMAL}    hooks: [{{ exec: [/bin/true], token_variable: 1TOKEN, timeout: 2h }}]\n"),
+        ),
+        (
             "output_without_path",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
         ),

@@ -1,6 +1,8 @@
-//! Publishing a group's token: to the store first (socket readers see it at once), then to every
-//! member's outputs, then to the state files. An output that fails is retried with its own
-//! backoff, with the same token, without a new request and without holding up the others.
+//! Publishing a group's token: to every member's outputs and the state files first, then to
+//! the store (so whoever the socket tells of a token finds it in the files), then to the
+//! members' hooks. An output that fails is retried with its own backoff, with the same token,
+//! without a new request and without holding up the others; a member's hooks wait until all
+//! its outputs are written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tracing::{debug, error, info, warn};
 use crate::clock::Clock;
 use crate::config::{ClientName, Output};
 use crate::fingerprint::Fingerprint;
+use crate::hooks::{self, Hooks, Why};
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::output;
@@ -50,6 +53,9 @@ pub struct Publisher {
     retry_backoff: Duration,
     /// `tokend once`: a failed write is final, and its message says so.
     single_attempt: bool,
+    hooks: Hooks,
+    /// Members whose hooks wait for a failed output to be written, and why they would run.
+    hooks_due: Vec<(ClientName, Why)>,
 }
 
 impl Publisher {
@@ -63,9 +69,9 @@ impl Publisher {
         Publisher {
             label: group.label(),
             fingerprint: Fingerprint::of(&group.spec),
-            group,
             state_dir: state_dir.to_owned(),
             store,
+            hooks: Hooks::start(group.members(), metrics.clone()),
             metrics,
             clock,
             current: None,
@@ -73,12 +79,15 @@ impl Publisher {
             retry_at: SystemTime::UNIX_EPOCH,
             retry_backoff: OUTPUT_RETRY_INITIAL,
             single_attempt: false,
+            hooks_due: Vec::new(),
+            group,
         }
     }
 
-    /// For `tokend once`: failed writes are not retried.
+    /// For `tokend once`: failed writes are not retried, and hooks run before it exits.
     pub fn single_attempt(&mut self) {
         self.single_attempt = true;
+        self.hooks = Hooks::inline(self.group.members(), self.metrics.clone());
     }
 
     pub fn fingerprint(&self) -> &Fingerprint {
@@ -150,11 +159,12 @@ impl Publisher {
     }
 
     /// Makes `token` current: every output (and, for a new token, the state files), then the
-    /// store. In that order, whoever learns of the token from the socket (a long-poll, `/readyz`,
-    /// systemd's READY=1) finds the files already holding it; an output that failed is retried
-    /// with backoff and does not hold the store back. Never cancelled part-way: a reload or
-    /// shutdown waits for the files to be written.
-    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool) {
+    /// store, then the hooks. In that order, whoever learns of the token from the socket (a
+    /// long-poll, `/readyz`, systemd's READY=1) finds the files already holding it; an output that
+    /// failed is retried with backoff and does not hold the store back. Never cancelled part-way:
+    /// a reload or shutdown waits for the files to be written. `why`: the hooks that
+    /// `fire_hooks` is to run (none for a token only re-timed, or kept across a reload).
+    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, why: Option<Why>) {
         self.current = Some(token.clone());
         let all = self
             .group
@@ -176,6 +186,42 @@ impl Publisher {
                 s.next_attempt = Some(attempts.next);
             });
         }
+        // A re-timed token (`why` None) leaves hooks still waiting for an output as they are.
+        if let Some(why) = why
+            && !self.hooks.is_empty()
+        {
+            self.hooks_due.clear();
+            let names: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
+            for name in names {
+                self.hooks_due.push((name, why));
+            }
+        }
+    }
+
+    /// Runs the due hooks (of the last `publish`) of every member whose outputs are all
+    /// written; the others' wait for `retry_failed` to write them.
+    pub async fn fire_hooks(&mut self) {
+        let Some(token) = self.current.clone() else {
+            return;
+        };
+        let due = std::mem::take(&mut self.hooks_due);
+        for (name, why) in due {
+            if self.failed.iter().any(|(n, _)| *n == name) {
+                self.hooks_due.push((name, why));
+                continue;
+            }
+            let Some(member) = self.group.members().find(|m| m.name == name) else {
+                continue;
+            };
+            let event = hooks::Event {
+                outputs: member.outputs.iter().map(|o| o.path.clone()).collect(),
+                version: self.store.get(&name).map_or(0, |s| s.version),
+                client: name,
+                token: token.clone(),
+                why,
+            };
+            self.hooks.fire(event).await;
+        }
     }
 
     /// The wall clock stepped back by `by`: the next retry moves earlier by as much, so that it
@@ -194,7 +240,11 @@ impl Publisher {
         self.failed = self.write(&token, pending, false).await;
         if self.failed.is_empty() {
             info!(client = %self.label, outputs = count, "failed outputs written");
-        } else {
+        }
+        if !self.hooks_due.is_empty() {
+            self.fire_hooks().await;
+        }
+        if !self.failed.is_empty() {
             self.retry_backoff = (self.retry_backoff * 2).min(OUTPUT_RETRY_MAX);
             self.retry_at = self.clock.now() + self.retry_backoff;
         }

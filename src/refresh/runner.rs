@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, Wake};
+use crate::hooks::Why;
 use crate::oauth::{ErrorClass, FetchError};
 use crate::outcome::Outcome;
 use crate::schedule;
@@ -112,7 +113,8 @@ impl<S: TokenSource> Runner<S> {
             self.due = self.plan(&token);
         }
         // The state file already holds this token (or, after a reload, the same grant's).
-        self.publish(token.clone(), false).await;
+        let why = (outcome == Outcome::Reused).then_some(Why::Reused);
+        self.publish(token.clone(), false, why).await;
         // Logged once the files hold the token, so the line means it is there.
         info!(
             client = %self.label,
@@ -126,6 +128,7 @@ impl<S: TokenSource> Runner<S> {
                 "reused the token saved by the previous run; no request sent"
             }
         );
+        self.publisher.fire_hooks().await;
         Some(outcome)
     }
 
@@ -168,7 +171,7 @@ impl<S: TokenSource> Runner<S> {
         };
         self.failures = 0;
         self.due = self.plan(&token);
-        self.publish(token.clone(), true).await;
+        self.publish(token.clone(), true, Some(Why::New)).await;
         // Logged once the files hold the token, so the line means it is there.
         info!(
             client = %self.label,
@@ -179,17 +182,18 @@ impl<S: TokenSource> Runner<S> {
             next_refresh = %rfc3339(self.due),
             "obtained a new token"
         );
+        self.publisher.fire_hooks().await;
         Ok(())
     }
 
-    async fn publish(&mut self, token: Arc<Token>, save_state: bool) {
+    async fn publish(&mut self, token: Arc<Token>, save_state: bool, why: Option<Why>) {
         self.expiry_reported = false;
         self.clock_leap_handled = false;
         let attempts = Attempts {
             failures: self.failures,
             next: self.due,
         };
-        self.publisher.publish(token, attempts, save_state).await;
+        self.publisher.publish(token, attempts, save_state, why).await;
     }
 
     fn fail(&mut self, e: &FetchError) {
@@ -273,7 +277,7 @@ impl<S: TokenSource> Runner<S> {
         );
         if let Some(token) = self.publisher.current() {
             let token = Arc::new(token.stepped_back(by));
-            self.publish(token, true).await;
+            self.publish(token, true, None).await;
         }
     }
 

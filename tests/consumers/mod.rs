@@ -2,7 +2,9 @@
 //! driven through the real binary.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
@@ -108,7 +110,282 @@ fn every_readme_template_renders_what_its_consumer_reads() {
     assert!(expiry == exp || expiry + 1 == exp, "expiry {expiry}, exp {exp}");
 }
 
-fn mode(path: &std::path::Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
+const T: Duration = Duration::from_secs(20);
+
+/// A config for clients against `issuer`, each `(name, body)` with `body` indented under it.
+fn hook_config(dir: &TestDir, issuer: &Issuer, clients: &[(&str, String)]) -> PathBuf {
+    let secret = dir.secret("secret", "s3cret");
+    let mut yaml = format!(
+        "state_dir: {}\nsocket: {{ path: {} }}\ndefaults:\n  token_url: {}\n  client_id: app\n  client_secret: {{ file: {} }}\nclients:\n",
+        dir.join("state").display(),
+        dir.join("tokend.sock").display(),
+        issuer.token_url(),
+        secret.display()
+    );
+    for (name, body) in clients {
+        yaml.push_str(&format!("  {name}:\n"));
+        for line in body.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    dir.write("config.yaml", &yaml)
+}
+
+/// `/bin/sh -c SCRIPT` as a YAML flow list; the script gets `$1`… from `args`.
+fn sh(script: &str, args: &[&Path]) -> String {
+    let mut argv = vec!["/bin/sh".to_owned(), "-c".into(), script.into(), "hook".into()];
+    argv.extend(args.iter().map(|p| p.display().to_string()));
+    serde_json::to_string(&argv).unwrap()
+}
+
+/// An exec hook sees the client, its outputs, the expiry and the token's version, in an
+/// environment made from nothing: no variable of tokend's own (they may hold secrets), and the
+/// token only where a hook asks for it by name. A saved token reused at start-up runs only the
+/// hooks that ask for that.
+#[test]
+fn exec_hooks_get_what_they_need_and_the_token_only_when_asked() {
+    let dir = TestDir::new("hook-env");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let plain = dir.join("plain.env");
+    let asked = dir.join("asked.env");
+    let reused = dir.join("reused.log");
+    let record = sh("env > \"$1\"", &[&plain]);
+    let record_asked = sh("env > \"$1\"", &[&asked]);
+    let count = sh("echo \"$TOKEND_REASON\" >> \"$1\"", &[&reused]);
+    let out = dir.join("out/a.token");
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[(
+            "a",
+            format!(
+                "outputs: [{{ path: {} }}]\nhooks:\n  - {{ exec: {record} }}\n  - {{ exec: {record_asked}, token_variable: APP_TOKEN, environment: {{ APP_MODE: prod }} }}\n  - {{ exec: {count}, on_reuse: true }}",
+                out.display()
+            ),
+        )],
+    );
+    let daemon = Tokend::spawn(
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "run"],
+        &[("TOKEND_TEST_LEAK", "tokends-own-secret")],
+    );
+    daemon.wait_events(3, T, "three hook runs", |e| is(e, "message", "hook ran"));
+    let token = read(&out).unwrap();
+    let env = |path: &Path| -> Vec<(String, String)> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let get = |vars: &[(String, String)], k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let vars = env(&plain);
+    assert_eq!(get(&vars, "TOKEND_CLIENT").as_deref(), Some("a"));
+    assert_eq!(get(&vars, "TOKEND_OUTPUTS"), Some(out.display().to_string()));
+    assert_eq!(get(&vars, "TOKEND_REASON").as_deref(), Some("new"));
+    let exp = claims(&token)["exp"].as_u64().unwrap();
+    let unix: u64 = get(&vars, "TOKEND_EXPIRES_AT_UNIX").unwrap().parse().unwrap();
+    assert!(unix == exp || unix + 1 == exp, "{unix} vs exp {exp}");
+    assert!(get(&vars, "TOKEND_EXPIRES_AT").unwrap().ends_with('Z'));
+    let (head, _) = socket_get(&dir.join("tokend.sock"), "/v1/tokens/a");
+    let version = head
+        .lines()
+        .find_map(|l| l.strip_prefix("token-version: "))
+        .map(|v| v.trim().to_owned());
+    assert_eq!(get(&vars, "TOKEND_TOKEN_VERSION"), version);
+    let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        !names.contains(&"TOKEND_TEST_LEAK"),
+        "tokend's own environment leaked: {names:?}"
+    );
+    let text = fs::read_to_string(&plain).unwrap();
+    assert!(!text.contains(&token) && !text.contains("tokends-own-secret"), "{text}");
+    // The hook that asked for it by name gets the token there, and its own variables.
+    let vars = env(&asked);
+    assert_eq!(get(&vars, "APP_TOKEN"), Some(token.clone()));
+    assert_eq!(get(&vars, "APP_MODE").as_deref(), Some("prod"));
+    assert_eq!(fs::read_to_string(&asked).unwrap().matches(&token).count(), 1);
+    assert!(daemon.stop().success());
+
+    // A restart reuses the saved token: only the `on_reuse` hook runs, and says why.
+    fs::remove_file(&plain).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_event(T, "the reuse", |e| is(e, "outcome", "reused"));
+    daemon.wait_event(T, "the on_reuse hook", |e| is(e, "message", "hook ran"));
+    assert_eq!(fs::read_to_string(&reused).unwrap(), "new\nreused\n");
+    assert!(!plain.exists(), "a hook without on_reuse ran for a reused token");
+    assert!(daemon.stop().success());
+}
+
+/// A hook that hangs is killed at its timeout with everything it started, is counted, and
+/// holds up nothing: its client keeps refreshing, and another client's hook runs each time.
+/// A hook still running when the next token comes is not started a second time.
+#[test]
+fn a_hanging_hook_is_killed_and_holds_up_nothing() {
+    let dir = TestDir::new("hook-hang");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "2s");
+    let pids = dir.join("pids");
+    let overlaps = dir.join("overlaps");
+    let runs = dir.join("runs");
+    let lock = dir.join("running");
+    // Records its own pid and its background child's, then waits for ever.
+    let hang = sh("sleep 600 & echo $$ $! >> \"$1\"; wait", &[&pids]);
+    // Takes longer than a token lives; notes any second copy running beside it.
+    let slow = sh(
+        "mkdir \"$3\" 2>/dev/null || echo overlap >> \"$1\"; sleep 3; echo run >> \"$2\"; rmdir \"$3\"",
+        &[&overlaps, &runs, &lock],
+    );
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[
+            (
+                "hang",
+                format!("audience: https://hang/\nhooks: [{{ exec: {hang}, timeout: 1s, retries: 0 }}]"),
+            ),
+            ("slow", format!("audience: https://slow/\nhooks: [{{ exec: {slow} }}]")),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let killed = daemon.wait_event(T, "the hung hook killed", |e| {
+        is(e, "client", "hang") && e["message"].as_str().is_some_and(|m| m.contains("past its timeout"))
+    });
+    assert_eq!(killed["timeout"], "1s");
+    // Its process and the one it started are gone.
+    let recorded = wait_for(T, "the hook's pids", || read(&pids));
+    for pid in recorded.split_whitespace().take(2) {
+        let alive = Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "process {pid} of the killed hook still runs");
+    }
+    // Meanwhile both clients keep refreshing (2 s tokens, every ~1.6 s).
+    daemon.wait_events(4, T, "hang's refreshes", |e| {
+        is(e, "client", "hang") && is(e, "outcome", "refreshed")
+    });
+    daemon.wait_events(4, T, "slow's refreshes", |e| {
+        is(e, "client", "slow") && is(e, "outcome", "refreshed")
+    });
+    let slow_runs = daemon.wait_events(2, T, "slow's hook runs", |e| {
+        is(e, "client", "slow") && is(e, "message", "hook ran")
+    });
+    assert!(slow_runs.len() >= 2);
+    assert!(!overlaps.exists(), "the slow hook ran twice at once");
+    let refreshes = daemon
+        .events()
+        .iter()
+        .filter(|e| is(e, "client", "slow") && is(e, "outcome", "refreshed"))
+        .count();
+    let ran = read(&runs).map_or(0, |r| r.lines().count());
+    assert!(
+        ran < refreshes,
+        "tokens that came during a run were not coalesced: {ran} runs, {refreshes} tokens"
+    );
+    let (_, metrics) = socket_get(&dir.join("tokend.sock"), "/metrics");
+    assert!(
+        metrics.contains("tokend_hook_runs_total{client=\"hang\",outcome=\"timeout\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokend_hook_runs_total{client=\"slow\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A signal hook tells a running process to reload, after checking that the pid file names a
+/// live process of its owner; a pid file that does not is reported, never signalled.
+#[test]
+fn a_signal_hook_reloads_a_process_and_a_stale_pid_file_is_refused() {
+    let dir = TestDir::new("hook-signal");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let pid_file = dir.join("app.pid");
+    let reloads = dir.join("reloads");
+    // A consumer that reloads (here: notes it) on SIGHUP.
+    let mut consumer = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "trap 'echo reloaded >> \"$1\"' HUP; echo $$ > \"$2\"; while :; do sleep 0.1; done",
+            "consumer",
+        ])
+        .arg(&reloads)
+        .arg(&pid_file)
+        .spawn()
+        .unwrap();
+    wait_for(T, "the consumer's pid file", || read(&pid_file));
+    let stale = dir.write("stale.pid", "999999999\n");
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[
+            (
+                "app",
+                format!("hooks: [{{ signal: SIGHUP, pid_file: {} }}]", pid_file.display()),
+            ),
+            (
+                "stale",
+                format!(
+                    "audience: https://stale/\nhooks: [{{ signal: HUP, pid_file: {}, retries: 0 }}]",
+                    stale.display()
+                ),
+            ),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_for(T, "the consumer's reload", || read(&reloads));
+    let refused = daemon.wait_event(T, "the stale pid file refused", |e| {
+        is(e, "client", "stale") && is(e, "message", "hook failed; no attempts left")
+    });
+    assert!(
+        refused["error"].as_str().unwrap().contains("the pid file is stale"),
+        "{refused}"
+    );
+    assert!(daemon.stop().success());
+    consumer.kill().unwrap();
+    consumer.wait().unwrap();
+}
+
+/// `GET path` on the socket: the response head and body.
+fn socket_get(socket: &Path, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// `tokend once` (cron, init containers) runs a new token's hooks before it exits, and says so
+/// when one fails, with the command's own words.
+#[test]
+fn once_runs_the_hooks_before_it_exits() {
+    let dir = TestDir::new("hook-once");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let ran = dir.join("ran");
+    let ok = sh("sleep 0.5; echo \"$TOKEND_CLIENT\" > \"$1\"", &[&ran]);
+    let fails = sh("echo 'cannot reach the app' >&2; exit 3", &[]);
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[(
+            "a",
+            format!("hooks: [{{ exec: {ok} }}, {{ exec: {fails}, retries: 1 }}]"),
+        )],
+    );
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    let err = String::from_utf8_lossy(&once.stderr);
+    assert_eq!(read(&ran).as_deref(), Some("a\n"), "{err}");
+    assert!(
+        err.contains("/bin/sh exited with exit status: 3: cannot reach the app"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hook failed; retrying") && err.contains("hook failed; no attempts left"),
+        "{err}"
+    );
 }
