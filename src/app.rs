@@ -21,6 +21,7 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::atomic;
+use crate::proxy::Proxies;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::access::Authority;
 use crate::server::socket::SocketError;
@@ -73,6 +74,10 @@ impl Daemon {
         };
         let first = groups.into_iter().map(|group| daemon.spawn(group)).collect();
         (daemon, first)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -279,7 +284,17 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     if let Err(e) = server.listen_tcp(config.metrics_listen).await {
         return Err(anyhow::anyhow!("cannot serve metrics.listen {:?}: {e}", config.metrics_listen).into());
     }
-    let (mut daemon, first) = Daemon::start(config, store, metrics);
+    let proxy_configs = config.proxies.clone();
+    let (mut daemon, first) = Daemon::start(config, store.clone(), metrics.clone());
+    // Token proxies answer 503 until their client has a token; they come up with the tasks.
+    let mut proxies = match Proxies::start(&proxy_configs, &store, &metrics).await {
+        Ok(p) => p,
+        Err(e) => {
+            server.shutdown().await;
+            daemon.shutdown().await;
+            return Err(anyhow::anyhow!("{e}").into());
+        }
+    };
     // The watchdog is fed from this loop, the one that handles signals and reloads: if it wedges,
     // systemd restarts tokend.
     let watchdog = systemd::watchdog_period();
@@ -314,10 +329,10 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
             _ = stop.cancelled() => break,
             _ = changed(&mut watch) => {
                 info!(config = %config_path.display(), "the configuration file changed");
-                reload(&mut daemon, &mut server, config_path, started).await;
+                reload(&mut daemon, &mut server, &mut proxies, config_path, started).await;
             }
             signal = signals.next() => match signal {
-                Some(SIGHUP) => reload(&mut daemon, &mut server, config_path, started).await,
+                Some(SIGHUP) => reload(&mut daemon, &mut server, &mut proxies, config_path, started).await,
                 Some(SIGTERM | SIGINT) | None => break,
                 Some(_) => {}
             },
@@ -326,6 +341,7 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     info!("stopping");
     systemd::stopping();
     signals.handle().close();
+    proxies.shutdown().await;
     server.shutdown().await;
     daemon.shutdown().await;
     info!("stopped");
@@ -334,7 +350,7 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
 
 /// Reloads the configuration. Before start-up has completed (READY not yet sent), systemd is not
 /// told about the reload: READY will follow when start-up completes.
-async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, started: bool) {
+async fn reload(daemon: &mut Daemon, server: &mut Server, proxies: &mut Proxies, config_path: &Path, started: bool) {
     if started {
         systemd::reloading();
     }
@@ -355,7 +371,14 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, config_path: &Path, st
                     }
                 }
             }
+            let proxy_configs = config.proxies.clone();
             daemon.apply(config).await;
+            if let Err(e) = proxies
+                .reconfigure(&proxy_configs, daemon.store(), daemon.metrics())
+                .await
+            {
+                error!(error = %e, "a token proxy of the new configuration cannot run");
+            }
         }
         Err(e) => {
             for line in e.to_string().lines() {

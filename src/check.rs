@@ -123,6 +123,32 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
             meta.mode() & 0o7777
         ));
     }
+    for p in &config.proxies {
+        let (listen, who) = match &p.bind {
+            crate::config::ProxyBind::Tcp(addr) => (addr.to_string(), "anyone who can connect".to_owned()),
+            crate::config::ProxyBind::Unix { path, mode, .. } => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                check_dir(&mut r, &cx, &format!("proxy socket {}", path.display()), dir, None);
+                (
+                    format!("{} (mode {mode})", path.display()),
+                    format!("{}, root and tokend's user", describe_readers(&p.readers)),
+                )
+            }
+        };
+        let _ = writeln!(
+            r.text,
+            "proxy {listen} → {} with {}'s token; for {who}",
+            p.upstream, p.client
+        );
+        if let crate::config::ProxyBind::Tcp(addr) = &p.bind
+            && !addr.ip().is_loopback()
+        {
+            r.warnings.push(format!(
+                "proxy {addr} listens beyond this host: whoever reaches it makes requests with {}'s token",
+                p.client
+            ));
+        }
+    }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
     for client in &config.clients {
         describe(&mut r, &cx, client, &config.clients, config_mode, &config.access);
@@ -568,4 +594,14 @@ fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
             }
         }
     }
+}
+
+/// `users alice, groups billing`, or `no readers`.
+fn describe_readers(readers: &crate::config::Readers) -> String {
+    if readers.is_empty() {
+        return "no readers".into();
+    }
+    let users = readers.users.iter().map(|u| format!("user {}", u.spec));
+    let groups = readers.groups.iter().map(|g| format!("group {}", g.spec));
+    users.chain(groups).collect::<Vec<_>>().join(", ")
 }

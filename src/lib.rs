@@ -37,6 +37,7 @@ pub mod oauth;
 pub mod outcome;
 pub mod output;
 pub mod prepare;
+pub mod proxy;
 pub mod refresh;
 pub mod schedule;
 pub mod secret;

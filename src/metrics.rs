@@ -42,6 +42,13 @@ pub struct Metrics {
     requests: Family<StatusLabel, Counter>,
     tcp_requests: Family<StatusLabel, Counter>,
     hook_runs: Family<RefreshLabels, Counter>,
+    proxy_requests: Family<ProxyLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    client: String,
+    status: u16,
 }
 
 impl Default for Metrics {
@@ -61,6 +68,7 @@ impl Metrics {
         let requests = Family::<StatusLabel, Counter>::default();
         let tcp_requests = Family::<StatusLabel, Counter>::default();
         let hook_runs = Family::<RefreshLabels, Counter>::default();
+        let proxy_requests = Family::<ProxyLabels, Counter>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
@@ -96,6 +104,11 @@ impl Metrics {
             "Hook runs after a refresh, by outcome (ok, failed, timeout)",
             hook_runs.clone(),
         );
+        registry.register(
+            "proxy_requests",
+            "Requests through a token proxy, by client and the HTTP status returned",
+            proxy_requests.clone(),
+        );
         Metrics {
             registry,
             expiry,
@@ -105,6 +118,7 @@ impl Metrics {
             requests,
             tcp_requests,
             hook_runs,
+            proxy_requests,
         }
     }
 
@@ -136,6 +150,14 @@ impl Metrics {
             outcome,
         };
         self.hook_runs.get_or_create(&labels).inc();
+    }
+
+    pub fn proxy_request(&self, client: &ClientName, status: u16) {
+        let labels = ProxyLabels {
+            client: client.to_string(),
+            status,
+        };
+        self.proxy_requests.get_or_create(&labels).inc();
     }
 
     pub fn tcp_request(&self, status: u16) {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::ClientName;
 use crate::token::{Token, unix_millis};
@@ -47,6 +47,9 @@ impl Snapshot {
 pub struct Store {
     // std RwLock: never held across an await.
     clients: RwLock<BTreeMap<ClientName, watch::Sender<Snapshot>>>,
+    /// Per client, how to ask its refresh task for a new token now (the token proxy, after an
+    /// upstream refused the current one).
+    refresh: RwLock<BTreeMap<ClientName, Arc<Notify>>>,
     /// Bumped by every change to any client, for watchers of the whole (systemd's `STATUS=`).
     changes: watch::Sender<u64>,
 }
@@ -55,6 +58,7 @@ impl Default for Store {
     fn default() -> Store {
         Store {
             clients: RwLock::default(),
+            refresh: RwLock::default(),
             changes: watch::Sender::new(0),
         }
     }
@@ -71,12 +75,30 @@ impl Store {
         let mut clients = self.clients.write().expect("store lock poisoned");
         let wanted: BTreeSet<&ClientName> = names.into_iter().collect();
         clients.retain(|name, _| wanted.contains(name));
+        self.refresh
+            .write()
+            .expect("store lock poisoned")
+            .retain(|name, _| wanted.contains(name));
         for name in wanted {
             clients
                 .entry(name.clone())
                 .or_insert_with(|| watch::Sender::new(Snapshot::default()));
         }
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Makes `notify` the way to ask for a new token for `names` (a group's refresh task).
+    pub fn on_refresh_request<'a>(&self, names: impl IntoIterator<Item = &'a ClientName>, notify: &Arc<Notify>) {
+        let mut refresh = self.refresh.write().expect("store lock poisoned");
+        for name in names {
+            refresh.insert(name.clone(), notify.clone());
+        }
+    }
+
+    /// Asks the task of client `name` for a new token now; false if no task listens.
+    pub fn request_refresh(&self, name: &ClientName) -> bool {
+        let refresh = self.refresh.read().expect("store lock poisoned");
+        refresh.get(name).map(|n| n.notify_one()).is_some()
     }
 
     /// Wakes on every change to any client.

@@ -25,7 +25,7 @@ pub fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, St
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

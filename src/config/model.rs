@@ -30,7 +30,37 @@ pub struct Config {
     /// Who may read what over the socket. Kept apart from `Client`, so that changing readers
     /// never restarts a client's refresh.
     pub access: Access,
+    /// Token proxies (`proxies:`).
+    pub proxies: Vec<TokenProxy>,
 }
+
+/// A listener whose requests go to `upstream` with the client's current token added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenProxy {
+    pub client: ClientName,
+    /// The base URL: a request for `/a/b?c` goes to `upstream` + `a/b?c`.
+    pub upstream: Url,
+    pub bind: ProxyBind,
+    /// Who may connect to a Unix socket proxy (root and tokend's own user always may).
+    pub readers: Readers,
+    pub max_connections: usize,
+    /// How the upstream is reached: the client's `ca_file` and `proxy`.
+    pub transport: Transport,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyBind {
+    Tcp(SocketAddr),
+    Unix {
+        path: PathBuf,
+        mode: Mode,
+        group: Option<Owner>,
+    },
+}
+
+pub const DEFAULT_PROXY_CONNECTIONS: usize = 256;
+pub const DEFAULT_PROXY_SOCKET_MODE: Mode = Mode::new(0o660);
 
 /// Where and how the socket API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

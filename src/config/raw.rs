@@ -15,15 +15,41 @@ use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Spa
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `state_dir:`)"
+    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `proxies:`, `state_dir:`)"
 )]
 pub struct RawConfig {
     pub state_dir: Option<String>,
     pub socket: Option<RawSocket>,
     pub metrics: Option<RawMetrics>,
+    /// Local listeners that forward requests to an upstream with a client's token added.
+    pub proxies: Option<Vec<RawTokenProxy>>,
     pub defaults: Option<RawClient>,
     #[serde(default)]
     pub clients: ClientMap,
+}
+
+/// A token proxy: a listener bound to one client and one upstream base URL.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a proxy: a mapping such as `{ client: billing, upstream: https://api.example.com/, listen: 127.0.0.1:8081 }`"
+)]
+pub struct RawTokenProxy {
+    pub client: Option<String>,
+    pub upstream: Option<String>,
+    /// A loopback TCP address (`127.0.0.1:8081`), or
+    pub listen: Option<String>,
+    /// a Unix socket path.
+    pub socket: Option<String>,
+    pub mode: Option<Mode>,
+    pub group: Option<Principal>,
+    /// Who may use a socket proxy (default: the client's readers).
+    pub readers: Option<RawReaders>,
+    /// Listen on an address other hosts can reach (off: loopback only).
+    pub allow_remote: Option<bool>,
+    /// Plain http to an upstream that is not on loopback.
+    pub allow_insecure_http: Option<bool>,
+    pub max_connections: Option<usize>,
 }
 
 /// Health and metrics over TCP.

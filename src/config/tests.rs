@@ -382,6 +382,18 @@ fn error_messages() {
             &format!("{MINIMAL}    hooks: [{{ exec: [/bin/true], token_variable: 1TOKEN, timeout: 2h }}]\n"),
         ),
         (
+            "proxy_on_a_public_address",
+            &format!("{MINIMAL}proxies: [{{ client: billing, upstream: https://api.example/, listen: 0.0.0.0:8081 }}]\n"),
+        ),
+        (
+            "proxy_for_an_unknown_client_over_plain_http",
+            &format!("{MINIMAL}proxies: [{{ client: biling, upstream: http://api.example/, listen: 127.0.0.1:8081 }}]\n"),
+        ),
+        (
+            "proxy_without_a_listener_and_with_readers_on_tcp",
+            &format!("{MINIMAL}proxies:\n  - {{ client: billing, upstream: https://api.example/ }}\n  - {{ client: billing, upstream: https://api.example/, listen: 127.0.0.1:8081, readers: {{ users: [0] }} }}\n"),
+        ),
+        (
             "output_without_path",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
         ),

@@ -82,6 +82,10 @@ struct Issuer {
     settings: IssuerSettings,
     faults: Mutex<VecDeque<Fault>>,
     seen: Mutex<Vec<Seen>>,
+    /// The `jti` of every token issued, and those `POST /_dev/revoke` revoked (which
+    /// `/api/whoami` refuses, as a resource server refuses a revoked token).
+    issued: Mutex<Vec<String>>,
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running issuer.
@@ -114,11 +118,14 @@ pub async fn start(
         settings,
         faults: Mutex::new(VecDeque::new()),
         seen: Mutex::new(Vec::new()),
+        issued: Mutex::new(Vec::new()),
+        revoked: Mutex::new(Default::default()),
     });
     let app = app
         .route("/jwks.json", get(jwks))
         .route("/api/whoami", get(whoami))
         .route("/_dev/faults", post(push_faults).delete(clear_faults))
+        .route("/_dev/revoke", post(revoke))
         .route("/_dev/requests", get(requests))
         .with_state(issuer);
     let handle = tokio::spawn(async move {
@@ -292,6 +299,11 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fa
         "client_id": client_id,
         "gty": "client-credentials",
     });
+    issuer
+        .issued
+        .lock()
+        .expect("issued lock")
+        .push(URL_SAFE_NO_PAD.encode(jti));
     if let Some(scope) = field("scope") {
         claims["scope"] = json!(scope);
     }
@@ -392,6 +404,12 @@ async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Respon
     if exp <= now {
         return deny("token expired");
     }
+    if claims["jti"]
+        .as_str()
+        .is_some_and(|jti| issuer.revoked.lock().expect("revoked lock").contains(jti))
+    {
+        return deny("token revoked");
+    }
     Json(json!({
         "ok": true,
         "sub": claims["sub"],
@@ -400,6 +418,13 @@ async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Respon
         "expires_in": exp - now,
     }))
     .into_response()
+}
+
+/// Revokes every token issued so far.
+async fn revoke(State(issuer): State<Arc<Issuer>>) -> StatusCode {
+    let issued = std::mem::take(&mut *issuer.issued.lock().expect("issued lock"));
+    issuer.revoked.lock().expect("revoked lock").extend(issued);
+    StatusCode::NO_CONTENT
 }
 
 async fn push_faults(State(issuer): State<Arc<Issuer>>, Json(faults): Json<Vec<Fault>>) -> StatusCode {

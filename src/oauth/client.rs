@@ -62,7 +62,7 @@ impl ClientSettings {
         key
     }
 
-    fn build(&self) -> Result<reqwest::Client, FetchError> {
+    pub fn build(&self) -> Result<reqwest::Client, FetchError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())

@@ -84,6 +84,12 @@ impl Publisher {
         }
     }
 
+    /// Makes `notify` how others (the token proxy) ask this group for a new token now.
+    pub fn on_refresh_request(&self, notify: &Arc<tokio::sync::Notify>) {
+        self.store
+            .on_refresh_request(self.group.members().map(|m| &m.name), notify);
+    }
+
     /// For `tokend once`: failed writes are not retried, and hooks run before it exits.
     pub fn single_attempt(&mut self) {
         self.single_attempt = true;

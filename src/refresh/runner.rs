@@ -21,6 +21,9 @@ use super::publisher::{Attempts, Publisher};
 use super::seed;
 use super::{Group, TokenSource};
 
+/// A token younger than this is not replaced on request: a new one would be refused too.
+pub const MIN_AGE_FOR_FORCED_REFRESH: Duration = Duration::from_secs(2);
+
 pub struct Runner<S> {
     group: Arc<Group>,
     label: String,
@@ -41,6 +44,8 @@ pub struct Runner<S> {
     short_lifetime_reported: bool,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<Notify>,
+    /// Poked by the token proxy when an upstream refused the current token.
+    refresh_now: Arc<Notify>,
     /// `tokend once`: one attempt, no retry, and the messages say so.
     single_attempt: bool,
 }
@@ -60,6 +65,7 @@ impl<S: TokenSource> Runner<S> {
             clock_leap_handled: false,
             short_lifetime_reported: false,
             retry_now: Arc::new(Notify::new()),
+            refresh_now: Arc::new(Notify::new()),
             single_attempt: false,
         }
     }
@@ -300,6 +306,21 @@ impl<S: TokenSource> Runner<S> {
         }
     }
 
+    /// The token proxy's upstream refused the current token (revoked, or signed with a key it
+    /// no longer trusts): refresh now, unless failing (the backoff stands) or the token is too
+    /// fresh for another to differ.
+    fn refresh_on_request(&mut self) {
+        let now = self.clock.now();
+        let fresh = self.publisher.current().is_some_and(|t| {
+            now.duration_since(t.issued_at)
+                .is_ok_and(|age| age < MIN_AGE_FOR_FORCED_REFRESH)
+        });
+        if self.failures == 0 && !fresh && self.due > now {
+            info!(client = %self.label, "an upstream refused the current token; refreshing now");
+            self.due = now;
+        }
+    }
+
     /// Drives the group until `cancel` fires. `first_attempt` is told once the group has a token
     /// or its first request has finished, whichever comes first (for readiness).
     ///
@@ -307,6 +328,7 @@ impl<S: TokenSource> Runner<S> {
     /// answer is in, it is published completely (files and state) before the task can stop.
     pub async fn run(mut self, cancel: CancellationToken, first_attempt: Option<oneshot::Sender<()>>) {
         let mut first_attempt = first_attempt;
+        self.publisher.on_refresh_request(&self.refresh_now);
         if self.seed().await.is_some() {
             signal_once(&mut first_attempt);
         }
@@ -334,6 +356,7 @@ impl<S: TokenSource> Runner<S> {
                 .flatten()
                 .fold(self.due, SystemTime::min);
             let retry_now = self.retry_now.clone();
+            let refresh_now = self.refresh_now.clone();
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 woke = self.clock.sleep_until(wake) => if let Wake::SteppedBack(by) = woke {
@@ -345,6 +368,7 @@ impl<S: TokenSource> Runner<S> {
                         self.due = self.clock.now();
                     }
                 }
+                _ = refresh_now.notified() => self.refresh_on_request(),
             }
             let now = self.clock.now();
             if let Some(expiry) = expiry

@@ -389,3 +389,253 @@ fn once_runs_the_hooks_before_it_exits() {
         "{err}"
     );
 }
+
+/// A free loopback port (there is a small window for another process to take it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The streaming upstream (`echo.py`), as its own process.
+struct Echo {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consumers/echo.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        Echo {
+            child,
+            url: format!("http://127.0.0.1:{}/", port.trim()),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The proxy adds the current token (replacing what a caller sends) to requests for a local
+/// resource server that verifies the JWT's signature, across refreshes, without a request
+/// failing; bodies stream both ways without tokend holding them; hop-by-hop headers stay behind.
+#[test]
+fn the_proxy_adds_the_current_token_across_refreshes_and_streams_bodies() {
+    let dir = TestDir::new("proxy");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "2s");
+    let echo = Echo::start();
+    let (api, stream) = (free_port(), free_port());
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[("app", "audience: https://api/\nrefresh: { min_remaining: 1s }".into())],
+    );
+    let mut yaml = fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: app, upstream: \"{}/api/\", listen: \"127.0.0.1:{api}\" }}\n  - {{ client: app, upstream: \"{}\", listen: \"127.0.0.1:{stream}\" }}\n",
+        issuer.url, echo.url
+    ));
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_ready(&dir.join("tokend.sock"));
+    // 8 s of requests: four refreshes of a 2 s token, none refused.
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    let mut expiries = std::collections::BTreeSet::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        let (status, body) = curl(&[
+            "-H",
+            "Authorization: Bearer not-the-callers-to-give",
+            &format!("http://127.0.0.1:{api}/whoami"),
+        ]);
+        assert_eq!(status, 200, "request {calls} failed: {body}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["aud"], "https://api/");
+        expiries.insert(seen["expires_in"].as_u64().unwrap() + started.elapsed().as_secs());
+        calls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refreshed = daemon.events().iter().filter(|e| is(e, "outcome", "refreshed")).count();
+    assert!(refreshed >= 4 && calls > 40, "{refreshed} tokens, {calls} calls");
+    // A path cannot climb out of the base path.
+    let (status, _) = curl(&["--path-as-is", &format!("http://127.0.0.1:{api}/../oauth/token")]);
+    assert_eq!(status, 400);
+
+    // 64 MiB up and 64 MiB down: streamed, so tokend's memory does not grow by them.
+    let big = dir.join("big");
+    fs::write(&big, vec![7u8; 64 << 20]).unwrap();
+    let (status, body) = curl(&[
+        "-H",
+        "Connection: X-Hop",
+        "-H",
+        "X-Hop: private",
+        "--data-binary",
+        &format!("@{}", big.display()),
+        &format!("http://127.0.0.1:{stream}/upload"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let mut echoed = body.split_whitespace();
+    assert_eq!(echoed.next(), Some("67108864"));
+    let sha = Command::new("sha256sum").arg(&big).output().unwrap();
+    assert_eq!(
+        echoed.next(),
+        String::from_utf8_lossy(&sha.stdout).split_whitespace().next()
+    );
+    assert_eq!(echoed.next(), Some("Bearer"), "{body}");
+    let token = echoed.next().unwrap();
+    assert_eq!(claims(token)["aud"], "https://api/");
+    assert_eq!(
+        echoed.next(),
+        Some("hop="),
+        "a header named by Connection was forwarded: {body}"
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"])
+        .arg(format!("http://127.0.0.1:{stream}/big?mb=64"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 67108864");
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 48 * 1024,
+        "tokend peaked at {peak_kib} KiB: a body was held in memory"
+    );
+    let (_, metrics) = socket_get(&dir.join("tokend.sock"), "/metrics");
+    assert!(
+        metrics.contains("tokend_proxy_requests_total{client=\"app\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokend_proxy_requests_total{client=\"app\",status=\"400\"}"),
+        "{metrics}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// An upstream that refuses the token (revoked at the IdP) gets one new token and the request
+/// again; the next refusal within the rate limit does not ask again.
+#[test]
+fn an_upstream_401_brings_one_new_token_and_one_retry() {
+    let dir = TestDir::new("proxy-401");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let port = free_port();
+    let cfg = hook_config(&dir, &issuer, &[("app", String::new())]);
+    let mut yaml = fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: app, upstream: \"{}/api/\", listen: \"127.0.0.1:{port}\" }}\n",
+        issuer.url
+    ));
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_ready(&dir.join("tokend.sock"));
+    let whoami = format!("http://127.0.0.1:{port}/whoami");
+    assert_eq!(curl(&[&whoami]).0, 200);
+    assert_eq!(issuer.request_count(), 1);
+    // Old enough to be replaced on request (a fresh token refused is not replaced).
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, _) = curl(&["-X", "POST", &format!("{}/_dev/revoke", issuer.url)]);
+    assert_eq!(status, 204);
+    let (status, body) = curl(&[&whoami]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(issuer.request_count(), 2, "one new token");
+    daemon.wait_event(T, "the forced refresh", |e| {
+        is(e, "message", "an upstream refused the current token; refreshing now")
+    });
+    // Revoked again at once: the 401 goes back to the caller; no new token within the limit.
+    curl(&["-X", "POST", &format!("{}/_dev/revoke", issuer.url)]);
+    assert_eq!(curl(&[&whoami]).0, 401);
+    assert_eq!(issuer.request_count(), 2);
+    assert!(daemon.stop().success());
+}
+
+/// A Unix socket proxy serves whom the client's readers name (and root, and tokend's user);
+/// anyone else who can connect gets 403 and no request is made for them.
+#[test]
+fn a_socket_proxy_refuses_callers_who_may_not_read_the_client() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("TOKEND_REQUIRE_ROOT_TESTS").is_none(), "needs root");
+        eprintln!("SKIPPED a_socket_proxy_refuses_callers_who_may_not_read_the_client: needs root");
+        return;
+    }
+    let dir = TestDir::new("proxy-socket");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let socket = dir.join("run/app-proxy.sock");
+    let cfg = hook_config(&dir, &issuer, &[("app", "readers: { users: [65534] }".into())]);
+    let mut yaml = fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: app, upstream: \"{}/api/\", socket: {}, mode: \"0666\" }}\n",
+        issuer.url,
+        socket.display()
+    ));
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_ready(&dir.join("tokend.sock"));
+    // The directories on the way must be passable for the other users.
+    let mut d = socket.parent().unwrap().to_path_buf();
+    while d != Path::new("/") {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&d).unwrap().permissions().mode();
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        d = d.parent().unwrap().to_path_buf();
+    }
+    let as_user = |uid: &str| {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid",
+                uid,
+                "--regid",
+                uid,
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .arg("http://localhost/whoami")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let requests = issuer.request_count();
+    assert_eq!(as_user("65534"), "200", "a reader");
+    assert_eq!(as_user("65533"), "403", "not a reader");
+    assert_eq!(
+        issuer.request_count(),
+        requests,
+        "the proxy asks for no token per request"
+    );
+    let refused = daemon.wait_event(T, "the refusal", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused a proxy request"))
+    });
+    assert_eq!(refused["uid"], 65533);
+    assert!(daemon.stop().success());
+    assert!(!socket.exists(), "the proxy's socket is removed at exit");
+}

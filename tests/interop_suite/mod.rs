@@ -865,3 +865,56 @@ fn interop_ca_file_adds_to_the_system_roots() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("  connection "));
 }
+
+/// The token proxy in front of the interop resource server, which verifies the JWT against
+/// oidc-provider's JWKS (signature, issuer, audience, expiry): a caller without any token gets
+/// the API's answer, through several refreshes of 8 s tokens.
+#[test]
+fn interop_the_token_proxy_reaches_a_resource_server_that_verifies_the_jwt() {
+    if !interop_ready(
+        "interop_the_token_proxy_reaches_a_resource_server_that_verifies_the_jwt",
+        &[],
+    ) {
+        return;
+    }
+    let dir = TestDir::new("interop-proxy");
+    let idp = Idp::start(&dir, 8);
+    let rs = ResourceServer::start(&dir);
+    let secret = dir.secret("post-secret", &idp.s("/clients/post/client_secret"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &dir,
+        &idp,
+        &[(
+            "post",
+            format!(
+                "client_id: post-client\nclient_secret: {{ file: {} }}\nresource: {RESOURCE}",
+                secret.display()
+            ),
+        )],
+    );
+    let mut yaml = fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: post, upstream: \"{}\", listen: \"127.0.0.1:{port}\" }}\n",
+        rs.url
+    ));
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_ready(&dir.join("tokend.sock"));
+    let started = std::time::Instant::now();
+    let mut subjects = std::collections::HashSet::new();
+    while started.elapsed() < Duration::from_secs(18) {
+        let (status, body) = curl(&[&format!("http://127.0.0.1:{port}/")]);
+        assert_eq!(status, 200, "the resource server refused: {body}");
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["claims"]["aud"], RESOURCE);
+        subjects.insert(seen["claims"]["jti"].as_str().unwrap_or_default().to_owned());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(subjects.len() >= 2, "the requests spanned no refresh: {subjects:?}");
+    assert!(daemon.stop().success());
+}

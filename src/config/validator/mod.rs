@@ -6,6 +6,7 @@ mod client;
 mod credentials;
 mod hooks;
 mod outputs;
+mod proxies;
 mod socket;
 mod transport;
 mod validation;
@@ -168,6 +169,7 @@ impl<'a> Validator<'a> {
             }
         }
         self.cross_checks(&clients, path, &state_dir);
+        let proxies = self.proxies(raw.proxies.unwrap_or_default(), &clients, &access, socket.as_ref());
         Config {
             source: path.to_owned(),
             state_dir,
@@ -175,6 +177,7 @@ impl<'a> Validator<'a> {
             socket,
             metrics_listen,
             access,
+            proxies,
         }
     }
 
