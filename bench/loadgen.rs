@@ -1,22 +1,31 @@
-//! A small HTTP/1.1 load generator over a Unix socket, used by `bench/socket.sh` to load tokend and
-//! nginx the same way. Each connection is kept alive and sends one request after another (no
-//! pipelining); every latency is recorded.
+//! A small HTTP/1.1 load generator over a Unix socket or TCP, used by `bench/socket.sh` and
+//! `bench/proxy.sh` to load tokend and nginx the same way. Each connection is kept alive and
+//! sends one request after another (no pipelining); every latency is recorded.
 //!
 //!   cargo bench --bench loadgen -- load --socket S --path /v1/tokens/x --connections 64 --duration 10s
+//!   cargo bench --bench loadgen -- load --tcp 127.0.0.1:8081 --header 'Authorization: Bearer T' --path /
 //!   cargo bench --bench loadgen -- idle --socket S --path /v1/tokens/x --connections 1000 --hold 10s
 //!
 //! `load` prints one line: `connections=64 requests=… rps=… p50_us=… p99_us=… errors=…`.
 //! `idle` opens the connections, makes one request on each, prints `idle-ready`, holds them open.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Args {
     mode: String,
     socket: PathBuf,
+    /// Instead of `socket`: a TCP address.
+    tcp: Option<String>,
+    /// Extra request headers (`Name: value`).
+    headers: Vec<String>,
     path: String,
     connections: usize,
     duration: Duration,
@@ -27,6 +36,8 @@ fn parse_args() -> Args {
     let mut args = Args {
         mode: String::new(),
         socket: PathBuf::new(),
+        tcp: None,
+        headers: Vec::new(),
         path: "/".into(),
         connections: 1,
         duration: Duration::from_secs(10),
@@ -38,6 +49,8 @@ fn parse_args() -> Args {
         match a.as_str() {
             "load" | "idle" => args.mode = a.clone(),
             "--socket" => args.socket = value().into(),
+            "--tcp" => args.tcp = Some(value()),
+            "--header" => args.headers.push(value()),
             "--path" => args.path = value(),
             "--connections" => args.connections = value().parse().expect("a number"),
             "--duration" => args.duration = humantime::parse_duration(&value()).expect("a duration"),
@@ -51,8 +64,29 @@ fn parse_args() -> Args {
     args
 }
 
+async fn connect(args: &Args) -> Box<dyn Stream> {
+    match &args.tcp {
+        Some(addr) => {
+            let s = TcpStream::connect(addr).await.expect("connect");
+            s.set_nodelay(true).unwrap();
+            Box::new(s)
+        }
+        None => Box::new(UnixStream::connect(&args.socket).await.expect("connect")),
+    }
+}
+
+fn request(args: &Args) -> Vec<u8> {
+    let mut r = format!("GET {} HTTP/1.1\r\nHost: localhost\r\n", args.path);
+    for h in &args.headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
 /// Reads one response; returns whether it was a 200.
-async fn read_response(stream: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+async fn read_response(stream: &mut Box<dyn Stream>, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
@@ -85,8 +119,8 @@ async fn read_response(stream: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::R
     }
 }
 
-async fn load(args: &Args) {
-    let request = format!("GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", args.path).into_bytes();
+async fn load(args: &Arc<Args>) {
+    let request = request(args);
     let warmup = Duration::from_secs(1);
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -94,11 +128,11 @@ async fn load(args: &Args) {
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let request = request.clone();
-        let socket = args.socket.clone();
+        let args = args.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
-            let mut stream = UnixStream::connect(&socket).await.expect("connect");
+            let mut stream = connect(&args).await;
             let mut buf = Vec::with_capacity(8192);
             loop {
                 let sent = Instant::now();
@@ -118,7 +152,7 @@ async fn load(args: &Args) {
                     Ok(false) => errors += 1,
                     Err(_) => {
                         errors += 1;
-                        stream = UnixStream::connect(&socket).await.expect("reconnect");
+                        stream = connect(&args).await;
                     }
                 }
             }
@@ -150,11 +184,11 @@ async fn load(args: &Args) {
 }
 
 async fn idle(args: &Args) {
-    let request = format!("GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n", args.path).into_bytes();
+    let request = request(args);
     let mut open = Vec::with_capacity(args.connections);
     let mut buf = Vec::with_capacity(8192);
     for _ in 0..args.connections {
-        let mut stream = UnixStream::connect(&args.socket).await.expect("connect");
+        let mut stream = connect(args).await;
         stream.write_all(&request).await.expect("write");
         assert!(read_response(&mut stream, &mut buf).await.expect("read"), "not a 200");
         open.push(stream);
@@ -165,7 +199,7 @@ async fn idle(args: &Args) {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = Arc::new(parse_args());
     // Two threads: the load generator shares the machine's two cores with the server under test.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -115,7 +115,7 @@ impl Upstream {
                 "the path leaves the upstream's base path\n".into(),
             );
         };
-        let Some(token) = self.token() else {
+        let Some((token, version)) = self.token() else {
             let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("client {} has no valid token yet\n", self.client),
@@ -144,7 +144,6 @@ impl Upstream {
             (None, false) => (reqwest::Body::from(Bytes::new()), Some(Bytes::new())),
             _ => (reqwest::Body::wrap(body), None),
         };
-        let version = self.store.get(&self.client).map_or(0, |s| s.version);
         let first = self.send(&parts.method, &url, &headers, first_body, &token).await;
         let refused = matches!(&first, Ok(r) if r.status() == StatusCode::UNAUTHORIZED);
         if refused
@@ -171,10 +170,13 @@ impl Upstream {
         (url.origin() == self.base.origin() && url.path().starts_with(self.base.path())).then_some(url)
     }
 
-    fn token(&self) -> Option<Arc<Token>> {
+    /// The client's valid token and its version, without copying the rest of its snapshot.
+    fn token(&self) -> Option<(Arc<Token>, u64)> {
         let now = SystemTime::now();
         self.store
-            .with(self.client.as_str(), |s| s.valid_token(now).cloned())
+            .with(self.client.as_str(), |s| {
+                s.valid_token(now).map(|t| (t.clone(), s.version))
+            })
             .flatten()
     }
 

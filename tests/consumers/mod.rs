@@ -639,3 +639,44 @@ fn a_socket_proxy_refuses_callers_who_may_not_read_the_client() {
     assert!(daemon.stop().success());
     assert!(!socket.exists(), "the proxy's socket is removed at exit");
 }
+
+/// Run as root, a hook can run as another user, who gets that user's primary group only (none
+/// of tokend's supplementary groups), in the directory it names.
+#[test]
+fn a_hook_runs_as_its_user_in_its_directory() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("TOKEND_REQUIRE_ROOT_TESTS").is_none(), "needs root");
+        eprintln!("SKIPPED a_hook_runs_as_its_user_in_its_directory: needs root");
+        return;
+    }
+    let dir = TestDir::new("hook-user");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let work = dir.join("work");
+    fs::create_dir(&work).unwrap();
+    nix::unistd::chown(&work, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let record = sh("echo \"$(id -u) $(id -G) $(pwd)\" > ./who", &[]);
+    let cfg = hook_config(
+        &dir,
+        &issuer,
+        &[(
+            "a",
+            format!(
+                "hooks: [{{ exec: {record}, user: 65534, working_directory: {} }}]",
+                work.display()
+            ),
+        )],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_event(T, "the hook", |e| is(e, "message", "hook ran"));
+    let who = fs::read_to_string(work.join("who")).unwrap();
+    let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(65534))
+        .unwrap()
+        .map(|u| u.gid.as_raw())
+        .unwrap();
+    assert_eq!(who.trim(), format!("65534 {gid} {}", work.display()));
+    assert!(daemon.stop().success());
+}
