@@ -898,13 +898,25 @@ fn interop_the_token_proxy_reaches_a_resource_server_that_verifies_the_jwt() {
         )],
     );
     let mut yaml = fs::read_to_string(&cfg).unwrap();
+    // And an https upstream behind the fixture's private CA, trusted through the client's
+    // `ca_file` (the IdP itself serves as one).
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     yaml.push_str(&format!(
-        "proxies:\n  - {{ client: post, upstream: \"{}\", listen: \"127.0.0.1:{port}\" }}\n",
-        rs.url
+        "proxies:\n  - {{ client: post, upstream: \"{}\", listen: \"127.0.0.1:{port}\" }}\n  - {{ client: post, upstream: \"{}\", listen: \"127.0.0.1:{tls_port}\" }}\n",
+        rs.url,
+        idp.s("/issuer")
     ));
     let cfg = dir.write("config.yaml", &yaml);
     let daemon = Tokend::run(&dir, &cfg);
     wait_ready(&dir.join("tokend.sock"));
+    let (status, body) = curl(&[&format!("http://127.0.0.1:{tls_port}/.well-known/openid-configuration")]);
+    assert_eq!(status, 200, "{body}");
+    let metadata: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["issuer"], idp.s("/issuer").as_str());
     let started = std::time::Instant::now();
     let mut subjects = std::collections::HashSet::new();
     while started.elapsed() < Duration::from_secs(18) {
