@@ -114,14 +114,25 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
             }
         }
     }
-    if let Ok(meta) = std::fs::metadata(&config.state_dir)
-        && meta.mode() & 0o077 != 0
-    {
-        r.warnings.push(format!(
-            "state_dir {} has mode {:04o}; it holds tokens, so 0700 is safer",
-            config.state_dir.display(),
-            meta.mode() & 0o7777
-        ));
+    if let Ok(meta) = std::fs::symlink_metadata(&config.state_dir) {
+        let owner_ok = cx.who.uid == meta.uid();
+        if meta.mode() & 0o022 != 0 || !owner_ok || meta.file_type().is_symlink() {
+            // tokend would not trust a token saved there: someone else could have planted it.
+            r.problems.push(format!(
+                "state_dir {} is {} (owner {}, mode {:04o}); tokend trusts saved tokens only in a directory of its own that no one else can write: `chown {} {0}; chmod 0700 {0}`",
+                config.state_dir.display(),
+                if meta.file_type().is_symlink() { "a symlink" } else if owner_ok { "writable by others" } else { "not owned by tokend's user" },
+                meta.uid(),
+                meta.mode() & 0o7777,
+                cx.who.name.as_deref().unwrap_or("tokend"),
+            ));
+        } else if meta.mode() & 0o077 != 0 {
+            r.warnings.push(format!(
+                "state_dir {} has mode {:04o}; it holds tokens, so 0700 is safer",
+                config.state_dir.display(),
+                meta.mode() & 0o7777
+            ));
+        }
     }
     for p in &config.proxies {
         let (listen, who) = match &p.bind {

@@ -1517,7 +1517,10 @@ fn state_files_saved_by_the_previous_release_are_reused_without_a_request() {
         // Only the times move (they are not part of what a token was obtained under).
         saved["issued_at_ms"] = json!(now - 60_000);
         saved["expires_at_ms"] = json!(now + 3_600_000);
-        dir.write(&format!("state/{name}.state"), &saved.to_string());
+        let file = dir.write(&format!("state/{name}.state"), &saved.to_string());
+        // As the previous release saved them (it wrote 0600 too).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     }
     let secret = dir.secret("secret", SECRET);
     let cfg = dir.write(

@@ -394,6 +394,14 @@ fn error_messages() {
             &format!("{MINIMAL}proxies:\n  - {{ client: billing, upstream: https://api.example/ }}\n  - {{ client: billing, upstream: https://api.example/, listen: 127.0.0.1:8081, readers: {{ users: [0] }} }}\n"),
         ),
         (
+            "output_writable_by_others",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/billing.token, mode: \"0666\" }"),
+        ),
+        (
+            "output_writable_by_its_group",
+            &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/billing.token, mode: \"0620\" }"),
+        ),
+        (
             "output_without_path",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
         ),

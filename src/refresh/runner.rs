@@ -108,7 +108,13 @@ impl<S: TokenSource> Runner<S> {
             seed = seed.or_saved(saved, self.publisher.fingerprint(), self.clock.now());
         }
         for (name, reason) in &seed.passed_over {
-            debug!(client = %name, ?reason, "saved token not reused");
+            match reason {
+                // Someone else could have written it: say so, loudly.
+                crate::state::Unusable::Untrusted(why) => {
+                    warn!(client = %name, reason = %why, "saved token not trusted, not reused; requesting a new one")
+                }
+                _ => debug!(client = %name, ?reason, "saved token not reused"),
+            }
         }
         if seed.failures > 0 {
             self.failures = seed.failures;

@@ -71,6 +71,16 @@ impl Validator<'_> {
                 ok = false;
             }
             let (owner, group) = (owner.flatten(), group.flatten());
+            let mode = o.mode.unwrap_or(DEFAULT_MODE);
+            if mode.bits() & 0o022 != 0 {
+                self.problem(
+                    &key("mode"),
+                    format!(
+                        "mode \"{mode}\" lets other users write the token file, and so replace the token between refreshes; group and others may read (such as \"0640\"), never write"
+                    ),
+                );
+                ok = false;
+            }
             let template = self.template(n, &key, format, o.template, o.template_file);
             if format == Format::Template && template.is_none() {
                 ok = false;
@@ -78,7 +88,7 @@ impl Validator<'_> {
             outputs.push(Output {
                 path,
                 format,
-                mode: o.mode.unwrap_or(DEFAULT_MODE),
+                mode,
                 owner,
                 group,
                 newline: o.newline.unwrap_or(false),
