@@ -1517,6 +1517,9 @@ fn state_files_saved_by_the_previous_release_are_reused_without_a_request() {
         // Only the times move (they are not part of what a token was obtained under).
         saved["issued_at_ms"] = json!(now - 60_000);
         saved["expires_at_ms"] = json!(now + 3_600_000);
+        // A JWT's shape, so that validated clients get as far as fetching the (unreachable)
+        // keys: a saved token that cannot be checked now is reused; one that fails is not.
+        saved["access_token"] = json!(format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ7bmFtZX0ifQ.c2ln-{name}"));
         let file = dir.write(&format!("state/{name}.state"), &saved.to_string());
         // As the previous release saved them (it wrote 0600 too).
         use std::os::unix::fs::PermissionsExt;
@@ -1543,7 +1546,7 @@ fn state_files_saved_by_the_previous_release_are_reused_without_a_request() {
         assert!(reused.iter().any(|c| c == name), "{name} was not reused:\n{log}");
         assert_eq!(
             read(&dir.join(&format!("out/{name}.token"))).as_deref(),
-            Some(format!("fixture-token-for-{name}").as_str())
+            Some(format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ7bmFtZX0ifQ.c2ln-{name}").as_str())
         );
     }
 }
@@ -1658,4 +1661,53 @@ fn under_the_journal_every_line_has_its_priority_and_no_timestamp() {
     let elsewhere = run(Some(&cfg));
     assert!(elsewhere.lines().all(|l| !l.starts_with('<')), "{elsewhere}");
     assert!(elsewhere.contains(&year), "{elsewhere}");
+}
+
+/// A saved token passes `validate:` again before it is reused: one whose signature no longer
+/// verifies (here: changed in the state file) is dropped and a new one requested.
+#[test]
+fn a_saved_token_that_fails_validation_is_not_reused() {
+    let dir = TestDir::new("revalidate");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let secret = dir.secret("secret", SECRET);
+    let cfg = dir.write(
+        "config.yaml",
+        &format!(
+            "state_dir: {}\nsocket: {{ enabled: false }}\nclients:\n  v:\n    issuer: {}\n    client_id: app\n    client_secret: {{ file: {} }}\n    audience: https://v/\n    validate: true\n    outputs: [{{ path: {} }}]\n",
+            dir.join("state").display(),
+            issuer.url,
+            secret.display(),
+            out(&dir, "v.token")
+        ),
+    );
+    let run = || {
+        let o = tokend(&["--config", cfg.to_str().unwrap(), "--log-format", "json", "once"]);
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{log}");
+        log
+    };
+    run();
+    assert_eq!(issuer.request_count(), 1);
+    // Reused as it is: validated again, no request.
+    let log = run();
+    assert!(log.contains("\"outcome\":\"reused\""), "{log}");
+    assert_eq!(issuer.request_count(), 1);
+    // The token's signature changed (the file keeps tokend's owner and mode 0600).
+    let state = dir.join("state/v.state");
+    let mut saved: Value = serde_json::from_str(&fs::read_to_string(&state).unwrap()).unwrap();
+    let token = saved["access_token"].as_str().unwrap().to_owned();
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    saved["access_token"] = json!(format!("{signed}.{flipped}{}", &signature[1..]));
+    fs::write(&state, saved.to_string()).unwrap();
+    let log = run();
+    assert!(
+        log.contains("the saved token fails validation now; not reused"),
+        "{log}"
+    );
+    assert_eq!(issuer.request_count(), 2);
+    assert_ne!(
+        read(&dir.join("out/v.token")).unwrap(),
+        saved["access_token"].as_str().unwrap()
+    );
 }

@@ -96,6 +96,34 @@ async fn exchange(
     Ok(lifetime::token_from(issued, sent_at, default_lifetime)?)
 }
 
+/// Validates a saved token by the spec's `validate:` rules (nothing to do without them), as a
+/// new token is validated before it is published.
+pub async fn validate_saved(
+    spec: &RequestSpec,
+    http: &HttpClients,
+    cache: &mut IssuerCache,
+    terms: Terms,
+    token: &Token,
+) -> Result<(), FetchError> {
+    let Some(rules) = &spec.validation else {
+        return Ok(());
+    };
+    let (_, settings) = Material::load(spec, terms.timeouts.connect)?;
+    let http = http.get(&settings, terms.timeouts)?;
+    let metadata = match &spec.grant.endpoint {
+        Endpoint::TokenUrl(_) => None,
+        Endpoint::Issuer(issuer) => Some(
+            cache
+                .metadata(&http, issuer, spec.transport.allow_insecure_http)
+                .await?,
+        ),
+    };
+    let (issuer, jwks_uri) = trust(rules, metadata.as_ref())?;
+    cache
+        .validate(&http, token.access_token.expose_secret(), rules, &issuer, &jwks_uri)
+        .await
+}
+
 fn sign(key: &SigningKey, config: &PrivateKey, client_id: &str, audience: &str) -> Result<SecretString, FetchError> {
     let claims = assertion::Claims {
         client_id,

@@ -121,6 +121,20 @@ impl<S: TokenSource> Runner<S> {
             self.due = now;
         }
         let (token, outcome) = seed.token?;
+        // A saved token passes `validate:` again before it is served, as a new one would; one
+        // that fails is dropped. If the check cannot be made (the IdP's keys are out of reach),
+        // the token is served: it is tokend's own (see `state::read`), and was validated when
+        // it came.
+        if outcome == Outcome::Reused
+            && let Err(e) = self.source.check_saved(&token).await
+        {
+            if e.class() == ErrorClass::Permanent {
+                warn!(client = %self.label, error = %e, "the saved token fails validation now; not reused, requesting a new one");
+                self.due = now;
+                return None;
+            }
+            warn!(client = %self.label, error = %e, "cannot validate the saved token now; reusing it, as it was validated when it came");
+        }
         if self.failures == 0 {
             self.due = self.plan(&token);
         }

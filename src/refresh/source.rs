@@ -18,6 +18,12 @@ pub trait TokenSource: Send {
     /// Asks for a new token; `sent_at` is the wall-clock time its lifetime counts from. The
     /// future may be dropped (a reload, a shutdown): it must leave nothing half-done but caches.
     fn obtain(&mut self, sent_at: SystemTime) -> impl Future<Output = Result<Token, FetchError>> + Send;
+
+    /// Checks a saved token as a new one would be (`validate:`) before it is reused; Ok when
+    /// there is nothing to check.
+    fn check_saved(&mut self, _token: &Token) -> impl Future<Output = Result<(), FetchError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Tokens from the group's IdP, by the request its spec describes.
@@ -46,5 +52,9 @@ impl IdpSource {
 impl TokenSource for IdpSource {
     async fn obtain(&mut self, sent_at: SystemTime) -> Result<Token, FetchError> {
         exchange::obtain(&self.spec, &self.http, &mut self.issuer, self.terms, sent_at).await
+    }
+
+    async fn check_saved(&mut self, token: &Token) -> Result<(), FetchError> {
+        exchange::validate_saved(&self.spec, &self.http, &mut self.issuer, self.terms, token).await
     }
 }
