@@ -17,8 +17,12 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 pub enum SecretSource {
     /// Written inline in the config file.
     Literal(SecretString),
-    /// A file holding the secret; one trailing newline is ignored.
+    /// A file holding the secret; one trailing newline is ignored. Refused if its group or
+    /// others may read it, as ssh refuses a loose key.
     File(PathBuf),
+    /// A file its group may read too (`group_readable: true`): a Kubernetes Secret volume
+    /// (`defaultMode: 0440`, group `fsGroup`), a `root:tokend 0640` file. Others never.
+    SharedFile(PathBuf),
     /// An environment variable of the tokend process.
     Env(String),
     /// `$CREDENTIALS_DIRECTORY/NAME`, as provided by systemd `LoadCredential=`.
@@ -47,7 +51,7 @@ impl SecretSource {
     pub fn describe(&self) -> String {
         match self {
             SecretSource::Literal(_) => "the config file (inline)".to_owned(),
-            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::File(p) | SecretSource::SharedFile(p) => format!("file {}", p.display()),
             SecretSource::Env(var) => format!("environment variable {var}"),
             SecretSource::Credential(name) => format!("systemd credential {name}"),
         }
@@ -57,7 +61,7 @@ impl SecretSource {
     /// `$CREDENTIALS_DIRECTORY` is set.
     pub fn file(&self) -> Option<PathBuf> {
         match self {
-            SecretSource::File(p) => Some(p.clone()),
+            SecretSource::File(p) | SecretSource::SharedFile(p) => Some(p.clone()),
             SecretSource::Credential(name) => {
                 std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
             }
@@ -96,7 +100,8 @@ impl SecretSource {
         };
         match self {
             SecretSource::Literal(s) => Ok(Zeroizing::new(s.expose_secret().as_bytes().to_vec())),
-            SecretSource::File(path) => read_file(path).map_err(unreadable),
+            SecretSource::File(path) => read_file(path, what, Loose::Refused).map_err(unreadable),
+            SecretSource::SharedFile(path) => read_file(path, what, Loose::GroupAllowed).map_err(unreadable),
             SecretSource::Env(var) => match std::env::var_os(var) {
                 None => Err(unreadable("the variable is not set".into())),
                 Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
@@ -105,14 +110,39 @@ impl SecretSource {
                 None => Err(unreadable(format!(
                     "$CREDENTIALS_DIRECTORY is not set; pass the {what} with LoadCredential= in the unit"
                 ))),
-                Some(path) => read_file(&path).map_err(unreadable),
+                Some(path) => read_file(&path, what, Loose::Refused).map_err(unreadable),
             },
         }
     }
 }
 
-fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+/// Which loose modes a file may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loose {
+    Refused,
+    GroupAllowed,
+}
+
+/// Reads a secret file, refusing one others (or, unless allowed, its group) may read; the check
+/// is made on the opened file. A client certificate is not a secret and is not checked.
+fn read_file(path: &Path, what: &str, loose: Loose) -> Result<Zeroizing<Vec<u8>>, String> {
+    use std::os::unix::fs::MetadataExt;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mode = file.metadata().map_err(|e| e.to_string())?.mode() & 0o7777;
+    if what != "client certificate" {
+        if mode & 0o004 != 0 {
+            return Err(format!(
+                "the file is readable by every user (mode {mode:04o}); `chmod 0600 {}` (or 0640 and `group_readable: true` if its group must read it)",
+                path.display()
+            ));
+        }
+        if mode & 0o040 != 0 && loose == Loose::Refused {
+            return Err(format!(
+                "the file is readable by its group (mode {mode:04o}); `chmod 0600 {}`, or add `group_readable: true` to the source if that group must read it",
+                path.display()
+            ));
+        }
+    }
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -128,6 +158,7 @@ impl fmt::Debug for SecretSource {
         match self {
             SecretSource::Literal(_) => f.write_str("Literal([REDACTED])"),
             SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretSource::SharedFile(p) => f.debug_tuple("SharedFile").field(p).finish(),
             SecretSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
             SecretSource::Credential(n) => f.debug_tuple("Credential").field(n).finish(),
         }
@@ -139,6 +170,7 @@ impl PartialEq for SecretSource {
         match (self, other) {
             (SecretSource::Literal(a), SecretSource::Literal(b)) => a.expose_secret() == b.expose_secret(),
             (SecretSource::File(a), SecretSource::File(b)) => a == b,
+            (SecretSource::SharedFile(a), SecretSource::SharedFile(b)) => a == b,
             (SecretSource::Env(a), SecretSource::Env(b)) => a == b,
             (SecretSource::Credential(a), SecretSource::Credential(b)) => a == b,
             _ => false,
@@ -155,7 +187,7 @@ impl std::hash::Hash for SecretSource {
         std::mem::discriminant(self).hash(state);
         match self {
             SecretSource::Literal(s) => s.expose_secret().hash(state),
-            SecretSource::File(p) => p.hash(state),
+            SecretSource::File(p) | SecretSource::SharedFile(p) => p.hash(state),
             SecretSource::Env(v) | SecretSource::Credential(v) => v.hash(state),
         }
     }
@@ -165,20 +197,26 @@ impl std::hash::Hash for SecretSource {
 mod tests {
     use super::*;
 
+    fn private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     #[test]
     fn file_secrets_drop_one_trailing_newline_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        std::fs::write(&path, "p@ss word\r\n").unwrap();
+        private(&path, "p@ss word\r\n");
         let got = SecretSource::File(path.clone()).read().unwrap();
         assert_eq!(got.expose_secret(), "p@ss word");
 
-        std::fs::write(&path, "two\nlines\n").unwrap();
+        private(&path, "two\nlines\n");
         assert!(matches!(
             SecretSource::File(path.clone()).read(),
             Err(SecretError::ControlCharacter(_))
         ));
-        std::fs::write(&path, "\n").unwrap();
+        private(&path, "\n");
         assert!(matches!(SecretSource::File(path).read(), Err(SecretError::Empty(_))));
     }
 
@@ -190,5 +228,36 @@ mod tests {
             .read()
             .unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/tokend-secret"), "{missing}");
+    }
+
+    /// As ssh refuses a loose key: a secret file others may read is refused, and one its group
+    /// may read unless the source says `group_readable`; a certificate is no secret.
+    #[test]
+    fn loose_secret_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        private(&path, "hunter2");
+        let chmod = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let file = SecretSource::File(path.clone());
+        let shared = SecretSource::SharedFile(path.clone());
+        assert!(file.read().is_ok());
+        chmod(0o644);
+        let err = file.read().unwrap_err().to_string();
+        assert!(
+            err.contains("readable by every user (mode 0644)") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(shared.read().is_err());
+        chmod(0o640);
+        let err = file.read().unwrap_err().to_string();
+        assert!(
+            err.contains("readable by its group (mode 0640)") && err.contains("group_readable: true"),
+            "{err}"
+        );
+        assert_eq!(shared.read().unwrap().expose_secret(), "hunter2");
+        assert!(file.read_bytes("private key").is_err());
+        chmod(0o644);
+        assert!(file.read_bytes("client certificate").is_ok());
     }
 }

@@ -160,7 +160,7 @@ clients:
   node-agent:
     token_url: http://127.0.0.1:$port/oauth/token
     client_id: node-agent
-    client_secret: { file: /etc/tokend/secrets/node-agent }
+    client_secret: { file: /etc/tokend/secrets/node-agent, group_readable: true }
     refresh: { at: 50%, jitter: 0%, min_remaining: 1s }
     outputs:
       - { path: /run/tokend/node-agent.token, mode: "0640", group: $reader_gid }
@@ -219,7 +219,10 @@ clients:
     outputs:
       - { path: /run/tokend/node-agent.token }
 EOF
-chmod 0644 "$run/config/config.yaml" "$run/secrets/node-agent"
+chmod 0644 "$run/config/config.yaml"
+# The secret is tokend's own, 0400: a secret others may read is refused.
+chown "$uid:$uid" "$run/secrets/node-agent"
+chmod 0400 "$run/secrets/node-agent"
 chown "$uid:$uid" "$run/tokens" "$run/state"
 # IMAGE PODMAN-OPTIONS... [-- ARGS...]: the image as the issue asks it run, with the mounts.
 in_image() {
@@ -331,7 +334,7 @@ echo "  tokend's memory: $(grep -E '^(VmRSS|VmHWM)' "/proc/$pid/status" | tr -s 
 
 say "a ConfigMap update is reloaded without a restart (--watch-config)"
 started_at=$(podman inspect "$ctr" --format '{{.State.StartedAt}}')
-sed 's|^clients:|clients:\n  reports:\n    token_url: http://127.0.0.1:'"$port"'/oauth/token\n    client_id: reports\n    client_secret: { file: /etc/tokend/secrets/reports }\n    outputs: [{ path: /run/tokend/reports.token }]|' \
+sed 's|^clients:|clients:\n  reports:\n    token_url: http://127.0.0.1:'"$port"'/oauth/token\n    client_id: reports\n    client_secret: { file: /etc/tokend/secrets/reports, group_readable: true }\n    outputs: [{ path: /run/tokend/reports.token }]|' \
   "$work/overlay/config.yaml" >"$work/config-2.yaml"
 printf %s other-s3cret >"$node/secret/reports"
 chown "0:$uid" "$node/secret/reports"

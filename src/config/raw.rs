@@ -309,7 +309,8 @@ impl<'de> Deserialize<'de> for RawProxy {
 #[derive(Clone)]
 pub enum RawSecret {
     Literal(SecretString),
-    File(String),
+    /// A path, and whether its group may read it too (`group_readable: true`).
+    File(String, bool),
     Env(String),
     Credential(String),
 }
@@ -347,14 +348,20 @@ impl<'de> Deserialize<'de> for RawSecret {
     }
 }
 
-/// `{ file: PATH }`, `{ env: VAR }` or `{ credential: NAME }`: exactly one of them.
+/// `{ file: PATH }`, `{ env: VAR }` or `{ credential: NAME }`: exactly one of them; with
+/// `file`, optionally `group_readable: true`.
 fn source_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawSecret, A::Error> {
-    const KEYS: &[&str] = &["file", "env", "credential"];
+    const KEYS: &[&str] = &["file", "env", "credential", "group_readable"];
     let mut found: Option<RawSecret> = None;
+    let mut group_readable = None;
     while let Some(key) = map.next_key::<String>()? {
+        if key == "group_readable" {
+            group_readable = Some(map.next_value::<bool>()?);
+            continue;
+        }
         let value: String = map.next_value()?;
         let source = match key.as_str() {
-            "file" => RawSecret::File(value),
+            "file" => RawSecret::File(value, false),
             "env" => RawSecret::Env(value),
             "credential" => RawSecret::Credential(value),
             other => return Err(de::Error::unknown_field(other, KEYS)),
@@ -366,7 +373,14 @@ fn source_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawSecret, A::Error>
         }
         found = Some(source);
     }
-    found.ok_or_else(|| de::Error::custom("a secret needs one source: `file`, `env` or `credential`"))
+    match (found, group_readable) {
+        (None, _) => Err(de::Error::custom(
+            "a secret needs one source: `file`, `env` or `credential`",
+        )),
+        (Some(RawSecret::File(path, _)), Some(shared)) => Ok(RawSecret::File(path, shared)),
+        (Some(_), Some(_)) => Err(de::Error::custom("`group_readable` goes with `file`")),
+        (Some(source), None) => Ok(source),
+    }
 }
 
 /// `private_key`, `client_certificate`, `client_key`: a PEM file's path, or the same sources as

@@ -402,6 +402,10 @@ fn error_messages() {
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/billing.token, mode: \"0620\" }"),
         ),
         (
+            "group_readable_with_env",
+            &MINIMAL.replace("{ file: /etc/tokend/secrets/billing }", "{ env: BILLING_SECRET, group_readable: true }"),
+        ),
+        (
             "output_without_path",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ format: json }"),
         ),
@@ -754,5 +758,22 @@ fn the_readme_configurations_parse() {
             .iter()
             .any(|b| b.contains("issuer: https://example.eu.auth0.com/\n") && b.contains("validate: true")),
         "the Auth0 discovery snippet"
+    );
+}
+
+/// `group_readable: true` lets a file source's group read it too (a Kubernetes Secret volume).
+#[test]
+fn a_secret_file_may_be_shared_with_its_group_when_it_says_so() {
+    let config = parse_str(
+        &MINIMAL.replace(
+            "{ file: /etc/tokend/secrets/billing }",
+            "{ file: /etc/tokend/secrets/billing, group_readable: true }",
+        ),
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert_eq!(
+        config.clients[0].spec.credentials,
+        Credentials::SecretPost(SecretSource::SharedFile("/etc/tokend/secrets/billing".into()))
     );
 }

@@ -344,6 +344,10 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.join("junk.pem"), "hello").unwrap();
+        for file in ["cert.pem", "junk.pem"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d.join(file), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         for (file, expected) in [
             ("p384.pem", "not RSA (2048 bits or more), P-256 or Ed25519"),
             ("enc.pem", "encrypted"),

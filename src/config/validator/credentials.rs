@@ -169,11 +169,12 @@ impl Validator<'_> {
                 return None;
             }
             RawSecret::Env(var) => SecretSource::Env(var),
-            RawSecret::File(p) if !Path::new(&p).is_absolute() => {
+            RawSecret::File(p, _) if !Path::new(&p).is_absolute() => {
                 self.problem(key, format!("secret file `{p}` must be an absolute path"));
                 return None;
             }
-            RawSecret::File(p) => SecretSource::File(p.into()),
+            RawSecret::File(p, false) => SecretSource::File(p.into()),
+            RawSecret::File(p, true) => SecretSource::SharedFile(p.into()),
             RawSecret::Credential(name) if name.is_empty() || name.contains('/') || name == "." || name == ".." => {
                 self.problem(
                     key,
