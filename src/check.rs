@@ -63,6 +63,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         who,
         service: who.name.as_deref() == Some(SERVICE_USER),
         state_dir: &config.state_dir,
+        proxied: config.proxies.iter().map(|p| p.client.as_str()).collect(),
     };
     // Clients with equal requests share one request.
     let requests: HashSet<&RequestSpec> = config.clients.iter().map(|c| &*c.spec).collect();
@@ -221,6 +222,8 @@ struct Cx<'a> {
     /// Checking as the service's user: its sandbox applies too.
     service: bool,
     state_dir: &'a Path,
+    /// Clients a token proxy uses: their token is put to use even without outputs.
+    proxied: HashSet<&'a str>,
 }
 
 fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
@@ -340,8 +343,10 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
     let _ = writeln!(r.text, "  socket readers  {readers}");
     if c.outputs.is_empty() {
         let _ = writeln!(r.text, "  outputs         none");
-        r.warnings
-            .push(format!("{n}: no outputs; the token is not published anywhere"));
+        if !cx.proxied.contains(n.as_str()) {
+            r.warnings
+                .push(format!("{n}: no outputs; the token is not published anywhere"));
+        }
     }
     for (i, o) in c.outputs.iter().enumerate() {
         let label = if i == 0 { "outputs" } else { "" };

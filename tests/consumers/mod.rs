@@ -548,6 +548,10 @@ fn an_upstream_401_brings_one_new_token_and_one_retry() {
         issuer.url
     ));
     let cfg = dir.write("config.yaml", &yaml);
+    // A client only a proxy uses needs no outputs, and check does not warn that it has none.
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success() && !said.contains("no outputs"), "{said}");
     let daemon = Tokend::run(&dir, &cfg);
     wait_ready(&dir.join("tokend.sock"));
     let whoami = format!("http://127.0.0.1:{port}/whoami");
