@@ -1711,3 +1711,43 @@ fn a_saved_token_that_fails_validation_is_not_reused() {
         saved["access_token"].as_str().unwrap()
     );
 }
+
+/// An output path where someone planted a symlink is replaced, not followed: the file it points
+/// to is untouched and the output is a file of tokend's own. `check` warns when others may
+/// write an output's directory (they could swap the file between refreshes).
+#[test]
+fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
+    let dir = TestDir::new("planted-link");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let victim = dir.write("victim", "do not overwrite\n");
+    fs::create_dir_all(dir.join("out")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("out/a.token")).unwrap();
+    let shared = dir.join("shared");
+    fs::create_dir(&shared).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "a",
+            &format!(
+                "outputs: [{{ path: {} }}, {{ path: {}/a.token }}]",
+                out(&dir, "a.token"),
+                shared.display()
+            ),
+        )],
+    );
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(said.contains("(mode 0777) can be written by every user"), "{said}");
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "do not overwrite\n");
+    let meta = fs::symlink_metadata(dir.join("out/a.token")).unwrap();
+    assert!(meta.file_type().is_file(), "the output is still a symlink");
+    assert_eq!(mode(&dir.join("out/a.token")), 0o600);
+    assert!(claims(&read(&dir.join("out/a.token")).unwrap())["aud"].is_string());
+}
