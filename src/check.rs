@@ -143,7 +143,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
                 check_dir(&mut r, &cx, &format!("proxy socket {}", path.display()), dir, None);
                 (
                     format!("{} (mode {mode})", path.display()),
-                    format!("{}, root and tokend's user", describe_readers(&p.readers)),
+                    who_may_read(Some(&p.readers)),
                 )
             }
         };
@@ -332,14 +332,7 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         f(c.timeouts.connect),
         f(c.timeouts.request)
     );
-    let readers = match access.readers.get(&c.name) {
-        None => "root and tokend's user only".to_owned(),
-        Some(r) => {
-            let users = r.users.iter().map(|u| format!("user {}", u.spec));
-            let groups = r.groups.iter().map(|g| format!("group {}", g.spec));
-            users.chain(groups).collect::<Vec<_>>().join(", ") + ", root and tokend's user"
-        }
-    };
+    let readers = who_may_read(access.readers.get(&c.name));
     let _ = writeln!(r.text, "  socket readers  {readers}");
     if c.outputs.is_empty() {
         let _ = writeln!(r.text, "  outputs         none");
@@ -622,12 +615,14 @@ fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
     }
 }
 
-/// `users alice, groups billing`, or `no readers`.
-fn describe_readers(readers: &crate::config::Readers) -> String {
-    if readers.is_empty() {
-        return "no readers".into();
+/// `user alice, group billing, root and tokend's user`, or `root and tokend's user only`.
+fn who_may_read(readers: Option<&crate::config::Readers>) -> String {
+    match readers.filter(|r| !r.is_empty()) {
+        None => "root and tokend's user only".to_owned(),
+        Some(r) => {
+            let users = r.users.iter().map(|u| format!("user {}", u.spec));
+            let groups = r.groups.iter().map(|g| format!("group {}", g.spec));
+            users.chain(groups).collect::<Vec<_>>().join(", ") + ", root and tokend's user"
+        }
     }
-    let users = readers.users.iter().map(|u| format!("user {}", u.spec));
-    let groups = readers.groups.iter().map(|g| format!("group {}", g.spec));
-    users.chain(groups).collect::<Vec<_>>().join(", ")
 }

@@ -90,9 +90,23 @@ impl SecretSource {
         Ok(SecretString::from(value))
     }
 
-    /// Reads the source's bytes as they are (a PEM key or certificate); `what` names them in
-    /// errors, which never contain the bytes.
+    /// Reads the source's bytes as they are (a PEM key); `what` names them in errors, which
+    /// never contain the bytes. A file others (or its group) may read is refused.
     pub fn read_bytes(&self, what: &'static str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        self.read_with(what, false)
+    }
+
+    /// Like `read_bytes`, for what is no secret (a client certificate): any mode is fine.
+    pub fn read_public_bytes(&self, what: &'static str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        self.read_with(what, true)
+    }
+
+    fn read_with(&self, what: &'static str, public: bool) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        let (strict, shared) = if public {
+            (Loose::Any, Loose::Any)
+        } else {
+            (Loose::Refused, Loose::GroupAllowed)
+        };
         let unreadable = |reason: String| SecretError::Unreadable {
             what,
             source_desc: self.describe(),
@@ -100,8 +114,8 @@ impl SecretSource {
         };
         match self {
             SecretSource::Literal(s) => Ok(Zeroizing::new(s.expose_secret().as_bytes().to_vec())),
-            SecretSource::File(path) => read_file(path, what, Loose::Refused).map_err(unreadable),
-            SecretSource::SharedFile(path) => read_file(path, what, Loose::GroupAllowed).map_err(unreadable),
+            SecretSource::File(path) => read_file(path, strict).map_err(unreadable),
+            SecretSource::SharedFile(path) => read_file(path, shared).map_err(unreadable),
             SecretSource::Env(var) => match std::env::var_os(var) {
                 None => Err(unreadable("the variable is not set".into())),
                 Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
@@ -110,7 +124,7 @@ impl SecretSource {
                 None => Err(unreadable(format!(
                     "$CREDENTIALS_DIRECTORY is not set; pass the {what} with LoadCredential= in the unit"
                 ))),
-                Some(path) => read_file(&path, what, Loose::Refused).map_err(unreadable),
+                Some(path) => read_file(&path, strict).map_err(unreadable),
             },
         }
     }
@@ -121,27 +135,27 @@ impl SecretSource {
 enum Loose {
     Refused,
     GroupAllowed,
+    /// Not a secret: any mode.
+    Any,
 }
 
 /// Reads a secret file, refusing one others (or, unless allowed, its group) may read; the check
-/// is made on the opened file. A client certificate is not a secret and is not checked.
-fn read_file(path: &Path, what: &str, loose: Loose) -> Result<Zeroizing<Vec<u8>>, String> {
+/// is made on the opened file.
+fn read_file(path: &Path, loose: Loose) -> Result<Zeroizing<Vec<u8>>, String> {
     use std::os::unix::fs::MetadataExt;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mode = file.metadata().map_err(|e| e.to_string())?.mode() & 0o7777;
-    if what != "client certificate" {
-        if mode & 0o004 != 0 {
-            return Err(format!(
-                "the file is readable by every user (mode {mode:04o}); `chmod 0600 {}` (or 0640 and `group_readable: true` if its group must read it)",
-                path.display()
-            ));
-        }
-        if mode & 0o040 != 0 && loose == Loose::Refused {
-            return Err(format!(
-                "the file is readable by its group (mode {mode:04o}); `chmod 0600 {}`, or add `group_readable: true` to the source if that group must read it",
-                path.display()
-            ));
-        }
+    if mode & 0o004 != 0 && loose != Loose::Any {
+        return Err(format!(
+            "the file is readable by every user (mode {mode:04o}); `chmod 0600 {}` (or 0640 and `group_readable: true` if its group must read it)",
+            path.display()
+        ));
+    }
+    if mode & 0o040 != 0 && loose == Loose::Refused {
+        return Err(format!(
+            "the file is readable by its group (mode {mode:04o}); `chmod 0600 {}`, or add `group_readable: true` to the source if that group must read it",
+            path.display()
+        ));
     }
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     file.take(MAX_SECRET_BYTES + 1)
@@ -258,6 +272,6 @@ mod tests {
         assert_eq!(shared.read().unwrap().expose_secret(), "hunter2");
         assert!(file.read_bytes("private key").is_err());
         chmod(0o644);
-        assert!(file.read_bytes("client certificate").is_ok());
+        assert!(file.read_public_bytes("client certificate").is_ok());
     }
 }

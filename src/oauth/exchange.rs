@@ -185,7 +185,7 @@ impl Material {
                 config: config.clone(),
             },
             Credentials::Certificate { certificate, key } => {
-                let mut pem = certificate.read_bytes("client certificate")?;
+                let mut pem = certificate.read_public_bytes("client certificate")?;
                 pem.push(b'\n');
                 pem.extend_from_slice(&key.read_bytes("client key")?);
                 identity_pem = Some(pem);

@@ -23,7 +23,7 @@ use crate::token::Token;
 /// a new token; a larger one streams and is not sent again.
 const REPLAYABLE_BODY: u64 = 64 * 1024;
 /// An upstream 401 asks for a new token at most this often per proxy.
-pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(30);
+const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// How long a request waits for the new token after a 401.
 const NEW_TOKEN_WAIT: Duration = Duration::from_secs(10);
 /// The upstream's answer must start within this; the body then streams for as long as it takes.

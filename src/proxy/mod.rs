@@ -12,7 +12,6 @@
 
 mod forward;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +29,6 @@ use crate::server::access::Authority;
 use crate::server::peer::Peer;
 use crate::server::socket::{self, Bound};
 use crate::store::Store;
-
-pub use forward::FORCED_REFRESH_EVERY;
 
 /// A request head larger than this is refused (431).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -229,13 +226,5 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Option<Peer>)> {
             let peer = Peer::of(&s)?;
             Ok((TokioIo::new(Box::new(s) as Box<dyn Stream>), Some(peer)))
         }
-    }
-}
-
-/// For messages: where a proxy listens.
-pub fn describe(bind: &ProxyBind) -> String {
-    match bind {
-        ProxyBind::Tcp(a) => a.to_string(),
-        ProxyBind::Unix { path, .. } => PathBuf::from(path).display().to_string(),
     }
 }

@@ -221,7 +221,7 @@ impl Publisher {
             };
             let event = hooks::Event {
                 outputs: member.outputs.iter().map(|o| o.path.clone()).collect(),
-                version: self.store.get(&name).map_or(0, |s| s.version),
+                version: self.store.with(name.as_str(), |s| s.version).unwrap_or(0),
                 client: name,
                 token: token.clone(),
                 why,
