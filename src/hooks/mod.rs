@@ -130,19 +130,7 @@ impl Hooks {
         }
         for (client, hook) in &self.inline {
             if *client == event.client && (event.why == Why::New || hook.on_reuse) {
-                let stop = CancellationToken::new();
-                let mut attempt = 0;
-                loop {
-                    let outcome = execute(hook, &event, &stop).await;
-                    if settle(hook, client, &outcome, attempt, &self.metrics, "retrying").is_none() {
-                        break;
-                    }
-                    attempt += 1;
-                    if attempt > hook.retries {
-                        break;
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
+                attempts(hook, client, &event, &self.metrics, &CancellationToken::new(), None).await;
             }
         }
     }
@@ -171,37 +159,66 @@ async fn run(
                 }
             }
         };
-        let mut attempt = 0;
-        loop {
-            // A command still running when tokend stops is killed inside (with its group).
-            let outcome = execute(&hook, &event, &stop).await;
-            if stop.is_cancelled() {
-                return;
-            }
-            if settle(&hook, &client, &outcome, attempt, &metrics, "retrying").is_none() {
-                break;
-            }
-            attempt += 1;
-            if attempt > hook.retries {
+        match attempts(&hook, &client, &event, &metrics, &stop, Some(&mut feed)).await {
+            Next::Done => {}
+            Next::Newer(event) => pending = event,
+            Next::Stop => return,
+        }
+    }
+}
+
+/// How a hook's attempts at one event ended.
+enum Next {
+    Done,
+    /// A newer token came while a retry was waiting: the hook runs for it instead.
+    Newer(Option<Arc<Event>>),
+    Stop,
+}
+
+/// Runs `hook` for `event`, retrying a failure with backoff up to its `retries`. With `feed` (a
+/// background task), a newer token replaces a waiting retry; without (`once`), retries just wait.
+async fn attempts(
+    hook: &Hook,
+    client: &ClientName,
+    event: &Event,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    mut feed: Option<&mut watch::Receiver<Option<Arc<Event>>>>,
+) -> Next {
+    let mut attempt = 0;
+    loop {
+        // A command still running when tokend stops is killed inside (with its group).
+        let outcome = execute(hook, event, stop).await;
+        if stop.is_cancelled() {
+            return Next::Stop;
+        }
+        if settle(hook, client, &outcome, attempt, metrics, "retrying").is_none() {
+            return Next::Done;
+        }
+        attempt += 1;
+        if attempt > hook.retries {
+            if feed.is_some() {
                 error!(
                     client = %client,
-                    hook = %describe(&hook),
+                    hook = %describe(hook),
                     attempts = attempt,
                     "hook failed every attempt; it runs again with the next token"
                 );
-                break;
             }
-            // A newer token replaces the retry: the hook runs for it instead.
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff(attempt)) => {}
-                changed = feed.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    pending = feed.borrow_and_update().clone();
-                    break;
+            return Next::Done;
+        }
+        let Some(feed) = feed.as_deref_mut() else {
+            tokio::time::sleep(backoff(attempt)).await;
+            continue;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return Next::Stop,
+            _ = tokio::time::sleep(backoff(attempt)) => {}
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    return Next::Stop;
                 }
+                return Next::Newer(feed.borrow_and_update().clone());
             }
         }
     }
