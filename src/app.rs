@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,10 +18,11 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{self, ClientName, Config, ConfigError};
+use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
-use crate::output::atomic;
+use crate::output::{atomic, lock};
 use crate::proxy::Proxies;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::access::Authority;
@@ -43,10 +45,18 @@ pub enum AppError {
 
 struct Running {
     group: Arc<Group>,
+    /// Stops the task at its next safe point (a reload or a stop).
     cancel: CancellationToken,
+    /// A reload replaced the group: it writes no file from now on (see `Publisher::retire_on`).
+    retired: CancellationToken,
     handle: JoinHandle<()>,
     retry_now: Arc<tokio::sync::Notify>,
 }
+
+/// How long a reload waits for the tasks it stops (each finishes the file it is writing), and a
+/// stop for every task, before going on without them: a write hung on a stuck file system must
+/// not hold up the new configuration, nor keep systemd waiting.
+pub const STOPPED_TASKS_WAIT: Duration = Duration::from_secs(10);
 
 /// The running set of groups.
 pub struct Daemon {
@@ -55,7 +65,20 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     http: HttpClients,
     running: Vec<Running>,
+    /// Tasks a reload stopped that had not ended within `STOPPED_TASKS_WAIT`, by label.
+    lingering: Vec<(String, JoinHandle<()>)>,
     tracker: TaskTracker,
+}
+
+/// A reload under way: the new configuration, and the tasks it stopped, still ending.
+pub struct Reload {
+    config: Config,
+    summary: Summary,
+    stopped: Vec<Running>,
+    lingering: Vec<(String, JoinHandle<()>)>,
+    /// Outputs of members whose grant changed: they hold the old grant's token.
+    withdrawn: Vec<std::path::PathBuf>,
+    state_dir: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -70,9 +93,13 @@ impl Daemon {
             metrics,
             http: HttpClients::default(),
             running: Vec::new(),
+            lingering: Vec::new(),
             tracker: TaskTracker::new(),
         };
-        let first = groups.into_iter().map(|group| daemon.spawn(group)).collect();
+        let first = groups
+            .into_iter()
+            .map(|group| daemon.spawn(group, Vec::new()))
+            .collect();
         (daemon, first)
     }
 
@@ -84,62 +111,127 @@ impl Daemon {
         &self.store
     }
 
-    fn spawn(&mut self, group: Group) -> oneshot::Receiver<()> {
-        remove_stale_temps(&group, &self.config.state_dir);
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts `group`'s task. Before anything else, on a blocking thread, it deletes `withdraw`
+    /// (files of the previous grant it is to replace) and the temp files a killed run left next
+    /// to its files, each with the file held (see `output::lock`).
+    fn spawn(&mut self, group: Group, withdraw: Vec<std::path::PathBuf>) -> oneshot::Receiver<()> {
         let group = Arc::new(group);
-        let runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
-        let cancel = CancellationToken::new();
+        let mut runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
+        let (cancel, retired) = (CancellationToken::new(), CancellationToken::new());
+        runner.retire_on(retired.clone());
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
-        let handle = self.tracker.spawn(runner.run(cancel.clone(), Some(tx)));
+        let state_dir = self.config.state_dir.clone();
+        let prepare = {
+            let group = group.clone();
+            move || {
+                withdraw_files(&group.label(), &withdraw);
+                remove_stale_temps(&group, &state_dir);
+            }
+        };
+        let task = {
+            let cancel = cancel.clone();
+            async move {
+                if let Err(e) = tokio::task::spawn_blocking(prepare).await {
+                    error!(error = %e, "cleaning up before a refresh task stopped unexpectedly");
+                }
+                runner.run(cancel, Some(tx)).await;
+            }
+        };
+        let handle = self.tracker.spawn(task);
         self.running.push(Running {
             group,
             cancel,
+            retired,
             handle,
             retry_now,
         });
         rx
     }
 
-    /// Replaces the configuration. Groups that are unchanged keep running untouched (same token,
-    /// same timer); changed ones are stopped and restarted, taking over a still-valid token if
-    /// their grant is unchanged; removed ones are stopped and their state deleted.
-    pub async fn apply(&mut self, config: Config) {
+    /// Starts replacing the configuration, at once and without waiting on anything: changed and
+    /// removed groups are told to stop and to write nothing more, and a member whose grant
+    /// changed (or that is removed) stops being served by the socket and the proxies right away.
+    /// Groups that are unchanged keep running untouched (same token, same timer). Then `settle`
+    /// waits for the stopped tasks, and `finish` starts the new ones.
+    pub fn reconfigure(&mut self, config: Config) -> Reload {
         let new_groups = Group::from_clients(&config.clients);
         // A moved state directory restarts every group, so that each saves where it now should.
         let same_state_dir = self.config.state_dir == config.state_dir;
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|r| same_state_dir && new_groups.contains(&*r.group));
-        for r in stop {
+        let mut withdrawn = Vec::new();
+        for r in &stop {
+            r.retired.cancel();
             r.cancel.cancel();
-            // A task stops only while sleeping or waiting for the token endpoint, never while
-            // writing files, so once this returns no write of the old task is in flight.
-            if let Err(e) = r.handle.await {
-                error!(client = %r.group.label(), error = %e, "refresh task ended abnormally");
+            let old = Fingerprint::of(&r.group.spec);
+            for member in r.group.members() {
+                let now = new_groups.iter().find(|g| g.members().any(|m| m.name == member.name));
+                if now.is_some_and(|g| Fingerprint::of(&g.spec) == old) {
+                    continue;
+                }
+                self.store.update(&member.name, |s| {
+                    s.token = None;
+                    s.failures = 0;
+                });
+                if now.is_some() {
+                    withdrawn.extend(member.outputs.iter().map(|o| o.path.clone()));
+                }
             }
         }
-        let summary = Summary::new(&self.config, &config);
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
-        for name in &summary.removed {
-            self.metrics.forget(name);
-            if let Err(e) = state::remove(&self.config.state_dir, name) {
-                warn!(client = %name, error = %e, "cannot delete the removed client's state file");
-            }
-        }
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):
         // failing groups retry now rather than after their backoff.
         for r in &keep {
             r.retry_now.notify_one();
         }
         self.running = keep;
+        Reload {
+            summary: Summary::new(&self.config, &config),
+            state_dir: self.config.state_dir.clone(),
+            config,
+            stopped: stop,
+            lingering: Vec::new(),
+            withdrawn,
+        }
+    }
+
+    /// Ends a reload: starts the new and changed groups, each taking over a still-valid token if
+    /// its grant is unchanged, and forgets removed clients.
+    pub fn finish(&mut self, reload: Reload) {
+        let Reload {
+            config,
+            summary,
+            lingering,
+            mut withdrawn,
+            ..
+        } = reload;
+        self.lingering.retain(|(_, handle)| !handle.is_finished());
+        self.lingering.extend(lingering);
+        for name in &summary.removed {
+            self.metrics.forget(name);
+        }
         // New groups save state where the new configuration says.
         self.config = config;
-        for group in new_groups {
+        for group in Group::from_clients(&self.config.clients) {
             if !self.running.iter().any(|r| *r.group == group) {
+                let writes =
+                    |path: &std::path::PathBuf| group.members().any(|m| m.outputs.iter().any(|o| o.path == *path));
+                let (theirs, rest): (Vec<_>, Vec<_>) = withdrawn.into_iter().partition(writes);
+                withdrawn = rest;
                 // Readiness was reported at start-up; later first attempts are not awaited.
-                drop(self.spawn(group));
+                drop(self.spawn(group, theirs));
             }
+        }
+        // Files of the old grant that no group writes any more.
+        if !withdrawn.is_empty() {
+            self.tracker
+                .spawn_blocking(move || withdraw_files("a changed client", &withdrawn));
         }
         info!(
             reload = "applied",
@@ -152,13 +244,90 @@ impl Daemon {
         );
     }
 
-    /// Stops every task (each at a safe point) and waits for them.
+    /// Stops every task (each at a safe point) and waits for them, for `STOPPED_TASKS_WAIT` at
+    /// most: a task stuck in a write on a hung file system is left behind, and named.
     pub async fn shutdown(self) {
         for r in &self.running {
             r.cancel.cancel();
         }
         self.tracker.close();
-        self.tracker.wait().await;
+        if tokio::time::timeout(STOPPED_TASKS_WAIT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            let stuck: Vec<String> = self
+                .running
+                .iter()
+                .filter(|r| !r.handle.is_finished())
+                .map(|r| r.group.label())
+                .chain(
+                    self.lingering
+                        .iter()
+                        .filter(|(_, h)| !h.is_finished())
+                        .map(|(label, _)| label.clone()),
+                )
+                .collect();
+            error!(
+                clients = %stuck.join(", "),
+                waited = %humantime::format_duration(STOPPED_TASKS_WAIT),
+                "stopped without waiting for writes still in progress (a hung file system?); \
+                 each file holds the previous token or the new one, never a partial one"
+            );
+        }
+    }
+}
+
+impl Reload {
+    /// Waits, for `STOPPED_TASKS_WAIT` at most, until the stopped tasks have ended (each
+    /// finishes the file it was writing), then deletes the removed clients' state files.
+    /// Whatever is still stuck is left behind, named, and can no longer write anything that
+    /// matters (see `Publisher::retire_on`).
+    pub async fn settle(mut self) -> Reload {
+        let deadline = tokio::time::Instant::now() + STOPPED_TASKS_WAIT;
+        for mut r in std::mem::take(&mut self.stopped) {
+            match tokio::time::timeout_at(deadline, &mut r.handle).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(client = %r.group.label(), error = %e, "refresh task ended abnormally"),
+                Err(_) => {
+                    warn!(
+                        client = %r.group.label(),
+                        waited = %humantime::format_duration(STOPPED_TASKS_WAIT),
+                        "the previous configuration's task is still writing (a hung file system?); \
+                         starting the new configuration without it: the old write cannot replace anything the new one writes"
+                    );
+                    self.lingering.push((r.group.label(), r.handle));
+                }
+            }
+        }
+        let (dir, removed) = (self.state_dir.clone(), self.summary.removed.clone());
+        let remove = tokio::task::spawn_blocking(move || {
+            for name in &removed {
+                let _held = lock::hold(&state::path(&dir, name));
+                if let Err(e) = state::remove(&dir, name) {
+                    warn!(client = %name, error = %e, "cannot delete the removed client's state file");
+                }
+            }
+        });
+        if tokio::time::timeout_at(deadline, remove).await.is_err() {
+            warn!("the removed clients' state files are still being deleted (a hung file system?)");
+        }
+        self
+    }
+}
+
+/// Deletes files that hold a token no longer to be served, each with the file held.
+fn withdraw_files(label: &str, paths: &[std::path::PathBuf]) {
+    for path in paths {
+        let _held = lock::hold(path);
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                info!(client = %label, path = %path.display(), "removed a file holding the previous grant's token")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                error!(client = %label, path = %path.display(), error = %e, "cannot remove a file holding the previous grant's token")
+            }
+        }
     }
 }
 
@@ -231,6 +400,8 @@ fn remove_stale_temps(group: &Group, state_dir: &Path) {
     let state_files = group.members().map(|m| state::path(state_dir, &m.name));
     let outputs = group.members().flat_map(|m| m.outputs.iter().map(|o| o.path.clone()));
     for path in outputs.chain(state_files) {
+        // Held: a task a reload left behind may still be writing its temp file there.
+        let _held = lock::hold(&path);
         match atomic::remove_stale_temps(&path) {
             Ok(removed) => {
                 for file in removed {
@@ -312,7 +483,12 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     let startup = futures_util::future::join_all(first);
     tokio::pin!(startup);
     let mut started = false;
+    // A reload waiting for the tasks it stopped (see `Reload::settle`); the loop runs on
+    // meanwhile. A reload asked for during one is done once it is over.
+    let mut settling: Option<Pin<Box<dyn Future<Output = Reload> + Send>>> = None;
+    let mut reload_again = false;
     loop {
+        let mut reload_asked = false;
         tokio::select! {
             _ = watchdog_ticker.tick(), if watchdog.is_some() => systemd::watchdog(),
             _ = heartbeat.tick() => server.beat(),
@@ -329,13 +505,33 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
             _ = stop.cancelled() => break,
             _ = changed(&mut watch) => {
                 info!(config = %config_path.display(), "the configuration file changed");
-                reload(&mut daemon, &mut server, &mut proxies, config_path, started).await;
+                reload_asked = true;
             }
             signal = signals.next() => match signal {
-                Some(SIGHUP) => reload(&mut daemon, &mut server, &mut proxies, config_path, started).await,
+                Some(SIGHUP) => reload_asked = true,
                 Some(SIGTERM | SIGINT) | None => break,
                 Some(_) => {}
             },
+            settled = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
+                settling = None;
+                daemon.finish(settled);
+                let proxy_configs = daemon.config().proxies.clone();
+                if let Err(e) = proxies.reconfigure(&proxy_configs, daemon.store(), daemon.metrics()).await {
+                    error!(error = %e, "a token proxy of the new configuration cannot run");
+                }
+                if started {
+                    systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
+                }
+                reload_asked = std::mem::take(&mut reload_again);
+            }
+        }
+        if reload_asked {
+            if settling.is_some() {
+                info!("a reload is still under way; reloading again once it is over");
+                reload_again = true;
+            } else {
+                settling = begin_reload(&mut daemon, &mut server, config_path, started).await;
+            }
         }
     }
     info!("stopping");
@@ -348,9 +544,17 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
     Ok(())
 }
 
-/// Reloads the configuration. Before start-up has completed (READY not yet sent), systemd is not
-/// told about the reload: READY will follow when start-up completes.
-async fn reload(daemon: &mut Daemon, server: &mut Server, proxies: &mut Proxies, config_path: &Path, started: bool) {
+/// Starts a reload: the whole new configuration is validated first; if it is good, readers and
+/// the socket change at once, and the groups begin to change (see `Daemon::reconfigure`); the
+/// future returned ends the wait for the stopped tasks. A rejected configuration changes
+/// nothing. Before start-up has completed (READY not yet sent), systemd is not told about the
+/// reload: READY will follow when start-up completes.
+async fn begin_reload(
+    daemon: &mut Daemon,
+    server: &mut Server,
+    config_path: &Path,
+    started: bool,
+) -> Option<Pin<Box<dyn Future<Output = Reload> + Send>>> {
     if started {
         systemd::reloading();
     }
@@ -371,14 +575,7 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, proxies: &mut Proxies,
                     }
                 }
             }
-            let proxy_configs = config.proxies.clone();
-            daemon.apply(config).await;
-            if let Err(e) = proxies
-                .reconfigure(&proxy_configs, daemon.store(), daemon.metrics())
-                .await
-            {
-                error!(error = %e, "a token proxy of the new configuration cannot run");
-            }
+            Some(Box::pin(daemon.reconfigure(config).settle()))
         }
         Err(e) => {
             for line in e.to_string().lines() {
@@ -388,10 +585,11 @@ async fn reload(daemon: &mut Daemon, server: &mut Server, proxies: &mut Proxies,
                 reload = "rejected",
                 "the new configuration was rejected; still running the previous one unchanged"
             );
+            if started {
+                systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
+            }
+            None
         }
-    }
-    if started {
-        systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
     }
 }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +116,11 @@ fn daemon<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(job) {
+    let result = runtime.block_on(job);
+    // A blocking thread still stuck in a write (a hung file system, already reported) must not
+    // keep the process from exiting: dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(done) => done.into().0,
         Err(AppError::Config(e)) => {
             logging::eprint_lines(Level::ERROR, &e.to_string());

@@ -8,6 +8,7 @@ mod first_hour;
 mod generated;
 mod interop_suite;
 mod kubernetes;
+mod reload;
 mod socket_api;
 mod util;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
@@ -16,7 +17,7 @@ use crate::fingerprint::Fingerprint;
 use crate::hooks::{self, Hooks, Why};
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::output;
+use crate::output::{self, lock};
 use crate::state::{self, Saved, Unusable};
 use crate::store::{Snapshot, Store};
 use crate::token::Token;
@@ -56,6 +57,9 @@ pub struct Publisher {
     hooks: Hooks,
     /// Members whose hooks wait for a failed output to be written, and why they would run.
     hooks_due: Vec<(ClientName, Why)>,
+    /// Cancelled when a reload replaces this group: from then on it writes no file, even from a
+    /// write job already under way (one file at a time, checked with the file held).
+    retired: CancellationToken,
 }
 
 impl Publisher {
@@ -80,8 +84,14 @@ impl Publisher {
             retry_backoff: OUTPUT_RETRY_INITIAL,
             single_attempt: false,
             hooks_due: Vec::new(),
+            retired: CancellationToken::new(),
             group,
         }
+    }
+
+    /// Writes nothing more once `retired` is cancelled (see the field).
+    pub fn retire_on(&mut self, retired: CancellationToken) {
+        self.retired = retired;
     }
 
     /// Makes `notify` how others (the token proxy) ask this group for a new token now.
@@ -154,6 +164,9 @@ impl Publisher {
 
     /// Records a failed request in the store; the current token stays published.
     pub fn report_failure(&self, error: &str, attempts: Attempts) {
+        if self.retired.is_cancelled() {
+            return;
+        }
         for member in self.group.members() {
             self.store.update(&member.name, |s| {
                 s.fingerprint = self.fingerprint.as_str().to_owned();
@@ -167,8 +180,9 @@ impl Publisher {
     /// Makes `token` current: every output (and, for a new token, the state files), then the
     /// store, then the hooks. In that order, whoever learns of the token from the socket (a
     /// long-poll, `/readyz`, systemd's READY=1) finds the files already holding it; an output that
-    /// failed is retried with backoff and does not hold the store back. Never cancelled part-way:
-    /// a reload or shutdown waits for the files to be written. `why`: the hooks that
+    /// failed is retried with backoff and does not hold the store back. Never cancelled part-way
+    /// (a stop waits for the files to be written), but once a reload has replaced the group
+    /// (`retire_on`) it writes nothing more and leaves the store alone. `why`: the hooks that
     /// `fire_hooks` is to run (none for a token only re-timed, or kept across a reload).
     pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, why: Option<Why>) {
         self.current = Some(token.clone());
@@ -178,6 +192,10 @@ impl Publisher {
             .flat_map(|m| m.outputs.iter().map(|o| (m.name.clone(), o.clone())))
             .collect();
         self.failed = self.write(&token, all, save_state).await;
+        // Replaced while writing: the store and the hooks belong to the new configuration now.
+        if self.retired.is_cancelled() {
+            return;
+        }
         self.retry_backoff = OUTPUT_RETRY_INITIAL;
         self.retry_at = self.clock.now() + OUTPUT_RETRY_INITIAL;
         for member in self.group.members() {
@@ -207,7 +225,7 @@ impl Publisher {
     /// Runs the due hooks (of the last `publish`) of every member whose outputs are all
     /// written; the others' wait for `retry_failed` to write them.
     pub async fn fire_hooks(&mut self) {
-        let Some(token) = self.current.clone() else {
+        let Some(token) = self.current.clone().filter(|_| !self.retired.is_cancelled()) else {
             return;
         };
         let due = std::mem::take(&mut self.hooks_due);
@@ -267,6 +285,7 @@ impl Publisher {
         let members: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
         let token = token.clone();
         let label = self.label.clone();
+        let label_for_lock = self.label.clone();
         let fingerprint = self.fingerprint.as_str().to_owned();
         let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
@@ -275,12 +294,23 @@ impl Publisher {
         } else {
             ("retrying with backoff", "a restart will request a new one")
         };
+        let retired = self.retired.clone();
+        // Holds the file, then writes it unless this group has been replaced meanwhile (`None`).
+        let unless_retired = move |path: &Path, write: &dyn Fn() -> std::io::Result<()>| {
+            let _held = lock::hold(path);
+            if retired.is_cancelled() {
+                debug!(client = %label_for_lock, path = %path.display(), "not written: a reload replaced this client's configuration");
+                return None;
+            }
+            Some(write())
+        };
         let job = tokio::task::spawn_blocking(move || {
             let mut failed = Vec::new();
             for (name, out) in which {
-                match output::write(&out, &token) {
-                    Ok(()) => debug!(client = %name, path = %out.path.display(), "wrote output"),
-                    Err(e) => {
+                match unless_retired(&out.path, &|| output::write(&out, &token)) {
+                    None => {}
+                    Some(Ok(())) => debug!(client = %name, path = %out.path.display(), "wrote output"),
+                    Some(Err(e)) => {
                         metrics.output_error(&name);
                         error!(
                             client = %name,
@@ -294,7 +324,9 @@ impl Publisher {
             }
             if save_state {
                 for name in &members {
-                    if let Err(e) = state::save(&state_dir, name, &fingerprint, &token) {
+                    let path = state::path(&state_dir, name);
+                    if let Some(Err(e)) = unless_retired(&path, &|| state::save(&state_dir, name, &fingerprint, &token))
+                    {
                         warn!(
                             client = %label,
                             dir = %state_dir.display(),

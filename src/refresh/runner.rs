@@ -87,6 +87,11 @@ impl<S: TokenSource> Runner<S> {
         self.publisher.failed_outputs()
     }
 
+    /// From when `retired` is cancelled, the group writes no file (see `Publisher::retire_on`).
+    pub fn retire_on(&mut self, retired: tokio_util::sync::CancellationToken) {
+        self.publisher.retire_on(retired);
+    }
+
     /// Whether a refresh is due at `now`.
     pub fn is_due(&self, now: SystemTime) -> bool {
         now >= self.due
@@ -181,7 +186,8 @@ impl<S: TokenSource> Runner<S> {
     }
 
     /// Acts on a request's outcome: publishes a new token, or schedules the retry. Never
-    /// cancelled part-way, so a reload or shutdown waits for the files to be written.
+    /// cancelled part-way, so a stop waits for the files to be written (see `Publisher::publish`
+    /// for a reload).
     async fn complete(&mut self, result: Result<Token, FetchError>, took: Duration) -> Result<(), FetchError> {
         let outcome = match &result {
             Ok(_) => Outcome::Refreshed,

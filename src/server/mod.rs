@@ -40,8 +40,8 @@ pub(crate) const MAX_HEAD_BYTES: usize = 8192;
 /// How long open connections get to finish when tokend stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// `/healthz` fails once the daemon's main loop (signals, reloads, the watchdog) has not run for
-/// this long: it beats every `HEARTBEAT_EVERY`, and a reload that waits on writes in progress may
-/// hold it a while, but not this long unless something is stuck.
+/// this long: it beats every `HEARTBEAT_EVERY`, and nothing it does waits on a file or the
+/// network (a reload waits for stopped tasks beside it), so this means it is stuck.
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(60);
 /// How often the main loop beats.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
