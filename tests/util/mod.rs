@@ -383,6 +383,32 @@ pub fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
+/// The token in `text`, as a file of `format` (`raw`, `header`, `json`) holds it, if it is
+/// one complete token from the development issuer (for `audience`, if given).
+pub fn token_in(format: &str, text: &str, audience: Option<&str>) -> Result<String, String> {
+    let token = match format {
+        "header" => text
+            .strip_prefix("Authorization: Bearer ")
+            .and_then(|t| t.strip_suffix('\n'))
+            .ok_or("not a complete header line")?
+            .to_owned(),
+        "json" => serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?["access_token"]
+            .as_str()
+            .ok_or("no access_token")?
+            .to_owned(),
+        _ => text.to_owned(),
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts[2].len() != 86 {
+        return Err("not three parts with a whole signature".into());
+    }
+    match std::panic::catch_unwind(|| claims(&token)) {
+        Ok(c) if audience.is_none_or(|a| c["aud"] == a) => Ok(token),
+        Ok(c) => Err(format!("another client's token: {}", c["aud"])),
+        Err(_) => Err("claims do not decode".into()),
+    }
+}
+
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().mode() & 0o7777
