@@ -10,6 +10,7 @@ mod interop_suite;
 mod kubernetes;
 mod reload;
 mod socket_api;
+mod time;
 mod torn_reads;
 mod util;
 

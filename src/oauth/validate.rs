@@ -143,7 +143,12 @@ fn explain(kind: &ErrorKind, token: &str, rules: &Validation, issuer: &str) -> S
             crate::token::rfc3339(SystemTime::now()),
             rules.leeway.as_secs()
         ),
-        ErrorKind::ImmatureSignature => format!("`nbf` is {}: the token is not valid yet", time("nbf")),
+        ErrorKind::ImmatureSignature => format!(
+            "`nbf` is {}: the token is not valid yet (now {}, leeway {}s; is the IdP's clock ahead of this host's?)",
+            time("nbf"),
+            crate::token::rfc3339(SystemTime::now()),
+            rules.leeway.as_secs()
+        ),
         ErrorKind::InvalidIssuer => format!("`iss` is {}, expected \"{issuer}\"", claim("iss")),
         ErrorKind::InvalidAudience => {
             format!("`aud` is {}, expected one of {:?}", claim("aud"), rules.audiences)

@@ -102,12 +102,31 @@ impl Issuer {
 
     /// `start` with extra arguments for `tokend dev --issuer-only` (`--port`, `--rfc8414-only`).
     pub fn start_with(dir: &TestDir, clients: &[(&str, &str)], lifetime: &str, extra: &[&str]) -> Issuer {
+        Self::start_under(&[], dir, clients, lifetime, extra)
+    }
+
+    /// `start_with`, run by the command `under` (`faketime -f +1h`, say), if not empty.
+    pub fn start_under(
+        under: &[&str],
+        dir: &TestDir,
+        clients: &[(&str, &str)],
+        lifetime: &str,
+        extra: &[&str],
+    ) -> Issuer {
         let map: serde_json::Map<String, Value> = clients
             .iter()
             .map(|(id, secret)| (id.to_string(), Value::String(secret.to_string())))
             .collect();
         let file = dir.write("issuer-clients.json", &Value::Object(map).to_string());
-        let mut child = Command::new(BIN)
+        let mut command = match under {
+            [] => Command::new(BIN),
+            [program, args @ ..] => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
+        };
+        let mut child = command
             .args(["dev", "--issuer-only", "--lifetime", lifetime, "--clients-file"])
             .arg(&file)
             .args(extra)
