@@ -131,6 +131,7 @@ impl Daemon {
             move || {
                 withdraw_files(&group.label(), &withdraw);
                 remove_stale_temps(&group, &state_dir);
+                warn_replaceable_dirs(&group);
             }
         };
         let task = {
@@ -413,6 +414,31 @@ fn remove_stale_temps(group: &Group, state_dir: &Path) {
     }
 }
 
+/// Warns about each output directory others may write (see `output::replaceable_by`).
+fn warn_replaceable_dirs(group: &Group) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs: Vec<&Path> = group
+        .members()
+        .flat_map(|m| m.outputs.iter().filter_map(|o| o.path.parent()))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let Ok(mode) = std::fs::metadata(dir).map(|m| m.permissions().mode()) else {
+            continue;
+        };
+        if let Some(who) = crate::output::replaceable_by(mode) {
+            warn!(
+                client = %group.label(),
+                dir = %dir.display(),
+                mode = %format!("{:04o}", mode & 0o7777),
+                "an output directory can be written by {who}: {}",
+                crate::output::REPLACEABLE_FIX
+            );
+        }
+    }
+}
+
 /// Loads the configuration and checks that this process can apply it: a socket group it is not
 /// in is a configuration error (exit 78), not a failure worth restarting for.
 fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
@@ -673,6 +699,7 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let mut jobs = Vec::new();
     for group in Group::from_clients(&config.clients) {
         remove_stale_temps(&group, &config.state_dir);
+        warn_replaceable_dirs(&group);
         let mut runner = runner(&Arc::new(group), &config.state_dir, &store, &metrics, &http).single_attempt();
         jobs.push(async move {
             if !force {

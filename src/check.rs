@@ -426,14 +426,14 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
             .push(denied(cx, &format!("{what}: directory"), existing, "writable", &meta));
         return "NOT WRITABLE".into();
     }
-    // Others who may write the directory can replace the token file between refreshes (a
-    // rename over it), unless the sticky bit keeps them to their own files.
-    if output.is_some() && meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+    if output.is_some()
+        && let Some(who) = crate::output::replaceable_by(meta.mode())
+    {
         r.warnings.push(format!(
-            "{what}: the directory {} (mode {:04o}) can be written by {}: they could replace the token file between refreshes; give outputs a directory only tokend writes",
+            "{what}: the directory {} (mode {:04o}) can be written by {who}: {}",
             existing.display(),
             meta.mode() & 0o7777,
-            if meta.mode() & 0o002 != 0 { "every user" } else { "its group" }
+            crate::output::REPLACEABLE_FIX
         ));
     }
     if existing == dir {

@@ -9,6 +9,7 @@ mod generated;
 mod interop_suite;
 mod kubernetes;
 mod reload;
+mod soak;
 mod socket_api;
 mod time;
 mod torn_reads;
@@ -588,6 +589,7 @@ fn stale_temp_files_from_a_killed_run_are_removed_at_start_up() {
 #[test]
 fn readers_never_see_a_partial_token_across_a_thousand_rotations() {
     const ROTATIONS: usize = 1000;
+    let _heavy = heavy();
     let dir = TestDir::new("atomic");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
     let cfg = config(
@@ -1739,4 +1741,29 @@ fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
     assert!(meta.file_type().is_file(), "the output is still a symlink");
     assert_eq!(mode(&dir.join("out/a.token")), 0o600);
     assert!(claims(&read(&dir.join("out/a.token")).unwrap())["aud"].is_string());
+    // `once` and every start say it too; with the sticky bit (as /tmp has), others cannot
+    // replace tokend's files, and nothing is said.
+    let said = String::from_utf8_lossy(&once.stderr);
+    assert!(
+        said.contains("an output directory can be written by every user"),
+        "{said}"
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let warned = daemon.wait_event(T, "the warning", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("an output directory can be written by every user: they could replace"))
+    });
+    assert_eq!(
+        (warned["dir"].as_str(), warned["mode"].as_str()),
+        (shared.to_str(), Some("0777"))
+    );
+    assert!(daemon.stop().success());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let once = tokend(&["--config", cfg.to_str().unwrap(), "once", "--force"]);
+    let said = String::from_utf8_lossy(&once.stderr);
+    assert!(once.status.success() && !said.contains("can be written by"), "{said}");
 }

@@ -55,6 +55,7 @@ impl Script {
 
 #[test]
 fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() {
+    let _heavy = heavy();
     let rotations = rotations();
     let dir = TestDir::new("torn");
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "6s");
@@ -77,7 +78,12 @@ fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() 
         .collect();
     let named: Vec<(&str, &str)> = clients.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
     let cfg = config(&dir, &issuer, &named);
-    let daemon = Tokend::run(&dir, &cfg);
+    // At info level: a trace of every request would be most of the work.
+    let daemon = Tokend::spawn(
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--log-level", "info", "run"],
+        &[],
+    );
     let socket = dir.join("tokend.sock");
     wait_ready(&socket);
     let first = read(&file(0, "token")).unwrap();
@@ -167,13 +173,24 @@ fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() 
         "{} readers, {reads} reads, {rotated} rotations (each rewriting 4 files) in {elapsed:.1?}: {bad} bad",
         results.len()
     );
-    assert_eq!(bad, 0, "torn, partial or foreign reads");
+    let log = daemon.output();
+    let trouble: Vec<Value> = events(&log)
+        .into_iter()
+        .filter(|e| e["level"] == "ERROR" || e["level"] == "WARN")
+        .collect();
+    let first: Vec<&Value> = trouble.iter().take(5).collect();
+    assert_eq!(
+        bad, 0,
+        "torn, partial or foreign reads; tokend's first warnings: {first:?}"
+    );
+    assert!(
+        trouble.is_empty(),
+        "{} warnings or errors while rotating, the first: {first:?}",
+        trouble.len()
+    );
     for (what, reads, _) in &results {
         assert!(*reads >= 50, "{what} barely ran: {reads} reads");
     }
-    let log = daemon.output();
-    let errors: Vec<Value> = events(&log).into_iter().filter(|e| e["level"] == "ERROR").collect();
-    assert!(errors.is_empty(), "errors while rotating: {errors:?}");
     assert!(daemon.stop().success());
     let left: Vec<PathBuf> = fs::read_dir(dir.join("out"))
         .unwrap()

@@ -10,7 +10,12 @@ while [ ! -e "$stop" ]; do
   case $kind in
     file) text=$(cat "$path") ;;
     header) text=$(cat "$path"); text=${text#Authorization: Bearer } ;;
-    socket) text=$(curl -sf --max-time 10 --unix-socket "$path" "$5") || text="(curl failed: $?)" ;;
+    socket)
+      text=$(curl -s --max-time 10 -w '\n%{http_code}' --unix-socket "$path" "$5") || text="(curl failed: $?)"
+      case $text in
+        *$'\n'200) text=${text%$'\n'200} ;;
+        *) text="(HTTP $(date +%T.%N): $text)" ;;
+      esac ;;
   esac
   IFS=. read -r h p s rest <<<"$text"
   if [ "$h" != "$header" ] || [ ${#p} -lt 40 ] || [ ${#s} -ne 86 ] || [ -n "$rest" ] ||

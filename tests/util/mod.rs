@@ -44,11 +44,51 @@ impl TestDir {
         path
     }
 
-    /// Writes a secret file with mode 0600.
+    /// Writes a secret file with mode 0600; the secret may appear in nothing tokend prints.
     pub fn secret(&self, name: &str, secret: &str) -> PathBuf {
+        forbid(secret);
         let path = self.write(name, &format!("{secret}\n"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         path
+    }
+}
+
+/// Every secret the tests wrote (see `TestDir::secret`), in every encoding a request carries it:
+/// none may appear in anything tokend prints, in any test.
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// What begins every JWT (`{"alg":`, base64url): a token or a client assertion in the output.
+const JWT_MARK: &str = "eyJhbGciOi";
+
+/// Adds `secret` (as is, form-encoded, and in a Basic header with the clients' ids) to what
+/// `assert_no_leak` looks for. Short strings are left out: they would match by chance.
+pub fn forbid(secret: &str) {
+    use base64::Engine;
+    if secret.len() < 8 {
+        return;
+    }
+    let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut all = SECRETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for form in [secret.to_owned(), encoded.clone(), b64.encode(format!("app:{encoded}"))] {
+        if !all.contains(&form) {
+            all.push(form);
+        }
+    }
+}
+
+/// Panics if `text` (what tokend printed: `what`) holds a secret the tests wrote, or a JWT.
+pub fn assert_no_leak(what: &str, text: &str) {
+    let secrets = SECRETS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for needle in secrets.iter().map(String::as_str).chain([JWT_MARK]) {
+        if let Some(at) = text.find(needle) {
+            let from = text[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+            let context: String = text[from..].chars().take(400).collect();
+            panic!("{what} leaked {needle:?}: …{context}…");
+        }
     }
 }
 
@@ -209,8 +249,22 @@ impl Tokend {
         } else {
             &["--log-format", "json"]
         };
-        let child = Command::new(BIN)
+        // At trace level, tokend's and every library's, unless the test chose a level: what it
+        // prints is scanned for secrets and tokens when it stops (`assert_no_leak`).
+        let trace: &[&str] = if args.contains(&"--log-level") {
+            &[]
+        } else {
+            &["--log-level", "trace"]
+        };
+        let mut command = Command::new(BIN);
+        if trace.is_empty() {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", "trace");
+        }
+        let child = command
             .args(json)
+            .args(trace)
             .args(args)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -327,6 +381,9 @@ impl Drop for Tokend {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if !std::thread::panicking() {
+            assert_no_leak(&format!("tokend's output ({})", self.log.display()), &self.output());
+        }
     }
 }
 
@@ -384,12 +441,19 @@ pub fn socket_json(socket: &Path, path: &str) -> Value {
 }
 
 /// Runs `tokend ARGS` to completion.
+/// Runs `tokend ARGS` to its end. What it prints is scanned for secrets and tokens, except
+/// for `tokend get`, whose output is the token.
 pub fn tokend(args: &[&str]) -> Output {
-    Command::new(BIN)
+    let out = Command::new(BIN)
         .args(args)
         .env_remove("NOTIFY_SOCKET")
         .output()
-        .expect("run tokend")
+        .expect("run tokend");
+    if !args.contains(&"get") {
+        assert_no_leak(&format!("tokend {args:?}"), &String::from_utf8_lossy(&out.stdout));
+        assert_no_leak(&format!("tokend {args:?}"), &String::from_utf8_lossy(&out.stderr));
+    }
+    out
 }
 
 /// The claims of a JWT, without verifying it.
@@ -400,6 +464,13 @@ pub fn claims(jwt: &str) -> Value {
         .decode(payload)
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Held by the tests that load both cores for a minute or more (rotations under readers, the
+/// soak): they run one at a time, so that none starves another into a false failure.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The token in `text`, as a file of `format` (`raw`, `header`, `json`) holds it, if it is
