@@ -218,9 +218,10 @@ fn a_thousand_readers_and_two_hundred_short_lived_clients_leave_nothing_behind()
         good >= (READERS as u64) * soak.as_secs() * 3,
         "readers barely ran: {good} answers"
     );
-    // Flat: descriptors within a few (a connection closing as the sample is taken), memory
-    // within 10% + 2 MiB (allocator noise), start to end.
-    assert!(end.1.abs_diff(start.1) <= 8, "descriptors {} -> {}", start.1, end.1);
+    // Flat: descriptors no more than a few up (a connection opening as the sample is taken;
+    // fewer is fine: the IdP connections opened by the first burst of requests time out idle),
+    // memory within 10% + 2 MiB (the allocator's arenas settling), start to end.
+    assert!(end.1 <= start.1 + 8, "descriptors {} -> {}", start.1, end.1);
     assert!(
         end.0 <= start.0 + start.0 / 10 + 2048,
         "RSS {} -> {} KiB",
