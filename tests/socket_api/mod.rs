@@ -1,5 +1,8 @@
 //! The socket API with the real binary: `curl --unix-socket`, callers of other uids via setpriv,
-//! stale sockets, connection floods, reloads, and the `get`/`status` commands.
+//! stale sockets, connection floods, reloads, and the `get`/`status` commands. Hostile and broken
+//! callers byte by byte, and the socket file's life: `hardening`.
+
+mod hardening;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
