@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{SECRET, config, get, header};
+use super::{SECRET, T, config, get, header};
 use crate::util::*;
 
 /// Writes `request` on a new connection and reads until tokend closes it.
@@ -207,4 +207,187 @@ fn malformed_oversized_and_pipelined_requests_are_answered_and_counted() {
         "connection errors by reason:\n{metrics}"
     );
     assert!(daemon.stop().success());
+}
+
+/// The names in `dir` that creating socket `tokend.sock` makes: the socket and its private
+/// directories, with each directory's mode and entries.
+fn socket_leftovers(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".tokend.sock.") || n == "tokend.sock")
+        .map(|n| {
+            let path = dir.join(&n);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if !meta.is_dir() {
+                return n;
+            }
+            let inside: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            // The random part of the name varies: keep its shape only.
+            let shape = n
+                .strip_prefix(".tokend.sock.tokend-")
+                .map_or(n.clone(), |r| format!(".tokend.sock.tokend-{}", "X".repeat(r.len())));
+            format!("{shape}/ {:o} {inside:?}", meta.mode() & 0o7777)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A config whose one client never gets a token (its token endpoint accepts and never answers),
+/// so that nothing but the socket is written; the socket directory exists beforehand.
+fn quiet_config(dir: &TestDir, issuer: &Issuer) -> (std::path::PathBuf, std::net::TcpListener) {
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = config(
+        dir,
+        issuer,
+        &[(
+            "p",
+            &format!("token_url: http://{}/t", black_hole.local_addr().unwrap()),
+        )],
+    );
+    (cfg, black_hole)
+}
+
+/// Starts tokend normally, waits until it serves, checks that only the socket is there, stops it.
+fn clean_start(dir: &TestDir, cfg: &Path) {
+    let daemon = Tokend::run(dir, cfg);
+    let socket = dir.join("tokend.sock");
+    wait_for(T, "the socket to serve", || {
+        (socket_status(&socket, "/healthz") == Some(200)).then_some(())
+    });
+    assert_eq!(socket_leftovers(dir.path()), ["tokend.sock"]);
+    assert!(daemon.stop().success());
+    assert_eq!(socket_leftovers(dir.path()), Vec::<String>::new());
+}
+
+/// Runs `WRAPPER... tokend ARGS` with umask 0, so that any mode not set explicitly shows.
+fn umask_0(wrapper: &[&str]) -> Vec<String> {
+    ["sh", "-c", "umask 000 && exec \"$@\"", "sh"]
+        .iter()
+        .chain(wrapper)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn strace_runs() -> Result<(), String> {
+    match std::process::Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .status()
+    {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("strace cannot trace here ({s})")),
+        Err(e) => Err(format!("strace is not installed ({e})")),
+    }
+}
+
+/// A start killed (SIGKILL, injected by strace as the syscall is entered) at each step of
+/// creating the socket leaves at most its private directory, 0700 even under umask 0 (so no
+/// other user could reach the socket in it or swap it for a symlink), and the next start
+/// removes it and serves.
+#[test]
+fn a_start_killed_while_creating_the_socket_is_cleaned_up_by_the_next() {
+    let test = "a_start_killed_while_creating_the_socket_is_cleaned_up_by_the_next";
+    if unless_skipped(test, "TOKEND_REQUIRE_ROOT_TESTS", strace_runs()).is_none() {
+        return;
+    }
+    let dir = TestDir::new("socket-crash");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let (cfg, _black_hole) = quiet_config(&dir, &issuer);
+    let cfg_arg = cfg.to_str().unwrap();
+    let private_dir = ".tokend.sock.tokend-XXXXXX/ 700";
+    // (the syscalls killed at their first call, what is left behind)
+    let steps: [(&str, Vec<String>); 4] = [
+        ("bind", vec![format!("{private_dir} []")]),
+        ("chmod,fchmodat", vec![format!("{private_dir} [\"s\"]")]),
+        ("rename,renameat,renameat2", vec![format!("{private_dir} [\"s\"]")]),
+        (
+            "rmdir,unlinkat",
+            vec![format!("{private_dir} []"), "tokend.sock".to_owned()],
+        ),
+    ];
+    for (syscalls, left) in &steps {
+        let inject = format!("inject={syscalls}:signal=KILL:when=1");
+        let wrapper = umask_0(&[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            &format!("trace={syscalls}"),
+            "-e",
+            &inject,
+        ]);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let mut killed = Tokend::spawn_under(&dir, &wrapper, &["--config", cfg_arg, "run"], &[]);
+        let status = killed.wait(T);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "killed at {syscalls}: {}", killed.output());
+        assert_eq!(&socket_leftovers(dir.path()), left, "killed at {syscalls}");
+        clean_start(&dir, &cfg);
+    }
+}
+
+/// SIGKILL at random moments of many starts, with leftovers piling up between them: each left
+/// directory is private, and one clean start removes them all. `TOKEND_SOCKET_KILLS` sets the
+/// number of starts (100 by default).
+#[test]
+fn starts_killed_at_random_moments_leave_nothing_after_a_clean_start() {
+    let kills: usize = std::env::var("TOKEND_SOCKET_KILLS").map_or(100, |n| n.parse().unwrap());
+    let dir = TestDir::new("socket-kills");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let (cfg, _black_hole) = quiet_config(&dir, &issuer);
+    let cfg_arg = cfg.to_str().unwrap();
+    let socket = dir.join("tokend.sock");
+    // How long a start takes to create its socket: the kills fall within 1.5 times that.
+    let started = Instant::now();
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_for(T, "the socket", || socket.exists().then_some(()));
+    let window = started.elapsed().as_micros() as u64 * 3 / 2;
+    assert!(daemon.stop().success());
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("random kills: seed {seed}, window {window}µs");
+    let (mut left_a_directory, mut socket_in_place) = (0, 0);
+    let wrapper = umask_0(&[]);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let identity = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&socket).ok().map(|m| m.ino())
+    };
+    let dirs = |v: &[String]| v.iter().filter(|n| n.contains('/')).count();
+    for _ in 0..kills {
+        // xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (before, socket_before) = (socket_leftovers(dir.path()), identity());
+        let mut daemon = Tokend::spawn_under(&dir, &wrapper, &["--config", cfg_arg, "run"], &[]);
+        std::thread::sleep(Duration::from_micros(seed % window));
+        daemon.signal(nix::sys::signal::Signal::SIGKILL);
+        daemon.wait(T);
+        let after = socket_leftovers(dir.path());
+        if dirs(&after) > dirs(&before) {
+            left_a_directory += 1;
+        }
+        if identity().is_some_and(|i| Some(i) != socket_before) {
+            socket_in_place += 1;
+        }
+        for d in after.iter().filter(|n| n.contains('/')) {
+            assert!(d.contains("/ 700 "), "a private directory that is not 0700: {d}");
+        }
+    }
+    eprintln!(
+        "random kills: {kills} starts killed, {socket_in_place} after their socket was in place, {left_a_directory} left a private directory"
+    );
+    clean_start(&dir, &cfg);
 }

@@ -182,6 +182,24 @@ impl Tokend {
 
     /// Runs `tokend ARGS`, logging JSON lines (unless ARGS choose a format) for `events`.
     pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
+        Self::spawn_under(dir, &[], args, env)
+    }
+
+    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
+    /// setpriv, which execs tokend in its place.
+    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
+        let id = uid.to_string();
+        Self::spawn_under(
+            dir,
+            &["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"],
+            args,
+            &[],
+        )
+    }
+
+    /// Runs `WRAPPER... tokend ARGS`: a wrapper that ends by exec'ing tokend (setpriv, `sh -c
+    /// 'umask 0; exec "$@"' sh`), or one that runs it as its child (strace).
+    pub fn spawn_under(dir: &TestDir, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Tokend {
         let n = fs::read_dir(dir.path()).unwrap().count();
         let log = dir.join(&format!("tokend-{n}.log"));
         let out = fs::File::create(&log).unwrap();
@@ -190,7 +208,12 @@ impl Tokend {
         } else {
             &["--log-format", "json"]
         };
-        let child = Command::new(BIN)
+        let (program, before) = match wrapper.split_first() {
+            Some((program, rest)) => (*program, [rest, &[BIN]].concat()),
+            None => (BIN, Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(before)
             .args(json)
             .args(args)
             .env_remove("NOTIFY_SOCKET")
@@ -199,38 +222,7 @@ impl Tokend {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start tokend");
-        Tokend {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
-    /// setpriv, which execs tokend in its place.
-    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
-        let id = uid.to_string();
-        let n = fs::read_dir(dir.path()).unwrap().count();
-        let log = dir.join(&format!("tokend-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                BIN,
-                "--log-format",
-                "json",
-            ])
-            .args(args)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("setpriv (util-linux)");
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
         Tokend {
             child: Some(child),
             log,
