@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{SECRET, T, config, get, header};
+use super::{SECRET, T, as_nobody, config, get, header, open_up, running_as_root};
 use crate::util::*;
 
 /// Writes `request` on a new connection and reads until tokend closes it.
@@ -390,4 +390,347 @@ fn starts_killed_at_random_moments_leave_nothing_after_a_clean_start() {
         "random kills: {kills} starts killed, {socket_in_place} after their socket was in place, {left_a_directory} left a private directory"
     );
     clean_start(&dir, &cfg);
+}
+
+/// curl on `socket` as uid 65534 (no groups), exactly the path given; returns the status and
+/// the whole answer, head and body.
+fn nobody(socket: &Path, args: &[&str], path: &str) -> (u16, String) {
+    let url = format!("http://localhost{path}");
+    let socket = socket.to_str().unwrap();
+    let mut all = vec!["-sS", "--max-time", "30", "--path-as-is", "--unix-socket", socket];
+    if !args.contains(&"-I") {
+        all.push("-i");
+    }
+    all.extend(args);
+    all.push(&url);
+    let o = as_nobody(&[], "curl", &all);
+    assert!(o.status.success(), "curl {path}: {}", lossy(&o.stderr));
+    let answer = lossy(&o.stdout);
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, answer)
+}
+
+/// Not a byte of any of `tokens` in `answer`: no JWT start, no 12-byte piece of one.
+fn assert_no_token(answer: &str, tokens: &[&str], what: &str) {
+    assert!(!answer.contains("eyJ"), "{what}: {answer}");
+    for token in tokens {
+        let bytes = token.as_bytes();
+        for piece in bytes.windows(12).step_by(6) {
+            assert!(
+                !answer.as_bytes().windows(12).any(|w| w == piece),
+                "{what}: a piece of a token in {answer}"
+            );
+        }
+    }
+}
+
+/// Every route, in every form (text, JSON, HEAD, long-poll with and without `after`), and the
+/// token proxy's socket, answers a caller who may read nothing with 403, or with what holds no
+/// token (the empty listing, health), and never with a byte of a token; a long-poll is refused
+/// at once, not after its wait; the proxy makes no upstream request for it.
+#[test]
+fn every_route_refuses_a_caller_who_may_not_read_it_without_a_token_byte() {
+    if !running_as_root("every_route_refuses_a_caller_who_may_not_read_it_without_a_token_byte") {
+        return;
+    }
+    let dir = TestDir::new("refused-routes");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("a", "audience: https://a/"),
+            ("b", "audience: https://b/\nreaders: { users: [65533] }"),
+        ],
+    );
+    let proxy = dir.join("proxy.sock");
+    let mut yaml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("socket: {", "socket: { mode: \"0666\",");
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: a, upstream: \"http://{}/api/\", socket: {}, mode: \"0666\" }}\n",
+        upstream.local_addr().unwrap(),
+        proxy.display()
+    ));
+    std::fs::write(&cfg, yaml).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    let (_, headers, a) = get(&socket, "/v1/tokens/a", &[]);
+    let version = header(&headers, "token-version").unwrap().to_owned();
+    let (_, _, b) = get(&socket, "/v1/tokens/b", &[]);
+    let tokens = [a.as_str(), b.as_str()];
+
+    let refused = |path: &str| format!("uid 65534 may not read client {path}\n");
+    let json = ["-H", "Accept: application/json"];
+    let after = format!("/v1/tokens/a?wait=30s&after={version}");
+    let cases: Vec<(&str, &[&str], &str, u16, String)> = vec![
+        ("text", &[], "/v1/tokens/a", 403, refused("a")),
+        ("HEAD", &["-I"], "/v1/tokens/a", 403, String::new()),
+        ("?format=json", &[], "/v1/tokens/a?format=json", 403, refused("a")),
+        ("Accept JSON", &json, "/v1/tokens/a", 403, refused("a")),
+        ("long-poll", &[], "/v1/tokens/a?wait=30s", 403, refused("a")),
+        ("long-poll after", &[], &after, 403, refused("a")),
+        ("another reader's", &[], "/v1/tokens/b", 403, refused("b")),
+        ("unknown", &[], "/v1/tokens/c", 403, refused("c")),
+        (
+            "POST",
+            &["-X", "POST", "-d", "x"],
+            "/v1/tokens/a",
+            405,
+            "only GET and HEAD are supported\n".into(),
+        ),
+        (
+            "metrics",
+            &[],
+            "/metrics",
+            403,
+            "uid 65534 may not read /metrics\n".into(),
+        ),
+        ("metrics HEAD", &["-I"], "/metrics", 403, String::new()),
+        ("listing", &[], "/v1/tokens", 200, "{\"clients\":[]}".into()),
+        ("listing/", &[], "/v1/tokens/", 200, "{\"clients\":[]}".into()),
+        ("healthz", &[], "/healthz", 200, "ok\n".into()),
+        ("readyz", &[], "/readyz", 200, "ready\n".into()),
+    ];
+    for (what, args, path, status, body) in &cases {
+        let started = Instant::now();
+        let (got, answer) = nobody(&socket, args, path);
+        assert_eq!(got, *status, "{what}: {answer}");
+        let (_, got_body) = answer.split_once("\r\n\r\n").unwrap();
+        assert_eq!(got_body, body, "{what}");
+        assert!(!answer.to_lowercase().contains("token-version"), "{what}: {answer}");
+        assert_no_token(&answer, &tokens, what);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+    }
+    // `tokend status` shows nothing; the token proxy refuses every method and path.
+    let o = as_nobody(
+        &[],
+        crate::util::BIN,
+        &["status", "--json", "--socket", socket.to_str().unwrap()],
+    );
+    let status = lossy(&o.stdout);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["clients"],
+        serde_json::json!([])
+    );
+    assert_no_token(&status, &tokens, "status");
+    for (args, path) in [
+        (&[][..], "/api/x"),
+        (&["-I"], "/"),
+        (&["-X", "POST", "-d", "payload"], "/api/x"),
+        (&["-X", "DELETE"], "/../x"),
+    ] {
+        let (got, answer) = nobody(&proxy, args, path);
+        assert_eq!(got, 403, "proxy {args:?} {path}: {answer}");
+        assert_no_token(&answer, &tokens, "proxy");
+    }
+    upstream.set_nonblocking(true).unwrap();
+    assert_eq!(
+        upstream.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the proxy made an upstream request for a refused caller"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// Odd names in `/v1/tokens/{name}` — dot segments, encoded dots and slashes, NUL, CR/LF,
+/// case, percent-encoded letters, unicode, a trailing or doubled slash, a very long name — never
+/// reach another client: a reader of `a` alone gets 403 (and a malformed name is not echoed),
+/// root gets 404; neither gets a token. The bytes go as written (curl --path-as-is).
+#[test]
+fn odd_names_and_path_traversal_never_reach_another_client() {
+    if !running_as_root("odd_names_and_path_traversal_never_reach_another_client") {
+        return;
+    }
+    let dir = TestDir::new("odd-names");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("a", "audience: https://a/\nreaders: { users: [65534] }"),
+            ("b", "audience: https://b/"),
+        ],
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("socket: {", "socket: { mode: \"0666\",")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    let (_, _, a) = get(&socket, "/v1/tokens/a", &[]);
+    let (_, _, b) = get(&socket, "/v1/tokens/b", &[]);
+    assert_eq!(nobody(&socket, &[], "/v1/tokens/a").0, 200, "the reader reads a");
+
+    let long = format!("/v1/tokens/{}", "x".repeat(8000));
+    let malformed = "uid 65534 may not read client (malformed name)\n".to_owned();
+    // (path, nobody's status, nobody's body; root's status)
+    let cases: Vec<(&str, u16, String, u16)> = vec![
+        ("/v1/tokens/../tokens/b", 403, malformed.clone(), 404),
+        ("/v1/tokens/a/../b", 403, malformed.clone(), 404),
+        ("/v1/tokens/./b", 403, malformed.clone(), 404),
+        ("/v1/tokens/..", 403, malformed.clone(), 404),
+        (
+            "/v1/../v1/tokens/b",
+            404,
+            "no such endpoint; see /v1/tokens/{name}\n".into(),
+            404,
+        ),
+        ("/v1/tokens/%2e%2e/b", 403, malformed.clone(), 404),
+        ("/v1/tokens/a%2f..%2fb", 403, malformed.clone(), 404),
+        ("/v1/tokens/a%2Fb", 403, malformed.clone(), 404),
+        ("/v1/tokens/b%00", 403, malformed.clone(), 404),
+        ("/v1/tokens/a%00", 403, malformed.clone(), 404),
+        ("/v1/tokens/a%0d%0aX-Injected:%201", 403, malformed.clone(), 404),
+        ("/v1/tokens/a%20", 403, malformed.clone(), 404),
+        ("/v1/tokens/%61", 403, malformed.clone(), 404),
+        ("/v1/tokens/%C3%A9", 403, malformed.clone(), 404),
+        ("/v1/tokens/a;b", 403, malformed.clone(), 404),
+        ("/v1/tokens/a/", 403, malformed.clone(), 404),
+        ("/v1/tokens//a", 403, malformed.clone(), 404),
+        ("/v1/tokens/A", 403, "uid 65534 may not read client A\n".into(), 404),
+        ("/v1/tokens/B", 403, "uid 65534 may not read client B\n".into(), 404),
+        (
+            &long,
+            403,
+            format!("uid 65534 may not read client {}\n", "x".repeat(8000)),
+            404,
+        ),
+    ];
+    for (path, status, body, root_status) in &cases {
+        let (got, answer) = nobody(&socket, &[], path);
+        assert_eq!(got, *status, "{path}: {answer}");
+        assert_eq!(answer.split_once("\r\n\r\n").unwrap().1, body, "{path}");
+        assert!(!answer.contains("X-Injected"), "{path}: {answer}");
+        assert_no_token(&answer, &[&a, &b], path);
+        let (got, _, body) = get(&socket, path, &["--path-as-is"]);
+        assert_eq!(got, *root_status, "root, {path}: {body}");
+        assert_no_token(&body, &[&a, &b], path);
+    }
+    // The empty name is the listing: only `a` for its reader.
+    let (status, answer) = nobody(&socket, &[], "/v1/tokens/");
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("\"name\":\"a\"") && !answer.contains("\"name\":\"b\""),
+        "{answer}"
+    );
+    // Bytes curl would not send, as root: raw UTF-8 is a name like any other (no such client);
+    // control bytes in the request line are a malformed request.
+    for (raw, status) in [
+        (
+            &b"GET /v1/tokens/\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+            404,
+        ),
+        (b"GET /v1/tokens/b\x7f HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /v1/tokens/b\tx HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /v1/tokens/b\rx HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ] {
+        let answers = responses(&exchange(&socket, raw));
+        assert_eq!(statuses(&answers), [status], "{:?}", lossy(raw));
+        assert_no_token(&answers[0].body, &[&a, &b], &lossy(raw));
+    }
+    assert!(daemon.stop().success());
+}
+
+/// (file type, mode in octal, uid, gid) of `path`, not following a symlink.
+fn owner_and_mode(path: &Path) -> (&'static str, String, u32, u32) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let kind = match meta.file_type() {
+        t if t.is_socket() => "socket",
+        t if t.is_dir() => "dir",
+        _ => "other",
+    };
+    (kind, format!("{:o}", meta.mode() & 0o7777), meta.uid(), meta.gid())
+}
+
+/// The socket file and the directories tokend creates on its way get exactly the configured
+/// mode, tokend's user as owner, and the configured group (else tokend's own), under a umask
+/// that would narrow (077) or widen (000) them; and the mode decides who may connect at all.
+#[test]
+fn the_socket_and_its_directories_get_the_configured_mode_and_owner() {
+    if !running_as_root("the_socket_and_its_directories_get_the_configured_mode_and_owner") {
+        return;
+    }
+    let dir = TestDir::new("socket-owner");
+    open_up(&dir);
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("m", "audience: https://m/")]);
+    let plain = std::fs::read_to_string(&cfg).unwrap();
+    let socket = dir.join("run/a/b/tokend.sock");
+    let with = |socket_line: &str| {
+        let start = plain.find("socket: {").unwrap();
+        let end = start + plain[start..].find('\n').unwrap();
+        std::fs::write(&cfg, format!("{}{socket_line}{}", &plain[..start], &plain[end..])).unwrap();
+    };
+    let in_umask = |umask: &str| {
+        let script = format!("umask {umask} && exec \"$@\"");
+        Tokend::spawn_under(
+            &dir,
+            &["sh", "-c", &script, "sh"],
+            &["--config", cfg.to_str().unwrap(), "run"],
+            &[],
+        )
+    };
+    let connect_as_nobody = |groups: &[u32]| {
+        let o = as_nobody(
+            groups,
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+                socket.to_str().unwrap(),
+                "http://localhost/healthz",
+            ],
+        );
+        (o.status.code(), lossy(&o.stdout))
+    };
+
+    with(&format!(
+        "socket: {{ path: {}, mode: \"0660\", group: 4242 }}",
+        socket.display()
+    ));
+    let daemon = in_umask("077");
+    wait_ready(&socket);
+    assert_eq!(owner_and_mode(&socket), ("socket", "660".into(), 0, 4242));
+    for d in ["run", "run/a", "run/a/b"] {
+        assert_eq!(owner_and_mode(&dir.join(d)), ("dir", "755".into(), 0, 0), "{d}");
+    }
+    // Not in the group: no connection at all (curl's 7: could not connect); in it: served.
+    assert_eq!(connect_as_nobody(&[]), (Some(7), "000".to_owned()));
+    assert_eq!(connect_as_nobody(&[4242]), (Some(0), "200".to_owned()));
+    assert!(daemon.stop().success());
+
+    with(&format!("socket: {{ path: {}, mode: \"0600\" }}", socket.display()));
+    let daemon = in_umask("000");
+    wait_ready(&socket);
+    assert_eq!(owner_and_mode(&socket), ("socket", "600".into(), 0, 0));
+    assert_eq!(
+        connect_as_nobody(&[0, 4242]).0,
+        Some(7),
+        "group members may not connect to 0600"
+    );
+    assert!(daemon.stop().success());
+
+    // Run as another user, with the default mode: that user's socket, in its group.
+    let dir = TestDir::new("socket-owner-nobody");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("m", "audience: https://m/")]);
+    crate::hand_to_nobody(&dir);
+    let daemon = Tokend::spawn_as(&dir, 65534, &["--config", cfg.to_str().unwrap(), "run"]);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    assert_eq!(owner_and_mode(&socket), ("socket", "660".into(), 65534, 65534));
+    assert!(daemon.stop().success());
 }
