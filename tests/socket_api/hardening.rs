@@ -614,6 +614,29 @@ fn odd_names_and_path_traversal_never_reach_another_client() {
         assert_eq!(got, *root_status, "root, {path}: {body}");
         assert_no_token(&body, &[&a, &b], path);
     }
+    // Refusals are logged once a minute per caller and client; names that are no client (a
+    // new one each time, say, or malformed) share one line, so a caller cannot flood the
+    // journal with them. The first of them here was malformed.
+    let socket_arg = socket.to_str().unwrap();
+    let urls: Vec<String> = (0..100).map(|i| format!("http://localhost/v1/tokens/n{i}")).collect();
+    let mut args = vec!["-s", "-o", "/dev/null", "--unix-socket", socket_arg];
+    args.extend(urls.iter().map(String::as_str));
+    assert!(as_nobody(&[], "curl", &args).status.success());
+    let refusal = |e: &serde_json::Value| {
+        e["uid"] == 65534
+            && is(
+                e,
+                "message",
+                "refused a socket request: caller is not a reader of this client",
+            )
+    };
+    let logged: Vec<String> = daemon
+        .events()
+        .iter()
+        .filter(|e| refusal(e))
+        .map(|e| e["client"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(logged, ["(malformed name)"], "one line for all the names of no client");
     // The empty name is the listing: only `a` for its reader.
     let (status, answer) = nobody(&socket, &[], "/v1/tokens/");
     assert_eq!(status, 200);
