@@ -49,6 +49,13 @@ pub struct Metrics {
     tcp_requests: Family<StatusLabel, Counter>,
     hook_runs: Family<RefreshLabels, Counter>,
     proxy_requests: Family<ProxyLabels, Counter>,
+    proxy_connection_errors: Family<ProxyReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyReasonLabels {
+    client: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +83,7 @@ impl Metrics {
         let tcp_requests = Family::<StatusLabel, Counter>::default();
         let hook_runs = Family::<RefreshLabels, Counter>::default();
         let proxy_requests = Family::<ProxyLabels, Counter>::default();
+        let proxy_connection_errors = Family::<ProxyReasonLabels, Counter>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
@@ -121,6 +129,11 @@ impl Metrics {
             "Requests through a token proxy, by client and the HTTP status returned",
             proxy_requests.clone(),
         );
+        registry.register(
+            "proxy_connection_errors",
+            "Token proxy connections ended by an error, by client and reason (as socket_connection_errors)",
+            proxy_connection_errors.clone(),
+        );
         Metrics {
             registry,
             expiry,
@@ -132,6 +145,7 @@ impl Metrics {
             tcp_requests,
             hook_runs,
             proxy_requests,
+            proxy_connection_errors,
         }
     }
 
@@ -176,6 +190,14 @@ impl Metrics {
             status,
         };
         self.proxy_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn proxy_connection_error(&self, client: &ClientName, reason: &'static str) {
+        let labels = ProxyReasonLabels {
+            client: client.to_string(),
+            reason,
+        };
+        self.proxy_connection_errors.get_or_create(&labels).inc();
     }
 
     pub fn tcp_request(&self, status: u16) {

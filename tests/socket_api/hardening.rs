@@ -427,7 +427,8 @@ fn assert_no_token(answer: &str, tokens: &[&str], what: &str) {
 /// Every route, in every form (text, JSON, HEAD, long-poll with and without `after`), and the
 /// token proxy's socket, answers a caller who may read nothing with 403, or with what holds no
 /// token (the empty listing, health), and never with a byte of a token; a long-poll is refused
-/// at once, not after its wait; the proxy makes no upstream request for it.
+/// at once, not after its wait; the proxy makes no upstream request for it. hyper's own answers
+/// on the proxy's socket are counted.
 #[test]
 fn every_route_refuses_a_caller_who_may_not_read_it_without_a_token_byte() {
     if !running_as_root("every_route_refuses_a_caller_who_may_not_read_it_without_a_token_byte") {
@@ -537,6 +538,27 @@ fn every_route_refuses_a_caller_who_may_not_read_it_without_a_token_byte() {
         std::io::ErrorKind::WouldBlock,
         "the proxy made an upstream request for a refused caller"
     );
+    // What hyper answers by itself on the proxy's socket is counted, as on the API socket.
+    let big = format!("GET /api/x HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    for (raw, status) in [(&b"GET /api/x HTTP/9.9\r\n\r\n"[..], 400), (big.as_bytes(), 431)] {
+        assert_eq!(statuses(&responses(&exchange(&proxy, raw))), [status]);
+    }
+    let (_, _, metrics) = get(&socket, "/metrics", &[]);
+    for (line, value) in [
+        ("tokend_proxy_requests_total{client=\"a\",status=\"403\"}", 4),
+        ("tokend_proxy_requests_total{client=\"a\",status=\"400\"}", 1),
+        ("tokend_proxy_requests_total{client=\"a\",status=\"431\"}", 1),
+        (
+            "tokend_proxy_connection_errors_total{client=\"a\",reason=\"malformed\"}",
+            1,
+        ),
+        (
+            "tokend_proxy_connection_errors_total{client=\"a\",reason=\"header_too_large\"}",
+            1,
+        ),
+    ] {
+        assert_eq!(series(&metrics, line), value, "{line} in\n{metrics}");
+    }
     assert!(daemon.stop().success());
 }
 
