@@ -1,6 +1,6 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry, refresh outcomes and
-//! latency, output write errors, hook runs, and requests by status on the socket and on the TCP
-//! listener.
+//! latency, output write errors, hook runs, requests by status on the socket and on the TCP
+//! listener, and socket connections hyper ended with an error, by reason.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +27,11 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
 }
@@ -40,9 +45,17 @@ pub struct Metrics {
     latency: HistogramFamily,
     output_errors: Family<ClientLabel, Counter>,
     requests: Family<StatusLabel, Counter>,
+    connection_errors: Family<ReasonLabel, Counter>,
     tcp_requests: Family<StatusLabel, Counter>,
     hook_runs: Family<RefreshLabels, Counter>,
     proxy_requests: Family<ProxyLabels, Counter>,
+    proxy_connection_errors: Family<ProxyReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyReasonLabels {
+    client: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,9 +79,11 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
         let output_errors = Family::<ClientLabel, Counter>::default();
         let requests = Family::<StatusLabel, Counter>::default();
+        let connection_errors = Family::<ReasonLabel, Counter>::default();
         let tcp_requests = Family::<StatusLabel, Counter>::default();
         let hook_runs = Family::<RefreshLabels, Counter>::default();
         let proxy_requests = Family::<ProxyLabels, Counter>::default();
+        let proxy_connection_errors = Family::<ProxyReasonLabels, Counter>::default();
         registry.register(
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
@@ -95,6 +110,11 @@ impl Metrics {
             requests.clone(),
         );
         registry.register(
+            "socket_connection_errors",
+            "Socket connections ended by an error before or instead of an answer, by reason (malformed, header_too_large, header_timeout, incomplete, other); hyper's own 400 and 431 answers also count in socket_requests",
+            connection_errors.clone(),
+        );
+        registry.register(
             "tcp_requests",
             "Requests served on the TCP health and metrics listener (metrics.listen), by HTTP status",
             tcp_requests.clone(),
@@ -109,6 +129,11 @@ impl Metrics {
             "Requests through a token proxy, by client and the HTTP status returned",
             proxy_requests.clone(),
         );
+        registry.register(
+            "proxy_connection_errors",
+            "Token proxy connections ended by an error, by client and reason (as socket_connection_errors)",
+            proxy_connection_errors.clone(),
+        );
         Metrics {
             registry,
             expiry,
@@ -116,9 +141,11 @@ impl Metrics {
             latency,
             output_errors,
             requests,
+            connection_errors,
             tcp_requests,
             hook_runs,
             proxy_requests,
+            proxy_connection_errors,
         }
     }
 
@@ -144,6 +171,11 @@ impl Metrics {
         self.requests.get_or_create(&StatusLabel { status }).inc();
     }
 
+    /// A socket connection hyper ended with an error (see `server::cutoff`).
+    pub fn connection_error(&self, reason: &'static str) {
+        self.connection_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
     pub fn hook_run(&self, client: &ClientName, outcome: &'static str) {
         let labels = RefreshLabels {
             client: client.to_string(),
@@ -158,6 +190,14 @@ impl Metrics {
             status,
         };
         self.proxy_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn proxy_connection_error(&self, client: &ClientName, reason: &'static str) {
+        let labels = ProxyReasonLabels {
+            client: client.to_string(),
+            reason,
+        };
+        self.proxy_connection_errors.get_or_create(&labels).inc();
     }
 
     pub fn tcp_request(&self, status: u16) {
@@ -212,6 +252,7 @@ mod tests {
         m.request(200);
         m.request(200);
         m.request(403);
+        m.connection_error("header_timeout");
         let text = m.render();
         for line in [
             "tokend_token_expiry_timestamp_seconds{client=\"billing\"} 1700000000.0",
@@ -220,6 +261,7 @@ mod tests {
             "tokend_output_write_errors_total{client=\"billing\"} 1",
             "tokend_socket_requests_total{status=\"200\"} 2",
             "tokend_socket_requests_total{status=\"403\"} 1",
+            "tokend_socket_connection_errors_total{reason=\"header_timeout\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

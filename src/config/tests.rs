@@ -394,6 +394,13 @@ fn error_messages() {
             &format!("{MINIMAL}proxies:\n  - {{ client: billing, upstream: https://api.example/ }}\n  - {{ client: billing, upstream: https://api.example/, listen: 127.0.0.1:8081, readers: {{ users: [0] }} }}\n"),
         ),
         (
+            "proxy_socket_path_too_long",
+            &format!(
+                "{MINIMAL}proxies: [{{ client: billing, upstream: https://api.example/, socket: /run/tokend/{}.sock }}]\n",
+                "p".repeat(80)
+            ),
+        ),
+        (
             "output_writable_by_others",
             &MINIMAL.replace("{ path: /run/tokend/billing.token }", "{ path: /run/tokend/billing.token, mode: \"0666\" }"),
         ),

@@ -92,6 +92,15 @@ impl Upstream {
         &self.client
     }
 
+    /// Counts a connection hyper ended with an error, and its own answer (400, 431) if it gave
+    /// one, as the socket API does.
+    pub fn connection_error(&self, cut: crate::server::cutoff::Cutoff) {
+        self.metrics.proxy_connection_error(&self.client, cut.reason);
+        if let Some(status) = cut.answered {
+            self.metrics.proxy_request(&self.client, status);
+        }
+    }
+
     /// Answers one request. `allowed`: whether the caller may use this proxy; `who`: its uid and
     /// pid, on a Unix socket.
     pub async fn handle(&self, req: Request<Incoming>, allowed: bool, who: Option<(u32, i32)>) -> Answer {

@@ -21,11 +21,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Access, ProxyBind, SocketConfig, TokenProxy};
 use crate::metrics::Metrics;
 use crate::server::access::Authority;
+use crate::server::cutoff;
 use crate::server::peer::Peer;
 use crate::server::socket::{self, Bound};
 use crate::store::Store;
@@ -168,7 +169,7 @@ async fn accept_loop(
             _ = stop.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
-        let (io, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 warn!(listen = %shown, error = %e, "token proxy cannot accept a connection");
@@ -185,10 +186,16 @@ async fn accept_loop(
         let who = peer.as_ref().map(|p| (p.uid, p.pid));
         connections.spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let upstream = upstream.clone();
-                async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, allowed, who).await) }
-            });
+            let progress = Arc::new(cutoff::Progress::default());
+            let service = {
+                let (upstream, progress) = (upstream.clone(), progress.clone());
+                hyper::service::service_fn(move |req| {
+                    progress.request();
+                    let upstream = upstream.clone();
+                    async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, allowed, who).await) }
+                })
+            };
+            let io = TokioIo::new(cutoff::Counted::new(stream, progress.clone()));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -196,7 +203,14 @@ async fn accept_loop(
                 .serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => {}
+                result = conn.as_mut() => {
+                    if let Err(e) = result
+                        && let Some(cut) = cutoff::classify(&e, &progress)
+                    {
+                        upstream.connection_error(cut);
+                        debug!(client = %upstream.client(), error = %e, reason = cut.reason, "proxy connection ended with an error");
+                    }
+                }
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
@@ -208,7 +222,7 @@ async fn accept_loop(
     let _ = tokio::time::timeout(Duration::from_secs(6), connections.wait()).await;
 }
 
-type Io = TokioIo<Box<dyn Stream>>;
+type Io = Box<dyn Stream>;
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
@@ -219,12 +233,12 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Option<Peer>)> {
         Listener::Tcp(l) => {
             let (s, _) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Ok((TokioIo::new(Box::new(s) as Box<dyn Stream>), None))
+            Ok((Box::new(s) as Io, None))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
             let peer = Peer::of(&s)?;
-            Ok((TokioIo::new(Box::new(s) as Box<dyn Stream>), Some(peer)))
+            Ok((Box::new(s) as Io, Some(peer)))
         }
     }
 }

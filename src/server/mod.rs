@@ -5,10 +5,12 @@
 //! Robustness: caps on concurrent connections, overall and per user (`admission`), a bound on
 //! request head size, and a deadline for each request head, which also closes idle keep-alive
 //! connections, so a slow, idle or greedy client cannot hold the daemon. Accept errors such as
-//! EMFILE pause accepting briefly instead of stopping the server.
+//! EMFILE pause accepting briefly instead of stopping the server. What hyper answers or cuts off
+//! by itself (a malformed or oversized head, the header timeout) is counted too (`cutoff`).
 
 pub mod access;
 pub mod admission;
+pub mod cutoff;
 pub mod peer;
 pub mod routes;
 pub mod socket;
@@ -239,9 +241,11 @@ async fn serve_connection(
     header_timeout: Duration,
     _admitted: admission::Guard,
 ) {
+    let progress = Arc::new(cutoff::Progress::default());
     let service = {
-        let state = state.clone();
+        let (state, progress) = (state.clone(), progress.clone());
         service_fn(move |req| {
+            progress.request();
             let (state, peer) = (state.clone(), peer.clone());
             async move { Ok::<_, Infallible>(routes::handle(req, &peer, &state).await) }
         })
@@ -251,12 +255,13 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
+    let stream = cutoff::Counted::new(stream, progress.clone());
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(e) = result {
-                debug!(error = %e, "socket connection ended with an error");
+                count_cutoff(&e, &progress, &state);
             }
         }
         _ = state.shutdown.cancelled() => {
@@ -265,6 +270,20 @@ async fn serve_connection(
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
     }
+}
+
+/// Counts a connection hyper ended with an error: by reason, and its answer (if it gave one) by
+/// status like every other answer.
+fn count_cutoff(error: &hyper::Error, progress: &cutoff::Progress, state: &ServerState) {
+    let Some(cut) = cutoff::classify(error, progress) else {
+        debug!("closed an idle socket connection");
+        return;
+    };
+    state.metrics.connection_error(cut.reason);
+    if let Some(status) = cut.answered {
+        state.metrics.request(status);
+    }
+    debug!(error = %error, reason = cut.reason, answered = ?cut.answered, "socket connection ended with an error");
 }
 
 /// The socket API as the daemon sees it: the shared state, the current listener (if the socket

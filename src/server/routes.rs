@@ -282,10 +282,14 @@ fn unavailable(name: &str, snapshot: &Snapshot, now: SystemTime) -> Response<Bod
 
 fn denied(peer: &Peer, name: &str, state: &ServerState) -> Response<Body> {
     // Names come from the request: only well-formed ones are repeated in logs and answers.
+    let known = state.store.with(name, |_| ()).is_some();
     let name = ClientName::new(name)
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "(malformed name)".into());
-    if let Some(suppressed) = state.refusals.should_log(peer.uid, &name) {
+    // Refusals of names that are no client share one log line a minute per caller: a caller
+    // asking for a new name each time cannot flood the journal (and so drown tokend's errors).
+    let key = if known { name.as_str() } else { "(no such client)" };
+    if let Some(suppressed) = state.refusals.should_log(peer.uid, key) {
         warn!(
             uid = peer.uid,
             pid = peer.pid,

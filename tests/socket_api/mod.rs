@@ -1,5 +1,8 @@
 //! The socket API with the real binary: `curl --unix-socket`, callers of other uids via setpriv,
-//! stale sockets, connection floods, reloads, and the `get`/`status` commands.
+//! stale sockets, connection floods, reloads, and the `get`/`status` commands. Hostile and broken
+//! callers byte by byte, and the socket file's life: `hardening`.
+
+mod hardening;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -85,6 +88,10 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
     let daemon = Tokend::run(&dir, &cfg);
     let socket = dir.join("tokend.sock");
     let token = wait_for(T, "a's token", || read(&dir.join("out/a.token")));
+    // The socket announces a token once its files hold it: a moment after the file appears.
+    wait_for(T, "a's token on the socket", || {
+        (socket_status(&socket, "/v1/tokens/a") == Some(200)).then_some(())
+    });
 
     let (status, headers, body) = get(&socket, "/v1/tokens/a", &[]);
     assert_eq!((status, body.as_str()), (200, token.as_str()));
@@ -185,10 +192,9 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
         &["-X", "POST", "--data-binary", &format!("@{}", body_file.display())],
     );
     assert_eq!(status, 405);
-    assert_eq!(
-        get(&socket, "/healthz", &[]),
-        (200, get(&socket, "/healthz", &[]).1, "ok\n".to_owned())
-    );
+    // (Status and body only: the heads of two requests differ in their `date` across a second.)
+    let (status, _, body) = get(&socket, "/healthz", &[]);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, _, body) = get(&socket, "/readyz", &[]);
     assert_eq!(
         (status, body.as_str()),
@@ -491,8 +497,10 @@ fn a_reload_changes_readers_and_moves_the_socket_without_dropping_requests() {
     }
     let dir = TestDir::new("socket-reload");
     open_up(&dir);
-    let issuer = Issuer::start(&dir, &[("app", SECRET)], "5s");
-    let base = "refresh: { min_remaining: 1s }";
+    // Short-lived tokens, so that long-polls see changes; refreshed at least 4s before they
+    // expire, so that even a slow refresh on a loaded machine leaves no moment without one.
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "10s");
+    let base = "refresh: { min_remaining: 4s }";
     let cfg = config(&dir, &issuer, &[("r", base)]);
     let rewrite = |socket: &str, mode: &str| {
         let text = std::fs::read_to_string(&cfg).unwrap();

@@ -241,6 +241,24 @@ impl Tokend {
 
     /// Runs `tokend ARGS`, logging JSON lines (unless ARGS choose a format) for `events`.
     pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
+        Self::spawn_under(dir, &[], args, env)
+    }
+
+    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
+    /// setpriv, which execs tokend in its place.
+    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
+        let id = uid.to_string();
+        Self::spawn_under(
+            dir,
+            &["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"],
+            args,
+            &[],
+        )
+    }
+
+    /// Runs `WRAPPER... tokend ARGS`: a wrapper that ends by exec'ing tokend (setpriv, `sh -c
+    /// 'umask 0; exec "$@"' sh`), or one that runs it as its child (strace).
+    pub fn spawn_under(dir: &TestDir, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Tokend {
         let n = fs::read_dir(dir.path()).unwrap().count();
         let log = dir.join(&format!("tokend-{n}.log"));
         let out = fs::File::create(&log).unwrap();
@@ -256,13 +274,18 @@ impl Tokend {
         } else {
             &["--log-level", "trace"]
         };
-        let mut command = Command::new(BIN);
+        let (program, before) = match wrapper.split_first() {
+            Some((program, rest)) => (*program, [rest, &[BIN]].concat()),
+            None => (BIN, Vec::new()),
+        };
+        let mut command = Command::new(program);
         if trace.is_empty() {
             command.env_remove("RUST_LOG");
         } else {
             command.env("RUST_LOG", "trace");
         }
         let child = command
+            .args(before)
             .args(json)
             .args(trace)
             .args(args)
@@ -272,38 +295,7 @@ impl Tokend {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start tokend");
-        Tokend {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
-    /// setpriv, which execs tokend in its place.
-    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
-        let id = uid.to_string();
-        let n = fs::read_dir(dir.path()).unwrap().count();
-        let log = dir.join(&format!("tokend-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                BIN,
-                "--log-format",
-                "json",
-            ])
-            .args(args)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("setpriv (util-linux)");
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
         Tokend {
             child: Some(child),
             log,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use url::Url;
 
+use super::socket::MAX_SOCKET_PATH;
 use super::{Kind, Validator};
 use crate::config::model::{
     Access, Client, DEFAULT_PROXY_CONNECTIONS, DEFAULT_PROXY_SOCKET_MODE, ProxyBind, SocketConfig, TokenProxy,
@@ -144,6 +145,13 @@ impl Validator<'_> {
             }
             (None, Some(path)) if !Path::new(&path).is_absolute() => {
                 self.problem(&key("socket"), format!("`{path}` must be an absolute path"));
+                None
+            }
+            (None, Some(path)) if path.len() > MAX_SOCKET_PATH => {
+                self.problem(
+                    &key("socket"),
+                    format!("a socket path must be at most {MAX_SOCKET_PATH} bytes long"),
+                );
                 None
             }
             (None, Some(path)) => {

@@ -11,9 +11,9 @@ use crate::config::model::{
 };
 use crate::config::raw::{RawMetrics, RawSocket};
 
-/// sun_path holds 108 bytes including the NUL; the socket is first bound under a temporary name
-/// next to the final one (`.tokend-XXXXXX/s`), which needs room too.
-const MAX_SOCKET_PATH: usize = 88;
+/// sun_path holds 108 bytes including the NUL; the socket is first bound in a private directory
+/// next to the final one (`.{name}.tokend-XXXXXX/s`, 17 bytes longer), which needs room too.
+pub(super) const MAX_SOCKET_PATH: usize = 88;
 
 impl Validator<'_> {
     pub(super) fn socket(&mut self, raw: RawSocket, access: &mut Access) -> Option<SocketConfig> {
