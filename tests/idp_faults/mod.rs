@@ -1,0 +1,579 @@
+//! IdP faults switched on and off while tokend runs (issue 12, item 9), one row per fault: the
+//! development issuer (its own process) answers every token request wrongly from the moment the
+//! row switches the fault on until it switches it off. For each fault: tokend keeps running, asks
+//! no more often than its backoff policy allows, keeps the last valid token (the file never
+//! changes or disappears and the socket serves it), logs a line that says what went wrong, and
+//! has a new token within one backoff step once the fault is gone.
+//!
+//! The same faults against a third-party server (`oauth2-mock-server`, driven through its hooks)
+//! are in `mock_server`. Run alone with `cargo test --test tests idp_faults -- --nocapture` to
+//! see the figures.
+
+// mod mock_server;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::SECRET;
+use crate::util::*;
+
+/// The client's retry policy and timeout in every row (short, so that a row takes seconds).
+const RETRY_INITIAL: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// No retry comes sooner than this after a failure (`schedule::MIN_RETRY`).
+const MIN_RETRY: Duration = Duration::from_millis(100);
+/// Tokens live this long and are refreshed at 10% of it, so the first refresh meets the fault
+/// about 2 s after it is switched on, while the current token stays valid for the whole row.
+const LIFETIME: &str = "20s";
+/// A fault stays on at least this long (and until it has been met twice).
+const FAULT_ON: Duration = Duration::from_secs(6);
+/// Slack for a loaded 2-core machine, on top of what the policy allows.
+const MARGIN: Duration = Duration::from_millis(1500);
+const T: Duration = Duration::from_secs(20);
+
+/// What the backoff policy allows between two requests while a fault lasts.
+#[derive(Clone, Copy, Debug)]
+pub enum Policy {
+    /// Exponential backoff with full jitter, from `retry.initial` doubling to `retry.max`.
+    Backoff,
+    /// As `Backoff`, but never sooner than the server's `Retry-After` (seconds).
+    RetryAfter(u64),
+    /// Not retryable soon (bad credentials, a redirect, an untrusted certificate): `retry.max`.
+    Maximum,
+}
+
+impl Policy {
+    /// The shortest gap the policy allows between two requests.
+    pub fn min_gap(self) -> Duration {
+        match self {
+            Policy::Backoff => MIN_RETRY,
+            Policy::RetryAfter(s) => Duration::from_secs(s),
+            Policy::Maximum => RETRY_MAX,
+        }
+    }
+
+    /// The longest one backoff step can be once the policy has reached its cap.
+    pub fn step(self) -> Duration {
+        match self {
+            Policy::RetryAfter(s) => Duration::from_secs(s).max(RETRY_MAX),
+            Policy::Backoff | Policy::Maximum => RETRY_MAX,
+        }
+    }
+}
+
+/// How a row switches its fault on.
+enum Switch {
+    /// Queue this fault (`until_cleared`) at the development issuer.
+    Fault(Value),
+    /// 429 with `Retry-After` as an HTTP date 5 s ahead.
+    RetryAfterDate,
+    /// A 302 to a listener of the test's: which must never be connected to.
+    Redirect,
+    /// Stop the issuer (connection refused); start it again on the same port to switch off.
+    StopIssuer,
+}
+
+struct Row {
+    name: &'static str,
+    switch: Switch,
+    /// The log line's `outcome`, and a part of its `error`.
+    outcome: &'static str,
+    error: &'static str,
+    policy: Policy,
+}
+
+fn rows() -> Vec<Row> {
+    let fault = |v: Value| {
+        let mut v = v;
+        v["until_cleared"] = json!(true);
+        Switch::Fault(v)
+    };
+    let row = |name, switch, outcome, error, policy| Row {
+        name,
+        switch,
+        outcome,
+        error,
+        policy,
+    };
+    use Policy::*;
+    vec![
+        row(
+            "429 Retry-After: 3",
+            fault(json!({ "status": 429, "error": "too_many_requests", "retry_after": "3" })),
+            "rate_limited",
+            "HTTP 429 `too_many_requests`",
+            RetryAfter(3),
+        ),
+        row(
+            "429 Retry-After: <HTTP date>",
+            Switch::RetryAfterDate,
+            "rate_limited",
+            "HTTP 429 (0 bytes)",
+            Backoff,
+        ),
+        row(
+            "500",
+            fault(json!({ "status": 500 })),
+            "failed",
+            "HTTP 500 (0 bytes)",
+            Backoff,
+        ),
+        row(
+            "502 HTML page",
+            fault(json!({ "status": 502, "body": "<html>bad gateway</html>", "content_type": "text/html" })),
+            "failed",
+            "HTTP 502 (text/html, 24 bytes)",
+            Backoff,
+        ),
+        row(
+            "503",
+            fault(json!({ "status": 503 })),
+            "rate_limited",
+            "HTTP 503 (0 bytes)",
+            Backoff,
+        ),
+        row(
+            "504",
+            fault(json!({ "status": 504, "error": "server_error" })),
+            "failed",
+            "HTTP 504 `server_error`",
+            Backoff,
+        ),
+        row(
+            "connection refused",
+            Switch::StopIssuer,
+            "failed",
+            "Connection refused",
+            Backoff,
+        ),
+        row(
+            "connection reset",
+            fault(json!({ "abort": "reset" })),
+            "failed",
+            "reset",
+            Backoff,
+        ),
+        row(
+            "closed without an answer",
+            fault(json!({ "abort": "close" })),
+            "failed",
+            "cannot reach",
+            Backoff,
+        ),
+        row(
+            "slow headers (3 s, timeout 1 s)",
+            fault(json!({ "delay_ms": 3000 })),
+            "failed",
+            "did not answer within 1s",
+            Backoff,
+        ),
+        row(
+            "slow body (3 s, timeout 1 s)",
+            fault(json!({ "body_delay_ms": 3000 })),
+            "failed",
+            "did not answer within 1s",
+            Backoff,
+        ),
+        row(
+            "200 HTML page",
+            fault(json!({ "status": 200, "body": "<html>login</html>", "content_type": "text/html" })),
+            "failed",
+            "the body is not a JSON object (text/html, 18 bytes)",
+            Backoff,
+        ),
+        row(
+            "200 garbage",
+            fault(json!({ "status": 200, "body": "\u{1}\u{2}garbage{", "content_type": "application/json" })),
+            "failed",
+            "the body is not a JSON object",
+            Backoff,
+        ),
+        row(
+            "JSON without access_token",
+            fault(
+                json!({ "status": 200, "body": "{\"token_type\":\"Bearer\",\"expires_in\":60}",
+                          "content_type": "application/json" }),
+            ),
+            "failed",
+            "`access_token` is missing",
+            Backoff,
+        ),
+        row(
+            "expires_in 0",
+            fault(json!({ "expires_in": 0 })),
+            "failed",
+            "`expires_in` is 0: the token is already expired",
+            Backoff,
+        ),
+        row(
+            "expires_in -60",
+            fault(json!({ "expires_in": -60 })),
+            "failed",
+            "`expires_in` is -60: the token is already expired",
+            Backoff,
+        ),
+        row(
+            "expires_in 1e12 (31,000 years)",
+            fault(json!({ "expires_in": 1e12 })),
+            "failed",
+            "`expires_in` is not a valid number of seconds",
+            Backoff,
+        ),
+        row(
+            "expires_in \"soon\"",
+            fault(json!({ "expires_in": "soon" })),
+            "failed",
+            "`expires_in` is not a valid number of seconds",
+            Backoff,
+        ),
+        row(
+            "token_type with a header injection",
+            fault(json!({ "token_type": "Bearer\r\nX-Evil: 1" })),
+            "failed",
+            "`token_type` is not a valid token type",
+            Backoff,
+        ),
+        row(
+            "401 invalid_client",
+            fault(json!({ "status": 401, "error": "invalid_client" })),
+            "rejected",
+            "HTTP 401 `invalid_client`",
+            Maximum,
+        ),
+        row("302 redirect", Switch::Redirect, "rejected", "HTTP 302", Maximum),
+    ]
+}
+
+/// What one row measured.
+pub struct Figures {
+    pub name: String,
+    pub window: Duration,
+    pub requests: usize,
+    pub allowed: usize,
+    pub recovery: Duration,
+    pub recovery_bound: Duration,
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "| {} | {:.1} s | {} | ≤ {} | {:.2} s | ≤ {:.1} s |",
+            self.name,
+            self.window.as_secs_f64(),
+            self.requests,
+            self.allowed,
+            self.recovery.as_secs_f64(),
+            self.recovery_bound.as_secs_f64()
+        )
+    }
+}
+
+/// A tokend with one client `idp` asking `token_url`, with `extra` lines under the client and
+/// `outputs` (a YAML flow list; by default the raw token in out/idp.token).
+pub fn client_config(dir: &TestDir, token_url: &str, extra: &str, outputs: Option<&str>) -> PathBuf {
+    let raw = format!("[{{ path: {} }}]", dir.join("out/idp.token").display());
+    let secret = dir.secret("secret", SECRET);
+    let mut yaml = format!(
+        "state_dir: {state}\nsocket: {{ path: {socket} }}\nclients:\n  idp:\n    token_url: {token_url}\n    client_id: app\n    client_secret: {{ file: {secret} }}\n    refresh: {{ at: 10%, jitter: 0%, min_remaining: 1s }}\n    retry: {{ initial: {initial}ms, max: {max}s }}\n    timeouts: {{ request: {timeout}s }}\n    outputs: {outputs}\n",
+        state = dir.join("state").display(),
+        socket = dir.join("tokend.sock").display(),
+        secret = secret.display(),
+        initial = RETRY_INITIAL.as_millis(),
+        max = RETRY_MAX.as_secs(),
+        timeout = REQUEST_TIMEOUT.as_secs(),
+        outputs = outputs.unwrap_or(&raw),
+    );
+    for line in extra.lines() {
+        yaml.push_str(&format!("    {line}\n"));
+    }
+    dir.write("config.yaml", &yaml)
+}
+
+/// The failed attempts tokend logged, with their times.
+pub fn failures(daemon: &Tokend) -> Vec<(SystemTime, Value)> {
+    daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["attempt"].is_u64())
+        .map(|e| {
+            let at = humantime::parse_rfc3339(e["timestamp"].as_str().expect("a timestamp")).expect("RFC 3339");
+            (at, e)
+        })
+        .collect()
+}
+
+/// The token the socket serves for `idp`.
+pub fn served(dir: &TestDir) -> String {
+    let socket = dir.join("tokend.sock");
+    let (status, body) = curl(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
+        "http://localhost/v1/tokens/idp",
+    ]);
+    assert_eq!(status, 200, "the socket must still serve the token: {body}");
+    body
+}
+
+/// The part of a fault row that is the same for every server: given a running daemon whose
+/// first token is `first`, with the fault just switched on at `on`, waits for the fault to be met
+/// (twice, and at least `FAULT_ON`), checks the file and socket all along, calls `off`, and
+/// measures the recovery. `expect` is (outcome, part of the error, policy).
+pub fn ride_out(
+    name: &str,
+    dir: &TestDir,
+    daemon: &mut Tokend,
+    first: &str,
+    on: Instant,
+    expect: (&str, &str, Policy),
+    off: impl FnOnce(),
+) -> Figures {
+    let (outcome, error, policy) = expect;
+    let path = dir.join("out/idp.token");
+    let on_wall = SystemTime::now() - on.elapsed();
+    // The file, read every 10 ms until `done` says so: it never disappears or empties.
+    let watch = |done: &dyn Fn(&str) -> bool| loop {
+        let now = read(&path).expect("the token file never disappears or empties");
+        if done(&now) {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let deadline = on + T;
+    watch(&|now| {
+        assert_eq!(now, first, "{name}: the token file changed while the IdP was failing");
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the fault was not met twice:\n{}",
+            daemon.output()
+        );
+        on.elapsed() >= FAULT_ON && failures(daemon).len() >= 2
+    });
+    assert!(daemon.is_running(), "{name}: tokend exited:\n{}", daemon.output());
+    assert_eq!(
+        served(dir).trim(),
+        first.trim(),
+        "{name}: the socket serves another token"
+    );
+    let window = on.elapsed();
+    off();
+    let off_at = Instant::now();
+    let failed = failures(daemon);
+    // Every failure is logged once, clearly.
+    for (_, e) in &failed {
+        assert_eq!(e["outcome"], outcome, "{name}: {e}");
+        let text = e["error"].as_str().unwrap_or_default();
+        assert!(text.contains(error), "{name}: {error:?} not in {e}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("still serving the current token, valid until") && message.contains("retrying in"),
+            "{name}: {e}"
+        );
+    }
+    // No hot loop: as many requests as the policy allows in the window, and no two closer than
+    // it allows (minus the log timestamps' jitter).
+    let requests = failed.len();
+    let allowed = 2 + (window.as_millis() / policy.min_gap().as_millis()) as usize;
+    assert!(
+        requests <= allowed,
+        "{name}: {requests} requests in {window:?}; the policy allows {allowed}"
+    );
+    for pair in failed.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].0).unwrap_or_default();
+        assert!(
+            gap + Duration::from_millis(50) >= policy.min_gap(),
+            "{name}: retried after {gap:?}, the policy's least is {:?}",
+            policy.min_gap()
+        );
+    }
+    assert!(failed[0].0 >= on_wall - Duration::from_millis(50));
+    // Recovery within one backoff step: a retry already waiting (at most one step), plus one
+    // request that may still be running into its timeout.
+    let recovery_bound = policy.step() + REQUEST_TIMEOUT + MARGIN;
+    let new = watch(&|now| {
+        assert!(
+            off_at.elapsed() < recovery_bound + T,
+            "{name}: no new token after the fault cleared:\n{}",
+            daemon.output()
+        );
+        now != first
+    });
+    let recovery = off_at.elapsed();
+    let exp = claims(&new)["exp"].as_u64().unwrap();
+    assert!(exp * 1000 > now_ms(), "{name}: the new token is not valid");
+    assert!(
+        recovery <= recovery_bound,
+        "{name}: recovered {recovery:?} after the fault cleared; one backoff step is {:?}",
+        policy.step()
+    );
+    // The first token's line, and this one's.
+    daemon.wait_events(2, T, "the refresh after the fault", |e| {
+        is(e, "outcome", "refreshed") && is(e, "message", "obtained a new token")
+    });
+    // The socket is updated just after the files.
+    wait_for(T, "the socket to serve a new token", || {
+        (served(dir) != first).then_some(())
+    });
+    Figures {
+        name: name.to_owned(),
+        window,
+        requests,
+        allowed,
+        recovery,
+        recovery_bound,
+    }
+}
+
+fn run_row(row: &Row) -> Figures {
+    let dir = TestDir::new("idp-fault");
+    let clients = [("app", SECRET)];
+    let mut issuer = Some(Issuer::start(&dir, &clients, LIFETIME));
+    let port = issuer.as_ref().unwrap().port();
+    let token_url = issuer.as_ref().unwrap().token_url();
+    let cfg = client_config(&dir, &token_url, "", None);
+    let mut daemon = Tokend::run(&dir, &cfg);
+    let first = wait_for(T, "the first token", || read(&dir.join("out/idp.token")));
+    let on = Instant::now();
+    let mut elsewhere = None;
+    let mut date = None;
+    match &row.switch {
+        Switch::Fault(f) => issuer.as_ref().unwrap().faults(json!([f])),
+        Switch::RetryAfterDate => {
+            let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
+            issuer.as_ref().unwrap().faults(json!([
+                { "status": 429, "retry_after": at, "until_cleared": true }
+            ]));
+            date = Some(httpdate::parse_http_date(&at).unwrap());
+        }
+        Switch::Redirect => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let target = format!("http://{}/steal", listener.local_addr().unwrap());
+            issuer.as_ref().unwrap().faults(json!([
+                { "status": 302, "location": target, "until_cleared": true }
+            ]));
+            elsewhere = Some(listener);
+        }
+        Switch::StopIssuer => drop(issuer.take()),
+    }
+    let figures = ride_out(
+        row.name,
+        &dir,
+        &mut daemon,
+        &first,
+        on,
+        (row.outcome, row.error, row.policy),
+        || match issuer.as_ref() {
+            Some(i) => i.clear_faults(),
+            None => {
+                issuer = Some(Issuer::start_with(
+                    &dir,
+                    &clients,
+                    LIFETIME,
+                    &["--port", &port.to_string()],
+                ))
+            }
+        },
+    );
+    if let Some(date) = date {
+        // No request between the first 429 and the date it named.
+        let failed = failures(&daemon);
+        let second = issuer.as_ref().unwrap().requests()[2]["at_ms"].as_u64().unwrap();
+        let date_ms = date.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(
+            second + 100 >= date_ms,
+            "retried at {second} ms, before the Retry-After date {date_ms} ({failed:?})"
+        );
+    }
+    if let Some(listener) = elsewhere {
+        assert!(listener.accept().is_err(), "tokend followed the redirect");
+    }
+    assert!(daemon.stop().success(), "{}: tokend did not stop cleanly", row.name);
+    figures
+}
+
+/// Runs `rows` a few at a time (each row is a few idle processes for about 12 s); fails with
+/// every row's failure, after printing the figures of those that passed.
+pub fn run_rows<R: Sync>(
+    what: &str,
+    rows: &[R],
+    name: impl Fn(&R) -> String + Sync,
+    run: impl Fn(&R) -> Figures + Sync,
+) {
+    let mut figures = Vec::new();
+    let mut failed = Vec::new();
+    for batch in rows.chunks(8) {
+        let results: Vec<(String, std::thread::Result<Figures>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch.iter().map(|r| (name(r), s.spawn(|| run(r)))).collect();
+            handles.into_iter().map(|(n, h)| (n, h.join())).collect()
+        });
+        for (n, result) in results {
+            match result {
+                Ok(f) => figures.push(f),
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    failed.push(format!("{n}: {why}"));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{what}\n| fault | on for | requests | allowed | recovery | bound |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for f in &figures {
+        eprintln!("{f}");
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failed.len(),
+        rows.len(),
+        failed.join("\n\n")
+    );
+}
+
+#[test]
+fn each_idp_fault_is_ridden_out_and_recovered_from() {
+    run_rows(
+        "IdP faults, development issuer:",
+        &rows(),
+        |r| r.name.to_owned(),
+        run_row,
+    );
+}
+
+/// Odd but usable answers are taken: `expires_in` as a numeric string, and a token type other
+/// than Bearer, which is passed on as the IdP named it.
+#[test]
+fn odd_but_usable_token_answers_are_accepted() {
+    let dir = TestDir::new("idp-odd");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    issuer.faults(json!([{ "expires_in": "600" }, { "token_type": "DPoP", "lifetime_s": 600 }]));
+    let cfg = client_config(&dir, &issuer.token_url(), "", None);
+    let run = |cfg: &Path| tokend(&["--config", cfg.to_str().unwrap(), "--log-format", "json", "once"]);
+    let once = run(&cfg);
+    let log = String::from_utf8_lossy(&once.stderr).into_owned();
+    assert!(once.status.success(), "{log}");
+    let refreshed = events(&log)
+        .into_iter()
+        .find(|e| is(e, "outcome", "refreshed"))
+        .expect(&log);
+    assert_eq!(
+        (refreshed["lifetime"].as_str(), refreshed["lifetime_from"].as_str()),
+        (Some("10m"), Some("expires_in"))
+    );
+    let header = dir.join("out/dpop.header");
+    let outputs = format!("[{{ path: {}, format: header }}]", header.display());
+    let cfg = client_config(&dir, &issuer.token_url(), "", Some(&outputs));
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let once = run(&cfg);
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    assert!(read(&header).unwrap().starts_with("Authorization: DPoP eyJ"));
+}
