@@ -37,7 +37,7 @@ const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', '
 // ------------------------------------------------------------------ PKI: one CA tokend trusts
 const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 fs.writeFileSync(p('ext.cnf'), [
-  '[good]', 'basicConstraints = critical, CA:FALSE', 'subjectAltName = IP:127.0.0.1',
+  '[good]', 'basicConstraints = critical, CA:FALSE', 'subjectAltName = IP:127.0.0.1, DNS:tokend-idp.test',
   '[wrong_name]', 'basicConstraints = critical, CA:FALSE', 'subjectAltName = DNS:elsewhere.example',
   '',
 ].join('\n'));

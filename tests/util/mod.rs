@@ -188,55 +188,58 @@ impl Tokend {
 
     /// Runs `tokend ARGS`, logging JSON lines (unless ARGS choose a format) for `events`.
     pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
-        let n = fs::read_dir(dir.path()).unwrap().count();
-        let log = dir.join(&format!("tokend-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
         let json: &[&str] = if args.contains(&"--log-format") {
             &[]
         } else {
             &["--log-format", "json"]
         };
-        let child = Command::new(BIN)
-            .args(json)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(json).args(args);
+        Self::launch(dir, command, env)
+    }
+
+    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
+    /// setpriv, which execs tokend in its place.
+    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
+        Self::spawn_wrapped(
+            dir,
+            &[
+                "setpriv",
+                "--reuid",
+                &uid.to_string(),
+                "--regid",
+                &uid.to_string(),
+                "--clear-groups",
+            ],
+            args,
+        )
+    }
+
+    /// Runs `WRAPPER… tokend --log-format json ARGS`; the wrapper must exec tokend in its place
+    /// (as setpriv and unshare do), so that the pid is tokend's.
+    pub fn spawn_wrapped(dir: &TestDir, wrapper: &[&str], args: &[&str]) -> Tokend {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .args([BIN, "--log-format", "json"])
+            .args(args);
+        Self::launch(dir, command, &[])
+    }
+
+    /// Starts `command` with stdout and stderr in a new log file in `dir`, outside systemd
+    /// (unless `env` says otherwise).
+    fn launch(dir: &TestDir, mut command: Command, env: &[(&str, &str)]) -> Tokend {
+        let n = fs::read_dir(dir.path()).unwrap().count();
+        let log = dir.join(&format!("tokend-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = command
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start tokend");
-        Tokend {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Runs `tokend ARGS` as the user and group `uid` (with no supplementary groups), through
-    /// setpriv, which execs tokend in its place.
-    pub fn spawn_as(dir: &TestDir, uid: u32, args: &[&str]) -> Tokend {
-        let id = uid.to_string();
-        let n = fs::read_dir(dir.path()).unwrap().count();
-        let log = dir.join(&format!("tokend-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                BIN,
-                "--log-format",
-                "json",
-            ])
-            .args(args)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("setpriv (util-linux)");
+            .unwrap_or_else(|e| panic!("start tokend ({command:?}): {e}"));
         Tokend {
             child: Some(child),
             log,
