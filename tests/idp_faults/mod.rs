@@ -195,7 +195,7 @@ fn rows() -> Vec<Row> {
             "slow body (3 s, timeout 1 s)",
             fault(json!({ "body_delay_ms": 3000 })),
             "failed",
-            "did not answer within 1s",
+            "sent only part of its answer within 1s (HTTP 200, ",
             Backoff,
         ),
         row(
