@@ -23,7 +23,7 @@ use mock_server::MockIdp;
 /// The client's retry policy and timeout in every row (short, so that a row takes seconds).
 const RETRY_INITIAL: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// No retry comes sooner than this after a failure (`schedule::MIN_RETRY`).
 const MIN_RETRY: Duration = Duration::from_millis(100);
 /// Tokens live this long and are refreshed at 25% of it, so the first refresh meets the fault
@@ -185,17 +185,17 @@ fn rows() -> Vec<Row> {
             Backoff,
         ),
         row(
-            "slow headers (3 s, timeout 1 s)",
-            fault(json!({ "delay_ms": 3000 })),
+            "slow headers (5 s, timeout 2 s)",
+            fault(json!({ "delay_ms": 5000 })),
             "failed",
-            "did not answer within 1s",
+            "did not answer within 2s",
             Backoff,
         ),
         row(
-            "slow body (3 s, timeout 1 s)",
-            fault(json!({ "body_delay_ms": 3000 })),
+            "slow body (5 s, timeout 2 s)",
+            fault(json!({ "body_delay_ms": 5000 })),
             "failed",
-            "sent only part of its answer within 1s (HTTP 200, ",
+            "sent only part of its answer within 2s (HTTP 200, ",
             Backoff,
         ),
         row(
@@ -307,6 +307,8 @@ pub struct Figures {
     pub name: String,
     pub window: Duration,
     pub requests: usize,
+    /// Of `requests`, those that timed out instead of meeting the fault (a starved server).
+    pub noise: usize,
     pub allowed: usize,
     pub recovery: Duration,
     pub recovery_bound: Duration,
@@ -316,10 +318,14 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "| {} | {:.1} s | {} | ≤ {} | {:.2} s | ≤ {:.1} s |",
+            "| {} | {:.1} s | {}{} | ≤ {} | {:.2} s | ≤ {:.1} s |",
             self.name,
             self.window.as_secs_f64(),
             self.requests,
+            match self.noise {
+                0 => String::new(),
+                n => format!(" ({n} timed out)"),
+            },
             self.allowed,
             self.recovery.as_secs_f64(),
             self.recovery_bound.as_secs_f64()
@@ -399,15 +405,24 @@ pub fn ride_out(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    // The fault's own failures. On a loaded machine a server (node above all) can also be too
+    // slow for the request timeout now and then: such a line is told apart, and allowed, as
+    // long as the fault itself is met twice.
+    let met = |e: &Value| e["outcome"] == outcome && e["error"].as_str().is_some_and(|t| t.contains(error));
+    let noise = |e: &Value| !met(e) && e["error"].as_str().is_some_and(|t| t.contains("did not answer within"));
     let deadline = on + T;
     watch(&|now| {
-        assert_eq!(now, first, "{name}: the token file changed while the IdP was failing");
+        assert!(
+            now == first,
+            "{name}: the token file changed while the IdP was failing:\n{}",
+            daemon.output()
+        );
         assert!(
             Instant::now() < deadline,
             "{name}: the fault was not met twice:\n{}",
             daemon.output()
         );
-        on.elapsed() >= FAULT_ON && failures(daemon, on_wall).len() >= 2
+        on.elapsed() >= FAULT_ON && failures(daemon, on_wall).iter().filter(|(_, e)| met(e)).count() >= 2
     });
     assert!(daemon.is_running(), "{name}: tokend exited:\n{}", daemon.output());
     assert_eq!(
@@ -423,9 +438,7 @@ pub fn ride_out(
     let off_at = Instant::now();
     // Every failure is logged once, clearly.
     for (_, e) in &failed {
-        assert_eq!(e["outcome"], outcome, "{name}: {e}");
-        let text = e["error"].as_str().unwrap_or_default();
-        assert!(text.contains(error), "{name}: {error:?} not in {e}");
+        assert!(met(e) || noise(e), "{name}: {outcome} {error:?} not in {e}");
         let message = e["message"].as_str().unwrap_or_default();
         assert!(
             message.contains("still serving the current token, valid until") && message.contains("retrying in"),
@@ -451,10 +464,11 @@ pub fn ride_out(
     }
     for pair in failed.windows(2) {
         let gap = pair[1].0.duration_since(pair[0].0).unwrap_or_default();
+        // After a timeout, the backoff of a transient failure.
+        let least = if noise(&pair[0].1) { MIN_RETRY } else { policy.min_gap() };
         assert!(
-            gap + Duration::from_millis(50) >= policy.min_gap(),
-            "{name}: retried after {gap:?}, the policy's least is {:?}",
-            policy.min_gap()
+            gap + Duration::from_millis(50) >= least,
+            "{name}: retried after {gap:?}, the policy's least is {least:?}"
         );
     }
     // Recovery within one backoff step: a retry already waiting (at most one step), plus one
@@ -488,6 +502,7 @@ pub fn ride_out(
         name: name.to_owned(),
         window,
         requests,
+        noise: failed.iter().filter(|(_, e)| noise(e)).count(),
         allowed,
         recovery,
         recovery_bound,
@@ -598,6 +613,25 @@ impl Server {
     }
 }
 
+/// The token in out/idp.token once its refresh is at least 3 s away, so that the fault is on
+/// before the refresh is asked for. (Writing the files can stall for seconds on a busy disk,
+/// and the refresh is planned from when the token was asked for: its refresh may then be due
+/// the moment it is published.)
+fn token_with_time_to_spare(daemon: &Tokend, dir: &TestDir) -> String {
+    for published in 1.. {
+        let lines = daemon.wait_events(published, T, "a new token", |e| {
+            is(e, "message", "obtained a new token")
+        });
+        let at = lines[published - 1]["next_refresh"].as_str().expect("next_refresh");
+        let planned = humantime::parse_rfc3339(at).expect("RFC 3339");
+        if planned > SystemTime::now() + Duration::from_secs(3) {
+            // The line is logged once the files hold the token, and the next is not due yet.
+            return read(&dir.join("out/idp.token")).expect("the token file");
+        }
+    }
+    unreachable!()
+}
+
 fn run_row(kind: Kind, row: &Row) -> Figures {
     let dir = TestDir::new("idp-fault");
     let mut server = Server::start(kind, &dir);
@@ -622,7 +656,7 @@ fn run_row(kind: Kind, row: &Row) -> Figures {
         let cfg = client_config(&dir, &server.token_url(), &server.extra(), None);
         Tokend::run(&dir, &cfg)
     };
-    let first = wait_for(T, "the first token", || read(&dir.join("out/idp.token")));
+    let first = token_with_time_to_spare(&daemon, &dir);
     let on = Instant::now();
     let mut elsewhere = None;
     let mut date = None;
