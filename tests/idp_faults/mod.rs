@@ -1,13 +1,11 @@
-//! IdP faults switched on and off while tokend runs (issue 12, item 9), one row per fault: the
-//! development issuer (its own process) answers every token request wrongly from the moment the
-//! row switches the fault on until it switches it off. For each fault: tokend keeps running, asks
-//! no more often than its backoff policy allows, keeps the last valid token (the file never
-//! changes or disappears and the socket serves it), logs a line that says what went wrong, and
-//! has a new token within one backoff step once the fault is gone.
-//!
-//! The same faults against a third-party server (`oauth2-mock-server`, driven through its hooks)
-//! are in `mock_server`. Run alone with `cargo test --test tests idp_faults -- --nocapture` to
-//! see the figures.
+//! IdP faults switched on and off while tokend runs (issue 12, item 9), one row per fault, each
+//! row against the development issuer and against a third-party server (`oauth2-mock-server`,
+//! driven through its hooks by tests/interop/mock-idp.mjs; see `mock_server`), each with its
+//! own server process and its own tokend. For each fault: tokend keeps running, asks no more
+//! often than its backoff policy allows, keeps the last valid token (the file never changes or
+//! disappears and the socket serves it), logs a line that says what went wrong, and has a new
+//! token within one backoff step once the fault is gone. Run alone with
+//! `cargo test --test tests idp_faults -- --nocapture` to see the figures.
 
 mod mock_server;
 
@@ -41,7 +39,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// What the backoff policy allows between two requests while a fault lasts.
 #[derive(Clone, Copy, Debug)]
-pub enum Policy {
+enum Policy {
     /// Exponential backoff with full jitter, from `retry.initial` doubling to `retry.max`.
     Backoff,
     /// As `Backoff`, but never sooner than the server's `Retry-After` (seconds).
@@ -52,7 +50,7 @@ pub enum Policy {
 
 impl Policy {
     /// The shortest gap the policy allows between two requests.
-    pub fn min_gap(self) -> Duration {
+    fn min_gap(self) -> Duration {
         match self {
             Policy::Backoff => MIN_RETRY,
             Policy::RetryAfter(s) => Duration::from_secs(s),
@@ -61,7 +59,7 @@ impl Policy {
     }
 
     /// The longest one backoff step can be once the policy has reached its cap.
-    pub fn step(self) -> Duration {
+    fn step(self) -> Duration {
         match self {
             Policy::RetryAfter(s) => Duration::from_secs(s).max(RETRY_MAX),
             Policy::Backoff | Policy::Maximum => RETRY_MAX,
@@ -303,15 +301,15 @@ fn rows_for(kind: Kind) -> Vec<Row> {
 }
 
 /// What one row measured.
-pub struct Figures {
-    pub name: String,
-    pub window: Duration,
-    pub requests: usize,
+struct Figures {
+    name: String,
+    window: Duration,
+    requests: usize,
     /// Of `requests`, those that timed out instead of meeting the fault (a starved server).
-    pub noise: usize,
-    pub allowed: usize,
-    pub recovery: Duration,
-    pub recovery_bound: Duration,
+    noise: usize,
+    allowed: usize,
+    recovery: Duration,
+    recovery_bound: Duration,
 }
 
 impl std::fmt::Display for Figures {
@@ -335,7 +333,7 @@ impl std::fmt::Display for Figures {
 
 /// A tokend with one client `idp` asking `token_url`, with `extra` lines under the client and
 /// `outputs` (a YAML flow list; by default the raw token in out/idp.token).
-pub fn client_config(dir: &TestDir, token_url: &str, extra: &str, outputs: Option<&str>) -> PathBuf {
+fn client_config(dir: &TestDir, token_url: &str, extra: &str, outputs: Option<&str>) -> PathBuf {
     let raw = format!("[{{ path: {} }}]", dir.join("out/idp.token").display());
     let secret = dir.secret("secret", SECRET);
     let mut yaml = format!(
@@ -356,7 +354,7 @@ pub fn client_config(dir: &TestDir, token_url: &str, extra: &str, outputs: Optio
 
 /// The failed attempts tokend logged since `since`, with their times. (A slow start-up can
 /// make the first token's request fail too.)
-pub fn failures(daemon: &Tokend, since: SystemTime) -> Vec<(SystemTime, Value)> {
+fn failures(daemon: &Tokend, since: SystemTime) -> Vec<(SystemTime, Value)> {
     daemon
         .events()
         .into_iter()
@@ -370,7 +368,7 @@ pub fn failures(daemon: &Tokend, since: SystemTime) -> Vec<(SystemTime, Value)> 
 }
 
 /// The token the socket serves for `idp`.
-pub fn served(dir: &TestDir) -> String {
+fn served(dir: &TestDir) -> String {
     let socket = dir.join("tokend.sock");
     let (status, body) = curl(&[
         "--unix-socket",
@@ -385,7 +383,7 @@ pub fn served(dir: &TestDir) -> String {
 /// first token is `first`, with the fault just switched on at `on`, waits for the fault to be met
 /// (twice, and at least `FAULT_ON`), checks the file and socket all along, calls `off`, and
 /// measures the recovery. `expect` is (outcome, part of the error, policy).
-pub fn ride_out(
+fn ride_out(
     name: &str,
     dir: &TestDir,
     daemon: &mut Tokend,
@@ -722,12 +720,7 @@ fn run_row(kind: Kind, row: &Row) -> Figures {
 
 /// Runs `rows` a few at a time (each row is a few idle processes for about 12 s); fails with
 /// every row's failure, after printing the figures of those that passed.
-pub fn run_rows<R: Sync>(
-    what: &str,
-    rows: &[R],
-    name: impl Fn(&R) -> String + Sync,
-    run: impl Fn(&R) -> Figures + Sync,
-) {
+fn run_rows<R: Sync>(what: &str, rows: &[R], name: impl Fn(&R) -> String + Sync, run: impl Fn(&R) -> Figures + Sync) {
     let mut figures = Vec::new();
     let mut failed = Vec::new();
     for batch in rows.chunks(8) {
