@@ -6,6 +6,7 @@ mod booted;
 mod consumers;
 mod first_hour;
 mod generated;
+mod idp_faults;
 mod interop_suite;
 mod kubernetes;
 mod reload;

@@ -5,7 +5,9 @@
 //!
 //! It doubles as the token server of the integration tests, so it can be told to misbehave:
 //! `POST /_dev/faults` queues answers for the next token requests (errors, `Retry-After`, delays,
-//! garbage), and `GET /_dev/requests` lists the token requests it has received.
+//! garbage, odd token fields, a reset or closed connection, a body that stalls), one that stays
+//! until `DELETE /_dev/faults` switches it off, and `GET /_dev/requests` lists the token requests
+//! it has received.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -14,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +26,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::form_urlencoded;
+
+use super::connection_faults::{Abort, Control, FaultyListener};
 
 /// What the issuer accepts and issues.
 pub struct IssuerSettings {
@@ -58,6 +62,18 @@ pub struct Fault {
     /// Without `status`: leave `expires_in` out of the response.
     #[serde(default)]
     pub omit_expires_in: bool,
+    /// Without `status`: send this as `expires_in` instead (any JSON: `0`, `-5`, `"3600"`).
+    pub expires_in: Option<Value>,
+    /// Without `status`: send this `token_type` instead of `Bearer`.
+    pub token_type: Option<String>,
+    /// Send the status line and headers at once, the body only after this long.
+    #[serde(default)]
+    pub body_delay_ms: u64,
+    /// Answer nothing: reset or close the connection (after `delay_ms`).
+    pub abort: Option<Abort>,
+    /// Answer every token request this way until `DELETE /_dev/faults`, instead of once.
+    #[serde(default)]
+    pub until_cleared: bool,
 }
 
 /// One token request as the issuer saw it.
@@ -129,7 +145,11 @@ pub async fn start(
         .route("/_dev/requests", get(requests))
         .with_state(issuer);
     let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        let app = app.into_make_service_with_connect_info::<Control>();
+        if let Err(e) = axum::serve(FaultyListener(listener), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "development issuer stopped");
         }
     });
@@ -187,15 +207,21 @@ fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(Strin
     }
 }
 
-async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(issuer): State<Arc<Issuer>>,
+    ConnectInfo(connection): ConnectInfo<Control>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let fault = issuer
-        .faults
-        .lock()
-        .expect("faults lock")
-        .pop_front()
-        .unwrap_or_default();
+    let fault = {
+        let mut faults = issuer.faults.lock().expect("faults lock");
+        match faults.front() {
+            Some(f) if f.until_cleared => f.clone(),
+            _ => faults.pop_front().unwrap_or_default(),
+        }
+    };
     let authenticated = authenticate(&headers, &form);
     // Recorded on arrival (status 0 until answered), so requests a client gave up on still show.
     let index = {
@@ -223,6 +249,11 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
     }
+    if let Some(how) = fault.abort {
+        // The status stays 0: nothing was answered.
+        connection.abort(how);
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let response = match (fault.status, authenticated) {
         (Some(status), _) => fault_response(&fault, status),
         (None, Err((status, code, description))) => oauth_error(status, code, description),
@@ -242,7 +273,27 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
         }
     };
     issuer.seen.lock().expect("seen lock")[index].status = response.status().as_u16();
+    if fault.body_delay_ms > 0 {
+        return stall_body(response, Duration::from_millis(fault.body_delay_ms)).await;
+    }
     response
+}
+
+/// The same response, with the headers and half the body sent at once, the rest after `delay`.
+async fn stall_body(response: Response, delay: Duration) -> Response {
+    use futures_util::StreamExt;
+    let (mut parts, body) = response.into_parts();
+    let mut first = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let rest = first.split_off(first.len() / 2);
+    // Chunked: the length would not change when the bytes come, but a client may count on it.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let now = futures_util::stream::once(std::future::ready(first));
+    let later = futures_util::stream::once(async move {
+        tokio::time::sleep(delay).await;
+        rest
+    });
+    let stream = now.chain(later).map(Ok::<_, std::convert::Infallible>);
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 fn fault_response(fault: &Fault, status: u16) -> Response {
@@ -318,9 +369,12 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fa
     );
     let signature = issuer.key.sign(signing_input.as_bytes());
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
-    let mut body = json!({ "access_token": token, "token_type": "Bearer" });
-    if !fault.omit_expires_in {
-        body["expires_in"] = json!(lifetime.as_secs());
+    let token_type = fault.token_type.as_deref().unwrap_or("Bearer");
+    let mut body = json!({ "access_token": token, "token_type": token_type });
+    match &fault.expires_in {
+        Some(v) => body["expires_in"] = v.clone(),
+        None if !fault.omit_expires_in => body["expires_in"] = json!(lifetime.as_secs()),
+        None => {}
     }
     if let Some(scope) = field("scope") {
         body["scope"] = json!(scope);

@@ -195,7 +195,16 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| response::parse_retry_after(v, SystemTime::now()));
         let mut body = Zeroizing::new(Vec::with_capacity(4096));
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, &e))? {
+        let body_error = |e: &reqwest::Error, received: usize| match self.transport_error(url, e) {
+            FetchError::Timeout { url, timeout } => FetchError::SlowBody {
+                url,
+                timeout,
+                status,
+                received,
+            },
+            other => other,
+        };
+        while let Some(chunk) = response.chunk().await.map_err(|e| body_error(&e, body.len()))? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(FetchError::TooLarge {
                     url: url.to_string(),

@@ -33,6 +33,15 @@ pub enum FetchError {
     Certificate { url: String, reason: String },
     #[error("{url} did not answer within {timeout}")]
     Timeout { url: String, timeout: String },
+    /// The status line and headers came in time, the whole body did not: a stalled upstream or
+    /// a proxy buffering it, rather than a server that does not answer at all.
+    #[error("{url} sent only part of its answer within {timeout} (HTTP {status}, {received} bytes of the body)")]
+    SlowBody {
+        url: String,
+        timeout: String,
+        status: u16,
+        received: usize,
+    },
     #[error("the response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
 }
@@ -85,6 +94,7 @@ impl FetchError {
             | FetchError::Tls(_)
             | FetchError::Transport { .. }
             | FetchError::Timeout { .. }
+            | FetchError::SlowBody { .. }
             | FetchError::TooLarge { .. } => ErrorClass::Transient,
         }
     }
@@ -272,6 +282,17 @@ mod tests {
         assert_eq!(
             (transient.summary(), transient.advice()),
             ("token request failed", None)
+        );
+        let stalled = FetchError::SlowBody {
+            url: "https://idp/token".into(),
+            timeout: "1s".into(),
+            status: 200,
+            received: 300,
+        };
+        assert_eq!(stalled.class(), ErrorClass::Transient);
+        assert_eq!(
+            stalled.to_string(),
+            "https://idp/token sent only part of its answer within 1s (HTTP 200, 300 bytes of the body)"
         );
     }
 

@@ -21,7 +21,7 @@ const RESOURCE: &str = "https://api.example.test/";
 /// faketime) installed, and the npm packages in place (installed here, once, if missing).
 /// Without them the test is skipped, loudly; with `TOKEND_REQUIRE_INTEROP=1` (as `.ci/run`
 /// sets after installing them) a missing tool fails the test instead.
-fn interop_ready(test: &str, extra: &[&str]) -> bool {
+pub(crate) fn interop_ready(test: &str, extra: &[&str]) -> bool {
     let has = |tool: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
@@ -56,7 +56,7 @@ fn npm_packages() -> Result<(), String> {
         .get_or_init(|| {
             let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
             let complete = || {
-                ["oidc-provider", "jose"]
+                ["oidc-provider", "jose", "oauth2-mock-server"]
                     .iter()
                     .all(|p| here.join("node_modules").join(p).is_dir())
             };

@@ -219,6 +219,12 @@ impl Issuer {
         ]);
         assert_eq!(status, 204);
     }
+
+    /// Drops every queued misbehaviour, `until_cleared` ones included.
+    pub fn clear_faults(&self) {
+        let (status, _) = curl(&["-X", "DELETE", &format!("{}/_dev/faults", self.url)]);
+        assert_eq!(status, 204);
+    }
 }
 
 impl Drop for Issuer {
