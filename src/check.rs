@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 /// The service's user, as the packaged unit and sysusers.d name it.
 pub const SERVICE_USER: &str = "tokend";
 /// Where the packaged unit (ProtectSystem=strict) lets tokend write, besides its state directory.
-pub const SERVICE_RUNTIME_DIR: &str = "/run/tokend";
+pub const SERVICE_RUNTIME_DIR: &str = crate::config::RUNTIME_DIR;
 
 /// Whom `check` judges permissions for: `--as-user`, else the service's user when root runs it
 /// and that user exists, else the caller.
@@ -62,7 +62,6 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     let cx = Cx {
         who,
         service: who.name.as_deref() == Some(SERVICE_USER),
-        state_dir: &config.state_dir,
         proxied: config.proxies.iter().map(|p| p.client.as_str()).collect(),
     };
     // Clients with equal requests share one request.
@@ -221,7 +220,6 @@ struct Cx<'a> {
     who: &'a Identity,
     /// Checking as the service's user: its sandbox applies too.
     service: bool,
-    state_dir: &'a Path,
     /// Clients a token proxy uses: their token is put to use even without outputs.
     proxied: HashSet<&'a str>,
 }
@@ -393,11 +391,12 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
         let (owner, group) = cx.who.cannot_own(o.owner.as_ref(), o.group.as_ref());
         r.problems
             .extend(owner.into_iter().chain(group).map(|p| format!("{what}: {p}")));
-        if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) && !dir.starts_with(cx.state_dir) {
+        // (The state directory, which the unit may write too, is no place for outputs: the
+        // configuration refuses them there.)
+        if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) {
             r.warnings.push(format!(
-                "{what}: the packaged unit (ProtectSystem=strict) lets tokend write only under {SERVICE_RUNTIME_DIR} and {}; \
+                "{what}: the packaged unit (ProtectSystem=strict) lets tokend write token files only under {SERVICE_RUNTIME_DIR}; \
                  for this output add `ReadWritePaths={}` in a drop-in (systemctl edit tokend)",
-                cx.state_dir.display(),
                 dir.display()
             ));
         }
