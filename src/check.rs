@@ -10,10 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Proxy, RequestSpec, Timeouts};
+use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Problem, Proxy, RequestSpec, Timeouts};
 use crate::identity::{self, Identity};
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
+use crate::preflight::{self, Preflight};
 use crate::secret::SecretSource;
 use secrecy::ExposeSecret;
 
@@ -43,6 +44,10 @@ pub fn service_identity(as_user: Option<&str>) -> Result<Identity, String> {
 #[derive(Debug, Default)]
 pub struct Report {
     pub text: String,
+    /// What `run` and `once` would refuse to start with, as configuration errors (exit 78): a
+    /// secret, key, certificate or CA file that cannot be read or used (by the service's user).
+    pub config: Vec<Problem>,
+    /// What would fail once tokend runs (exit 1).
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -161,8 +166,17 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         }
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
+    let mut preflight = Preflight::new(config);
     for client in &config.clients {
-        describe(&mut r, &cx, client, &config.clients, config_mode, &config.access);
+        describe(
+            &mut r,
+            &cx,
+            &mut preflight,
+            client,
+            &config.clients,
+            config_mode,
+            &config.access,
+        );
         if let Some(result) = reached.get(&client.spec) {
             let n = &client.name;
             match result {
@@ -224,7 +238,15 @@ struct Cx<'a> {
     proxied: HashSet<&'a str>,
 }
 
-fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
+fn describe(
+    r: &mut Report,
+    cx: &Cx<'_>,
+    preflight: &mut Preflight,
+    c: &Client,
+    clients: &[Arc<Client>],
+    config_mode: u32,
+    access: &Access,
+) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
     let _ = writeln!(
@@ -235,10 +257,10 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
     );
     let _ = writeln!(r.text, "  client id       {}", c.spec.grant.client_id);
     placeholders(r, c);
-    let state = match exchange::check_credentials(&c.spec, c.timeouts) {
-        Ok(()) => "readable".to_owned(),
-        Err(e) => {
-            r.problems.push(format!("{n}: {e}"));
+    let state = match preflight.client(c) {
+        None => "readable".to_owned(),
+        Some(problem) => {
+            config_problem(r, problem);
             "NOT USABLE".to_owned()
         }
     };
@@ -281,7 +303,9 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         files.push(("ca_file", ca.clone()));
     }
     for (what, path) in files {
-        check_readable(r, cx, &format!("{n}: {what}"), &path);
+        if let Some(problem) = unreadable_by_service(cx, what, &path) {
+            config_problem(r, preflight.at(c, preflight::key_for(what), problem));
+        }
     }
     if let Some(ca) = &c.spec.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());
@@ -533,12 +557,24 @@ fn unusable_file_system(dir: &Path) -> Option<String> {
 }
 
 /// A file the service reads for every request (a secret, key, certificate or CA file) that its
-/// user may not read: a request would fail although `check`, run by root, could read it.
-fn check_readable(r: &mut Report, cx: &Cx<'_>, what: &str, path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path)
-        && !cx.who.may_read(&meta)
-    {
-        r.problems.push(denied(cx, what, path, "readable", &meta));
+/// user may not read: `run` would refuse to start although `check`, run by root, could read it.
+fn unreadable_by_service(cx: &Cx<'_>, what: &str, path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if cx.who.may_read(&meta) {
+        return None;
+    }
+    let user = cx.who.name.clone().unwrap_or_else(|| cx.who.uid.to_string());
+    let fix = match what {
+        "client certificate" | "ca_file" => format!("; `chmod 0644 {}`", path.display()),
+        _ => format!("; `chown {user} {}` (keep the mode 0600)", path.display()),
+    };
+    Some(denied(cx, what, path, "readable", &meta) + &fix)
+}
+
+/// Adds a configuration problem once (clients sharing a request or a default share it).
+fn config_problem(r: &mut Report, problem: Problem) {
+    if !r.config.contains(&problem) {
+        r.config.push(problem);
     }
 }
 

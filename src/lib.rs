@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod outcome;
 pub mod output;
+pub mod preflight;
 pub mod prepare;
 pub mod proxy;
 pub mod refresh;

@@ -227,12 +227,12 @@ pub async fn probe(spec: &RequestSpec, timeouts: Timeouts) -> Result<String, Fet
     Ok(format!("{discovered}{endpoint} answered HTTP {}{tls}", answer.status))
 }
 
-/// Reads a spec's credential and TLS files and builds its HTTP client, as a request would, and
-/// signs a throwaway assertion with a private key: for `tokend check`.
-pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts) -> Result<(), FetchError> {
+/// Reads a spec's credential and TLS files and builds its HTTP client (in `http`, which keeps
+/// it), as a request would, and signs a throwaway assertion with a private key: for `preflight`.
+pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts, http: &HttpClients) -> Result<(), FetchError> {
     let (material, settings) = Material::load(spec, timeouts.connect)?;
     if let Material::PrivateKey { key, config } = &material {
         sign(key, config, "check", "check")?;
     }
-    HttpClients::default().get(&settings, timeouts).map(drop)
+    http.get(&settings, timeouts).map(drop)
 }
