@@ -264,3 +264,106 @@ fn every_class_of_bad_config_is_refused_with_78_and_the_same_message_by_check_on
         failures.join("\n\n")
     );
 }
+
+/// A secret only root may read, for a tokend that runs as `nobody`: `check --as-user nobody`
+/// (run by root, who could read it) and `once` and `run` as nobody refuse it alike, with exit
+/// 78. `check` can say whose file it is and whom to give it to; the others say what they met.
+#[test]
+fn a_secret_the_services_user_cannot_read_is_refused_with_78() {
+    if !crate::running_as_root("a_secret_the_services_user_cannot_read_is_refused_with_78") {
+        return;
+    }
+    let dir = TestDir::new("catalogue-denied");
+    let d = dir.path().display().to_string();
+    let secret = dir.secret("secrets/x", "catalogue-secret");
+    let cfg = dir.write("config.yaml", &BASE.replace("{dir}", &d));
+    crate::hand_to_nobody(&dir);
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    let check = Command::new(BIN)
+        .args(["--config", cfg, "check", "--as-user", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (check.status.code(), String::from_utf8_lossy(&check.stderr).into_owned()),
+        (
+            Some(78),
+            format!(
+                "{cfg}:7:5: clients.x.client_secret: client secret {d}/secrets/x is not readable by tokend (user nobody, uid 65534) (mode 0600, owner 0:root); `chown nobody {d}/secrets/x` (keep the mode 0600)\n"
+            )
+        )
+    );
+    let expected = format!(
+        "{cfg}:7:5: clients.x.client_secret: cannot read client secret from file {d}/secrets/x: Permission denied (os error 13); tokend's user must be able to read it: make that user its owner (keep the mode 0600)\n"
+    );
+    let once = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", BIN])
+        .args(["--config", cfg, "once"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (once.status.code(), String::from_utf8_lossy(&once.stderr).into_owned()),
+        (Some(78), expected.clone())
+    );
+    let mut run = Tokend::spawn_as(&dir, 65534, &["--config", cfg, "run"]);
+    assert_eq!((run.wait(T).code(), run.output()), (Some(78), expected));
+}
+
+/// A reload is held to what a start is: a configuration whose secret has become loose is
+/// rejected with the same message, and the running one keeps serving its token (which a restart
+/// would not: it would refuse to start, so the operator hears of it now).
+#[test]
+fn a_reload_with_a_loose_secret_is_rejected_and_the_running_configuration_stays() {
+    let dir = TestDir::new("catalogue-reload");
+    let issuer = Issuer::start(&dir, &[("app", "catalogue-secret")], "1h");
+    let d = dir.path().display().to_string();
+    let secret = dir.secret("secrets/x", "catalogue-secret");
+    let yaml = BASE
+        .replace("{dir}", &d)
+        .replace(
+            "socket: { enabled: false }",
+            &format!("socket: {{ path: {d}/tokend.sock }}"),
+        )
+        .replace("http://127.0.0.1:9/token", &issuer.token_url())
+        .replace("client_id: a", "client_id: app");
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    let token = read(&dir.join("out/x.token")).unwrap();
+
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    // A change the reload would apply: a second output.
+    fs::write(
+        &cfg,
+        yaml.replace(
+            "/out/x.token\n",
+            "/out/x.token\n      - path: {d}/out/x2.token\n"
+                .replace("{d}", &d)
+                .as_str(),
+        ),
+    )
+    .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_event(T, "the rejected reload", |e| is(e, "reload", "rejected"));
+    let cfg = cfg.display();
+    let refused = format!(
+        "invalid configuration: {cfg}:7:5: clients.x.client_secret: cannot read client secret from file {d}/secrets/x: the file is readable by every user (mode 0644); `chmod 0600 {d}/secrets/x` (or 0640 and `group_readable: true` if its group must read it)"
+    );
+    assert!(
+        daemon
+            .events()
+            .iter()
+            .any(|e| e["message"].as_str() == Some(refused.as_str())),
+        "{refused}\nin\n{}",
+        daemon.output()
+    );
+    assert!(
+        !dir.join("out/x2.token").exists(),
+        "the new configuration was not applied"
+    );
+    assert_eq!(socket_status(&socket, "/v1/tokens/x"), Some(200));
+    assert_eq!(read(&dir.join("out/x.token")), Some(token));
+    assert!(daemon.stop().success());
+}
