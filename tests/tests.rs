@@ -1496,8 +1496,15 @@ fn check_catches_a_key_that_cannot_sign_and_masks_proxy_passwords() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("is a P-256 key, which cannot sign PS256"), "{text}");
+    assert_eq!(o.status.code(), Some(78), "as `run` would refuse it: {text}");
+    assert!(
+        text.contains(&format!(
+            "{}:8:5: clients.k.private_key: private key from file {} is a P-256 key, which cannot sign PS256",
+            cfg.display(),
+            key.display()
+        )),
+        "{text}"
+    );
     assert!(text.contains("http://user:****@proxy.example:3128/"), "{text}");
     assert!(!text.contains("pr0xyPassw0rd"), "{text}");
 }

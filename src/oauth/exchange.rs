@@ -168,7 +168,14 @@ enum Material {
 impl Material {
     fn load(spec: &RequestSpec, connect_timeout: Duration) -> Result<(Material, ClientSettings), FetchError> {
         let read = |path: &Path, what: &str| {
-            std::fs::read(path).map_err(|e| FetchError::Tls(format!("cannot read {what} {}: {e}", path.display())))
+            std::fs::read(path).map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::NotFound => "; correct the path",
+                    std::io::ErrorKind::PermissionDenied => "; tokend's user must be able to read it (`chmod 0644`)",
+                    _ => "",
+                };
+                FetchError::Tls(format!("cannot read {what} {}: {e}{hint}", path.display()))
+            })
         };
         let ca_pem = spec
             .transport
@@ -234,5 +241,11 @@ pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts, http: &HttpClie
     if let Material::PrivateKey { key, config } = &material {
         sign(key, config, "check", "check")?;
     }
-    http.get(&settings, timeouts).map(drop)
+    // Only a CA file or a client certificate can keep the HTTP client from being built for a
+    // reason the configuration gives (a proxy URL is checked when it is parsed); without them it
+    // is left to the first request, rather than built twice by every `once`.
+    if settings.ca_pem.is_some() || settings.identity_pem.is_some() {
+        http.get(&settings, timeouts)?;
+    }
+    Ok(())
 }

@@ -168,6 +168,20 @@ const CASES: &[Case] = &[
         env: &[],
         stderr: "{config}:7:5: clients.x.client_secret: cannot read client secret from file {dir}/secrets/x: the file is readable by its group (mode 0640); `chmod 0600 {dir}/secrets/x`, or add `group_readable: true` to the source if that group must read it\n",
     },
+    Case {
+        class: "unusable CA file: no such file",
+        edit: &[("    outputs:", "    ca_file: {dir}/ca.pem\n    outputs:")],
+        secret_mode: None,
+        env: &[],
+        stderr: "{config}:8:5: clients.x.ca_file: cannot use the TLS settings: cannot read ca_file {dir}/ca.pem: No such file or directory (os error 2); correct the path\n",
+    },
+    Case {
+        class: "unusable CA file: not PEM",
+        edit: &[("    outputs:", "    ca_file: {dir}/config.yaml\n    outputs:")],
+        secret_mode: None,
+        env: &[],
+        stderr: "{config}:8:5: clients.x.ca_file: cannot use the TLS settings: ca_file holds no PEM certificate; name a file of `-----BEGIN CERTIFICATE-----` blocks (the CA that signed the IdP's certificate)\n",
+    },
 ];
 
 /// What one command did: its exit code and its stderr.
