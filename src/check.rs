@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 
 /// The service's user, as the packaged unit and sysusers.d name it.
 pub const SERVICE_USER: &str = "tokend";
-/// Where the packaged unit (ProtectSystem=strict) lets tokend write, besides its state directory.
+/// Where the packaged unit (ProtectSystem=strict) lets tokend write token files.
 pub const SERVICE_RUNTIME_DIR: &str = crate::config::RUNTIME_DIR;
 
 /// Whom `check` judges permissions for: `--as-user`, else the service's user when root runs it
