@@ -23,6 +23,7 @@ use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::{atomic, lock};
+use crate::preflight;
 use crate::proxy::Proxies;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::access::Authority;
@@ -439,10 +440,18 @@ fn warn_replaceable_dirs(group: &Group) {
     }
 }
 
-/// Loads the configuration and checks that this process can apply it: a socket group it is not
-/// in is a configuration error (exit 78), not a failure worth restarting for.
-fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
+/// Loads the configuration and reads every secret, key, certificate and CA file it names
+/// (`preflight`): what `once` starts from, and `run` (and a reload) after `load_applicable`.
+pub fn load_usable(config_path: &Path) -> Result<Config, ConfigError> {
     let config = config::load(config_path)?;
+    preflight::credentials(&config)?;
+    Ok(config)
+}
+
+/// Loads a usable configuration and checks that this process can apply it: a socket group it is
+/// not in is a configuration error (exit 78), not a failure worth restarting for.
+fn load_applicable(config_path: &Path) -> Result<Config, ConfigError> {
+    let config = load_usable(config_path)?;
     match Identity::current().cannot_serve(&config) {
         Some(problem) => Err(ConfigError::single(config_path, "socket.group", problem)),
         None => Ok(config),

@@ -10,17 +10,18 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Proxy, RequestSpec, Timeouts};
+use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Problem, Proxy, RequestSpec, Timeouts};
 use crate::identity::{self, Identity};
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
+use crate::preflight::{self, Preflight};
 use crate::secret::SecretSource;
 use secrecy::ExposeSecret;
 
 /// The service's user, as the packaged unit and sysusers.d name it.
 pub const SERVICE_USER: &str = "tokend";
-/// Where the packaged unit (ProtectSystem=strict) lets tokend write, besides its state directory.
-pub const SERVICE_RUNTIME_DIR: &str = "/run/tokend";
+/// Where the packaged unit (ProtectSystem=strict) lets tokend write token files.
+pub const SERVICE_RUNTIME_DIR: &str = crate::config::RUNTIME_DIR;
 
 /// Whom `check` judges permissions for: `--as-user`, else the service's user when root runs it
 /// and that user exists, else the caller.
@@ -43,6 +44,10 @@ pub fn service_identity(as_user: Option<&str>) -> Result<Identity, String> {
 #[derive(Debug, Default)]
 pub struct Report {
     pub text: String,
+    /// What `run` and `once` would refuse to start with, as configuration errors (exit 78): a
+    /// secret, key, certificate or CA file that cannot be read or used (by the service's user).
+    pub config: Vec<Problem>,
+    /// What would fail once tokend runs (exit 1).
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -62,7 +67,6 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     let cx = Cx {
         who,
         service: who.name.as_deref() == Some(SERVICE_USER),
-        state_dir: &config.state_dir,
         proxied: config.proxies.iter().map(|p| p.client.as_str()).collect(),
     };
     // Clients with equal requests share one request.
@@ -162,8 +166,17 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         }
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
+    let mut preflight = Preflight::new(config);
     for client in &config.clients {
-        describe(&mut r, &cx, client, &config.clients, config_mode, &config.access);
+        describe(
+            &mut r,
+            &cx,
+            &mut preflight,
+            client,
+            &config.clients,
+            config_mode,
+            &config.access,
+        );
         if let Some(result) = reached.get(&client.spec) {
             let n = &client.name;
             match result {
@@ -221,12 +234,19 @@ struct Cx<'a> {
     who: &'a Identity,
     /// Checking as the service's user: its sandbox applies too.
     service: bool,
-    state_dir: &'a Path,
     /// Clients a token proxy uses: their token is put to use even without outputs.
     proxied: HashSet<&'a str>,
 }
 
-fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], config_mode: u32, access: &Access) {
+fn describe(
+    r: &mut Report,
+    cx: &Cx<'_>,
+    preflight: &mut Preflight,
+    c: &Client,
+    clients: &[Arc<Client>],
+    config_mode: u32,
+    access: &Access,
+) {
     let n = &c.name;
     let _ = writeln!(r.text, "\n{n}");
     let _ = writeln!(
@@ -237,10 +257,10 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
     );
     let _ = writeln!(r.text, "  client id       {}", c.spec.grant.client_id);
     placeholders(r, c);
-    let state = match exchange::check_credentials(&c.spec, c.timeouts) {
-        Ok(()) => "readable".to_owned(),
-        Err(e) => {
-            r.problems.push(format!("{n}: {e}"));
+    let state = match preflight.client(c) {
+        None => "readable".to_owned(),
+        Some(problem) => {
+            config_problem(r, problem);
             "NOT USABLE".to_owned()
         }
     };
@@ -283,7 +303,9 @@ fn describe(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], co
         files.push(("ca_file", ca.clone()));
     }
     for (what, path) in files {
-        check_readable(r, cx, &format!("{n}: {what}"), &path);
+        if let Some(problem) = unreadable_by_service(cx, what, &path) {
+            config_problem(r, preflight.at(c, preflight::key_for(what), problem));
+        }
     }
     if let Some(ca) = &c.spec.transport.ca_file {
         let _ = writeln!(r.text, "  extra CA        {}", ca.display());
@@ -393,11 +415,12 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
         let (owner, group) = cx.who.cannot_own(o.owner.as_ref(), o.group.as_ref());
         r.problems
             .extend(owner.into_iter().chain(group).map(|p| format!("{what}: {p}")));
-        if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) && !dir.starts_with(cx.state_dir) {
+        // (The state directory, which the unit may write too, is no place for outputs: the
+        // configuration refuses them there.)
+        if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) {
             r.warnings.push(format!(
-                "{what}: the packaged unit (ProtectSystem=strict) lets tokend write only under {SERVICE_RUNTIME_DIR} and {}; \
+                "{what}: the packaged unit (ProtectSystem=strict) lets tokend write token files only under {SERVICE_RUNTIME_DIR}; \
                  for this output add `ReadWritePaths={}` in a drop-in (systemctl edit tokend)",
-                cx.state_dir.display(),
                 dir.display()
             ));
         }
@@ -534,12 +557,24 @@ fn unusable_file_system(dir: &Path) -> Option<String> {
 }
 
 /// A file the service reads for every request (a secret, key, certificate or CA file) that its
-/// user may not read: a request would fail although `check`, run by root, could read it.
-fn check_readable(r: &mut Report, cx: &Cx<'_>, what: &str, path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path)
-        && !cx.who.may_read(&meta)
-    {
-        r.problems.push(denied(cx, what, path, "readable", &meta));
+/// user may not read: `run` would refuse to start although `check`, run by root, could read it.
+fn unreadable_by_service(cx: &Cx<'_>, what: &str, path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if cx.who.may_read(&meta) {
+        return None;
+    }
+    let user = cx.who.name.clone().unwrap_or_else(|| cx.who.uid.to_string());
+    let fix = match what {
+        "client certificate" | "ca_file" => format!("; `chmod 0644 {}`", path.display()),
+        _ => format!("; `chown {user} {}` (keep the mode 0600)", path.display()),
+    };
+    Some(denied(cx, what, path, "readable", &meta) + &fix)
+}
+
+/// Adds a configuration problem once (clients sharing a request or a default share it).
+fn config_problem(r: &mut Report, problem: Problem) {
+    if !r.config.contains(&problem) {
+        r.config.push(problem);
     }
 }
 

@@ -35,7 +35,8 @@ Files:
   /run/tokend/              token files and the socket (tokend.sock), under the packaged unit
   /var/lib/tokend/          the last token of each client, reused after a restart ($STATE_DIRECTORY)
 
-Exit status: 0 success; 1 failure; 78 (EX_CONFIG) invalid configuration. `get` and `status` also
+Exit status: 0 success; 1 failure; 78 (EX_CONFIG) invalid configuration, or a secret, key,
+certificate or CA file it names that cannot be read or is readable by others. `get` and `status` also
 use 69 (cannot reach the socket), 75 (no valid token yet) and 77 (not a reader of that client).
 
 Under systemd: `systemctl reload tokend` reloads the configuration (SIGHUP); the unit stays
@@ -53,6 +54,11 @@ Under systemd (Type=notify) tokend reports READY once every client has had its f
 keeps STATUS= current, and pings the watchdog from its main loop. When stderr is the journal,
 each log line carries its priority, so `journalctl -u tokend -p warning` shows the warnings.
 
+At start-up an invalid configuration, or a secret, key, certificate or CA file that cannot be read
+or is readable by others, exits 78 (EX_CONFIG; the packaged unit does not restart for it), with
+the same message as `tokend check`; a reload with one is rejected and the running configuration
+stays. A source that stops being readable later fails only that client's refreshes.
+
 --watch-config reloads when the file's content changes, as a Kubernetes ConfigMap update does
 (the kubelet swaps a symlink, and sends no signal); a broken file is rejected as on SIGHUP.")]
     Run {
@@ -66,9 +72,11 @@ Permissions are judged for the service's user: run as root, check looks at the f
 `tokend` user and its groups would (or --as-user), not as root, which may read anything.
 Nothing is sent over the network unless --connect asks for it.
 
-Exit status: 0 fine; 1 a problem that would stop tokend from working (an unreadable secret, a
-directory it cannot write, an owner or group it cannot set, with --connect an endpoint it cannot
-reach or whose certificate it does not trust); 78 the configuration is invalid.")]
+Exit status: 0 fine; 1 a problem that would stop tokend from working once it runs (a directory
+it cannot write, an owner or group it cannot set, with --connect an endpoint it cannot reach or
+whose certificate it does not trust); 78 (EX_CONFIG) what `run` and `once` refuse to start with,
+with the same message: an invalid configuration, or a secret, key, certificate or CA file that
+the service's user cannot read or use, or that others may read.")]
     Check {
         /// Judge file permissions for this user and its groups [default: the service's user
         /// `tokend` when run as root and that user exists, else the caller].
@@ -83,7 +91,8 @@ reach or whose certificate it does not trust); 78 the configuration is invalid."
     #[command(after_long_help = "\
 For cron jobs and init containers: a still-valid saved token is reused without a request.
 Exit status: 0 every client has a valid token and every output was written; 1 otherwise; 78 the
-configuration is invalid.")]
+configuration is invalid, or a secret, key, certificate or CA file cannot be read or is loose
+(as `check` says).")]
     Once {
         /// Request a new token for every client, even if the current one is still fresh.
         #[arg(long)]

@@ -19,8 +19,9 @@
 //! ```
 //!
 //! `app` owns the tasks and the socket and handles signals (SIGHUP reload, SIGTERM stop);
-//! `check` validates a config without running it; `dev` is the built-in development issuer;
-//! `socket_client` is `tokend get` and `status`.
+//! `preflight` reads every secret a config names before it is used (`run`, `once`, a reload) or
+//! approved; `check` validates a config without running it; `dev` is the built-in development
+//! issuer; `socket_client` is `tokend get` and `status`.
 
 pub mod app;
 pub mod check;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod outcome;
 pub mod output;
+pub mod preflight;
 pub mod prepare;
 pub mod proxy;
 pub mod refresh;

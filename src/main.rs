@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Once { force } => daemon(async {
-            let all_valid = app::once(config::load(&config)?, force).await?;
+            let all_valid = app::once(app::load_usable(&config)?, force).await?;
             Ok(if all_valid {
                 ExitCode::SUCCESS
             } else {
@@ -189,22 +189,40 @@ fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let report = check::check(&config, &who, connect);
-    print!("{}", report.text);
-    for w in &report.warnings {
+    let check::Report {
+        text,
+        config: refused,
+        problems,
+        warnings,
+    } = check::check(&config, &who, connect);
+    print!("{text}");
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
-    for p in &report.problems {
+    // Exactly as `run` and `once` would refuse to start.
+    let is_refused = !refused.is_empty();
+    if is_refused {
+        let refused = config::ConfigError {
+            file: config.source.clone(),
+            problems: refused,
+        };
+        eprintln!("{refused}");
+    }
+    for p in &problems {
         eprintln!("problem: {p}");
     }
-    if report.problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !problems.is_empty() {
         eprintln!(
             "{} problem{} found",
-            report.problems.len(),
-            if report.problems.len() == 1 { "" } else { "s" }
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
         );
+    }
+    if is_refused {
+        ExitCode::from(EX_CONFIG)
+    } else if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

@@ -112,19 +112,31 @@ impl SecretSource {
             source_desc: self.describe(),
             reason,
         };
+        // What to do about a file that is not there.
+        let create = if public {
+            "create it or correct the path"
+        } else {
+            "create it (mode 0600, owned by tokend's user) or correct the path"
+        };
         match self {
             SecretSource::Literal(s) => Ok(Zeroizing::new(s.expose_secret().as_bytes().to_vec())),
-            SecretSource::File(path) => read_file(path, strict).map_err(unreadable),
-            SecretSource::SharedFile(path) => read_file(path, shared).map_err(unreadable),
+            SecretSource::File(path) => read_file(path, strict, create).map_err(unreadable),
+            SecretSource::SharedFile(path) => read_file(path, shared, create).map_err(unreadable),
             SecretSource::Env(var) => match std::env::var_os(var) {
-                None => Err(unreadable("the variable is not set".into())),
+                None => Err(unreadable(
+                    "the variable is not set; set it in tokend's environment (under systemd, `Environment=` or `EnvironmentFile=` in a drop-in)"
+                        .into(),
+                )),
                 Some(v) => Ok(Zeroizing::new(v.into_encoded_bytes())),
             },
-            SecretSource::Credential(_) => match self.file() {
+            SecretSource::Credential(name) => match self.file() {
                 None => Err(unreadable(format!(
                     "$CREDENTIALS_DIRECTORY is not set; pass the {what} with LoadCredential= in the unit"
                 ))),
-                Some(path) => read_file(&path, strict).map_err(unreadable),
+                Some(path) => {
+                    let pass = format!("pass it with `LoadCredential={name}:/path/to/file` in the unit");
+                    read_file(&path, strict, &pass).map_err(unreadable)
+                }
             },
         }
     }
@@ -140,10 +152,16 @@ enum Loose {
 }
 
 /// Reads a secret file, refusing one others (or, unless allowed, its group) may read; the check
-/// is made on the opened file.
-fn read_file(path: &Path, loose: Loose) -> Result<Zeroizing<Vec<u8>>, String> {
+/// is made on the opened file. `missing` says what to do if there is no such file.
+fn read_file(path: &Path, loose: Loose, missing: &str) -> Result<Zeroizing<Vec<u8>>, String> {
     use std::os::unix::fs::MetadataExt;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{e}; {missing}"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}; tokend's user must be able to read it: make that user its owner (keep the mode 0600)")
+        }
+        _ => e.to_string(),
+    })?;
     let mode = file.metadata().map_err(|e| e.to_string())?.mode() & 0o7777;
     if mode & 0o004 != 0 && loose != Loose::Any {
         return Err(format!(

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod booted;
+mod config_catalogue;
 mod consumers;
 mod first_hour;
 mod generated;
@@ -751,7 +752,7 @@ fn a_numeric_inline_secret_is_never_echoed_in_config_errors() {
 }
 
 #[test]
-fn check_exits_78_for_an_invalid_config_and_1_for_an_unreadable_secret() {
+fn check_exits_78_for_an_invalid_config_or_an_unreadable_secret_and_1_for_an_unwritable_directory() {
     let dir = TestDir::new("check");
     let bad = dir.write("bad.yaml", "clients:\n  x:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: s\n    outputs: [{ path: /run/x, mode: 640 }]\n");
     let o = tokend(&["--config", bad.to_str().unwrap(), "check"]);
@@ -780,9 +781,15 @@ fn check_exits_78_for_an_invalid_config_and_1_for_an_unreadable_secret() {
         ),
     );
     let o = tokend(&["--config", unreadable.to_str().unwrap(), "check"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(78), "as `run` and `once` refuse it");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("problem: x: cannot read client secret from file"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:6:5: clients.x.client_secret: cannot read client secret from file",
+            unreadable.display()
+        )),
+        "{err}"
+    );
 
     // An output directory that cannot be created (a regular file is in the way).
     dir.write("blocker", "a file, not a directory");
@@ -1308,8 +1315,9 @@ fn secrets_come_from_env_credentials_and_rotated_files() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(read(&dir.join("out/e.token")).is_some() && read(&dir.join("out/c.token")).is_some());
 
+    // Missing sources are a configuration error: all of them, before any request.
     let missing = run(&[]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(78));
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(
         err.contains("environment variable TOKEND_TEST_SECRET: the variable is not set"),
@@ -1480,8 +1488,15 @@ fn check_catches_a_key_that_cannot_sign_and_masks_proxy_passwords() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("is a P-256 key, which cannot sign PS256"), "{text}");
+    assert_eq!(o.status.code(), Some(78), "as `run` would refuse it: {text}");
+    assert!(
+        text.contains(&format!(
+            "{}:8:5: clients.k.private_key: private key from file {} is a P-256 key, which cannot sign PS256",
+            cfg.display(),
+            key.display()
+        )),
+        "{text}"
+    );
     assert!(text.contains("http://user:****@proxy.example:3128/"), "{text}");
     assert!(!text.contains("pr0xyPassw0rd"), "{text}");
 }
@@ -1607,7 +1622,7 @@ fn under_the_journal_every_line_has_its_priority_and_no_timestamp() {
         &format!(
             "state_dir: {}\nsocket: {{ enabled: false }}\nclients:\n  j:\n    token_url: http://127.0.0.1:9/t\n    client_id: a\n    client_secret: {{ file: {} }}\n",
             dir.join("state").display(),
-            dir.join("missing-secret").display()
+            dir.secret("secret", "s").display()
         ),
     );
     let run = |stream_of: Option<&std::path::Path>| {
@@ -1631,7 +1646,7 @@ fn under_the_journal_every_line_has_its_priority_and_no_timestamp() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("<4>") && l.contains("cannot read the client's credentials")),
+            .any(|l| l.starts_with("<4>") && l.contains("token request failed")),
         "{journal}"
     );
     assert!(

@@ -24,6 +24,27 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl Problem {
+    /// A problem with the setting at `path` (`["clients", "billing", "client_secret"]`), found in
+    /// the configuration text `source`. A client setting the client does not write itself came
+    /// from `defaults`, so it is pointed at there.
+    pub fn at(source: &str, path: &[&str], message: impl Into<String>) -> Problem {
+        let mut path = path.to_vec();
+        let mut position = locate(source, &path);
+        if position.is_none() && path.len() >= 3 && path[0] == "clients" {
+            let inherited: Vec<&str> = std::iter::once("defaults").chain(path[2..].iter().copied()).collect();
+            if let Some(found) = locate(source, &inherited) {
+                (path, position) = (inherited, Some(found));
+            }
+        }
+        Problem {
+            position,
+            key: path_string(&path),
+            message: message.into(),
+        }
+    }
+}
+
 impl ConfigError {
     pub fn single(file: &Path, key: &str, message: impl Into<String>) -> Self {
         ConfigError {

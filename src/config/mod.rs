@@ -26,6 +26,9 @@ use validator::Validator;
 
 /// Where tokend looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokend/config.yaml";
+/// Where the packaged unit (`RuntimeDirectory=tokend`) lets tokend write token files and the
+/// socket: what messages suggest for outputs.
+pub const RUNTIME_DIR: &str = "/run/tokend";
 /// Where per-client state lives unless `state_dir` or `$STATE_DIRECTORY` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokend";
 

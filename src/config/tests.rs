@@ -505,6 +505,14 @@ fn error_messages() {
             ),
         ),
         (
+            "output_in_the_state_directory",
+            &format!("state_dir: /var/lib/tokend\n{}", MINIMAL.replace("/run/tokend/billing.token", "/var/lib/tokend/billing.state")),
+        ),
+        (
+            "output_beside_a_secret",
+            &MINIMAL.replace("/run/tokend/billing.token", "/etc/tokend/secrets/billing.token"),
+        ),
+        (
             "unknown_owner",
             &MINIMAL.replace(
                 "billing.token }",
@@ -783,4 +791,33 @@ fn a_secret_file_may_be_shared_with_its_group_when_it_says_so() {
         config.clients[0].spec.credentials,
         Credentials::SecretPost(SecretSource::SharedFile("/etc/tokend/secrets/billing".into()))
     );
+}
+
+/// Under systemd, `$CREDENTIALS_DIRECTORY` holds the secrets it passes: no output goes there (a
+/// subdirectory of a secret file's own directory is not refused: tokend writes only there).
+#[test]
+fn no_output_inside_the_credentials_directory() {
+    struct Credentials;
+    impl Host for Credentials {
+        fn user_id(&self, _: &str) -> Result<Option<u32>, String> {
+            Ok(None)
+        }
+        fn group_id(&self, _: &str) -> Result<Option<u32>, String> {
+            Ok(None)
+        }
+        fn var(&self, name: &str) -> Option<std::ffi::OsString> {
+            (name == "CREDENTIALS_DIRECTORY").then(|| "/run/credentials/tokend.service".into())
+        }
+    }
+    let yaml = MINIMAL.replace(
+        "/run/tokend/billing.token",
+        "/run/credentials/tokend.service/out/billing.token",
+    );
+    let err = super::parse(&yaml, Path::new(FILE), &Credentials).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/etc/tokend/config.yaml:7:11: clients.billing.outputs[0].path: `/run/credentials/tokend.service/out/billing.token` is inside $CREDENTIALS_DIRECTORY (/run/credentials/tokend.service), where systemd passes tokend its secrets; write outputs elsewhere, such as /run/tokend/billing.token"
+    );
+    let beside = MINIMAL.replace("/run/tokend/billing.token", "/etc/tokend/secrets/out/billing.token");
+    assert!(super::parse(&beside, Path::new(FILE), &Credentials).is_ok());
 }

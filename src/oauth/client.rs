@@ -72,7 +72,9 @@ impl ClientSettings {
             let roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| FetchError::Tls(format!("ca_file: {}", chain(&e))))?;
             if roots.is_empty() {
-                return Err(FetchError::Tls("ca_file holds no PEM certificate".into()));
+                return Err(FetchError::Tls(
+                    "ca_file holds no PEM certificate; name a file of `-----BEGIN CERTIFICATE-----` blocks (the CA that signed the IdP's certificate)".into(),
+                ));
             }
             builder = builder.tls_certs_merge(roots);
         }

@@ -168,7 +168,14 @@ enum Material {
 impl Material {
     fn load(spec: &RequestSpec, connect_timeout: Duration) -> Result<(Material, ClientSettings), FetchError> {
         let read = |path: &Path, what: &str| {
-            std::fs::read(path).map_err(|e| FetchError::Tls(format!("cannot read {what} {}: {e}", path.display())))
+            std::fs::read(path).map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::NotFound => "; correct the path",
+                    std::io::ErrorKind::PermissionDenied => "; tokend's user must be able to read it (`chmod 0644`)",
+                    _ => "",
+                };
+                FetchError::Tls(format!("cannot read {what} {}: {e}{hint}", path.display()))
+            })
         };
         let ca_pem = spec
             .transport
@@ -227,12 +234,18 @@ pub async fn probe(spec: &RequestSpec, timeouts: Timeouts) -> Result<String, Fet
     Ok(format!("{discovered}{endpoint} answered HTTP {}{tls}", answer.status))
 }
 
-/// Reads a spec's credential and TLS files and builds its HTTP client, as a request would, and
-/// signs a throwaway assertion with a private key: for `tokend check`.
-pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts) -> Result<(), FetchError> {
+/// Reads a spec's credential and TLS files and builds its HTTP client (in `http`, which keeps
+/// it), as a request would, and signs a throwaway assertion with a private key: for `preflight`.
+pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts, http: &HttpClients) -> Result<(), FetchError> {
     let (material, settings) = Material::load(spec, timeouts.connect)?;
     if let Material::PrivateKey { key, config } = &material {
         sign(key, config, "check", "check")?;
     }
-    HttpClients::default().get(&settings, timeouts).map(drop)
+    // Only a CA file or a client certificate can keep the HTTP client from being built for a
+    // reason the configuration gives (a proxy URL is checked when it is parsed); without them it
+    // is left to the first request, rather than built twice by every `once`.
+    if settings.ca_pem.is_some() || settings.identity_pem.is_some() {
+        http.get(&settings, timeouts)?;
+    }
+    Ok(())
 }

@@ -15,12 +15,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::DEFAULT_STATE_DIR;
 use super::error::{self, Problem};
 use super::host::Host;
-use super::model::{Access, Client, Config, Owner, Readers, RequestSpec};
+use super::model::{Access, Client, Config, Credentials, Owner, Readers, RequestSpec};
 use super::raw::{RawClient, RawConfig, RawReaders};
 use super::values::Principal;
+use super::{DEFAULT_STATE_DIR, RUNTIME_DIR};
+use crate::secret::SecretSource;
 
 pub struct Validator<'a> {
     source: &'a str,
@@ -83,19 +84,7 @@ impl<'a> Validator<'a> {
     /// Records a problem at `path`. A client setting the client did not write itself came from
     /// `defaults`, so the problem is reported there (once, however many clients inherit it).
     fn problem(&mut self, path: &[&str], message: impl Into<String>) {
-        let mut path = path.to_vec();
-        let mut position = error::locate(self.source, &path);
-        if position.is_none() && path.len() >= 3 && path[0] == "clients" {
-            let inherited: Vec<&str> = std::iter::once("defaults").chain(path[2..].iter().copied()).collect();
-            if let Some(found) = error::locate(self.source, &inherited) {
-                (path, position) = (inherited, Some(found));
-            }
-        }
-        let problem = Problem {
-            position,
-            key: error::path_string(&path),
-            message: message.into(),
-        };
+        let problem = Problem::at(self.source, path, message);
         if !self.problems.contains(&problem) {
             self.problems.push(problem);
         }
@@ -235,17 +224,62 @@ impl<'a> Validator<'a> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
-    /// Checks that need every client: two writers must never race on one file.
+    /// Checks that need every client: two writers must never race on one file, and no output
+    /// goes where tokend keeps what it trusts (saved tokens, secrets).
     fn cross_checks(&mut self, clients: &[Arc<Client>], source: &Path, state_dir: &Path) {
+        let secret_dirs = secret_dirs(clients);
+        let credentials_dir = self
+            .host
+            .var("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute());
         let mut seen: HashMap<&Path, (&str, usize)> = HashMap::new();
         for client in clients {
             for (i, output) in client.outputs.iter().enumerate() {
                 let index = i.to_string();
                 let key = ["clients", client.name.as_str(), "outputs", index.as_str(), "path"];
+                let path = output.path.display();
+                let elsewhere = match output.path.file_name() {
+                    Some(name) => format!(
+                        "write outputs elsewhere, such as {}",
+                        Path::new(RUNTIME_DIR).join(name).display()
+                    ),
+                    None => format!("write outputs elsewhere, such as under {RUNTIME_DIR}"),
+                };
+                let dir = output.path.parent();
                 if output.path == source {
                     self.problem(&key, "an output must not overwrite the configuration file");
-                } else if output.path.starts_with(state_dir) && output.path.extension().is_some_and(|e| e == "state") {
-                    self.problem(&key, "this path is reserved for tokend's own state files");
+                } else if output.path.starts_with(state_dir) {
+                    // Whoever may write there could plant a saved token (state.rs trusts only
+                    // tokend's own files); tokend's state files are named after the clients.
+                    self.problem(
+                        &key,
+                        format!(
+                            "`{path}` is inside the state directory {}, which holds tokend's saved tokens and must be tokend's alone; {elsewhere}",
+                            state_dir.display()
+                        ),
+                    );
+                } else if let Some(creds) = credentials_dir.as_deref().filter(|d| output.path.starts_with(d)) {
+                    self.problem(
+                        &key,
+                        format!(
+                            "`{path}` is inside $CREDENTIALS_DIRECTORY ({}), where systemd passes tokend its secrets; {elsewhere}",
+                            creds.display()
+                        ),
+                    );
+                } else if let Some((secret_dir, secret_key)) =
+                    dir.and_then(|d| secret_dirs.iter().find(|(s, _)| s.as_path() == d))
+                {
+                    // Writing a token file there needs write access to the secret's directory:
+                    // a rename could replace the secret, and readers of the token would be
+                    // given the way to it.
+                    self.problem(
+                        &key,
+                        format!(
+                            "`{path}` is in {}, the directory of the secret file of {secret_key}: tokend would need to write where a secret is kept, and could replace it; {elsewhere}",
+                            secret_dir.display()
+                        ),
+                    );
                 }
                 if let Some((other, j)) = seen.insert(&output.path, (client.name.as_str(), i)) {
                     self.problem(
@@ -259,6 +293,28 @@ impl<'a> Validator<'a> {
             }
         }
     }
+}
+
+/// The directories holding a configured secret or key file, each with the key that names it
+/// (the first, if several do). A client certificate is no secret.
+fn secret_dirs(clients: &[Arc<Client>]) -> Vec<(PathBuf, String)> {
+    let mut dirs: Vec<(PathBuf, String)> = Vec::new();
+    for client in clients {
+        let sources: Vec<(&SecretSource, &str)> = match &client.spec.credentials {
+            Credentials::SecretPost(s) | Credentials::SecretBasic(s) => vec![(s, "client_secret")],
+            Credentials::PrivateKey(pk) => vec![(&pk.key, "private_key")],
+            Credentials::Certificate { key, .. } => vec![(key, "client_key")],
+        };
+        for (source, key) in sources {
+            if let SecretSource::File(path) | SecretSource::SharedFile(path) = source
+                && let Some(dir) = path.parent()
+                && !dirs.iter().any(|(d, _)| d == dir)
+            {
+                dirs.push((dir.to_owned(), format!("clients.{}.{key}", client.name)));
+            }
+        }
+    }
+    dirs
 }
 
 /// Makes clients with equal requests hold the same `Arc<RequestSpec>`, so that grouping them

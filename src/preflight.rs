@@ -1,0 +1,105 @@
+//! Before a configuration is put to use (`run`, `once`, a reload) or approved (`check`), every
+//! secret, key, certificate and CA file it names is read and used as a request would use it. One
+//! that is missing, unreadable or readable by others is a configuration error, like a typo: exit
+//! 78 (EX_CONFIG, which the unit does not restart for) with the key, its line and the fix, rather
+//! than a daemon that starts and then fails every refresh. After start-up, a source that stops
+//! being readable (a rotation half done) fails only that client's requests: its last token is
+//! kept, and the read is tried again at the next attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Client, Config, ConfigError, Credentials, Problem, RequestSpec};
+use crate::oauth::HttpClients;
+use crate::oauth::error::FetchError;
+use crate::oauth::exchange;
+use crate::secret::SecretError;
+
+/// Tries every client's credentials (each distinct request once); every problem is listed.
+pub fn credentials(config: &Config) -> Result<(), ConfigError> {
+    let mut preflight = Preflight::new(config);
+    let mut problems: Vec<Problem> = Vec::new();
+    for client in &config.clients {
+        if let Some(p) = preflight.client(client)
+            && !problems.contains(&p)
+        {
+            problems.push(p);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            file: config.source.clone(),
+            problems,
+        })
+    }
+}
+
+/// Tries clients' credentials one by one, placing each problem at the key that names the source.
+pub struct Preflight {
+    /// The configuration's text, to find lines in (empty if it cannot be read again: the
+    /// problems then name their key without a line).
+    source: String,
+    http: HttpClients,
+    tried: HashMap<Arc<RequestSpec>, Option<(&'static str, String)>>,
+}
+
+impl Preflight {
+    pub fn new(config: &Config) -> Preflight {
+        Preflight {
+            source: std::fs::read_to_string(&config.source).unwrap_or_default(),
+            http: HttpClients::default(),
+            tried: HashMap::new(),
+        }
+    }
+
+    /// What keeps the client's credentials from being used, if anything.
+    pub fn client(&mut self, client: &Client) -> Option<Problem> {
+        let (key, message) = self
+            .tried
+            .entry(client.spec.clone())
+            .or_insert_with(|| {
+                exchange::check_credentials(&client.spec, client.timeouts, &self.http)
+                    .err()
+                    .map(|e| (key_of(&e, &client.spec), e.to_string()))
+            })
+            .clone()?;
+        Some(self.at(client, key, message))
+    }
+
+    /// A problem with one of the client's settings (`client_secret`; "" for the client itself).
+    pub fn at(&self, client: &Client, key: &str, message: impl Into<String>) -> Problem {
+        let name = client.name.as_str();
+        let path: Vec<&str> = ["clients", name, key].into_iter().filter(|k| !k.is_empty()).collect();
+        Problem::at(&self.source, &path, message)
+    }
+}
+
+/// The setting a failure to use a spec's credentials comes from.
+fn key_of(e: &FetchError, spec: &RequestSpec) -> &'static str {
+    match e {
+        FetchError::Secret(SecretError::Unreadable { what, .. }) => key_for(what),
+        FetchError::Secret(_) => "client_secret",
+        FetchError::Assertion(_) => "private_key",
+        FetchError::Tls(reason) if reason.starts_with("cannot read ca_file") => "ca_file",
+        FetchError::Tls(_) => match (&spec.credentials, &spec.transport.ca_file) {
+            (Credentials::Certificate { .. }, _) => "client_certificate",
+            (_, Some(_)) => "ca_file",
+            _ => "",
+        },
+        _ => "",
+    }
+}
+
+/// The configuration key for what a secret source is read as (`SecretError::Unreadable::what`).
+pub fn key_for(what: &str) -> &'static str {
+    match what {
+        "client secret" => "client_secret",
+        "private key" => "private_key",
+        "client certificate" => "client_certificate",
+        "client key" => "client_key",
+        "ca_file" => "ca_file",
+        _ => "",
+    }
+}
