@@ -4,6 +4,7 @@
 mod architecture;
 mod booted;
 mod consumers;
+mod crash;
 mod first_hour;
 mod generated;
 mod interop_suite;

@@ -1,4 +1,4 @@
-//! Publishing a group's token: to every member's outputs and the state files first, then to
+//! Publishing a group's token: to the state files and every member's outputs first, then to
 //! the store (so whoever the socket tells of a token finds it in the files), then to the
 //! members' hooks. An output that fails is retried with its own backoff, with the same token,
 //! without a new request and without holding up the others; a member's hooks wait until all
@@ -164,7 +164,7 @@ impl Publisher {
         }
     }
 
-    /// Makes `token` current: every output (and, for a new token, the state files), then the
+    /// Makes `token` current: the state files (for a new token) and every output, then the
     /// store, then the hooks. In that order, whoever learns of the token from the socket (a
     /// long-poll, `/readyz`, systemd's READY=1) finds the files already holding it; an output that
     /// failed is retried with backoff and does not hold the store back. Never cancelled part-way:
@@ -256,8 +256,8 @@ impl Publisher {
         }
     }
 
-    /// Writes `which` outputs (and the state files) on a blocking thread; returns those that
-    /// failed.
+    /// Writes the state files (if `save_state`), then `which` outputs, on a blocking thread;
+    /// returns the outputs that failed.
     async fn write(
         &self,
         token: &Arc<Token>,
@@ -276,6 +276,20 @@ impl Publisher {
             ("retrying with backoff", "a restart will request a new one")
         };
         let job = tokio::task::spawn_blocking(move || {
+            // The state files first: a restart after a crash part-way reuses the token they
+            // hold, which is then never older than one the outputs already showed readers.
+            if save_state {
+                for name in &members {
+                    if let Err(e) = state::save(&state_dir, name, &fingerprint, &token) {
+                        warn!(
+                            client = %label,
+                            dir = %state_dir.display(),
+                            error = %e,
+                            "cannot save the token for reuse after a restart; {restart}"
+                        );
+                    }
+                }
+            }
             let mut failed = Vec::new();
             for (name, out) in which {
                 match output::write(&out, &token) {
@@ -289,18 +303,6 @@ impl Publisher {
                             "cannot write output; the other outputs are unaffected; {then}"
                         );
                         failed.push((name, out));
-                    }
-                }
-            }
-            if save_state {
-                for name in &members {
-                    if let Err(e) = state::save(&state_dir, name, &fingerprint, &token) {
-                        warn!(
-                            client = %label,
-                            dir = %state_dir.display(),
-                            error = %e,
-                            "cannot save the token for reuse after a restart; {restart}"
-                        );
                     }
                 }
             }
