@@ -118,6 +118,10 @@ impl Daemon {
             if let Err(e) = r.handle.await {
                 error!(client = %r.group.label(), error = %e, "refresh task ended abnormally");
             }
+            // The new task reports its outputs afresh: none the reload removed stays failing.
+            for member in r.group.members() {
+                self.metrics.forget_outputs(&member.name);
+            }
         }
         let summary = Summary::new(&self.config, &config);
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));

@@ -10,6 +10,7 @@ mod generated;
 mod interop_suite;
 mod kubernetes;
 mod socket_api;
+mod storage_faults;
 mod util;
 
 use std::collections::HashSet;
