@@ -286,7 +286,10 @@ impl Publisher {
         let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
         let (then, restart) = if self.single_attempt {
-            ("`once` does not retry", "the next run will request a new one")
+            (
+                "`once` does not retry",
+                "the next run reuses the token saved before, if still valid, or requests a new one",
+            )
         } else {
             (
                 "retrying with backoff",

@@ -197,8 +197,19 @@ fn a_daemon_killed_at_random_moments_leaves_only_whole_tokens_and_recovers() {
                 .filter(|n| out_dir.join(n).exists() || state_dir.join(n).exists())
                 .collect();
             assert!(left.is_empty(), "restart {kill}: temp files not removed: {left:?}");
-            let first_outcomes = daemon.wait_events(CLIENTS.len(), T, "every client's first token", |e| {
-                e["outcome"].is_string()
+            // Each client's first outcome (a client may log a second before another its first).
+            let first_outcomes = wait_for(T, "every client's first token", || {
+                let events = daemon.events();
+                let firsts: Vec<Value> = CLIENTS
+                    .iter()
+                    .filter_map(|c| {
+                        events
+                            .iter()
+                            .find(|e| is(e, "client", c) && e["outcome"].is_string())
+                            .cloned()
+                    })
+                    .collect();
+                (firsts.len() == CLIENTS.len()).then_some(firsts)
             });
             for client in CLIENTS {
                 let outputs = &after.outputs[client];
