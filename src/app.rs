@@ -185,6 +185,10 @@ impl Daemon {
                     withdrawn.extend(member.outputs.iter().map(|o| o.path.clone()));
                 }
             }
+            // The new task reports its outputs afresh: none the reload removed stays failing.
+            for member in r.group.members() {
+                self.metrics.forget_outputs(&member.name);
+            }
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):

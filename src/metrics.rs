@@ -1,7 +1,11 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry, refresh outcomes and
-//! latency, output write errors, hook runs, requests by status on the socket and on the TCP
-//! listener, and socket connections hyper ended with an error, by reason.
+//! latency, output and state file write errors (and which files are failing now), hook runs,
+//! requests by status on the socket and on the TCP listener, and socket connections hyper ended
+//! with an error, by reason.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +36,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    client: String,
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
 }
@@ -44,6 +54,11 @@ pub struct Metrics {
     refreshes: Family<RefreshLabels, Counter>,
     latency: HistogramFamily,
     output_errors: Family<ClientLabel, Counter>,
+    output_failing: Family<OutputLabels, Gauge>,
+    /// The paths `output_failing` has series for, by client, so that `forget` can drop them.
+    output_paths: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    state_errors: Family<ClientLabel, Counter>,
+    state_failing: Family<ClientLabel, Gauge>,
     requests: Family<StatusLabel, Counter>,
     connection_errors: Family<ReasonLabel, Counter>,
     tcp_requests: Family<StatusLabel, Counter>,
@@ -78,6 +93,9 @@ impl Metrics {
         let latency: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
         let output_errors = Family::<ClientLabel, Counter>::default();
+        let output_failing = Family::<OutputLabels, Gauge>::default();
+        let state_errors = Family::<ClientLabel, Counter>::default();
+        let state_failing = Family::<ClientLabel, Gauge>::default();
         let requests = Family::<StatusLabel, Counter>::default();
         let connection_errors = Family::<ReasonLabel, Counter>::default();
         let tcp_requests = Family::<StatusLabel, Counter>::default();
@@ -103,6 +121,21 @@ impl Metrics {
             "output_write_errors",
             "Failed writes of token files",
             output_errors.clone(),
+        );
+        registry.register(
+            "output_write_failing",
+            "1 while the token file's last write failed (it is retried with backoff), 0 once written",
+            output_failing.clone(),
+        );
+        registry.register(
+            "state_write_errors",
+            "Failed writes of state files (the token saved for reuse after a restart)",
+            state_errors.clone(),
+        );
+        registry.register(
+            "state_write_failing",
+            "1 while the client's state file could not be written (it is retried with backoff), 0 once written",
+            state_failing.clone(),
         );
         registry.register(
             "socket_requests",
@@ -140,6 +173,10 @@ impl Metrics {
             refreshes,
             latency,
             output_errors,
+            output_failing,
+            output_paths: Mutex::new(BTreeMap::new()),
+            state_errors,
+            state_failing,
             requests,
             connection_errors,
             tcp_requests,
@@ -163,8 +200,49 @@ impl Metrics {
         self.latency.get_or_create(&label(client)).observe(took.as_secs_f64());
     }
 
-    pub fn output_error(&self, client: &ClientName) {
-        self.output_errors.get_or_create(&label(client)).inc();
+    /// A write of `client`'s output at `path`: counted if it failed, and `path` shown as failing
+    /// until a write succeeds.
+    pub fn output_write(&self, client: &ClientName, path: &Path, ok: bool) {
+        if !ok {
+            self.output_errors.get_or_create(&label(client)).inc();
+        }
+        let labels = OutputLabels {
+            client: client.to_string(),
+            path: path.display().to_string(),
+        };
+        self.output_paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(labels.client.clone())
+            .or_default()
+            .insert(labels.path.clone());
+        self.output_failing.get_or_create(&labels).set(i64::from(!ok));
+    }
+
+    /// A write of `client`'s state file: counted if it failed, and shown as failing until one
+    /// succeeds.
+    pub fn state_write(&self, client: &ClientName, ok: bool) {
+        if !ok {
+            self.state_errors.get_or_create(&label(client)).inc();
+        }
+        self.state_failing.get_or_create(&label(client)).set(i64::from(!ok));
+    }
+
+    /// Drops the series of `client`'s outputs (a reload may have changed them; the new task
+    /// writes them again).
+    pub fn forget_outputs(&self, client: &ClientName) {
+        let paths = self
+            .output_paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(client.as_str())
+            .unwrap_or_default();
+        for path in paths {
+            self.output_failing.remove(&OutputLabels {
+                client: client.to_string(),
+                path,
+            });
+        }
     }
 
     pub fn request(&self, status: u16) {
@@ -210,6 +288,9 @@ impl Metrics {
         self.expiry.remove(&l);
         self.latency.remove(&l);
         self.output_errors.remove(&l);
+        self.forget_outputs(client);
+        self.state_errors.remove(&l);
+        self.state_failing.remove(&l);
         for outcome in ["ok", "failed", "timeout"] {
             self.hook_runs.remove(&RefreshLabels {
                 client: client.to_string(),
@@ -248,7 +329,9 @@ mod tests {
         let c = ClientName::new("billing").unwrap();
         m.token_published(&c, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         m.refresh(&c, Outcome::Refreshed, Duration::from_millis(40));
-        m.output_error(&c);
+        m.output_write(&c, Path::new("/run/billing/token"), false);
+        m.output_write(&c, Path::new("/run/billing/token.json"), true);
+        m.state_write(&c, false);
         m.request(200);
         m.request(200);
         m.request(403);
@@ -259,12 +342,31 @@ mod tests {
             "tokend_refreshes_total{client=\"billing\",outcome=\"refreshed\"} 1",
             "tokend_refresh_duration_seconds_count{client=\"billing\"} 1",
             "tokend_output_write_errors_total{client=\"billing\"} 1",
+            "tokend_output_write_failing{client=\"billing\",path=\"/run/billing/token\"} 1",
+            "tokend_output_write_failing{client=\"billing\",path=\"/run/billing/token.json\"} 0",
+            "tokend_state_write_errors_total{client=\"billing\"} 1",
+            "tokend_state_write_failing{client=\"billing\"} 1",
             "tokend_socket_requests_total{status=\"200\"} 2",
             "tokend_socket_requests_total{status=\"403\"} 1",
             "tokend_socket_connection_errors_total{reason=\"header_timeout\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        // Written again: no longer failing; the errors stay counted.
+        m.output_write(&c, Path::new("/run/billing/token"), true);
+        m.state_write(&c, true);
+        let text = m.render();
+        for line in [
+            "tokend_output_write_failing{client=\"billing\",path=\"/run/billing/token\"} 0",
+            "tokend_output_write_errors_total{client=\"billing\"} 1",
+            "tokend_state_write_failing{client=\"billing\"} 0",
+            "tokend_state_write_errors_total{client=\"billing\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.forget_outputs(&c);
+        assert!(!m.render().contains("/run/billing"));
+        m.output_write(&c, Path::new("/run/billing/token"), false);
         m.forget(&c);
         assert!(!m.render().contains("billing"));
     }

@@ -1,8 +1,9 @@
-//! Publishing a group's token: to every member's outputs and the state files first, then to
+//! Publishing a group's token: to the state files and every member's outputs first, then to
 //! the store (so whoever the socket tells of a token finds it in the files), then to the
 //! members' hooks. An output that fails is retried with its own backoff, with the same token,
 //! without a new request and without holding up the others; a member's hooks wait until all
-//! its outputs are written.
+//! its outputs are written. A state file that cannot be saved (a full disk) is retried with
+//! the outputs, and holds up nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Publisher {
     current: Option<Arc<Token>>,
     /// Outputs whose last write failed, with their client's name.
     failed: Vec<(ClientName, Output)>,
+    /// Members whose state file does not hold the current token: its save failed.
+    unsaved: Vec<ClientName>,
     retry_at: SystemTime,
     retry_backoff: Duration,
     /// `tokend once`: a failed write is final, and its message says so.
@@ -80,6 +83,7 @@ impl Publisher {
             clock,
             current: None,
             failed: Vec::new(),
+            unsaved: Vec::new(),
             retry_at: SystemTime::UNIX_EPOCH,
             retry_backoff: OUTPUT_RETRY_INITIAL,
             single_attempt: false,
@@ -120,9 +124,9 @@ impl Publisher {
         self.failed.len()
     }
 
-    /// When failed outputs are next retried, if any failed.
+    /// When failed outputs (and unsaved state files) are next retried, if any failed.
     pub fn retry_due(&self) -> Option<SystemTime> {
-        (!self.failed.is_empty()).then_some(self.retry_at)
+        (!self.failed.is_empty() || !self.unsaved.is_empty()).then_some(self.retry_at)
     }
 
     /// Takes over the members' entries in the store: a member whose request changed stops
@@ -177,7 +181,7 @@ impl Publisher {
         }
     }
 
-    /// Makes `token` current: every output (and, for a new token, the state files), then the
+    /// Makes `token` current: the state files (for a new token) and every output, then the
     /// store, then the hooks. In that order, whoever learns of the token from the socket (a
     /// long-poll, `/readyz`, systemd's READY=1) finds the files already holding it; an output that
     /// failed is retried with backoff and does not hold the store back. Never cancelled part-way
@@ -191,7 +195,14 @@ impl Publisher {
             .members()
             .flat_map(|m| m.outputs.iter().map(|o| (m.name.clone(), o.clone())))
             .collect();
-        self.failed = self.write(&token, all, save_state).await;
+        let members = if save_state {
+            self.group.members().map(|m| m.name.clone()).collect()
+        } else {
+            // The state files hold this token already (reused, or kept across a reload), or a
+            // save of it is still to be retried.
+            std::mem::take(&mut self.unsaved)
+        };
+        (self.failed, self.unsaved) = self.write(&token, all, members).await;
         // Replaced while writing: the store and the hooks belong to the new configuration now.
         if self.retired.is_cancelled() {
             return;
@@ -254,35 +265,39 @@ impl Publisher {
         self.retry_at = self.retry_at.checked_sub(by).unwrap_or(now);
     }
 
-    /// Writes the failed outputs again, with the current token; backs off if some still fail.
+    /// Writes the failed outputs and unsaved state files again, with the current token; backs
+    /// off if some still fail.
     pub async fn retry_failed(&mut self) {
         let Some(token) = self.current.clone() else {
             return;
         };
         let pending = std::mem::take(&mut self.failed);
-        let count = pending.len();
-        self.failed = self.write(&token, pending, false).await;
-        if self.failed.is_empty() {
-            info!(client = %self.label, outputs = count, "failed outputs written");
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let (outputs, states) = (pending.len(), unsaved.len());
+        (self.failed, self.unsaved) = self.write(&token, pending, unsaved).await;
+        if outputs > 0 && self.failed.is_empty() {
+            info!(client = %self.label, outputs, "failed outputs written");
+        }
+        if states > 0 && self.unsaved.is_empty() {
+            info!(client = %self.label, dir = %self.state_dir.display(), "state saved after all");
         }
         if !self.hooks_due.is_empty() {
             self.fire_hooks().await;
         }
-        if !self.failed.is_empty() {
+        if !self.failed.is_empty() || !self.unsaved.is_empty() {
             self.retry_backoff = (self.retry_backoff * 2).min(OUTPUT_RETRY_MAX);
             self.retry_at = self.clock.now() + self.retry_backoff;
         }
     }
 
-    /// Writes `which` outputs (and the state files) on a blocking thread; returns those that
-    /// failed.
+    /// Writes the state files of `members`, then `which` outputs, on a blocking thread;
+    /// returns the outputs and the members' state files that failed.
     async fn write(
         &self,
         token: &Arc<Token>,
         which: Vec<(ClientName, Output)>,
-        save_state: bool,
-    ) -> Vec<(ClientName, Output)> {
-        let members: Vec<ClientName> = self.group.members().map(|m| m.name.clone()).collect();
+        members: Vec<ClientName>,
+    ) -> (Vec<(ClientName, Output)>, Vec<ClientName>) {
         let token = token.clone();
         let label = self.label.clone();
         let label_for_lock = self.label.clone();
@@ -290,9 +305,15 @@ impl Publisher {
         let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
         let (then, restart) = if self.single_attempt {
-            ("`once` does not retry", "the next run will request a new one")
+            (
+                "`once` does not retry",
+                "the next run reuses the token saved before, if still valid, or requests a new one",
+            )
         } else {
-            ("retrying with backoff", "a restart will request a new one")
+            (
+                "retrying with backoff",
+                "retrying with backoff; until then a restart reuses the token saved before, if still valid, or requests a new one",
+            )
         };
         let retired = self.retired.clone();
         // Holds the file, then writes it unless this group has been replaced meanwhile (`None`).
@@ -305,13 +326,35 @@ impl Publisher {
             Some(write())
         };
         let job = tokio::task::spawn_blocking(move || {
+            // The state files first: a restart after a crash part-way reuses the token they
+            // hold, which is then never older than one the outputs already showed readers.
+            let mut unsaved = Vec::new();
+            for name in members {
+                let path = state::path(&state_dir, &name);
+                let Some(saved) = unless_retired(&path, &|| state::save(&state_dir, &name, &fingerprint, &token))
+                else {
+                    continue;
+                };
+                metrics.state_write(&name, saved.is_ok());
+                if let Err(e) = saved {
+                    warn!(
+                        client = %label,
+                        dir = %state_dir.display(),
+                        error = %e,
+                        "cannot save the token for reuse after a restart; the outputs are unaffected; {restart}"
+                    );
+                    unsaved.push(name);
+                }
+            }
             let mut failed = Vec::new();
             for (name, out) in which {
-                match unless_retired(&out.path, &|| output::write(&out, &token)) {
-                    None => {}
-                    Some(Ok(())) => debug!(client = %name, path = %out.path.display(), "wrote output"),
-                    Some(Err(e)) => {
-                        metrics.output_error(&name);
+                let Some(written) = unless_retired(&out.path, &|| output::write(&out, &token)) else {
+                    continue;
+                };
+                metrics.output_write(&name, &out.path, written.is_ok());
+                match written {
+                    Ok(()) => debug!(client = %name, path = %out.path.display(), "wrote output"),
+                    Err(e) => {
                         error!(
                             client = %name,
                             path = %out.path.display(),
@@ -322,27 +365,13 @@ impl Publisher {
                     }
                 }
             }
-            if save_state {
-                for name in &members {
-                    let path = state::path(&state_dir, name);
-                    if let Some(Err(e)) = unless_retired(&path, &|| state::save(&state_dir, name, &fingerprint, &token))
-                    {
-                        warn!(
-                            client = %label,
-                            dir = %state_dir.display(),
-                            error = %e,
-                            "cannot save the token for reuse after a restart; {restart}"
-                        );
-                    }
-                }
-            }
-            failed
+            (failed, unsaved)
         });
         match job.await {
             Ok(failed) => failed,
             Err(e) => {
                 error!(client = %self.label, error = %e, "output writer stopped unexpectedly");
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         }
     }

@@ -298,6 +298,34 @@ async fn a_failed_output_is_retried_with_backoff_and_the_same_token() {
     h.stop().await;
 }
 
+/// A state directory that cannot be written (a full disk) holds up no output, and the save is
+/// retried with the same token, without a new request, once it can be.
+#[tokio::test(start_paused = true)]
+async fn a_failed_state_save_is_retried_with_backoff_and_holds_up_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the state directory should be.
+    std::fs::write(dir.path().join("state"), "not a directory").unwrap();
+    let client = format!("{CLIENT}\noutputs: [{{ path: DIR/c.token }}]");
+    let h = Harness::start_in(dir, &client, vec![], 1.0);
+    let state = h.dir.path().join("state/c.state");
+    sleep(MS(100)).await;
+    assert_eq!(
+        std::fs::read_to_string(h.dir.path().join("c.token")).unwrap(),
+        "token-1"
+    );
+    // Retries at 1s, then 3s, then 7s; the fault clears at 4.1s.
+    sleep(S(4)).await;
+    std::fs::remove_file(h.dir.path().join("state")).unwrap();
+    sleep(MS(2800)).await;
+    assert!(!state.exists(), "retried before its backoff");
+    sleep(MS(200)).await;
+    let name = ClientName::new("c").unwrap();
+    let saved = crate::state::read(&h.dir.path().join("state"), &name).expect("saved on the retry");
+    assert_eq!(saved.token.access_token.expose_secret(), "token-1");
+    assert_eq!(h.requests(), 1, "a state retry never asks for a new token");
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_saved_token_is_published_at_once_and_refreshed_when_planned() {
     let dir = tempfile::tempdir().unwrap();
