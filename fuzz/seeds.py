@@ -25,7 +25,7 @@ def write(target, data):
 
 def configs():
     texts = []
-    for md in [ROOT / "README.md", ROOT / "SECURITY.md"]:
+    for md in [ROOT / "README.md"]:
         texts += re.findall(r"```yaml\n(.*?)```", md.read_text(), re.S)
     for p in ROOT.glob("packaging/**/*.yaml"):
         text = p.read_text()
