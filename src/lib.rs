@@ -21,7 +21,8 @@
 //! `app` owns the tasks and the socket and handles signals (SIGHUP reload, SIGTERM stop);
 //! `preflight` reads every secret a config names before it is used (`run`, `once`, a reload) or
 //! approved; `check` validates a config without running it; `dev` is the built-in development
-//! issuer; `socket_client` is `tokend get` and `status`.
+//! issuer; `socket_client` is `tokend get` and `status`. `fuzzing` is only for the fuzz targets
+//! in `fuzz/`.
 
 pub mod app;
 pub mod check;
@@ -30,6 +31,8 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod identity;
 pub mod logging;

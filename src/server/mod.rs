@@ -234,7 +234,7 @@ fn refuse(stream: &tokio::net::UnixStream, peer: &Peer, refusal: Refusal, state:
     }
 }
 
-async fn serve_connection(
+pub(crate) async fn serve_connection(
     stream: tokio::net::UnixStream,
     peer: Arc<Peer>,
     state: Arc<ServerState>,

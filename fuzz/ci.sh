@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Bounded fuzzing, for CI: builds the fuzz targets and runs each for FUZZ_SECONDS (default 50)
+# from the committed corpus, then prints the executions per target as libFuzzer counted them.
+# Exits non-zero if any target crashes (a panic, a failed invariant, a timeout or running out of
+# memory); the input that did it is left in fuzz/artifacts/<target>/. New corpus entries go to
+# a temporary directory, never into the committed fuzz/corpus/.
+#
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`). The long
+# run by hand: FUZZ_SECONDS=1800 fuzz/ci.sh (see RELIABILITY.md).
+set -uo pipefail
+cd "$(dirname "$0")"
+seconds=${FUZZ_SECONDS:-50}
+targets=(config token_response socket_request)
+# No sanitizer: the code these targets reach is safe Rust (tokend's one `unsafe` block is the
+# SO_PEERGROUPS call, which a socketpair caller named by the target does not reach); what is
+# hunted is panics, overflows (debug assertions are on) and broken invariants. It doubles the
+# executions per second and halves the build.
+fuzz=(cargo +nightly fuzz)
+opts=(--sanitizer none)
+
+start=$(date +%s)
+if ! "${fuzz[@]}" build "${opts[@]}"; then
+    echo "fuzz: the targets do not build" >&2
+    exit 1
+fi
+echo "fuzz: built in $(($(date +%s) - start))s"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "$work/$t"
+    # The first corpus directory receives new entries; the committed one is only read. stdin
+    # from /dev/null: a config naming /dev/stdin as a template must not wait for a terminal.
+    "${fuzz[@]}" run "${opts[@]}" "$t" "$work/$t" "corpus/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        </dev/null >"$work/$t.log" 2>&1
+    status=$?
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$')
+    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$')
+    cov=$(grep -o 'cov: [0-9]*' "$work/$t.log" | tail -1 | grep -o '[0-9]*$')
+    echo "fuzz: $t: ${execs:-?} executions in ${seconds}s (${rate:-?}/s), coverage ${cov:-?}, new corpus entries $(ls "$work/$t" | wc -l) (not kept), exit $status"
+    if [ "$status" -ne 0 ]; then
+        failed+=("$t")
+        echo "--- $t: libFuzzer output (tail)" >&2
+        tail -n 60 "$work/$t.log" >&2
+        ls -1 "artifacts/$t" >&2 2>/dev/null
+    fi
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz: FAILED: ${failed[*]} (inputs in fuzz/artifacts/; reproduce with cargo +nightly fuzz run --sanitizer none TARGET FILE)" >&2
+    exit 1
+fi
+echo "fuzz: ok, no crash in $((${#targets[@]} * seconds))s of fuzzing"
