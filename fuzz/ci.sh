@@ -17,6 +17,10 @@ targets=(config token_response socket_request)
 # executions per second and halves the build.
 fuzz=(cargo +nightly fuzz)
 opts=(--sanitizer none)
+# FUZZ_TARGET_DIR: where the build goes, so that CI on a clean checkout reuses the last one.
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+    opts+=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 
 start=$(date +%s)
 if ! "${fuzz[@]}" build "${opts[@]}"; then
