@@ -1785,3 +1785,57 @@ fn a_symlink_planted_at_an_output_path_is_replaced_not_followed() {
     let said = String::from_utf8_lossy(&once.stderr);
     assert!(once.status.success() && !said.contains("can be written by"), "{said}");
 }
+
+/// Files and the directories tokend creates get their modes whatever the umask: 000 opens
+/// nothing more, 077 (the packaged unit's) closes nothing a reader's group needs.
+#[test]
+fn modes_do_not_depend_on_the_umask() {
+    for umask in ["000", "077"] {
+        let dir = TestDir::new("umask");
+        let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+        let outputs = format!(
+            "outputs:\n- {{ path: {} }}\n- {{ path: {}, mode: \"0640\" }}\n- {{ path: {}, mode: \"0644\" }}",
+            out(&dir, "new/u.token"),
+            out(&dir, "new/u.shared"),
+            out(&dir, "new/u.public")
+        );
+        let cfg = config(&dir, &issuer, &[("u", &outputs)]);
+        let o = std::process::Command::new("sh")
+            .args(["-c", &format!("umask {umask}; exec \"$0\" --config \"$1\" once")])
+            .arg(util::BIN)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "umask {umask}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_no_leak("tokend once", &String::from_utf8_lossy(&o.stderr));
+        let modes: Vec<(&str, u32)> = [
+            "out",
+            "out/new",
+            "out/new/u.token",
+            "out/new/u.shared",
+            "out/new/u.public",
+            "state",
+            "state/u.state",
+        ]
+        .into_iter()
+        .map(|p| (p, mode(&dir.join(p))))
+        .collect();
+        assert_eq!(
+            modes,
+            [
+                ("out", 0o750),
+                ("out/new", 0o750),
+                ("out/new/u.token", 0o600),
+                ("out/new/u.shared", 0o640),
+                ("out/new/u.public", 0o644),
+                ("state", 0o700),
+                ("state/u.state", 0o600)
+            ],
+            "umask {umask}"
+        );
+    }
+}

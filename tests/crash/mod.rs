@@ -130,16 +130,6 @@ fn on_disk(dir: &TestDir, when: &str) -> OnDisk {
     found
 }
 
-/// Temp files (tokend's `.NAME.tokend-XXXXXXXX.tmp`) in `dir`.
-fn temp_files(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tokend-"))
-        .collect()
-}
-
 fn iat(claims: &Value) -> u64 {
     claims["iat"].as_u64().unwrap()
 }

@@ -187,12 +187,7 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
         (status, claims(served.trim())["aud"].as_str()),
         (200, Some("https://new/"))
     );
-    let temps: Vec<_> = std::fs::read_dir(dir.join("hung"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.contains(".tokend-"))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert_eq!(temp_files(&dir.join("hung")), Vec::<String>::new());
     assert!(daemon.output().contains("still writing"), "{}", daemon.output());
 
     // A stop while a write hangs ends within its bound, with the stuck write named.

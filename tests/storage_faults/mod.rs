@@ -87,16 +87,6 @@ fn output_failing(socket: &Path, client: &str, path: &Path) -> Option<String> {
     )
 }
 
-/// Files in `dir` whose names are tokend's temp files.
-fn temp_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tokend-"))
-        .collect()
-}
-
 /// Token requests the issuer saw for `audience`.
 fn requests_for(issuer: &Issuer, audience: &str) -> usize {
     issuer

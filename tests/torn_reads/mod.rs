@@ -4,7 +4,7 @@
 //! rotations (default 2,000; RELIABILITY.md has the long run).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,10 +192,5 @@ fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() 
         assert!(*reads >= 50, "{what} barely ran: {reads} reads");
     }
     assert!(daemon.stop().success());
-    let left: Vec<PathBuf> = fs::read_dir(dir.join("out"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".tokend-"))
-        .collect();
-    assert!(left.is_empty(), "temp files left: {left:?}");
+    assert_eq!(temp_files(&dir.join("out")), Vec::<String>::new());
 }

@@ -502,6 +502,19 @@ pub fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o7777
 }
 
+/// The names of tokend's temp files (`.NAME.tokend-XXXXXXXX.tmp`) in `dir`, sorted; none if
+/// `dir` does not exist.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tokend-"))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Wall-clock milliseconds since the epoch (the issuer's request log uses the same).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
