@@ -3,7 +3,6 @@
 //! `beforeTokenSigning` and `beforeResponse` hooks make the faults, switched on and off through
 //! the script's control endpoint.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,15 +31,7 @@ impl MockIdp {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("node");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        let info = first_json_line(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
             panic!(
                 "mock-idp.mjs did not start:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()

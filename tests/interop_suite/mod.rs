@@ -96,15 +96,7 @@ impl Idp {
             .stderr(std::fs::File::create(dir.join("idp.log")).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        let info = first_json_line(&mut child, Duration::from_secs(120)).unwrap_or_else(|| {
             let log = std::fs::read_to_string(dir.join("idp.log")).unwrap_or_default();
             panic!("the interop IdP did not start (needs node, npm and nginx; see tests/interop/README.md):\n{log}")
         });

@@ -131,12 +131,7 @@ fn a_thousand_readers_and_two_hundred_short_lived_clients_leave_nothing_behind()
         .collect();
     let named: Vec<(&str, &str)> = clients.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
     let cfg = config(&dir, &issuer, &named);
-    // At info level: a trace of every request would be most of the work.
-    let daemon = Tokend::spawn(
-        &dir,
-        &["--config", cfg.to_str().unwrap(), "--log-level", "info", "run"],
-        &[],
-    );
+    let daemon = Tokend::run_at_info(&dir, &cfg);
     let socket = dir.join("tokend.sock");
     wait_ready(&socket);
 

@@ -78,12 +78,7 @@ fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() 
         .collect();
     let named: Vec<(&str, &str)> = clients.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
     let cfg = config(&dir, &issuer, &named);
-    // At info level: a trace of every request would be most of the work.
-    let daemon = Tokend::spawn(
-        &dir,
-        &["--config", cfg.to_str().unwrap(), "--log-level", "info", "run"],
-        &[],
-    );
+    let daemon = Tokend::run_at_info(&dir, &cfg);
     let socket = dir.join("tokend.sock");
     wait_ready(&socket);
     let first = read(&file(0, "token")).unwrap();

@@ -245,6 +245,16 @@ impl Tokend {
         Self::spawn(dir, &["--config", config.to_str().unwrap(), "run"], &[])
     }
 
+    /// `run` at info level, for tests that load tokend with many requests: a trace of each
+    /// would be most of the work (what it prints is still scanned by `assert_no_leak`).
+    pub fn run_at_info(dir: &TestDir, config: &Path) -> Tokend {
+        Self::spawn(
+            dir,
+            &["--config", config.to_str().unwrap(), "--log-level", "info", "run"],
+            &[],
+        )
+    }
+
     /// Runs `tokend ARGS`, logging JSON lines (unless ARGS choose a format) for `events`.
     pub fn spawn(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Tokend {
         Self::spawn_under(dir, &[], args, env)
@@ -500,6 +510,20 @@ pub fn token_in(format: &str, text: &str, audience: Option<&str>) -> Result<Stri
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// The first line `child` prints on stdout, as JSON (a test server announcing its addresses),
+/// within `timeout`; `None` if it printed none in time or the line is not JSON.
+pub fn first_json_line(child: &mut Child, timeout: Duration) -> Option<Value> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(timeout).ok()?;
+    serde_json::from_str(&line).ok()
 }
 
 /// The names of tokend's temp files (`.NAME.tokend-XXXXXXXX.tmp`) in `dir`, sorted; none if
