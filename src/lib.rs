@@ -8,6 +8,7 @@
 //!                            │ refresh::Group::from_clients (one group per RequestSpec)
 //!                            ▼
 //!   one refresh::Runner task per group: the loop (due time, failures), on a clock::Clock
+//!     │ (asleep until its deadline; clock::watcher, one thread, reports steps and suspends)
 //!     │ seed ─ first token: the store after a reload, a state file after a restart (pure)
 //!     │ TokenSource::obtain ─ IdpSource ─▶ oauth::exchange ─▶ IdP
 //!     │      (oauth::issuer caches discovery and JWKS; oauth::error classifies failures)

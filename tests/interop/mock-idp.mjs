@@ -17,7 +17,9 @@
 //                        "close", nothing answered), expires_in, token_type (JSON overrides),
 //                        omit (fields to leave out), certificate ("good", "untrusted",
 //                        "wrong_name", "expired"), refused (true: nothing listens on the port).
-//   GET /requests        {"count", "requests": [{"at_ms", "status"}]} (status 0: no answer)
+//   GET /requests        {"count", "requests": [{"at_ms", "status"}]} (status 0: no answer),
+//                        "connections" (TLS connections accepted so far), "peak_in_flight"
+//                        (most token requests in progress at once)
 // SIGTERM/SIGINT: stops, exit 0.
 
 import { execFileSync } from 'node:child_process';
@@ -65,6 +67,9 @@ await issuer.keys.generate('RS256');
 const service = new OAuth2Service(issuer);
 let fault = {};
 const requests = [];
+let connections = 0;
+let inFlight = 0;
+let peakInFlight = 0;
 
 service.on('beforeTokenSigning', (token) => {
   token.payload.exp = token.payload.iat + ttl;
@@ -117,11 +122,15 @@ const server = https.createServer(contexts.good, (req, res) => {
   if (req.method === 'POST' && req.url.startsWith('/token')) {
     const seen = { at_ms: Date.now(), status: 0 };
     requests.push(seen);
+    inFlight += 1;
+    peakInFlight = Math.max(peakInFlight, inFlight);
     res.on('finish', () => { seen.status = res.statusCode; });
+    res.on('close', () => { inFlight -= 1; });
   }
   handler(req, res);
 });
 server.on('clientError', (_e, socket) => socket.destroy());
+server.on('secureConnection', () => { connections += 1; });
 const listen = (port) => new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
 await listen(0);
 const port = server.address().port;
@@ -134,7 +143,7 @@ const control = http.createServer((req, res) => {
   req.on('end', async () => {
     if (req.method === 'GET' && req.url === '/requests') {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ count: requests.length, requests }));
+      res.end(JSON.stringify({ count: requests.length, requests, connections, peak_in_flight: peakInFlight }));
       return;
     }
     if (req.method !== 'POST' || req.url !== '/fault') {

@@ -1,10 +1,12 @@
 //! Time as a host sees it, with the real binary: an IdP whose clock runs ahead issues tokens
-//! whose `iat` (and `nbf`) lie in the future. (A suspend longer than a token's lifetime and
-//! wall-clock steps back and forward are driven through the injected clock, in
-//! src/refresh/runner/tests.rs; a saved token issued "in the future" after the host's clock went
-//! back is `a_clock_that_went_back_triggers_an_immediate_refresh`.)
+//! whose `iat` (and `nbf`) lie in the future, and the host's own wall clock jumping under a
+//! running daemon. (A suspend longer than a token's lifetime and wall-clock steps back and
+//! forward are also driven through the injected clock, in src/refresh/runner/tests.rs; a saved
+//! token issued "in the future" after the host's clock went back is
+//! `a_clock_that_went_back_triggers_an_immediate_refresh`.)
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -97,4 +99,75 @@ fn tokens_whose_iat_lies_in_the_future_are_served_and_refreshed_on_time() {
         assert!(warnings.is_empty(), "{case}: {warnings:?}");
         assert!(daemon.stop().success());
     }
+}
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The wall clock jumps under a running daemon: libfaketime, preloaded into tokend alone, takes
+/// its offset from a file it re-reads, and leaves the monotonic clock alone — as the host sees a
+/// suspend or an NTP step. Two hours forward: every client's token has expired, and all twenty
+/// refresh within seconds, told by the process's one clock watcher (one report, not one per
+/// client; no client polls the clock). Then one hour back: every client moves its expiry
+/// earlier by as much, and none asks for a token.
+#[test]
+fn clock_jumps_are_noticed_within_seconds_by_one_watcher_for_every_client() {
+    let test = "clock_jumps_are_noticed_within_seconds_by_one_watcher_for_every_client";
+    if !faketime_installed(test) {
+        return;
+    }
+    assert!(Path::new(LIBFAKETIME).exists(), "{test}: no {LIBFAKETIME}");
+    let dir = TestDir::new("clock-jump");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let bodies: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            let body = format!(
+                "audience: https://c{i}/\noutputs: [{{ path: {} }}]",
+                out(&dir, &format!("c{i}"))
+            );
+            (format!("c{i}"), body)
+        })
+        .collect();
+    let clients: Vec<(&str, &str)> = bodies.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+    let cfg = config(&dir, &issuer, &clients);
+    let offset = dir.write("faketime", "+0\n");
+    let daemon = Tokend::spawn(
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--log-level", "info", "run"],
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    wait_ready(&dir.join("tokend.sock"));
+    assert_eq!(issuer.request_count(), 20);
+
+    std::fs::write(&offset, "+2h\n").unwrap();
+    let jumped = Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "every client to refresh after the jump",
+        || (issuer.request_count() >= 40).then_some(()),
+    );
+    // The watcher compares the clocks every 5 s; each task used to re-read the clock every 30 s.
+    let noticed = jumped.elapsed();
+    assert!(
+        noticed <= Duration::from_secs(12),
+        "refreshed {noticed:?} after the jump"
+    );
+    let stepped = |direction: &'static str| move |e: &Value| is(e, "clock", "stepped") && e["direction"] == direction;
+    daemon.wait_event(Duration::from_secs(5), "the watcher's report", stepped("forward"));
+
+    std::fs::write(&offset, "+1h\n").unwrap();
+    let moved = daemon.wait_events(20, Duration::from_secs(30), "every client to move its expiry", |e| {
+        is(e, "clock", "stepped_back")
+    });
+    assert_eq!(moved.len(), 20, "{moved:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(issuer.request_count(), 40, "a step back asks for no token");
+    let events = daemon.events();
+    let reports = |direction| events.iter().filter(|e| stepped(direction)(e)).count();
+    assert_eq!((reports("forward"), reports("back")), (1, 1), "one report per step");
+    assert!(daemon.stop().success());
 }
