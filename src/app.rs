@@ -2,8 +2,8 @@
 //! signals — SIGHUP reloads (validate the whole new config first, then restart only the groups
 //! that changed), SIGTERM/SIGINT stop cleanly. Also `tokend once`.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{self, ClientName, Config, ConfigError};
+use crate::config::{self, ClientName, Config, ConfigError, RequestSpec};
 use crate::fingerprint::Fingerprint;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -78,8 +78,8 @@ pub struct Reload {
     stopped: Vec<Running>,
     lingering: Vec<(String, JoinHandle<()>)>,
     /// Outputs of members whose grant changed: they hold the old grant's token.
-    withdrawn: Vec<std::path::PathBuf>,
-    state_dir: std::path::PathBuf,
+    withdrawn: Vec<PathBuf>,
+    state_dir: PathBuf,
 }
 
 impl Daemon {
@@ -97,10 +97,7 @@ impl Daemon {
             lingering: Vec::new(),
             tracker: TaskTracker::new(),
         };
-        let first = groups
-            .into_iter()
-            .map(|group| daemon.spawn(group, Vec::new()))
-            .collect();
+        let first = daemon.spawn_all(groups.into_iter().map(|g| (g, Vec::new())).collect());
         (daemon, first)
     }
 
@@ -116,30 +113,38 @@ impl Daemon {
         &self.config
     }
 
-    /// Starts `group`'s task. Before anything else, on a blocking thread, it deletes `withdraw`
-    /// (files of the previous grant it is to replace) and the temp files a killed run left next
-    /// to its files, each with the file held (see `output::lock`).
-    fn spawn(&mut self, group: Group, withdraw: Vec<std::path::PathBuf>) -> oneshot::Receiver<()> {
-        let group = Arc::new(group);
+    /// Starts a task for each group of `batch`. Before any of them starts, one blocking job
+    /// prepares the files of the whole batch (see `prepare`): it deletes each group's files of
+    /// the previous grant it is to replace, and the temp files killed runs left, reading each
+    /// directory once however many groups write there.
+    fn spawn_all(&mut self, batch: Vec<(Group, Vec<PathBuf>)>) -> Vec<oneshot::Receiver<()>> {
+        let batch: Vec<(Arc<Group>, Vec<PathBuf>)> = batch.into_iter().map(|(g, w)| (Arc::new(g), w)).collect();
+        let groups: Vec<Arc<Group>> = batch.iter().map(|(g, _)| g.clone()).collect();
+        let (prepared_tx, prepared) = tokio::sync::watch::channel(false);
+        let state_dir = self.config.state_dir.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = tokio::task::spawn_blocking(move || prepare(&batch, &state_dir)).await {
+                error!(error = %e, "cleaning up before the refresh tasks started stopped unexpectedly");
+            }
+            prepared_tx.send_replace(true);
+        });
+        groups.into_iter().map(|g| self.spawn(g, prepared.clone())).collect()
+    }
+
+    /// Starts `group`'s task, once `prepared` turns true (or its sender is gone).
+    fn spawn(&mut self, group: Arc<Group>, mut prepared: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
         let mut runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
         let (cancel, retired) = (CancellationToken::new(), CancellationToken::new());
         runner.retire_on(retired.clone());
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
-        let state_dir = self.config.state_dir.clone();
-        let prepare = {
-            let group = group.clone();
-            move || {
-                withdraw_files(&group.label(), &withdraw);
-                remove_stale_temps(&group, &state_dir);
-                warn_replaceable_dirs(&group);
-            }
-        };
         let task = {
             let cancel = cancel.clone();
             async move {
-                if let Err(e) = tokio::task::spawn_blocking(prepare).await {
-                    error!(error = %e, "cleaning up before a refresh task stopped unexpectedly");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    // Err: the preparation is gone (it panicked); go on without it.
+                    _ = prepared.wait_for(|done| *done) => {}
                 }
                 runner.run(cancel, Some(tx)).await;
             }
@@ -162,18 +167,23 @@ impl Daemon {
     /// waits for the stopped tasks, and `finish` starts the new ones.
     pub fn reconfigure(&mut self, config: Config) -> Reload {
         let new_groups = Group::from_clients(&config.clients);
+        let by_spec: HashMap<&RequestSpec, &Group> = new_groups.iter().map(|g| (&*g.spec, g)).collect();
+        let by_member: HashMap<&ClientName, &Group> = new_groups
+            .iter()
+            .flat_map(|g| g.members().map(move |m| (&m.name, g)))
+            .collect();
         // A moved state directory restarts every group, so that each saves where it now should.
         let same_state_dir = self.config.state_dir == config.state_dir;
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| same_state_dir && new_groups.contains(&*r.group));
+            .partition(|r| same_state_dir && by_spec.get(&*r.group.spec).is_some_and(|g| **g == *r.group));
         let mut withdrawn = Vec::new();
         for r in &stop {
             r.retired.cancel();
             r.cancel.cancel();
             let old = Fingerprint::of(&r.group.spec);
             for member in r.group.members() {
-                let now = new_groups.iter().find(|g| g.members().any(|m| m.name == member.name));
+                let now = by_member.get(&member.name);
                 if now.is_some_and(|g| Fingerprint::of(&g.spec) == old) {
                     continue;
                 }
@@ -214,9 +224,10 @@ impl Daemon {
             config,
             summary,
             lingering,
-            mut withdrawn,
+            withdrawn,
             ..
         } = reload;
+        let mut withdrawn: HashSet<PathBuf> = withdrawn.into_iter().collect();
         self.lingering.retain(|(_, handle)| !handle.is_finished());
         self.lingering.extend(lingering);
         for name in &summary.removed {
@@ -224,18 +235,23 @@ impl Daemon {
         }
         // New groups save state where the new configuration says.
         self.config = config;
+        let running: HashMap<&RequestSpec, &Group> = self.running.iter().map(|r| (&*r.group.spec, &*r.group)).collect();
+        let mut batch = Vec::new();
         for group in Group::from_clients(&self.config.clients) {
-            if !self.running.iter().any(|r| *r.group == group) {
-                let writes =
-                    |path: &std::path::PathBuf| group.members().any(|m| m.outputs.iter().any(|o| o.path == *path));
-                let (theirs, rest): (Vec<_>, Vec<_>) = withdrawn.into_iter().partition(writes);
-                withdrawn = rest;
-                // Readiness was reported at start-up; later first attempts are not awaited.
-                drop(self.spawn(group, theirs));
+            if running.get(&*group.spec).is_none_or(|r| **r != group) {
+                let theirs = group
+                    .members()
+                    .flat_map(|m| &m.outputs)
+                    .filter_map(|o| withdrawn.take(&o.path))
+                    .collect();
+                batch.push((group, theirs));
             }
         }
+        // Readiness was reported at start-up; later first attempts are not awaited.
+        drop(self.spawn_all(batch));
         // Files of the old grant that no group writes any more.
         if !withdrawn.is_empty() {
+            let withdrawn: Vec<PathBuf> = withdrawn.into_iter().collect();
             self.tracker
                 .spawn_blocking(move || withdraw_files("a changed client", &withdrawn));
         }
@@ -322,7 +338,7 @@ impl Reload {
 }
 
 /// Deletes files that hold a token no longer to be served, each with the file held.
-fn withdraw_files(label: &str, paths: &[std::path::PathBuf]) {
+fn withdraw_files(label: &str, paths: &[PathBuf]) {
     for path in paths {
         let _held = lock::hold(path);
         match std::fs::remove_file(path) {
@@ -402,45 +418,94 @@ fn runner(
     Runner::new(group.clone(), IdpSource::new(group, http), publisher, clock)
 }
 
-fn remove_stale_temps(group: &Group, state_dir: &Path) {
-    let state_files = group.members().map(|m| state::path(state_dir, &m.name));
-    let outputs = group.members().flat_map(|m| m.outputs.iter().map(|o| o.path.clone()));
-    for path in outputs.chain(state_files) {
-        // Held: a task a reload left behind may still be writing its temp file there.
-        let _held = lock::hold(&path);
-        match atomic::remove_stale_temps(&path) {
-            Ok(removed) => {
-                for file in removed {
-                    info!(path = %file.display(), "removed a temp file left by an interrupted run");
-                }
+/// Before a batch of groups starts: each group's files of the previous grant it replaces go
+/// (`withdraw_files`), then the temp files killed runs left next to any of their files, then a
+/// warning for each output directory others may write.
+fn prepare(batch: &[(Arc<Group>, Vec<PathBuf>)], state_dir: &Path) {
+    for (group, withdraw) in batch {
+        withdraw_files(&group.label(), withdraw);
+    }
+    let groups: Vec<&Group> = batch.iter().map(|(g, _)| &**g).collect();
+    remove_stale_temps(&groups, state_dir);
+    warn_replaceable_dirs(&groups);
+}
+
+/// Deletes the temp files killed runs left next to `groups`' outputs and state files, reading
+/// each directory once: with every output in one directory, reading it once per output made
+/// start-up quadratic in the number of clients.
+fn remove_stale_temps(groups: &[&Group], state_dir: &Path) {
+    let state_files: Vec<PathBuf> = groups
+        .iter()
+        .flat_map(|g| g.members())
+        .map(|m| state::path(state_dir, &m.name))
+        .collect();
+    let outputs = groups
+        .iter()
+        .flat_map(|g| g.members())
+        .flat_map(|m| &m.outputs)
+        .map(|o| &o.path);
+    let mut by_dir: BTreeMap<&Path, HashSet<&str>> = BTreeMap::new();
+    for path in outputs.chain(&state_files) {
+        if let Ok((dir, name)) = atomic::split(path) {
+            by_dir.entry(dir).or_default().insert(name);
+        }
+    }
+    for (dir, names) in by_dir {
+        let found = match atomic::stale_temps(dir, &names) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot clean up temp files");
+                continue;
             }
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot clean up temp files"),
+        };
+        for (target, temp) in found {
+            // Held: a task a reload left behind may still be writing its temp file there (it
+            // is gone, renamed into place, once held).
+            let _held = lock::hold(&target);
+            match std::fs::remove_file(&temp) {
+                Ok(()) => info!(path = %temp.display(), "removed a temp file left by an interrupted run"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(path = %temp.display(), error = %e, "cannot clean up temp files"),
+            }
         }
     }
 }
 
-/// Warns about each output directory others may write (see `output::replaceable_by`).
-fn warn_replaceable_dirs(group: &Group) {
+/// Warns once about each output directory others may write (see `output::replaceable_by`),
+/// naming the clients that write there.
+fn warn_replaceable_dirs(groups: &[&Group]) {
     use std::os::unix::fs::PermissionsExt;
-    let mut dirs: Vec<&Path> = group
-        .members()
-        .flat_map(|m| m.outputs.iter().filter_map(|o| o.path.parent()))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
+    let mut dirs: BTreeMap<&Path, Vec<&ClientName>> = BTreeMap::new();
+    for member in groups.iter().flat_map(|g| g.members()) {
+        let mut member_dirs: Vec<&Path> = member.outputs.iter().filter_map(|o| o.path.parent()).collect();
+        member_dirs.dedup();
+        for dir in member_dirs {
+            dirs.entry(dir).or_default().push(&member.name);
+        }
+    }
+    for (dir, clients) in dirs {
         let Ok(mode) = std::fs::metadata(dir).map(|m| m.permissions().mode()) else {
             continue;
         };
         if let Some(who) = crate::output::replaceable_by(mode) {
             warn!(
-                client = %group.label(),
+                clients = %some_of(&clients),
                 dir = %dir.display(),
                 mode = %format!("{:04o}", mode & 0o7777),
                 "an output directory can be written by {who}: {}",
                 crate::output::REPLACEABLE_FIX
             );
         }
+    }
+}
+
+/// `a,b,c` — or, past five names, `a,b,c,d,e and 995 more`.
+fn some_of(names: &[&ClientName]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<&str> = names.iter().take(SHOWN).map(|n| n.as_str()).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(","),
+        more => format!("{} and {more} more", shown.join(",")),
     }
 }
 
@@ -710,10 +775,11 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let http = HttpClients::default();
     let metrics = Arc::new(Metrics::new());
     let mut jobs = Vec::new();
-    for group in Group::from_clients(&config.clients) {
-        remove_stale_temps(&group, &config.state_dir);
-        warn_replaceable_dirs(&group);
-        let mut runner = runner(&Arc::new(group), &config.state_dir, &store, &metrics, &http).single_attempt();
+    let groups: Vec<Arc<Group>> = Group::from_clients(&config.clients).into_iter().map(Arc::new).collect();
+    let batch: Vec<(Arc<Group>, Vec<PathBuf>)> = groups.into_iter().map(|g| (g, Vec::new())).collect();
+    prepare(&batch, &config.state_dir);
+    for (group, _) in batch {
+        let mut runner = runner(&group, &config.state_dir, &store, &metrics, &http).single_attempt();
         jobs.push(async move {
             if !force {
                 runner.seed().await;

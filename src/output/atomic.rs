@@ -7,8 +7,9 @@
 //! 4. `rename` it over the target (atomic within a directory);
 //! 5. `fsync` the directory, so the rename itself survives a crash.
 //!
-//! A killed run can leave a temp file behind; `remove_stale_temps` deletes those at start-up.
+//! A killed run can leave a temp file behind; `stale_temps` finds those, for deletion at start-up.
 
+use std::collections::HashSet;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -92,41 +93,42 @@ pub fn create_parents(dir: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes temp files a killed run left next to `path`. Only names this module creates are
-/// touched (`.{name}.tokend-XXXXXXXX.tmp`), and only regular files.
-pub fn remove_stale_temps(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let (dir, name) = split(path)?;
-    let prefix = format!(".{name}{TEMP_INFIX}");
+/// Temp files a killed run left in `dir` next to any of the files `names` (their names in
+/// `dir`), as (the file they were to replace, the temp file): one read of the directory,
+/// however many names. Only names this module creates are found
+/// (`.{name}.tokend-XXXXXXXX.tmp`), and only regular files; a missing directory has none.
+pub fn stale_temps(dir: &Path, names: &HashSet<&str>) -> io::Result<Vec<(PathBuf, PathBuf)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(context(e, "cannot list directory", dir)),
     };
-    let mut removed = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(|e| context(e, "cannot list directory", dir))?;
         let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
+        let Some(target) = file_name.to_str().and_then(temp_target) else {
             continue;
         };
-        let Some(random) = file_name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
-        else {
-            continue;
-        };
-        if random.len() != TEMP_RANDOM_LEN || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            continue;
-        }
-        if entry.file_type()?.is_file() {
-            fs::remove_file(entry.path())?;
-            removed.push(entry.path());
+        if names.contains(target) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            found.push((dir.join(target), entry.path()));
         }
     }
-    Ok(removed)
+    Ok(found)
 }
 
-fn split(path: &Path) -> io::Result<(&Path, &str)> {
+/// The name of the file a temp file named `file_name` was to replace, if it is one of ours.
+fn temp_target(file_name: &str) -> Option<&str> {
+    let (target, random) = file_name
+        .strip_prefix('.')?
+        .strip_suffix(TEMP_SUFFIX)?
+        .rsplit_once(TEMP_INFIX)?;
+    let ours = random.len() == TEMP_RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric());
+    (ours && !target.is_empty()).then_some(target)
+}
+
+/// The directory and name of the file `path`.
+pub fn split(path: &Path) -> io::Result<(&Path, &str)> {
     let invalid = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -232,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_removed_and_nothing_else() {
+    fn stale_temp_files_are_found_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("billing.token");
         let stale = dir.path().join(".billing.token.tokend-Ab3dE6gH.tmp");
@@ -246,12 +248,15 @@ mod tests {
         for k in keep {
             fs::write(dir.path().join(k), b"").unwrap();
         }
-        assert_eq!(remove_stale_temps(&path).unwrap(), vec![stale.clone()]);
-        assert!(!stale.exists());
+        let names = HashSet::from(["billing.token", "other"]);
+        assert_eq!(stale_temps(dir.path(), &names).unwrap(), vec![(path, stale.clone())]);
+        // Only for the names asked about.
+        assert!(stale_temps(dir.path(), &HashSet::from(["other.token"])).unwrap().len() == 1);
+        assert!(stale_temps(dir.path(), &HashSet::from(["third"])).unwrap().is_empty());
         for k in keep {
             assert!(dir.path().join(k).exists(), "{k}");
         }
-        assert!(remove_stale_temps(&dir.path().join("missing/x")).unwrap().is_empty());
+        assert!(stale_temps(&dir.path().join("missing"), &names).unwrap().is_empty());
     }
 
     /// Readers looping on open/read while the file is replaced thousands of times only ever see
