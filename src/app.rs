@@ -89,10 +89,10 @@ impl Daemon {
         store.retain_clients(config.clients.iter().map(|c| &c.name));
         let groups = Group::from_clients(&config.clients);
         let mut daemon = Daemon {
+            http: HttpClients::new(config.max_concurrent_requests),
             config,
             store,
             metrics,
-            http: HttpClients::default(),
             running: Vec::new(),
             lingering: Vec::new(),
             tracker: TaskTracker::new(),
@@ -201,6 +201,7 @@ impl Daemon {
             }
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
+        self.http.set_max_concurrent_requests(config.max_concurrent_requests);
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):
         // failing groups retry now rather than after their backoff.
         for r in &keep {
@@ -772,7 +773,7 @@ impl Status {
 pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let store = Store::new();
     store.retain_clients(config.clients.iter().map(|c| &c.name));
-    let http = HttpClients::default();
+    let http = HttpClients::new(config.max_concurrent_requests);
     let metrics = Arc::new(Metrics::new());
     let mut jobs = Vec::new();
     let groups: Vec<Arc<Group>> = Group::from_clients(&config.clients).into_iter().map(Arc::new).collect();

@@ -32,7 +32,15 @@ pub struct Config {
     pub access: Access,
     /// Token proxies (`proxies:`).
     pub proxies: Vec<TokenProxy>,
+    /// Requests in flight at once to one token server (`idp.max_concurrent_requests`).
+    pub max_concurrent_requests: usize,
 }
+
+/// `idp.max_concurrent_requests` when unset: a thousand clients due at once share a few
+/// connections instead of opening a thousand (browsers open 6 per host).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8;
+/// The most `idp.max_concurrent_requests` may be.
+pub const MAX_MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 /// A listener whose requests go to `upstream` with the client's current token added.
 #[derive(Debug, Clone, PartialEq, Eq)]

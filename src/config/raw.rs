@@ -15,12 +15,14 @@ use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Spa
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `proxies:`, `state_dir:`)"
+    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `state_dir:`)"
 )]
 pub struct RawConfig {
     pub state_dir: Option<String>,
     pub socket: Option<RawSocket>,
     pub metrics: Option<RawMetrics>,
+    /// How tokend treats the token servers it asks.
+    pub idp: Option<RawIdp>,
     /// Local listeners that forward requests to an upstream with a client's token added.
     pub proxies: Option<Vec<RawTokenProxy>>,
     pub defaults: Option<RawClient>,
@@ -61,6 +63,18 @@ pub struct RawTokenProxy {
 pub struct RawMetrics {
     /// `IP:PORT` to serve `/healthz`, `/readyz` and `/metrics` on; off when absent.
     pub listen: Option<String>,
+}
+
+/// Limits towards the token servers.
+#[derive(Deserialize, Default, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ max_concurrent_requests: 8 }`"
+)]
+pub struct RawIdp {
+    /// Requests in flight at once to one token server (scheme, host and port), all clients
+    /// together.
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// The Unix socket API.

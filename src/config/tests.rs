@@ -666,7 +666,7 @@ clients:
     // The root itself, and a repeated key, pointed at where it is repeated.
     assert_eq!(
         errors("- a\n- b\n"),
-        "/etc/tokend/config.yaml:1:1: expected a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `proxies:`, `state_dir:`), found a list"
+        "/etc/tokend/config.yaml:1:1: expected a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `state_dir:`), found a list"
     );
     let repeated = MINIMAL.replace(
         "    client_id: abc123\n",

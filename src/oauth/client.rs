@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 use super::error::FetchError;
 use super::request::TokenRequest;
 use super::response::{self, IssuedToken};
-use crate::config::{Proxy, Timeouts};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{DEFAULT_MAX_CONCURRENT_REQUESTS, Proxy, Timeouts};
 
 /// A response larger than this is refused; real token responses, discovery documents and JWKS
 /// are a few KiB.
@@ -99,13 +101,85 @@ impl ClientSettings {
 
 /// Shared HTTP clients, one per distinct setting. A `reqwest::Client` carries its own TLS
 /// configuration and root store (over 100 KiB each), so groups share them instead of building
-/// one each; the request timeout is set per request.
-#[derive(Clone, Default)]
+/// one each; the request timeout is set per request. Every client's requests pass the same
+/// `Gates`.
+#[derive(Clone)]
 pub struct HttpClients {
     cache: Arc<Mutex<HashMap<[u8; 32], reqwest::Client>>>,
+    gates: Gates,
+}
+
+impl Default for HttpClients {
+    fn default() -> HttpClients {
+        HttpClients::new(DEFAULT_MAX_CONCURRENT_REQUESTS)
+    }
+}
+
+/// At most `limit` requests in flight to one server (scheme, host and port) at once, whichever
+/// clients send them: when a thousand tokens are due together, a few connections are opened
+/// and reused, instead of a thousand at once (with a thousand TLS handshakes, and the memory of
+/// each connection kept by the allocator). A request waits for its turn before its timeout
+/// starts.
+#[derive(Clone)]
+struct Gates {
+    inner: Arc<Mutex<GateMap>>,
+}
+
+struct GateMap {
+    limit: usize,
+    by_server: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Gates {
+    fn new(limit: usize) -> Gates {
+        Gates {
+            inner: Arc::new(Mutex::new(GateMap {
+                limit,
+                by_server: HashMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateMap> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn enter(&self, url: &Url) -> OwnedSemaphorePermit {
+        let gate = {
+            let mut map = self.lock();
+            let limit = map.limit;
+            map.by_server
+                .entry(url.origin().ascii_serialization())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
+        };
+        gate.acquire_owned().await.expect("a gate is never closed")
+    }
+
+    /// A new limit applies to requests from now on (those in flight finish under the old one).
+    fn set_limit(&self, limit: usize) {
+        let mut map = self.lock();
+        if map.limit != limit {
+            map.limit = limit;
+            map.by_server.clear();
+        }
+    }
 }
 
 impl HttpClients {
+    /// Clients whose requests to any one server are at most `max_concurrent_requests` at once.
+    pub fn new(max_concurrent_requests: usize) -> HttpClients {
+        HttpClients {
+            cache: Arc::default(),
+            gates: Gates::new(max_concurrent_requests),
+        }
+    }
+
+    /// Changes the limit (a reload), for every client sharing these.
+    pub fn set_max_concurrent_requests(&self, n: usize) {
+        self.gates.set_limit(n);
+    }
+
     pub fn get(&self, settings: &ClientSettings, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
         let key = settings.key();
         if let Some(inner) = self
@@ -115,7 +189,11 @@ impl HttpClients {
             .get(&key)
             .cloned()
         {
-            return Ok(HttpClient { inner, timeouts });
+            return Ok(HttpClient {
+                inner,
+                timeouts,
+                gates: self.gates.clone(),
+            });
         }
         // Built without the lock held: loading the system's roots takes a while.
         let inner = settings.build()?;
@@ -126,7 +204,11 @@ impl HttpClients {
             cache.remove(&evict);
         }
         cache.insert(key, inner.clone());
-        Ok(HttpClient { inner, timeouts })
+        Ok(HttpClient {
+            inner,
+            timeouts,
+            gates: self.gates.clone(),
+        })
     }
 }
 
@@ -135,6 +217,7 @@ impl HttpClients {
 pub struct HttpClient {
     inner: reqwest::Client,
     timeouts: Timeouts,
+    gates: Gates,
 }
 
 /// A response, read completely.
@@ -183,7 +266,10 @@ impl HttpClient {
         self.send(url, builder).await
     }
 
+    /// Sends when the server's gate lets it, and holds the turn until the body is read (the
+    /// connection is then free for the next request).
     async fn send(&self, url: &Url, builder: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
+        let _turn = self.gates.enter(url).await;
         let mut response = builder.send().await.map_err(|e| self.transport_error(url, &e))?;
         let status = response.status().as_u16();
         let content_type = response
@@ -215,6 +301,11 @@ impl HttpClient {
             }
             body.extend_from_slice(&chunk);
         }
+        // The connection goes back to the pool from a task of hyper's once the body is read:
+        // let it run before the next request takes the turn, or that request finds no idle
+        // connection and opens another.
+        drop(response);
+        tokio::task::yield_now().await;
         Ok(Answer {
             status,
             content_type,
@@ -321,5 +412,30 @@ mod tests {
             let text = describe_certificate_error(&why);
             assert!(text.contains(says) && !text.contains("OtherError"), "{why:?}: {text}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_gets_at_most_the_limit_at_once_and_other_servers_are_not_held_up() {
+        let gates = Gates::new(2);
+        let a = Url::parse("https://idp.example/oauth/token").unwrap();
+        let a_too = Url::parse("https://idp.example:443/other").unwrap();
+        let b = Url::parse("https://other.example/token").unwrap();
+        let wait = Duration::from_secs(1);
+        let first = gates.enter(&a).await;
+        let _second = gates.enter(&a_too).await;
+        assert!(
+            tokio::time::timeout(wait, gates.enter(&a)).await.is_err(),
+            "a third request to the same server went in"
+        );
+        // Another server has its own gate.
+        assert!(tokio::time::timeout(wait, gates.enter(&b)).await.is_ok());
+        drop(first);
+        let _third = tokio::time::timeout(wait, gates.enter(&a)).await.unwrap();
+        // A new limit applies to new requests.
+        gates.set_limit(3);
+        for _ in 0..3 {
+            std::mem::forget(tokio::time::timeout(wait, gates.enter(&a)).await.unwrap());
+        }
+        assert!(tokio::time::timeout(wait, gates.enter(&a)).await.is_err());
     }
 }

@@ -60,9 +60,13 @@ impl MockIdp {
 
     /// The token requests it has seen: `at_ms`, `status` (0: not answered).
     pub fn requests(&self) -> Vec<Value> {
+        self.counts()["requests"].as_array().unwrap().clone()
+    }
+
+    /// `count`, `requests`, `connections` (TLS connections accepted) and `peak_in_flight`.
+    pub fn counts(&self) -> Value {
         let (_, body) = curl(&[&format!("{}/requests", self.control)]);
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["requests"].as_array().unwrap().clone()
+        serde_json::from_str(&body).unwrap()
     }
 }
 

@@ -8,6 +8,7 @@
 //! `cargo test --test tests idp_faults -- --nocapture` to see the figures.
 
 mod mock_server;
+mod politeness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -124,8 +124,10 @@ const server = https.createServer(contexts.good, (req, res) => {
     requests.push(seen);
     inFlight += 1;
     peakInFlight = Math.max(peakInFlight, inFlight);
-    res.on('finish', () => { seen.status = res.statusCode; });
-    res.on('close', () => { inFlight -= 1; });
+    let ended = false;
+    const end = () => { if (!ended) { ended = true; inFlight -= 1; } };
+    res.on('finish', () => { seen.status = res.statusCode; end(); });
+    res.on('close', end);
   }
   handler(req, res);
 });

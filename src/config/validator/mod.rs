@@ -17,8 +17,11 @@ use std::sync::Arc;
 
 use super::error::{self, Problem};
 use super::host::Host;
-use super::model::{Access, Client, Config, Credentials, Owner, Readers, RequestSpec};
-use super::raw::{RawClient, RawConfig, RawReaders};
+use super::model::{
+    Access, Client, Config, Credentials, DEFAULT_MAX_CONCURRENT_REQUESTS, MAX_MAX_CONCURRENT_REQUESTS, Owner, Readers,
+    RequestSpec,
+};
+use super::raw::{RawClient, RawConfig, RawIdp, RawReaders};
 use super::values::Principal;
 use super::{DEFAULT_STATE_DIR, RUNTIME_DIR};
 use crate::secret::SecretSource;
@@ -146,6 +149,7 @@ impl<'a> Validator<'a> {
         let clients = share_requests(clients);
         let socket = self.socket(raw.socket.unwrap_or_default(), &mut access);
         let metrics_listen = self.metrics_listen(raw.metrics.unwrap_or_default());
+        let max_concurrent_requests = self.max_concurrent_requests(raw.idp.unwrap_or_default());
         if let Some(socket) = &socket {
             for client in &clients {
                 if let Some(i) = client.outputs.iter().position(|o| o.path == socket.path) {
@@ -167,7 +171,19 @@ impl<'a> Validator<'a> {
             metrics_listen,
             access,
             proxies,
+            max_concurrent_requests,
         }
+    }
+
+    fn max_concurrent_requests(&mut self, raw: RawIdp) -> usize {
+        let n = raw.max_concurrent_requests.unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+        if !(1..=MAX_MAX_CONCURRENT_REQUESTS).contains(&n) {
+            self.problem(
+                &["idp", "max_concurrent_requests"],
+                format!("must be from 1 to {MAX_MAX_CONCURRENT_REQUESTS} (default {DEFAULT_MAX_CONCURRENT_REQUESTS})"),
+            );
+        }
+        n.clamp(1, MAX_MAX_CONCURRENT_REQUESTS)
     }
 
     fn readers(&mut self, at: &[&str], raw: &RawReaders) -> Readers {
