@@ -132,23 +132,15 @@ impl Daemon {
     }
 
     /// Starts `group`'s task, once `prepared` turns true (or its sender is gone).
-    fn spawn(&mut self, group: Arc<Group>, mut prepared: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
+    fn spawn(&mut self, group: Arc<Group>, prepared: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
         let mut runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
         let (cancel, retired) = (CancellationToken::new(), CancellationToken::new());
         runner.retire_on(retired.clone());
+        runner.start_after(prepared);
         let (tx, rx) = oneshot::channel();
         let retry_now = runner.retry_handle();
-        let task = {
-            let cancel = cancel.clone();
-            async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    // Err: the preparation is gone (it panicked); go on without it.
-                    _ = prepared.wait_for(|done| *done) => {}
-                }
-                runner.run(cancel, Some(tx)).await;
-            }
-        };
+        // The runner's own future, not one wrapping it: a wrapper would hold the runner twice.
+        let task = runner.run(cancel.clone(), Some(tx));
         let handle = self.tracker.spawn(task);
         self.running.push(Running {
             group,
@@ -603,6 +595,8 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
                 info!(status = %line, "ready");
                 systemd::ready(&line);
                 status.sent(line);
+                // Start-up's peak (the configuration's YAML tree, every first fetch) is over.
+                tokio::task::spawn_blocking(crate::memory::release_free);
             }
             _ = changes.changed(), if status.follows() => status.changed(),
             _ = tokio::time::sleep_until(status.flush_at()), if status.pending() => status.send_if_new(),
@@ -620,6 +614,7 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
             settled = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
                 settling = None;
                 daemon.finish(settled);
+                tokio::task::spawn_blocking(crate::memory::release_free);
                 let proxy_configs = daemon.config().proxies.clone();
                 if let Err(e) = proxies.reconfigure(&proxy_configs, daemon.store(), daemon.metrics()).await {
                     error!(error = %e, "a token proxy of the new configuration cannot run");

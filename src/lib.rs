@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod hooks;
 pub mod identity;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod oauth;
 pub mod outcome;

@@ -25,9 +25,10 @@ const JWKS_TTL: Duration = Duration::from_secs(3600);
 
 /// One group's cached issuer documents.
 #[derive(Default)]
+/// Boxed: every group holds one, and most never fill it (no discovery, no validation).
 pub struct IssuerCache {
-    metadata: Option<(Metadata, Instant)>,
-    keys: Option<(Url, JwkSet, Instant)>,
+    metadata: Option<Box<(Metadata, Instant)>>,
+    keys: Option<Box<(Url, JwkSet, Instant)>>,
 }
 
 impl IssuerCache {
@@ -38,14 +39,14 @@ impl IssuerCache {
         issuer: &Url,
         allow_insecure_http: bool,
     ) -> Result<Metadata, FetchError> {
-        if let Some((metadata, at)) = &self.metadata
+        if let Some((metadata, at)) = self.metadata.as_deref()
             && at.elapsed() < DISCOVERY_TTL
         {
             return Ok(metadata.clone());
         }
         let metadata = discover(http, issuer, allow_insecure_http).await?;
         debug!(issuer = %issuer, token_endpoint = %metadata.token_endpoint, "discovered the issuer's metadata");
-        self.metadata = Some((metadata.clone(), Instant::now()));
+        self.metadata = Some(Box::new((metadata.clone(), Instant::now())));
         Ok(metadata)
     }
 
@@ -86,10 +87,10 @@ impl IssuerCache {
             cached == url && at.elapsed() <= JWKS_TTL && !(refetch && at.elapsed() > REFETCH_AT_MOST_EVERY)
         };
         let keys = match self.keys.take() {
-            Some((cached, set, at)) if fresh(&cached, &at) => (cached, set, at),
+            Some(cached) if fresh(&cached.0, &cached.2) => cached,
             // A failed fetch keeps the old keys: they still verify the tokens signed with them.
             old => match fetch_keys(http, url).await {
-                Ok(set) => (url.clone(), set, Instant::now()),
+                Ok(set) => Box::new((url.clone(), set, Instant::now())),
                 Err(e) => {
                     self.keys = old;
                     return Err(e);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -48,6 +48,8 @@ pub struct Runner<S> {
     refresh_now: Arc<Notify>,
     /// `tokend once`: one attempt, no retry, and the messages say so.
     single_attempt: bool,
+    /// The task starts once this turns true (or its sender is gone): its files are ready.
+    prepared: Option<watch::Receiver<bool>>,
 }
 
 impl<S: TokenSource> Runner<S> {
@@ -67,6 +69,7 @@ impl<S: TokenSource> Runner<S> {
             retry_now: Arc::new(Notify::new()),
             refresh_now: Arc::new(Notify::new()),
             single_attempt: false,
+            prepared: None,
         }
     }
 
@@ -90,6 +93,12 @@ impl<S: TokenSource> Runner<S> {
     /// From when `retired` is cancelled, the group writes no file (see `Publisher::retire_on`).
     pub fn retire_on(&mut self, retired: tokio_util::sync::CancellationToken) {
         self.publisher.retire_on(retired);
+    }
+
+    /// `run` begins once `prepared` turns true: the files of its batch are ready (see
+    /// `Daemon::spawn_all`).
+    pub fn start_after(&mut self, prepared: watch::Receiver<bool>) {
+        self.prepared = Some(prepared);
     }
 
     /// Whether a refresh is due at `now`.
@@ -352,10 +361,35 @@ impl<S: TokenSource> Runner<S> {
     ///
     /// Cancellation only takes effect while sleeping or waiting for the token source; once an
     /// answer is in, it is published completely (files and state) before the task can stop.
-    pub async fn run(mut self, cancel: CancellationToken, first_attempt: Option<oneshot::Sender<()>>) {
-        let mut first_attempt = first_attempt;
+    ///
+    /// There is one task per group, asleep nearly all the time, so its size is the daemon's
+    /// cost per client. What the loop awaits (seeding, a request, publishing, the sleep itself)
+    /// is boxed, so that the task holds only what is live between refreshes: a future is as
+    /// large as the largest one it awaits inline (a request's was over 5 KiB). And the runner
+    /// is moved into the task once: an `async fn`'s future keeps its arguments twice (as
+    /// arguments, and as the locals they are moved into; rust-lang/rust#62958).
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the runner twice")]
+    pub fn run(
+        mut self,
+        cancel: CancellationToken,
+        first_attempt: Option<oneshot::Sender<()>>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: 'static,
+    {
+        async move { self.drive(&cancel, first_attempt).await }
+    }
+
+    async fn drive(&mut self, cancel: &CancellationToken, mut first_attempt: Option<oneshot::Sender<()>>) {
+        if let Some(mut prepared) = self.prepared.take() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                // Err: the preparation is gone (it panicked); go on without it.
+                _ = prepared.wait_for(|done| *done) => {}
+            }
+        }
         self.publisher.on_refresh_request(&self.refresh_now);
-        if self.seed().await.is_some() {
+        if Box::pin(self.seed()).await.is_some() {
             signal_once(&mut first_attempt);
         }
         loop {
@@ -365,10 +399,10 @@ impl<S: TokenSource> Runner<S> {
                 let started = Instant::now();
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    result = self.source.obtain(now) => result,
+                    result = Box::pin(self.source.obtain(now)) => result,
                 };
                 // The outcome is logged and recorded in the store by `complete` itself.
-                let _ = self.complete(result, started.elapsed()).await;
+                let _ = Box::pin(self.complete(result, started.elapsed())).await;
                 signal_once(&mut first_attempt);
                 continue;
             }
@@ -381,20 +415,19 @@ impl<S: TokenSource> Runner<S> {
                 .into_iter()
                 .flatten()
                 .fold(self.due, SystemTime::min);
-            let retry_now = self.retry_now.clone();
-            let refresh_now = self.refresh_now.clone();
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                woke = self.clock.sleep_until(wake) => if let Wake::SteppedBack(by) = woke {
-                    self.stepped_back(by, self.clock.now()).await;
-                },
-                _ = retry_now.notified() => {
+            // Boxed, as the other awaits: the wait's state lives only while the task sleeps.
+            let woken = Box::pin(sleep(cancel, &self.clock, wake, &self.retry_now, &self.refresh_now)).await;
+            match woken {
+                Woken::Cancelled => return,
+                Woken::Clock(Wake::Deadline) => {}
+                Woken::Clock(Wake::SteppedBack(by)) => Box::pin(self.stepped_back(by, self.clock.now())).await,
+                Woken::RetryNow => {
                     if self.failures > 0 {
                         info!(client = %self.label, retry = "now", "configuration reloaded; retrying now instead of after the backoff");
                         self.due = self.clock.now();
                     }
                 }
-                _ = refresh_now.notified() => self.refresh_on_request(),
+                Woken::RefreshNow => self.refresh_on_request(),
             }
             let now = self.clock.now();
             if let Some(expiry) = expiry
@@ -408,9 +441,34 @@ impl<S: TokenSource> Runner<S> {
                 );
             }
             if self.publisher.retry_due().is_some_and(|at| now >= at) {
-                self.publisher.retry_failed().await;
+                Box::pin(self.publisher.retry_failed()).await;
             }
         }
+    }
+}
+
+/// What ended a sleep of the loop.
+enum Woken {
+    Cancelled,
+    Clock(Wake),
+    /// A reload asked failing groups to retry now.
+    RetryNow,
+    /// The token proxy asked for a new token.
+    RefreshNow,
+}
+
+async fn sleep(
+    cancel: &CancellationToken,
+    clock: &Clock,
+    until: SystemTime,
+    retry_now: &Notify,
+    refresh_now: &Notify,
+) -> Woken {
+    tokio::select! {
+        _ = cancel.cancelled() => Woken::Cancelled,
+        woke = clock.sleep_until(until) => Woken::Clock(woke),
+        _ = retry_now.notified() => Woken::RetryNow,
+        _ = refresh_now.notified() => Woken::RefreshNow,
     }
 }
 
