@@ -221,10 +221,17 @@ fn a_restart_reuses_the_saved_token_without_asking_the_idp() {
     assert_eq!(issuer.request_count(), 1, "the IdP saw no new request");
     assert!(second.stop().success());
 
-    // `once` reuses it too.
+    // `once` reuses it too, and leaves the file that holds it as it is: not replaced (a new
+    // inode) nor synced again.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&path).unwrap().ino()
+    };
+    let before = inode();
     let once = tokend(&["--config", cfg.to_str().unwrap(), "once"]);
     assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
     assert_eq!(issuer.request_count(), 1);
+    assert_eq!(inode(), before, "the file was rewritten");
 
     // A changed grant (another audience) must not reuse the old token.
     let changed = fs::read_to_string(&cfg).unwrap().replace("https://a/", "https://b/");

@@ -24,17 +24,19 @@ pub fn replaceable_by(mode: u32) -> Option<&'static str> {
 pub const REPLACEABLE_FIX: &str =
     "they could replace the token file between refreshes; give outputs a directory only tokend writes";
 
-/// Renders `token` for `output` and atomically replaces the file.
+/// Renders `token` for `output` and atomically replaces the file, unless it already holds
+/// exactly that (a restart that reuses the token; see `atomic::holds`).
 pub fn write(output: &Output, token: &Token) -> io::Result<()> {
     let contents = format::render(output, token, std::time::SystemTime::now())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    atomic::write(
-        &atomic::Target {
-            path: &output.path,
-            mode: output.mode.bits(),
-            owner: output.owner.as_ref().map(|o| o.id),
-            group: output.group.as_ref().map(|g| g.id),
-        },
-        &contents,
-    )
+    let target = atomic::Target {
+        path: &output.path,
+        mode: output.mode.bits(),
+        owner: output.owner.as_ref().map(|o| o.id),
+        group: output.group.as_ref().map(|g| g.id),
+    };
+    if atomic::holds(&target, &contents) {
+        return Ok(());
+    }
+    atomic::write(&target, &contents)
 }
