@@ -4,7 +4,8 @@
 //! and the metrics updated). It reports time, heap allocations and bytes allocated per refresh,
 //! the fsyncs on their own, and the same refreshes with fsync turned off.
 //!
-//!   cargo bench --bench refresh_path -- [--refreshes 1000] [--warmup 50] [--dir DIR] [--raw FILE]
+//!   cargo bench --bench refresh_path -- [--refreshes 1000] [--warmup 50] [--fourth env|template]
+//!       [--dir DIR] [--raw FILE]     (or bench/refresh_path.sh, which takes the benchmark lock)
 //!
 //! The token server is the development issuer as its own process (`tokend dev --issuer-only`,
 //! the binary Cargo built with this bench) on 127.0.0.1, so only tokend's side of the exchange
