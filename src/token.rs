@@ -2,6 +2,7 @@
 //! wall-clock time so that a suspended VM or a clock jump is seen for what it is.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -64,17 +65,39 @@ impl Token {
         }
     }
 
-    /// A value in [-1, 1] derived from the token itself, used to place the refresh inside the
-    /// jitter window. It is random across hosts and tokens (each host gets its own token) yet
-    /// stable for one token, so a restart or reload that keeps the token keeps its schedule.
+    /// A value in [-1, 1] derived from the token and this process's salt, used to place the
+    /// refresh inside the jitter window. It is stable for one token within a run, so a reload
+    /// that keeps the token keeps its schedule; a restart draws a new place in the window.
+    ///
+    /// The token alone is not enough: the hosts of a fleet sharing one client can receive the
+    /// very same token (an IdP that signs the same claims in the same second, with no `jti`,
+    /// returns identical bytes: oauth2-mock-server does), would all pick the same refresh time,
+    /// and, asking together, get one token again — a herd that never breaks up.
     pub fn jitter_sample(&self) -> f64 {
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.access_token.expose_secret().as_bytes());
+        self.jitter_sample_salted(process_salt())
+    }
+
+    fn jitter_sample_salted(&self, salt: &[u8]) -> f64 {
+        use aws_lc_rs::digest;
+        let mut context = digest::Context::new(&digest::SHA256);
+        context.update(salt);
+        context.update(self.access_token.expose_secret().as_bytes());
+        let digest = context.finish();
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest.as_ref()[..8]);
         let unit = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
         unit * 2.0 - 1.0
     }
+}
+
+/// Random bytes drawn once per process, for `Token::jitter_sample`.
+fn process_salt() -> &'static [u8; 16] {
+    static SALT: OnceLock<[u8; 16]> = OnceLock::new();
+    SALT.get_or_init(|| {
+        let mut salt = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut salt).expect("system randomness");
+        salt
+    })
 }
 
 impl Token {
@@ -169,5 +192,27 @@ mod tests {
         assert!(samples.iter().all(|s| (-1.0..=1.0).contains(s)));
         let below = samples.iter().filter(|s| **s < 0.0).count();
         assert!((800..1200).contains(&below), "{below} of 2000 below zero");
+    }
+
+    #[test]
+    fn one_token_held_by_many_processes_gets_a_sample_per_process() {
+        // The fleet case: every host received the same bytes; each has its own salt.
+        let same = token("identical-jwt");
+        assert_eq!(
+            same.jitter_sample_salted(b"salt-1"),
+            same.jitter_sample_salted(b"salt-1")
+        );
+        let samples: Vec<f64> = (0..2000u32)
+            .map(|i| same.jitter_sample_salted(&i.to_be_bytes()))
+            .collect();
+        assert!(samples.iter().all(|s| (-1.0..=1.0).contains(s)));
+        let below = samples.iter().filter(|s| **s < 0.0).count();
+        assert!((800..1200).contains(&below), "{below} of 2000 below zero");
+        // Spread over the whole window, not a few values: every tenth of it is hit.
+        let mut tenths = [0usize; 10];
+        for s in &samples {
+            tenths[(((s + 1.0) / 2.0 * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(tenths.iter().all(|&n| n >= 100), "{tenths:?}");
     }
 }

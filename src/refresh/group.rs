@@ -63,7 +63,7 @@ impl Group {
     }
 
     /// When to refresh `token`: the earliest any member's policy asks for. Deterministic for a
-    /// given token, so a reload or restart that keeps the token keeps the schedule.
+    /// given token within a run, so a reload that keeps the token keeps the schedule.
     pub fn plan(&self, token: &Token) -> RefreshPlan {
         let sample = token.jitter_sample();
         let plan = |m: &Arc<Client>| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample);
