@@ -1,7 +1,11 @@
 //! sd_notify: READY once every client has had its first attempt, RELOADING/READY around a reload,
 //! STATUS whenever the summary changes, STOPPING on shutdown, and the watchdog ping. All are
-//! no-ops outside systemd.
+//! no-ops outside systemd. A notification never waits: a supervisor that reads only READY (or
+//! reads slowly) fills the socket's queue of ten datagrams, and a blocking send would then stop
+//! the daemon's main loop, signals included; such a message is dropped, with a debug line.
 
+use std::fmt::Write as _;
+use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -13,10 +17,26 @@ pub fn notifies() -> bool {
 }
 
 fn notify(states: &[NotifyState<'_>]) {
-    if !notifies() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
+    };
+    // The message as sd_notify::notify writes it; sent the same way, but never blocking.
+    let mut message = String::new();
+    for state in states {
+        let _ = writeln!(message, "{state}");
     }
-    if let Err(e) = sd_notify::notify(states) {
+    let sent = UnixDatagram::unbound()
+        .and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            socket.connect(&path)?;
+            socket.send(message.as_bytes())
+        })
+        .and_then(|n| {
+            (n == message.len())
+                .then_some(())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::WriteZero, "incomplete write"))
+        });
+    if let Err(e) = sent {
         debug!(error = %e, "sd_notify failed");
     }
 }

@@ -951,6 +951,51 @@ fn json_logs_are_one_object_per_line() {
 /// systemd `Type=notify`: READY once every client has had its first attempt, RELOADING and READY
 /// around a reload, STATUS= kept current as tokens change, STOPPING on SIGTERM, and watchdog
 /// pings.
+/// A supervisor that reads READY and then stops reading the notification socket cannot stall
+/// tokend: the watchdog pings (every 50 ms here) fill the socket's queue (ten datagrams) within a
+/// second, and every later notification is dropped rather than waited on. The daemon still
+/// refreshes and SIGTERM still stops it at once (a blocking send used to hang the main loop,
+/// signals and all, until the reader went away).
+#[test]
+fn a_notification_socket_nobody_reads_does_not_stall_the_daemon() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TestDir::new("notify-unread");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "3s");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "n",
+            &format!(
+                "refresh: {{ min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+                out(&dir, "n.token")
+            ),
+        )],
+    );
+    let socket_path = dir.join("notify.sock");
+    let _socket = UnixDatagram::bind(&socket_path).unwrap();
+    let env = [
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "100000"),
+    ];
+    let daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    wait_for(T, "the first token", || read(&dir.join("out/n.token")));
+    // Far more notifications than the queue holds: pings, and a status line per refresh.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        issuer.request_count() >= 3,
+        "{} requests in 5 s",
+        issuer.request_count()
+    );
+    let stopping = std::time::Instant::now();
+    assert!(daemon.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        stopping.elapsed()
+    );
+}
+
 #[test]
 fn systemd_notifications_follow_the_daemon_lifecycle() {
     use std::os::unix::net::UnixDatagram;
