@@ -96,6 +96,9 @@ impl Validator<'_> {
                 template,
             });
         }
+        // Kept for the daemon's lifetime, once per client: no spare capacity (a push leaves
+        // room for four outputs, 512 bytes for a client that has one).
+        outputs.shrink_to_fit();
         ok.then_some(outputs)
     }
 
