@@ -159,16 +159,22 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
-    #[tokio::test(start_paused = true)]
-    async fn sleeping_notices_a_reported_wall_clock_jump_at_once() {
-        // Five minutes into a one-hour sleep the wall clock jumps an hour ahead, as when a
-        // suspended VM wakes up; the monotonic clock (tokio's) knows nothing of it.
+    /// A manual clock at t0 and a task sleeping on it until t0 + 1 h.
+    fn hour_long_sleeper() -> (Clock, manual::Handle, tokio::task::JoinHandle<Wake>) {
         let t0 = UNIX_EPOCH + S(1_000_000);
         let (clock, handle) = manual::clock(t0);
         let sleeper = tokio::spawn({
             let clock = clock.clone();
             async move { clock.sleep_until(t0 + S(3600)).await }
         });
+        (clock, handle, sleeper)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleeping_notices_a_reported_wall_clock_jump_at_once() {
+        // Five minutes into a one-hour sleep the wall clock jumps an hour ahead, as when a
+        // suspended VM wakes up; the monotonic clock (tokio's) knows nothing of it.
+        let (_clock, handle, sleeper) = hour_long_sleeper();
         tokio::time::sleep(S(300)).await;
         assert!(!sleeper.is_finished());
         handle.jump_forward(S(3600));
@@ -179,12 +185,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_forward_jump_short_of_the_deadline_moves_the_wake_up_earlier() {
-        let t0 = UNIX_EPOCH + S(1_000_000);
-        let (clock, handle) = manual::clock(t0);
-        let sleeper = tokio::spawn({
-            let clock = clock.clone();
-            async move { clock.sleep_until(t0 + S(3600)).await }
-        });
+        let (_clock, handle, sleeper) = hour_long_sleeper();
         tokio::time::sleep(S(100)).await;
         handle.jump_forward(S(1000));
         let jumped = tokio::time::Instant::now();
@@ -194,12 +195,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_step_back_ends_the_sleep_at_once() {
-        let t0 = UNIX_EPOCH + S(1_000_000);
-        let (clock, handle) = manual::clock(t0);
-        let sleeper = tokio::spawn({
-            let clock = clock.clone();
-            async move { clock.sleep_until(t0 + S(3600)).await }
-        });
+        let (clock, handle, sleeper) = hour_long_sleeper();
         tokio::time::sleep(S(100)).await;
         handle.jump_back(S(600));
         let stepped = tokio::time::Instant::now();
