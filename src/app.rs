@@ -471,6 +471,7 @@ fn warn_replaceable_dirs(groups: &[&Group]) {
     let mut dirs: BTreeMap<&Path, Vec<&ClientName>> = BTreeMap::new();
     for member in groups.iter().flat_map(|g| g.members()) {
         let mut member_dirs: Vec<&Path> = member.outputs.iter().filter_map(|o| o.path.parent()).collect();
+        member_dirs.sort();
         member_dirs.dedup();
         for dir in member_dirs {
             dirs.entry(dir).or_default().push(&member.name);
