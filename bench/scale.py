@@ -110,7 +110,7 @@ def write_config(work, server, n, refresh=""):
 class Daemon:
     """`tokend run` with its own NOTIFY_SOCKET, so READY is timed from exec."""
 
-    def __init__(self, binary, config, work):
+    def __init__(self, binary, config, work, log_args=("--log-level", "warn")):
         self.notify_path = os.path.join(work, "notify.sock")
         if os.path.exists(self.notify_path):
             os.unlink(self.notify_path)
@@ -120,7 +120,7 @@ class Daemon:
         self.log = os.path.join(work, "tokend.log")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [binary, "--config", config, "--log-level", "warn", "run"],
+            [binary, "--config", config, *log_args, "run"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "a"),
@@ -236,7 +236,7 @@ def steady(args):
         n = args.steady
         # min_remaining is lowered so the 80% rule (jitter ±10%) applies to a short lifetime.
         config = write_config(work, server, n, refresh="{ min_remaining: 1s }")
-        d = Daemon(args.bin, config, work)
+        d = Daemon(args.bin, config, work, ("--log-level", "info", "--log-format", "json"))
         d.wait_ready(args.timeout)
         start = server.counts()[0]
         t = time.monotonic()
@@ -244,9 +244,26 @@ def steady(args):
         elapsed = time.monotonic() - t
         total = server.counts()[0] - start
         d.stop()
-        per = total / n / (elapsed / args.ttl)
-        print(f"steady state: {n} clients, {args.ttl}s tokens, {elapsed:.0f}s: {total} requests, "
-              f"{per:.3f} requests per client per lifetime")
+        # Counting requests in a window is quantized (clients that started together refresh in
+        # cycles); each client's own refresh interval is not: lifetime / mean interval.
+        times = {}
+        with open(d.log) as f:
+            for line in f:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                fields = e.get("fields", e)
+                if fields.get("outcome") == "refreshed":
+                    ts = e["timestamp"].replace("Z", "+00:00")
+                    at = __import__("datetime").datetime.fromisoformat(ts).timestamp()
+                    times.setdefault(fields.get("client"), []).append(at)
+        ratios = [args.ttl * (len(v) - 1) / (v[-1] - v[0]) for v in times.values() if len(v) > 2]
+        print(f"steady state: {n} clients, {args.ttl}s tokens, {elapsed:.0f}s: {total} requests "
+              f"({total / n / (elapsed / args.ttl):.3f} per client per lifetime, counted in the window); "
+              f"per client, lifetime / mean interval between its refreshes: median "
+              f"{statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} "
+              f"({len(ratios)} clients)")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
