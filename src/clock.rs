@@ -16,8 +16,6 @@ use tokio::sync::watch;
 
 mod watcher;
 
-pub use watcher::CHECK as WATCHER_CHECK;
-
 /// A wall clock that falls behind the monotonic clock by more than this was stepped back (NTP
 /// slews far less than this between two readings).
 pub const STEP_BACK_TOLERANCE: Duration = Duration::from_secs(1);

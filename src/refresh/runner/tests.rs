@@ -201,7 +201,7 @@ async fn a_suspend_longer_than_the_lifetime_refreshes_at_once_on_wake() {
     let h = Harness::start(CLIENT, vec![Answer::Token(S(60))]);
     sleep(S(10)).await;
     // The VM sleeps two hours; tokio's monotonic clock never saw them. The manual clock reports
-    // the jump at once, as the watcher's timer does (a suspend: within `WATCHER_CHECK`).
+    // the jump at once, as the watcher's timer does (a suspend: within `clock::watcher::CHECK`).
     h.clock.jump_forward(S(7200));
     let woke = tokio::time::Instant::now();
     while h.requests() < 2 {
