@@ -115,11 +115,12 @@ impl Default for HttpClients {
     }
 }
 
-/// At most `limit` requests in flight to one server (scheme, host and port) at once, whichever
-/// clients send them: when a thousand tokens are due together, a few connections are opened
-/// and reused, instead of a thousand at once (with a thousand TLS handshakes, and the memory of
-/// each connection kept by the allocator). A request waits for its turn before its timeout
-/// starts.
+/// At most `limit` exchanges with one server (scheme, host and port) at once, whichever clients
+/// run them: when a thousand tokens are due together, a few connections are opened and reused,
+/// instead of a thousand at once (with a thousand TLS handshakes, and the memory of each
+/// connection kept by the allocator). An exchange takes its turn before it reads its credential
+/// or builds its request, so that waiting ones hold no secret, request or assertion (which
+/// would age in the queue), and before its timeouts start; its requests run one after another.
 #[derive(Clone)]
 struct Gates {
     inner: Arc<Mutex<GateMap>>,
@@ -144,7 +145,7 @@ impl Gates {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn enter(&self, url: &Url) -> OwnedSemaphorePermit {
+    async fn enter(&self, url: &Url) -> Turn {
         let gate = {
             let mut map = self.lock();
             let limit = map.limit;
@@ -153,7 +154,9 @@ impl Gates {
                 .or_insert_with(|| Arc::new(Semaphore::new(limit)))
                 .clone()
         };
-        gate.acquire_owned().await.expect("a gate is never closed")
+        Turn {
+            _permit: gate.acquire_owned().await.expect("a gate is never closed"),
+        }
     }
 
     /// A new limit applies to requests from now on (those in flight finish under the old one).
@@ -166,8 +169,14 @@ impl Gates {
     }
 }
 
+/// One exchange's turn with a server, held until it is dropped.
+#[must_use = "the turn ends when it is dropped"]
+pub struct Turn {
+    _permit: OwnedSemaphorePermit,
+}
+
 impl HttpClients {
-    /// Clients whose requests to any one server are at most `max_concurrent_requests` at once.
+    /// Clients whose exchanges with any one server are at most `max_concurrent_requests` at once.
     pub fn new(max_concurrent_requests: usize) -> HttpClients {
         HttpClients {
             cache: Arc::default(),
@@ -180,6 +189,12 @@ impl HttpClients {
         self.gates.set_limit(n);
     }
 
+    /// Waits for a turn with the server of `url` (see `Gates`). Every request of the exchange is
+    /// sent under it: it must be dropped before the same task asks for another.
+    pub async fn turn(&self, url: &Url) -> Turn {
+        self.gates.enter(url).await
+    }
+
     pub fn get(&self, settings: &ClientSettings, timeouts: Timeouts) -> Result<HttpClient, FetchError> {
         let key = settings.key();
         if let Some(inner) = self
@@ -189,11 +204,7 @@ impl HttpClients {
             .get(&key)
             .cloned()
         {
-            return Ok(HttpClient {
-                inner,
-                timeouts,
-                gates: self.gates.clone(),
-            });
+            return Ok(HttpClient { inner, timeouts });
         }
         // Built without the lock held: loading the system's roots takes a while.
         let inner = settings.build()?;
@@ -204,20 +215,16 @@ impl HttpClients {
             cache.remove(&evict);
         }
         cache.insert(key, inner.clone());
-        Ok(HttpClient {
-            inner,
-            timeouts,
-            gates: self.gates.clone(),
-        })
+        Ok(HttpClient { inner, timeouts })
     }
 }
 
-/// An HTTP client for one grant's IdP.
+/// An HTTP client for one grant's IdP. Its requests are not gated: the exchange that sends them
+/// holds a `Turn`.
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
     timeouts: Timeouts,
-    gates: Gates,
 }
 
 /// A response, read completely.
@@ -266,10 +273,8 @@ impl HttpClient {
         self.send(url, builder).await
     }
 
-    /// Sends when the server's gate lets it, and holds the turn until the body is read (the
-    /// connection is then free for the next request).
+    /// Sends, and reads the whole body (the connection is then free for the next request).
     async fn send(&self, url: &Url, builder: reqwest::RequestBuilder) -> Result<Answer, FetchError> {
-        let _turn = self.gates.enter(url).await;
         let mut response = builder.send().await.map_err(|e| self.transport_error(url, &e))?;
         let status = response.status().as_u16();
         let content_type = response
@@ -302,7 +307,7 @@ impl HttpClient {
             body.extend_from_slice(&chunk);
         }
         // The connection goes back to the pool from a task of hyper's once the body is read:
-        // let it run before the next request takes the turn, or that request finds no idle
+        // let it run before the next exchange takes the turn, or that request finds no idle
         // connection and opens another.
         drop(response);
         tokio::task::yield_now().await;

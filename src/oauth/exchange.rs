@@ -31,7 +31,8 @@ pub struct Terms {
 
 /// Requests a token for `spec` now. `sent_at` is the wall-clock time the lifetime counts from.
 /// Secrets, keys, certificates and CA files are read for every request, so rotated ones are
-/// used without a restart. Cancel-safe: dropping the future changes nothing but `cache`.
+/// used without a restart; that, and everything after, waits for a turn with the IdP. Cancel-safe:
+/// dropping the future changes nothing but `cache`.
 pub async fn obtain(
     spec: &Arc<RequestSpec>,
     http: &HttpClients,
@@ -39,6 +40,7 @@ pub async fn obtain(
     terms: Terms,
     sent_at: SystemTime,
 ) -> Result<Token, FetchError> {
+    let _turn = http.turn(spec.grant.endpoint.url()).await;
     let (material, settings) = {
         let spec = spec.clone();
         tokio::task::spawn_blocking(move || Material::load(&spec, terms.timeouts.connect))
@@ -108,6 +110,7 @@ pub async fn validate_saved(
     let Some(rules) = &spec.validation else {
         return Ok(());
     };
+    let _turn = http.turn(spec.grant.endpoint.url()).await;
     let (_, settings) = Material::load(spec, terms.timeouts.connect)?;
     let http = http.get(&settings, terms.timeouts)?;
     let metadata = match &spec.grant.endpoint {
@@ -248,4 +251,32 @@ pub fn check_credentials(spec: &RequestSpec, timeouts: Timeouts, http: &HttpClie
         http.get(&settings, timeouts)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_TIMEOUTS, parse_str};
+
+    /// A thousand exchanges queued for their turn hold no credential, request or assertion:
+    /// the secret is read only when the turn comes (here, a missing one is reported only then).
+    #[tokio::test]
+    async fn an_exchange_reads_its_credential_only_when_its_turn_comes() {
+        let yaml = "state_dir: /nonexistent/state\nsocket: { enabled: false }\nclients:\n  c:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: { file: /nonexistent/secret }\n    outputs: [{ path: /run/tokend-test/out }]\n";
+        let config = parse_str(yaml, Path::new("/etc/tokend/config.yaml")).unwrap();
+        let spec = config.clients[0].spec.clone();
+        let http = HttpClients::new(1);
+        let terms = Terms {
+            timeouts: DEFAULT_TIMEOUTS,
+            default_lifetime: Duration::from_secs(3600),
+        };
+        let turn = http.turn(spec.grant.endpoint.url()).await;
+        let mut cache = IssuerCache::default();
+        let mut obtain = Box::pin(obtain(&spec, &http, &mut cache, terms, SystemTime::now()));
+        let waiting = tokio::time::timeout(Duration::from_millis(300), &mut obtain).await;
+        assert!(waiting.is_err(), "the exchange went ahead while another held the turn");
+        drop(turn);
+        let err = obtain.await.expect_err("the secret file does not exist");
+        assert!(err.to_string().contains("/nonexistent/secret"), "{err}");
+    }
 }
