@@ -4,12 +4,13 @@
 //! with an error, by reason.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,12 +22,12 @@ use crate::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientLabel {
-    client: String,
+    client: ClientName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefreshLabels {
-    client: String,
+    client: ClientName,
     outcome: &'static str,
 }
 
@@ -37,7 +38,7 @@ struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutputLabels {
-    client: String,
+    client: ClientName,
     path: String,
 }
 
@@ -56,7 +57,7 @@ pub struct Metrics {
     output_errors: Family<ClientLabel, Counter>,
     output_failing: Family<OutputLabels, Gauge>,
     /// The paths `output_failing` has series for, by client, so that `forget` can drop them.
-    output_paths: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    output_paths: Mutex<BTreeMap<ClientName, BTreeSet<String>>>,
     state_errors: Family<ClientLabel, Counter>,
     state_failing: Family<ClientLabel, Gauge>,
     requests: Family<StatusLabel, Counter>,
@@ -69,13 +70,13 @@ pub struct Metrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyReasonLabels {
-    client: String,
+    client: ClientName,
     reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyLabels {
-    client: String,
+    client: ClientName,
     status: u16,
 }
 
@@ -193,7 +194,7 @@ impl Metrics {
 
     pub fn refresh(&self, client: &ClientName, outcome: Outcome, took: Duration) {
         let labels = RefreshLabels {
-            client: client.to_string(),
+            client: client.clone(),
             outcome: outcome.as_str(),
         };
         self.refreshes.get_or_create(&labels).inc();
@@ -207,7 +208,7 @@ impl Metrics {
             self.output_errors.get_or_create(&label(client)).inc();
         }
         let labels = OutputLabels {
-            client: client.to_string(),
+            client: client.clone(),
             path: path.display().to_string(),
         };
         self.output_paths
@@ -239,7 +240,7 @@ impl Metrics {
             .unwrap_or_default();
         for path in paths {
             self.output_failing.remove(&OutputLabels {
-                client: client.to_string(),
+                client: client.clone(),
                 path,
             });
         }
@@ -256,7 +257,7 @@ impl Metrics {
 
     pub fn hook_run(&self, client: &ClientName, outcome: &'static str) {
         let labels = RefreshLabels {
-            client: client.to_string(),
+            client: client.clone(),
             outcome,
         };
         self.hook_runs.get_or_create(&labels).inc();
@@ -264,7 +265,7 @@ impl Metrics {
 
     pub fn proxy_request(&self, client: &ClientName, status: u16) {
         let labels = ProxyLabels {
-            client: client.to_string(),
+            client: client.clone(),
             status,
         };
         self.proxy_requests.get_or_create(&labels).inc();
@@ -272,7 +273,7 @@ impl Metrics {
 
     pub fn proxy_connection_error(&self, client: &ClientName, reason: &'static str) {
         let labels = ProxyReasonLabels {
-            client: client.to_string(),
+            client: client.clone(),
             reason,
         };
         self.proxy_connection_errors.get_or_create(&labels).inc();
@@ -293,13 +294,13 @@ impl Metrics {
         self.state_failing.remove(&l);
         for outcome in ["ok", "failed", "timeout"] {
             self.hook_runs.remove(&RefreshLabels {
-                client: client.to_string(),
+                client: client.clone(),
                 outcome,
             });
         }
         for outcome in Outcome::OF_REQUESTS {
             self.refreshes.remove(&RefreshLabels {
-                client: client.to_string(),
+                client: client.clone(),
                 outcome: outcome.as_str(),
             });
         }
@@ -313,10 +314,15 @@ impl Metrics {
     }
 }
 
-fn label(client: &ClientName) -> ClientLabel {
-    ClientLabel {
-        client: client.to_string(),
+/// A client's series share its name rather than copy it.
+impl EncodeLabelValue for ClientName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
     }
+}
+
+fn label(client: &ClientName) -> ClientLabel {
+    ClientLabel { client: client.clone() }
 }
 
 #[cfg(test)]
