@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# RSS of `tokend run` with N clients right after their first fetch, against the built-in
+# development issuer (plain HTTP, its own process): VmRSS, PSS and anonymous memory from
+# /proc/PID/smaps_rollup, 3 s after every output exists; with VERBOSE=1 also RSS per mapping.
+# A quick check between bench/scale.py runs (which is the measurement BENCHMARKS.md quotes).
+#
+# Usage: bench/rss.sh N [BIN] [LD_PRELOAD]   e.g. bench/rss.sh 10000
+set -euo pipefail
+N=$1
+BIN=${2:-$(dirname "$0")/../target/release/tokend}
+PRE=${3:-}
+w=$(mktemp -d)
+mkdir -p "$w/out"
+"$BIN" dev --issuer-only --lifetime 1h >"$w/iss" 2>/dev/null &
+ip=$!
+trap 'kill $ip 2>/dev/null || true; rm -rf "$w"' EXIT
+while ! [ -s "$w/iss" ]; do sleep 0.1; done
+url=$(head -1 "$w/iss" | awk '{print $NF}')
+{
+  echo "state_dir: $w/state"
+  echo "socket: { path: $w/s.sock }"
+  echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
+  echo "clients:"
+  for i in $(seq "$N"); do echo "  c$i: { audience: https://a$i/, outputs: [{ path: $w/out/c$i }] }"; done
+} >"$w/c.yaml"
+LD_PRELOAD=$PRE "$BIN" --config "$w/c.yaml" --log-level warn run &
+tp=$!
+while [ "$(find "$w/out" -maxdepth 1 -type f ! -name '.*' | wc -l)" -lt "$N" ]; do sleep 0.2; done
+sleep 3
+grep -E "^(Rss|Pss|Anonymous):" /proc/$tp/smaps_rollup | tr -s ' \n' ' '
+echo
+if [ -n "${VERBOSE:-}" ]; then
+  awk '/^[0-9a-f]+-/{name=$6} /^Rss:/{r[name]+=$2} END{for (n in r) if (r[n] > 100) print r[n] " KiB", n}' \
+    /proc/$tp/smaps | sort -rn | head -12
+fi
+kill $tp
+wait $tp 2>/dev/null || true
