@@ -948,9 +948,6 @@ fn json_logs_are_one_object_per_line() {
     assert!(refreshed["expires_at"].is_string() && refreshed["next_refresh"].is_string());
 }
 
-/// systemd `Type=notify`: READY once every client has had its first attempt, RELOADING and READY
-/// around a reload, STATUS= kept current as tokens change, STOPPING on SIGTERM, and watchdog
-/// pings.
 /// A supervisor that reads READY and then stops reading the notification socket cannot stall
 /// tokend: the watchdog pings (every 50 ms here) fill the socket's queue (ten datagrams) within a
 /// second, and every later notification is dropped rather than waited on. The daemon still
@@ -996,6 +993,9 @@ fn a_notification_socket_nobody_reads_does_not_stall_the_daemon() {
     );
 }
 
+/// systemd `Type=notify`: READY once every client has had its first attempt, RELOADING and READY
+/// around a reload, STATUS= kept current as tokens change, STOPPING on SIGTERM, and watchdog
+/// pings.
 #[test]
 fn systemd_notifications_follow_the_daemon_lifecycle() {
     use std::os::unix::net::UnixDatagram;

@@ -159,7 +159,7 @@ impl Gates {
         }
     }
 
-    /// A new limit applies to requests from now on (those in flight finish under the old one).
+    /// A new limit applies to exchanges from now on (those under way finish under the old one).
     fn set_limit(&self, limit: usize) {
         let mut map = self.lock();
         if map.limit != limit {

@@ -31,8 +31,8 @@ pub struct Terms {
 
 /// Requests a token for `spec` now. `sent_at` is the wall-clock time the lifetime counts from.
 /// Secrets, keys, certificates and CA files are read for every request, so rotated ones are
-/// used without a restart; that, and everything after, waits for a turn with the IdP. Cancel-safe:
-/// dropping the future changes nothing but `cache`.
+/// used without a restart; that, and everything after, waits for a turn with the IdP.
+/// Cancel-safe: dropping the future changes nothing but `cache`.
 pub async fn obtain(
     spec: &Arc<RequestSpec>,
     http: &HttpClients,
