@@ -13,6 +13,7 @@
 //! state files saved by an earlier release are still reused after an upgrade.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -25,14 +26,15 @@ const VERSION: &str = "tokend fingerprint 2";
 /// The fingerprint of one request spec, in the current encoding and the previous one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    current: String,
+    /// Shared with the store's snapshot of every member (one copy per group, not per client).
+    current: Arc<str>,
     previous: String,
 }
 
 impl Fingerprint {
     pub fn of(spec: &RequestSpec) -> Fingerprint {
         Fingerprint {
-            current: sha256_hex(&canonical(spec)),
+            current: sha256_hex(&canonical(spec)).into(),
             previous: version1(spec),
         }
     }
@@ -42,10 +44,15 @@ impl Fingerprint {
         &self.current
     }
 
+    /// The current fingerprint, shared rather than copied.
+    pub fn shared(&self) -> Arc<str> {
+        self.current.clone()
+    }
+
     /// Whether a token saved under `saved` was obtained under this spec, by the current
     /// encoding or by the one earlier releases wrote.
     pub fn accepts(&self, saved: &str) -> bool {
-        saved == self.current || saved == self.previous
+        saved == &*self.current || saved == self.previous
     }
 }
 

@@ -1,9 +1,10 @@
-//! The current token and health of every client, published through `tokio::sync::watch` so
-//! readers (the socket API, `once`, readiness) see each change without polling and never wait on
-//! the token endpoint.
+//! The current token and health of every client, with a way to wait for each client's next
+//! change, so readers (the socket API, `once`, readiness) see each change without polling and
+//! never wait on the token endpoint.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
 use tokio::sync::{Notify, watch};
@@ -17,7 +18,7 @@ pub struct Snapshot {
     /// The newest token, even if it has expired since (check `Token::is_valid_at`).
     pub token: Option<Arc<Token>>,
     /// The `Fingerprint` of the request `token` was obtained by.
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     /// When tokend will next ask for a token (a refresh or a retry).
     pub next_attempt: Option<SystemTime>,
     /// The last failure, cleared by the next success.
@@ -44,9 +45,89 @@ impl Snapshot {
     }
 }
 
+/// One client's snapshot and the way to wait for its changes. A `watch` channel did this at
+/// over 400 bytes a client (its receivers wait on eight notifiers); this is under half that,
+/// and every client has one.
+#[derive(Default)]
+struct Slot {
+    // std RwLock: never held across an await.
+    snapshot: RwLock<Snapshot>,
+    /// Bumped, under the write lock, by every change.
+    changes: AtomicU64,
+    /// Set when a reload removed the client; its subscribers are told.
+    removed: AtomicBool,
+    changed: Notify,
+}
+
+impl Slot {
+    fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn modify(&self, change: impl FnOnce(&mut Snapshot)) {
+        {
+            let mut snapshot = self.snapshot.write().unwrap_or_else(PoisonError::into_inner);
+            change(&mut snapshot);
+            self.changes.fetch_add(1, Ordering::Release);
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A reader's view of one client that can wait for the next change (a long-poll).
+pub struct Subscription {
+    slot: Arc<Slot>,
+    /// The change count last seen.
+    seen: u64,
+}
+
+/// The client was removed by a reload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Removed;
+
+impl Subscription {
+    /// The current snapshot, marked as seen: `changed` waits for a later one.
+    pub fn borrow_and_update(&mut self) -> RwLockReadGuard<'_, Snapshot> {
+        let snapshot = self.slot.read();
+        // Read under the lock, which every change holds while it bumps the count.
+        self.seen = self.slot.changes.load(Ordering::Acquire);
+        snapshot
+    }
+
+    /// The current snapshot, leaving what was seen as it is.
+    pub fn borrow(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.slot.read()
+    }
+
+    /// Returns once there is a change not yet seen (at once if there is one already); `Err`
+    /// once the client has been removed and every change was seen.
+    pub async fn changed(&mut self) -> Result<(), Removed> {
+        loop {
+            let notified = self.slot.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check: a change after it wakes this wait.
+            notified.as_mut().enable();
+            let changes = self.slot.changes.load(Ordering::Acquire);
+            if changes != self.seen {
+                self.seen = changes;
+                return Ok(());
+            }
+            if self.slot.removed.load(Ordering::Acquire) {
+                return Err(Removed);
+            }
+            notified.await;
+        }
+    }
+}
+
 pub struct Store {
     // std RwLock: never held across an await.
-    clients: RwLock<BTreeMap<ClientName, watch::Sender<Snapshot>>>,
+    clients: RwLock<BTreeMap<ClientName, Arc<Slot>>>,
     /// Per client, how to ask its refresh task for a new token now (the token proxy, after an
     /// upstream refused the current one).
     refresh: RwLock<BTreeMap<ClientName, Arc<Notify>>>,
@@ -69,27 +150,35 @@ impl Store {
         Arc::new(Store::default())
     }
 
-    /// Makes the set of clients exactly `names`: new ones start empty, missing ones are dropped,
-    /// existing ones keep their state.
+    fn clients(&self) -> RwLockReadGuard<'_, BTreeMap<ClientName, Arc<Slot>>> {
+        self.clients.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the set of clients exactly `names`: new ones start empty, missing ones are dropped
+    /// (their subscribers learn it), existing ones keep their state.
     pub fn retain_clients<'a>(&self, names: impl IntoIterator<Item = &'a ClientName>) {
-        let mut clients = self.clients.write().expect("store lock poisoned");
+        let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
         let wanted: BTreeSet<&ClientName> = names.into_iter().collect();
-        clients.retain(|name, _| wanted.contains(name));
+        clients.retain(|name, slot| {
+            let keep = wanted.contains(name);
+            if !keep {
+                slot.remove();
+            }
+            keep
+        });
         self.refresh
             .write()
-            .expect("store lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|name, _| wanted.contains(name));
         for name in wanted {
-            clients
-                .entry(name.clone())
-                .or_insert_with(|| watch::Sender::new(Snapshot::default()));
+            clients.entry(name.clone()).or_default();
         }
         self.changes.send_modify(|n| *n += 1);
     }
 
     /// Makes `notify` the way to ask for a new token for `names` (a group's refresh task).
     pub fn on_refresh_request<'a>(&self, names: impl IntoIterator<Item = &'a ClientName>, notify: &Arc<Notify>) {
-        let mut refresh = self.refresh.write().expect("store lock poisoned");
+        let mut refresh = self.refresh.write().unwrap_or_else(PoisonError::into_inner);
         for name in names {
             refresh.insert(name.clone(), notify.clone());
         }
@@ -97,7 +186,7 @@ impl Store {
 
     /// Asks the task of client `name` for a new token now; false if no task listens.
     pub fn request_refresh(&self, name: &ClientName) -> bool {
-        let refresh = self.refresh.read().expect("store lock poisoned");
+        let refresh = self.refresh.read().unwrap_or_else(PoisonError::into_inner);
         refresh.get(name).map(|n| n.notify_one()).is_some()
     }
 
@@ -106,50 +195,53 @@ impl Store {
         self.changes.subscribe()
     }
 
-    /// Changes a client's snapshot in place and wakes its watchers. Unknown names are ignored
-    /// (the client was removed by a reload while its task was finishing).
+    /// Changes a client's snapshot in place and wakes its subscribers. Unknown names are
+    /// ignored (the client was removed by a reload while its task was finishing).
     pub fn update(&self, name: &ClientName, change: impl FnOnce(&mut Snapshot)) {
-        let clients = self.clients.read().expect("store lock poisoned");
-        if let Some(sender) = clients.get(name) {
-            sender.send_modify(change);
+        let clients = self.clients();
+        if let Some(slot) = clients.get(name) {
+            slot.modify(change);
             self.changes.send_modify(|n| *n += 1);
         }
     }
 
     /// Runs `f` on a client's snapshot without copying it (the socket API's hot path).
     pub fn with<R>(&self, name: &str, f: impl FnOnce(&Snapshot) -> R) -> Option<R> {
-        let clients = self.clients.read().expect("store lock poisoned");
-        clients.get(name).map(|s| f(&s.borrow()))
+        let clients = self.clients();
+        clients.get(name).map(|slot| f(&slot.read()))
     }
 
     /// How many clients have a valid token at `now`, and how many there are.
     pub fn count_valid(&self, now: SystemTime) -> (usize, usize) {
-        let clients = self.clients.read().expect("store lock poisoned");
+        let clients = self.clients();
         let valid = clients
             .values()
-            .filter(|s| s.borrow().valid_token(now).is_some())
+            .filter(|slot| slot.read().valid_token(now).is_some())
             .count();
         (valid, clients.len())
     }
 
     /// The snapshots of the clients `wanted` picks (copies only those).
     pub fn snapshots(&self, wanted: impl Fn(&ClientName) -> bool) -> Vec<(ClientName, Snapshot)> {
-        let clients = self.clients.read().expect("store lock poisoned");
+        let clients = self.clients();
         clients
             .iter()
             .filter(|(n, _)| wanted(n))
-            .map(|(n, s)| (n.clone(), s.borrow().clone()))
+            .map(|(n, slot)| (n.clone(), slot.read().clone()))
             .collect()
     }
 
     pub fn get(&self, name: &ClientName) -> Option<Snapshot> {
-        let clients = self.clients.read().expect("store lock poisoned");
-        clients.get(name).map(|s| s.borrow().clone())
+        self.with(name.as_str(), Snapshot::clone)
     }
 
-    pub fn subscribe(&self, name: &str) -> Option<watch::Receiver<Snapshot>> {
-        let clients = self.clients.read().expect("store lock poisoned");
-        clients.get(name).map(|s| s.subscribe())
+    /// A view of client `name` that can wait for its changes; the current state counts as seen.
+    pub fn subscribe(&self, name: &str) -> Option<Subscription> {
+        let clients = self.clients();
+        clients.get(name).map(|slot| Subscription {
+            seen: slot.changes.load(Ordering::Acquire),
+            slot: slot.clone(),
+        })
     }
 
     pub fn all(&self) -> Vec<(ClientName, Snapshot)> {
@@ -179,5 +271,38 @@ mod tests {
         assert_eq!(s.version, 9_000);
         s.set_token(token(1_000)); // issued after the clock stepped back
         assert_eq!(s.version, 9_001);
+    }
+
+    fn name(n: &str) -> ClientName {
+        ClientName::new(n).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_sees_every_change_once_and_learns_of_a_removal() {
+        let store = Store::new();
+        let (a, b) = (name("a"), name("b"));
+        store.retain_clients([&a, &b]);
+        let mut sub = store.subscribe("a").unwrap();
+        let waiting = tokio::spawn(async move {
+            sub.changed().await.unwrap();
+            let failures = sub.borrow_and_update().failures;
+            (sub, failures)
+        });
+        tokio::task::yield_now().await;
+        store.update(&b, |s| s.failures = 7); // another client's change is not this one's
+        store.update(&a, |s| s.failures = 1);
+        let (mut sub, failures) = waiting.await.unwrap();
+        assert_eq!(failures, 1);
+
+        // A change made before the wait begins is not lost; one seen already is not repeated.
+        store.update(&a, |s| s.failures = 2);
+        sub.changed().await.unwrap();
+        assert_eq!(sub.borrow_and_update().failures, 2);
+        let pending = tokio::time::timeout(Duration::from_millis(20), sub.changed()).await;
+        assert!(pending.is_err(), "no change since the last one seen");
+
+        store.retain_clients([&b]);
+        assert_eq!(sub.changed().await, Err(Removed));
+        assert!(store.subscribe("a").is_none());
     }
 }

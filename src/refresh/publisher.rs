@@ -138,7 +138,7 @@ impl Publisher {
             .members()
             .filter_map(|m| {
                 self.store.update(&m.name, |s| {
-                    if s.fingerprint != ours {
+                    if &*s.fingerprint != ours {
                         s.token = None;
                         s.failures = 0;
                     }
@@ -159,11 +159,13 @@ impl Publisher {
         })
     }
 
-    /// Counts a finished request for every member.
+    /// Counts a finished request for every member, and its duration once.
     pub fn record_request(&self, outcome: Outcome, took: Duration) {
         for member in self.group.members() {
-            self.metrics.refresh(&member.name, outcome, took);
+            self.metrics.refresh(&member.name, outcome);
         }
+        self.metrics
+            .request_duration(self.group.spec.grant.endpoint.url(), took);
     }
 
     /// Records a failed request in the store; the current token stays published.
@@ -173,7 +175,7 @@ impl Publisher {
         }
         for member in self.group.members() {
             self.store.update(&member.name, |s| {
-                s.fingerprint = self.fingerprint.as_str().to_owned();
+                s.fingerprint = self.fingerprint.shared();
                 s.last_error = Some(error.to_owned());
                 s.failures = attempts.failures;
                 s.next_attempt = Some(attempts.next);
@@ -213,7 +215,7 @@ impl Publisher {
             self.metrics.token_published(&member.name, token.expires_at);
             self.store.update(&member.name, |s| {
                 s.set_token(token.clone());
-                s.fingerprint = self.fingerprint.as_str().to_owned();
+                s.fingerprint = self.fingerprint.shared();
                 if attempts.failures == 0 {
                     s.last_error = None;
                 }

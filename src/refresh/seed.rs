@@ -33,7 +33,7 @@ pub struct Seed {
 /// request with `fingerprint`, at `now`: the valid token that expires last, if any, and the
 /// failures so far. Without a token, `or_saved` looks at the state files next.
 pub fn kept(previous: &[Snapshot], fingerprint: &Fingerprint, now: SystemTime) -> Seed {
-    let ours = || previous.iter().filter(|s| s.fingerprint == fingerprint.as_str());
+    let ours = || previous.iter().filter(|s| &*s.fingerprint == fingerprint.as_str());
     Seed {
         token: ours()
             .filter_map(|s| s.valid_token(now))
@@ -110,7 +110,7 @@ mod tests {
     fn snapshot(fp: &Fingerprint, token: Option<Token>, failures: u32) -> Snapshot {
         Snapshot {
             token: token.map(Arc::new),
-            fingerprint: fp.as_str().to_owned(),
+            fingerprint: fp.shared(),
             failures,
             ..Snapshot::default()
         }

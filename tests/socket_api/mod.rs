@@ -220,10 +220,15 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
+    // Latency is the endpoint's: one series per IdP, not per client.
+    let latency = format!(
+        "tokend_refresh_duration_seconds_count{{endpoint=\"{}\"}} 1",
+        issuer.token_url()
+    );
     for metric in [
         "tokend_token_expiry_timestamp_seconds{client=\"a\"}",
         "tokend_refreshes_total{client=\"a\",outcome=\"refreshed\"} 1",
-        "tokend_refresh_duration_seconds_count{client=\"a\"} 1",
+        &latency,
         "tokend_socket_requests_total{status=\"200\"}",
         "tokend_socket_requests_total{status=\"404\"}",
         "tokend_socket_requests_total{status=\"503\"}",
