@@ -113,12 +113,16 @@ impl<S: TokenSource> Runner<S> {
     /// Takes over what is known about this request (the store's token, else a state file's; see
     /// `seed`) and publishes the token found.
     /// Returns where it came from, or `None` if a new token is needed.
+    ///
+    /// At start-up every task seeds at once, each waiting for the blocking threads that read
+    /// its files: what it awaits is boxed, so that each waits with only the step it is on
+    /// (unboxed, 10,000 seeds held 16 MB at the peak of a restart).
     pub async fn seed(&mut self) -> Option<Outcome> {
         let previous = self.publisher.take_over();
         let now = self.clock.now();
         let mut seed = seed::kept(&previous, self.publisher.fingerprint(), now);
         if seed.needs_saved() {
-            let saved = self.publisher.saved().await;
+            let saved = Box::pin(self.publisher.saved()).await;
             seed = seed.or_saved(saved, self.publisher.fingerprint(), self.clock.now());
         }
         for (name, reason) in &seed.passed_over {
@@ -140,7 +144,7 @@ impl<S: TokenSource> Runner<S> {
         // the token is served: it is tokend's own (see `state::read`), and was validated when
         // it came.
         if outcome == Outcome::Reused
-            && let Err(e) = self.source.check_saved(&token).await
+            && let Err(e) = Box::pin(self.source.check_saved(&token)).await
         {
             if e.class() == ErrorClass::Permanent {
                 warn!(client = %self.label, error = %e, "the saved token fails validation now; not reused, requesting a new one");
@@ -154,7 +158,7 @@ impl<S: TokenSource> Runner<S> {
         }
         // The state file already holds this token (or, after a reload, the same grant's).
         let why = (outcome == Outcome::Reused).then_some(Why::Reused);
-        self.publish(token.clone(), false, why).await;
+        Box::pin(self.publish(token.clone(), false, why)).await;
         // Logged once the files hold the token, so the line means it is there.
         info!(
             client = %self.label,
@@ -168,7 +172,7 @@ impl<S: TokenSource> Runner<S> {
                 "reused the token saved by the previous run; no request sent"
             }
         );
-        self.publisher.fire_hooks().await;
+        Box::pin(self.publisher.fire_hooks()).await;
         Some(outcome)
     }
 
