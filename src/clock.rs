@@ -1,18 +1,24 @@
 //! The wall clock the refresh loop plans by, injectable so the loop is tested under
 //! `tokio::time::pause()`. Deadlines are wall-clock times (a token's `expires_at`), while tokio's
 //! timers run on the monotonic clock, which stops while a VM is suspended and ignores steps of
-//! the wall clock. A sleeper therefore sleeps on tokio's timer until its own deadline, and is
-//! woken early only when the process-wide `watcher` reports that the wall clock moved against
-//! the monotonic one (a step either way, or a resume from suspend): it then re-reads the wall
-//! clock, and sleeps again or returns. No sleeper wakes up between its deadline and such a
-//! report, however many there are. A step back is reported, with its size, rather than slept
-//! through: a deadline planned on the old clock would now come that much too late.
+//! the wall clock. So sleepers do not hold tokio timers: each waits in one queue ordered by wall
+//! time, and one driver task per clock sleeps on tokio's timer until the earliest deadline in
+//! it, or until the process-wide `watcher` reports that the wall clock moved against the
+//! monotonic one (a step either way, or a resume from suspend). The driver then re-reads the
+//! wall clock and wakes the sleepers whose deadline has come — only those after a step forward
+//! or a resume — or, after a step back, every sleeper: each was planned on the old clock and
+//! must move its plans (see `Wake::SteppedBack`). No sleeper wakes up before its deadline
+//! otherwise, however many there are, and a step wakes none whose deadline is still ahead.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 mod watcher;
 
@@ -31,54 +37,199 @@ pub enum Wake {
 
 #[derive(Clone)]
 pub struct Clock {
-    now: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    timers: Arc<Timers>,
+}
+
+/// The sleepers of one clock and what drives them.
+struct Timers {
+    now: Box<dyn Fn() -> SystemTime + Send + Sync>,
     /// Bumped each time the wall clock moved against the monotonic clock.
     changes: watch::Receiver<u64>,
+    queue: Mutex<Queue>,
+    /// Tells the driver that the earliest deadline changed.
+    rearm: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Who waits for which wall-clock time; the number tells equal deadlines apart.
+    sleepers: BTreeMap<(SystemTime, u64), Waker>,
+    /// Sleepers taken out of `sleepers` by a step back, with its size, until each has seen it.
+    stepped_back: HashMap<(SystemTime, u64), Duration>,
+    next: u64,
+    /// A driver task is running (on the runtime of the sleeper that started it: tokend runs
+    /// every refresh task on one runtime; if that one is shut down, the next sleeper starts a
+    /// driver on its own).
+    driven: bool,
 }
 
 impl Clock {
-    /// The system's wall clock, with the process-wide watcher's reports.
+    /// The system's wall clock, with the process-wide watcher's reports: one queue and one
+    /// driver for every client.
     pub fn system() -> Clock {
-        Clock {
-            now: Arc::new(SystemTime::now),
-            changes: watcher::subscribe(),
-        }
+        static SYSTEM: OnceLock<Clock> = OnceLock::new();
+        SYSTEM
+            .get_or_init(|| Clock::from_fn(SystemTime::now, watcher::subscribe()))
+            .clone()
     }
 
     /// A clock that reads `now` and is told of changes through `changes` (tests: tokio's paused
     /// time plus jumps).
     pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static, changes: watch::Receiver<u64>) -> Clock {
         Clock {
-            now: Arc::new(now),
-            changes,
+            timers: Arc::new(Timers {
+                now: Box::new(now),
+                changes,
+                queue: Mutex::default(),
+                rearm: Notify::new(),
+            }),
         }
     }
 
     pub fn now(&self) -> SystemTime {
-        (self.now)()
+        (self.timers.now)()
     }
 
     /// Sleeps until the wall clock reaches `deadline` (at once if it has), or until the wall
     /// clock is seen to have been stepped back.
     pub async fn sleep_until(&self, deadline: SystemTime) -> Wake {
-        let mut changes = self.changes.clone();
-        changes.mark_unchanged();
         loop {
             let (wall, monotonic) = (self.now(), tokio::time::Instant::now());
-            let remaining = match deadline.duration_since(wall) {
-                Ok(remaining) if !remaining.is_zero() => remaining,
-                _ => return Wake::Deadline,
-            };
-            tokio::select! {
-                () = tokio::time::sleep(remaining) => {}
-                () = changed(&mut changes) => {}
+            if wall >= deadline {
+                return Wake::Deadline;
             }
+            let woken = Sleeper {
+                timers: &self.timers,
+                deadline,
+                key: None,
+            }
+            .await;
+            if let Some(by) = woken {
+                return Wake::SteppedBack(by);
+            }
+            // The driver measures each step back since its last turn; this catches what it
+            // cannot: steps each below the tolerance that add up to more over this sleep.
             let expected = wall + monotonic.elapsed();
             if let Ok(behind) = expected.duration_since(self.now())
                 && behind > STEP_BACK_TOLERANCE
             {
                 return Wake::SteppedBack(behind);
             }
+        }
+    }
+}
+
+impl Timers {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One wait in the queue: ready once the driver has taken it out, with the size of the step
+/// back that did, or `None` for its deadline; leaves the queue if dropped before.
+struct Sleeper<'a> {
+    timers: &'a Arc<Timers>,
+    deadline: SystemTime,
+    key: Option<(SystemTime, u64)>,
+}
+
+impl Future for Sleeper<'_> {
+    type Output = Option<Duration>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Duration>> {
+        let mut queue = self.timers.queue();
+        if let Some(key) = self.key {
+            return match queue.sleepers.get_mut(&key) {
+                // Taken out by the driver: woken.
+                None => {
+                    self.key = None;
+                    Poll::Ready(queue.stepped_back.remove(&key))
+                }
+                Some(waker) => {
+                    waker.clone_from(cx.waker());
+                    Poll::Pending
+                }
+            };
+        }
+        let key = (self.deadline, queue.next);
+        queue.next += 1;
+        queue.sleepers.insert(key, cx.waker().clone());
+        let earliest = queue.sleepers.keys().next() == Some(&key);
+        let start_driver = !std::mem::replace(&mut queue.driven, true);
+        drop(queue);
+        self.key = Some(key);
+        if start_driver {
+            tokio::spawn(drive(self.timers.clone()));
+        } else if earliest {
+            self.timers.rearm.notify_one();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut queue = self.timers.queue();
+            if queue.sleepers.remove(&key).is_none() {
+                queue.stepped_back.remove(&key);
+            }
+        }
+    }
+}
+
+/// Marks the clock undriven when the driver ends (its runtime shut down).
+struct Driving(Arc<Timers>);
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.0.queue().driven = false;
+    }
+}
+
+/// Wakes each sleeper of `timers` at its deadline, and every sleeper after a step back.
+async fn drive(timers: Arc<Timers>) {
+    let driving = Driving(timers);
+    let timers = &driving.0;
+    let mut changes = timers.changes.clone();
+    changes.mark_unchanged();
+    let mut last: Option<(SystemTime, tokio::time::Instant)> = None;
+    loop {
+        let (wall, monotonic) = ((timers.now)(), tokio::time::Instant::now());
+        // Checked on every turn, whatever ended the last wait: a report and a deadline can
+        // come together, and a step must not go unseen because the deadline won.
+        let stepped_back = last
+            .and_then(|(wall_then, monotonic_then)| {
+                (wall_then + (monotonic - monotonic_then)).duration_since(wall).ok()
+            })
+            .filter(|behind| *behind > STEP_BACK_TOLERANCE);
+        last = Some((wall, monotonic));
+        let earliest = {
+            let mut queue = timers.queue();
+            if let Some(by) = stepped_back {
+                // Every plan was made on the old clock: every sleeper moves its own.
+                for (key, waker) in std::mem::take(&mut queue.sleepers) {
+                    queue.stepped_back.insert(key, by);
+                    waker.wake();
+                }
+            }
+            while let Some(entry) = queue.sleepers.first_entry()
+                && entry.key().0 <= wall
+            {
+                entry.remove().wake();
+            }
+            queue.sleepers.keys().next().map(|(deadline, _)| *deadline)
+        };
+        let sleep = async {
+            match earliest {
+                Some(at) => tokio::time::sleep(at.duration_since(wall).unwrap_or_default()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = timers.rearm.notified() => {}
+            () = changed(&mut changes) => {}
         }
     }
 }
@@ -210,6 +361,68 @@ mod tests {
         assert_eq!(sleeper.await.unwrap(), Wake::Deadline);
     }
 
+    /// A sleep on `clock` until `deadline` in a task, with the number of times it was polled
+    /// (each wake-up is one poll).
+    fn counted_sleeper(clock: &Clock, deadline: SystemTime) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Wake>) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let sleep = {
+            let clock = clock.clone();
+            async move { clock.sleep_until(deadline).await }
+        };
+        let task = tokio::spawn({
+            let polls = polls.clone();
+            let mut sleep = Box::pin(sleep);
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                sleep.as_mut().poll(cx)
+            })
+        });
+        (polls, task)
+    }
+
+    /// The "wakes only the tasks affected": a step forward (a resume) ends the sleeps
+    /// whose deadline it passed, and no other sleeper runs at all; a step back wakes each one,
+    /// since each must move what it planned on the old clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_step_forward_wakes_only_the_sleepers_it_made_due() {
+        let t0 = UNIX_EPOCH + S(1_000_000);
+        let (clock, handle) = manual::clock(t0);
+        let (soon_polls, soon) = counted_sleeper(&clock, t0 + S(600));
+        let later: Vec<_> = (1..=100).map(|i| counted_sleeper(&clock, t0 + S(3600 + i))).collect();
+        tokio::time::sleep(S(10)).await;
+        assert!(later.iter().all(|(polls, _)| polls.load(Ordering::Relaxed) == 1));
+        handle.jump_forward(S(900));
+        let jumped = tokio::time::Instant::now();
+        assert_eq!(soon.await.unwrap(), Wake::Deadline);
+        assert_eq!(jumped.elapsed(), S(0));
+        assert_eq!(soon_polls.load(Ordering::Relaxed), 2);
+        tokio::time::sleep(S(10)).await;
+        let woken = later
+            .iter()
+            .filter(|(polls, _)| polls.load(Ordering::Relaxed) > 1)
+            .count();
+        assert_eq!(woken, 0, "sleepers still short of their deadline were woken");
+
+        handle.jump_back(S(120));
+        for (polls, task) in later {
+            assert_eq!(task.await.unwrap(), Wake::SteppedBack(S(120)));
+            assert_eq!(polls.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(jumped.elapsed(), S(10), "a step back is seen at once");
+    }
+
+    /// A sleep given up (its task cancelled) leaves the queue, and one that ends on time
+    /// leaves nothing behind either.
+    #[tokio::test(start_paused = true)]
+    async fn sleeps_leave_the_queue_when_they_end_or_are_dropped() {
+        let t0 = UNIX_EPOCH + S(1_000_000);
+        let (clock, _handle) = manual::clock(t0);
+        let dropped = tokio::time::timeout(S(5), clock.sleep_until(t0 + S(3600))).await;
+        assert!(dropped.is_err());
+        assert_eq!(clock.sleep_until(t0 + S(65)).await, Wake::Deadline);
+        assert!(clock.timers.queue().sleepers.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn sleeping_returns_at_once_for_a_past_deadline() {
         let start = tokio::time::Instant::now();
@@ -230,30 +443,35 @@ mod tests {
         assert_eq!(clock.now(), t0 + S(95));
     }
 
-    /// The idle cost: a day-long sleep reads the clock when it starts and when it ends, not
-    /// every so often in between (a sleeper used to wake every 30 s: 2,880 times a day).
+    /// The idle cost: a day-long sleep reads the clock as often as a minute-long one (when it
+    /// starts and when it ends, the driver's too), not every so often in between (a sleeper
+    /// used to wake every 30 s: 2,880 times a day).
     #[tokio::test(start_paused = true)]
     async fn a_long_sleep_does_no_work_until_its_deadline() {
-        let t0 = UNIX_EPOCH + S(1_000_000);
-        let began = tokio::time::Instant::now();
-        let reads = Arc::new(AtomicUsize::new(0));
-        let (_changes, receiver) = watch::channel(0);
-        let clock = Clock::from_fn(
-            {
-                let reads = reads.clone();
-                move || {
-                    reads.fetch_add(1, Ordering::Relaxed);
-                    t0 + began.elapsed()
-                }
-            },
-            receiver,
-        );
-        assert_eq!(clock.sleep_until(t0 + S(86_400)).await, Wake::Deadline);
-        assert_eq!(began.elapsed(), S(86_400));
-        assert!(
-            reads.load(Ordering::Relaxed) <= 3,
-            "{} clock reads",
+        async fn reads_for(length: Duration) -> usize {
+            let t0 = UNIX_EPOCH + S(1_000_000);
+            let began = tokio::time::Instant::now();
+            let reads = Arc::new(AtomicUsize::new(0));
+            let (_changes, receiver) = watch::channel(0);
+            let clock = Clock::from_fn(
+                {
+                    let reads = reads.clone();
+                    move || {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        t0 + began.elapsed()
+                    }
+                },
+                receiver,
+            );
+            assert_eq!(clock.sleep_until(t0 + length).await, Wake::Deadline);
+            assert_eq!(began.elapsed(), length);
             reads.load(Ordering::Relaxed)
+        }
+        let (minute, day) = (reads_for(S(60)).await, reads_for(S(86_400)).await);
+        assert_eq!(
+            day, minute,
+            "a day's sleep read the clock {day} times, a minute's {minute}"
         );
+        assert!(day <= 6, "{day} clock reads");
     }
 }

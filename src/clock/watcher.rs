@@ -1,5 +1,6 @@
 //! One thread for the whole process notices when the wall clock moves against the monotonic
-//! clock, and tells every `Clock::system()` sleeper by bumping a counter they watch:
+//! clock, and tells `Clock::system()`'s driver (which wakes the sleepers affected) by bumping a
+//! counter it watches:
 //!
 //! - a `timerfd` on `CLOCK_REALTIME`, armed with `TFD_TIMER_CANCEL_ON_SET`, ends its wait as
 //!   soon as the clock is set (`settimeofday`, an NTP step, a resume on kernels that report it
