@@ -75,8 +75,10 @@ impl Upstream {
             identity_pem: None,
             proxy: config.transport.proxy.clone(),
         };
+        // The upstream serves the proxy's callers, however many: its idle connections are not
+        // capped (reqwest's default), unlike an IdP's.
         let http = settings
-            .build()
+            .build(usize::MAX)
             .map_err(|e| format!("proxy for {}: {e}", config.client))?;
         Ok(Upstream {
             client: config.client.clone(),
