@@ -1,7 +1,7 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry and refresh outcomes by
-//! client, request latency by token endpoint, output and state file write errors (and which files are failing now), hook runs,
-//! requests by status on the socket and on the TCP listener, and socket connections hyper ended
-//! with an error, by reason.
+//! client, request latency by token endpoint, output and state file write errors (and which
+//! files are failing now), hook runs, requests by status on the socket and on the TCP listener,
+//! and socket connections hyper ended with an error, by reason.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};

@@ -303,7 +303,7 @@ impl Publisher {
         let token = token.clone();
         let label = self.label.clone();
         let label_for_lock = self.label.clone();
-        let fingerprint = self.fingerprint.as_str().to_owned();
+        let fingerprint = self.fingerprint.shared();
         let state_dir = self.state_dir.clone();
         let metrics = self.metrics.clone();
         let (then, restart) = if self.single_attempt {
