@@ -10,21 +10,16 @@ N=$1; BIN=${2:-$(dirname "$0")/../target/release/tokend}; STEP=${3:-+60}
 LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 [ -x "$BIN" ] || { echo "clock-step.sh: no $BIN (cargo build --release)" >&2; exit 1; }
 [ -e "$LIB" ] || { echo "clock-step.sh: needs libfaketime (apt-get install faketime)" >&2; exit 1; }
-w=$(mktemp -d); mkdir -p "$w/out"
-"$BIN" dev --issuer-only --lifetime 1h >"$w/iss" 2>/dev/null &
-ip=$!
-trap 'kill $ip $tp 2>/dev/null || true; rm -rf "$w"' EXIT
-tp=
-while ! [ -s "$w/iss" ]; do sleep 0.1; done
-url=$(head -1 "$w/iss" | awk '{print $NF}')
-{ echo "state_dir: $w/state"; echo "socket: { path: $w/s.sock }"
-  echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
-  echo "clients:"; for i in $(seq "$N"); do echo "  c$i: { audience: https://a$i/, outputs: [{ path: $w/out/c$i }] }"; done; } >"$w/c.yaml"
+. "$(dirname "$0")/dev-clients.sh"
+w=$(mktemp -d)
+issuer_pid= tp=
+trap 'kill $issuer_pid $tp 2>/dev/null || true; rm -rf "$w"' EXIT
+dev_clients "$w" "$N" "$BIN"
 echo "+0" > "$w/ft"
 LD_PRELOAD=$LIB FAKETIME_TIMESTAMP_FILE=$w/ft FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 \
   "$BIN" --config "$w/c.yaml" --log-level warn run 2>"$w/log" &
 tp=$!
-while [ "$(find "$w/out" -maxdepth 1 -type f ! -name '.*' | wc -l)" -lt "$N" ]; do sleep 0.5; done
+wait_for_outputs "$w" "$N"
 sleep 15
 sample() { local cpu=0 cs=0; for t in /proc/$tp/task/*; do
   read -r run _ _ < "$t/schedstat"; cpu=$((cpu + run))

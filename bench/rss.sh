@@ -11,26 +11,14 @@ N=$1
 BIN=${2:-$(dirname "$0")/../target/release/tokend}
 PRE=${3:-}
 [ -x "$BIN" ] || { echo "rss.sh: no $BIN (cargo build --release)" >&2; exit 1; }
+. "$(dirname "$0")/dev-clients.sh"
 w=$(mktemp -d)
-mkdir -p "$w/out"
-"$BIN" dev --issuer-only --lifetime 1h >"$w/iss" 2>/dev/null &
-ip=$!
-trap 'kill $ip 2>/dev/null || true; rm -rf "$w"' EXIT
-while ! [ -s "$w/iss" ]; do
-  kill -0 $ip 2>/dev/null || { echo "rss.sh: the issuer exited" >&2; exit 1; }
-  sleep 0.1
-done
-url=$(head -1 "$w/iss" | awk '{print $NF}')
-{
-  echo "state_dir: $w/state"
-  echo "socket: { path: $w/s.sock }"
-  echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
-  echo "clients:"
-  for i in $(seq "$N"); do echo "  c$i: { audience: https://a$i/, outputs: [{ path: $w/out/c$i }] }"; done
-} >"$w/c.yaml"
+issuer_pid=
+trap 'kill $issuer_pid 2>/dev/null || true; rm -rf "$w"' EXIT
+dev_clients "$w" "$N" "$BIN"
 LD_PRELOAD=$PRE "$BIN" --config "$w/c.yaml" --log-level warn run &
 tp=$!
-while [ "$(find "$w/out" -maxdepth 1 -type f ! -name '.*' | wc -l)" -lt "$N" ]; do sleep 0.2; done
+wait_for_outputs "$w" "$N"
 sleep 3
 grep -E "^(Rss|Pss|Anonymous):" /proc/$tp/smaps_rollup | tr -s ' \n' ' '
 echo
