@@ -163,6 +163,10 @@ impl Issuer {
             [program, args @ ..] => {
                 let mut c = Command::new(program);
                 c.args(args).arg(BIN).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                // `faketime` forks the issuer and waits for it: killing `faketime` alone left
+                // the issuer running after every test that wrapped it. Its own process group
+                // lets `drop` end both.
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
                 c
             }
         };
@@ -229,6 +233,9 @@ impl Issuer {
 
 impl Drop for Issuer {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // The group when the issuer runs under a wrapper (see `start_under`); ESRCH otherwise.
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
