@@ -64,17 +64,12 @@ impl ClientSettings {
         key
     }
 
-    /// A client that keeps at most `max_idle` idle connections per server: as many as may be in
-    /// flight at once (`idp.max_concurrent_requests`). A burst of first fetches opens a few
-    /// more than that (a request can start just before another's connection is back in the
-    /// pool); kept idle, each would hold its TLS state and buffers until the idle timeout.
-    pub fn build(&self, max_idle: usize) -> Result<reqwest::Client, FetchError> {
+    pub fn build(&self) -> Result<reqwest::Client, FetchError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(max_idle);
+            .pool_idle_timeout(Duration::from_secs(60));
         if let Some(pem) = &self.ca_pem {
             let roots = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| FetchError::Tls(format!("ca_file: {}", chain(&e))))?;
@@ -212,8 +207,7 @@ impl HttpClients {
             return Ok(HttpClient { inner, timeouts });
         }
         // Built without the lock held: loading the system's roots takes a while.
-        let max_idle = self.gates.lock().limit;
-        let inner = settings.build(max_idle)?;
+        let inner = settings.build()?;
         let mut cache = self.cache.lock().expect("http client cache poisoned");
         if cache.len() >= MAX_CACHED_CLIENTS
             && let Some(evict) = cache.keys().next().copied()

@@ -75,10 +75,8 @@ impl Upstream {
             identity_pem: None,
             proxy: config.transport.proxy.clone(),
         };
-        // The upstream serves the proxy's callers, however many: its idle connections are not
-        // capped (reqwest's default), unlike an IdP's.
         let http = settings
-            .build(usize::MAX)
+            .build()
             .map_err(|e| format!("proxy for {}: {e}", config.client))?;
         Ok(Upstream {
             client: config.client.clone(),
