@@ -303,9 +303,12 @@ fn a_signal_hook_reloads_a_process_and_a_stale_pid_file_is_refused() {
     let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
     let pid_file = dir.join("app.pid");
     let reloads = dir.join("reloads");
-    // A consumer that reloads (here: notes it) on SIGHUP.
-    let mut consumer = Command::new("/bin/sh")
+    // A consumer that reloads (here: notes it) on SIGHUP. Its SIGHUP starts at the default: a
+    // shell that inherits it ignored (the suite run under nohup) cannot trap it.
+    let mut consumer = Command::new("env")
         .args([
+            "--default-signal=HUP",
+            "/bin/sh",
             "-c",
             "trap 'echo reloaded >> \"$1\"' HUP; echo $$ > \"$2\"; while :; do sleep 0.1; done",
             "consumer",
