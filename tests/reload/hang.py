@@ -2,7 +2,7 @@
 """A file system that hangs on demand, as a stuck NFS mount does: every open of a file in the
 directory given is held by a fanotify permission event (needs CAP_SYS_ADMIN) while "hold" is in
 force, and let through on "release". Commands come on stdin, one per line; it prints "ready"
-once watching, and "held" each time an open starts waiting."""
+once watching, "holding" once a "hold" is in force, and "held" each time an open starts waiting."""
 import ctypes
 import os
 import struct
@@ -41,6 +41,7 @@ def commands():
         with lock:
             if line.strip() == "hold":
                 holding = True
+                print("holding", flush=True)
             elif line.strip() == "release":
                 holding = False
                 for fd in held:

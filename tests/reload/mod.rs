@@ -54,6 +54,18 @@ impl Hang {
         self.stdin.flush().unwrap();
     }
 
+    /// Holds every open from now on: returns once hang.py says the hold is in force, so that a
+    /// write the test triggers next cannot slip through before it (a busy machine can take a
+    /// while to run hang.py's command thread).
+    fn hold(&mut self) {
+        self.send("hold");
+        assert_eq!(
+            self.next(T).as_deref(),
+            Some("holding"),
+            "hang.py did not take the hold"
+        );
+    }
+
     /// Waits until an open is held: a write is stuck.
     fn wait_held(&self) {
         assert_eq!(
@@ -134,7 +146,7 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
 
     // The file system hangs; a reload that adds an output to `stuck` restarts its task, which
     // writes the token it keeps to its outputs, and hangs there.
-    hang.send("hold");
+    hang.hold();
     let more = client("old", &["hung/stuck.token", "hung/stuck.copy"]);
     config(&dir, &issuer, &[("stuck", &more), ("other", &other)]);
     daemon.signal(Signal::SIGHUP);
@@ -191,7 +203,7 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
     assert!(daemon.output().contains("still writing"), "{}", daemon.output());
 
     // A stop while a write hangs ends within its bound, with the stuck write named.
-    hang.send("hold");
+    hang.hold();
     let more = client("other", &["hung/other.token", "hung/other.copy"]);
     config(&dir, &issuer, &[("stuck", &moved), ("other", &more)]);
     daemon.signal(Signal::SIGHUP);
