@@ -103,10 +103,15 @@ fn main() -> ExitCode {
 /// The commands that run tokend's tasks (`run`, `once`, `dev`). File writes (with fsync) and DNS
 /// lookups run on blocking threads; the cap keeps a burst of refreshes from spawning a thread per
 /// client, yet leaves room for a few hung writes (a stuck NFS mount) without holding up the rest.
+/// A worker takes at most 32 ready sockets from each poll (tokio's default is 1,024): with
+/// hundreds of busy socket connections, readiness is handed out in smaller batches, so fewer
+/// connections wait behind one long batch; the 256-connection p99 was about a fifth shorter in
+/// two sets of runs (BENCHMARKS.md, "Socket API against nginx").
 fn daemon<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)
+        .max_io_events_per_tick(32)
         .enable_all()
         .build()
     {
