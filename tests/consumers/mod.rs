@@ -305,18 +305,20 @@ fn a_signal_hook_reloads_a_process_and_a_stale_pid_file_is_refused() {
     let reloads = dir.join("reloads");
     // A consumer that reloads (here: notes it) on SIGHUP. Its SIGHUP starts at the default: a
     // shell that inherits it ignored (the suite run under nohup) cannot trap it.
-    let mut consumer = Command::new("env")
-        .args([
-            "--default-signal=HUP",
-            "/bin/sh",
-            "-c",
-            "trap 'echo reloaded >> \"$1\"' HUP; echo $$ > \"$2\"; while :; do sleep 0.1; done",
-            "consumer",
-        ])
-        .arg(&reloads)
-        .arg(&pid_file)
-        .spawn()
-        .unwrap();
+    let _consumer = Reaped(
+        Command::new("env")
+            .args([
+                "--default-signal=HUP",
+                "/bin/sh",
+                "-c",
+                "trap 'echo reloaded >> \"$1\"' HUP; echo $$ > \"$2\"; while :; do sleep 0.1; done",
+                "consumer",
+            ])
+            .arg(&reloads)
+            .arg(&pid_file)
+            .spawn()
+            .unwrap(),
+    );
     wait_for(T, "the consumer's pid file", || read(&pid_file));
     let stale = dir.write("stale.pid", "999999999\n");
     let cfg = hook_config(
@@ -346,8 +348,6 @@ fn a_signal_hook_reloads_a_process_and_a_stale_pid_file_is_refused() {
         "{refused}"
     );
     assert!(daemon.stop().success());
-    consumer.kill().unwrap();
-    consumer.wait().unwrap();
 }
 
 /// `GET path` on the socket: the response head and body.
@@ -404,7 +404,7 @@ fn free_port() -> u16 {
 
 /// The streaming upstream (`echo.py`), as its own process.
 struct Echo {
-    child: std::process::Child,
+    _child: Reaped,
     url: String,
 }
 
@@ -422,16 +422,9 @@ impl Echo {
             .read_line(&mut port)
             .unwrap();
         Echo {
-            child,
+            _child: Reaped(child),
             url: format!("http://127.0.0.1:{}/", port.trim()),
         }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -106,6 +106,17 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A child process that is killed and reaped when dropped, so that a test that fails half-way
+/// leaves none behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads a file if it exists and is not empty.
 pub fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().filter(|s| !s.is_empty())
