@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use crate::util::*;
 
 /// `hang.py` watching one directory.
 struct Hang {
-    child: Child,
+    _child: Reaped,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
 }
@@ -40,7 +40,11 @@ impl Hang {
                 }
             }
         });
-        let hang = Hang { child, stdin, lines };
+        let hang = Hang {
+            _child: Reaped(child),
+            stdin,
+            lines,
+        };
         assert_eq!(hang.next(T).as_deref(), Some("ready"), "hang.py did not start");
         hang
     }
@@ -78,9 +82,8 @@ impl Hang {
 
 impl Drop for Hang {
     fn drop(&mut self) {
+        // Then `Reaped` kills and reaps it.
         self.send("release");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
