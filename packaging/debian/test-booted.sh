@@ -88,7 +88,26 @@ wait_in() {
   return 1
 }
 
+# The glibc the packaged binary needs: its newest GLIBC_x.y version reference, and 2.36 when
+# its relocations are packed (GLIBC_ABI_DT_RELR, a version with no symbol, which
+# dpkg-shlibdeps does not see and so leaves out of $auto).
+glibc_needed() {
+  dpkg-deb --fsys-tarfile "$deb1" | tar -xO ./usr/bin/tokend >"$work/tokend.bin"
+  readelf -V --wide "$work/tokend.bin" |
+    sed -n -e 's/.*Name: GLIBC_\([0-9][0-9.]*\).*/\1/p' -e 's/.*Name: GLIBC_ABI_DT_RELR.*/2.36/p' |
+    sort -V | tail -1
+}
+# Depends holds a libc6 (>= V) with V at least what the binary needs.
+depends_cover_glibc() {
+  local need have
+  need=$(glibc_needed)
+  have=$(dpkg-deb -f "$deb1" Depends | grep -o 'libc6 (>= [0-9.]*)' | sed 's/.*>= //; s/)$//' | sort -V | tail -1)
+  echo "     binary needs glibc $need; Depends has libc6 (>= ${have:-none})"
+  [ -n "$need" ] && [ -n "$have" ] && dpkg --compare-versions "$have" ge "$need"
+}
+
 say "install"
+check "Depends asks for the glibc the binary needs" depends_cover_glibc
 check "dpkg -i of a fresh package succeeds" ct dpkg -i /root/tokend-1.deb
 check "a fresh install leaves no failed unit" no_failed_units
 check "the unconfigured service is enabled but inactive (start condition)" \

@@ -10,7 +10,7 @@ use std::process::Command;
 use crate::util::{run_checks, unless_skipped};
 
 /// The package `cargo deb --locked` writes for this version, if it is there and newer than every
-/// source it is built from.
+/// source it is built from (and the manifest that gives its metadata).
 fn package() -> Result<PathBuf, String> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let deb = std::env::var_os("TOKEND_DEB").map(PathBuf::from).unwrap_or_else(|| {
@@ -29,6 +29,8 @@ fn package() -> Result<PathBuf, String> {
         "packaging/debian",
         "packaging/man",
         "packaging/completions",
+        "build.rs",
+        "Cargo.toml",
     ] {
         for file in walk(&here.join(dir)) {
             if std::fs::metadata(&file)
@@ -50,7 +52,11 @@ fn package() -> Result<PathBuf, String> {
     Ok(deb)
 }
 
+/// Every file under `dir`, or `dir` itself if it is a file.
 fn walk(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
