@@ -26,5 +26,7 @@ sample() { local cpu=0 cs=0; for t in /proc/$tp/task/*; do
   v=$(awk '/^voluntary_ctxt_switches|^nonvoluntary_ctxt_switches/{s+=$2} END{print s}' "$t/status"); cs=$((cs + v)); done
   echo "$cpu $cs"; }
 read -r c0 s0 < <(sample); sleep 12; read -r c1 s1 < <(sample)
-echo "$STEP" > "$w/ft"; sleep 12; read -r c2 s2 < <(sample)
+# Renamed over, not rewritten in place: libfaketime reads the file at every clock reading, and
+# one made while it is truncated reads the real time.
+echo "$STEP" > "$w/ft.new"; mv "$w/ft.new" "$w/ft"; sleep 12; read -r c2 s2 < <(sample)
 echo "no step: cpu $(( (c1-c0)/1000000 )) ms, switches $((s1-s0)); step $STEP: cpu $(( (c2-c1)/1000000 )) ms, switches $((s2-s1))"

@@ -6,17 +6,19 @@
 //! it, or until the process-wide `watcher` reports that the wall clock moved against the
 //! monotonic one (a step either way, or a resume from suspend). The driver then re-reads the
 //! wall clock and wakes the sleepers whose deadline has come — only those after a step forward
-//! or a resume — or, after a step back, every sleeper: each was planned on the old clock and
-//! must move its plans (see `Wake::SteppedBack`). No sleeper wakes up before its deadline
+//! or a resume — or, after a step back, every sleeper. Each sleeper measures the step itself,
+//! against the `Reading` its plans were made on (see `Wake::SteppedBack`): one that planned
+//! after the step goes back to sleep, and one whose plans straddle it (made before, slept
+//! after) moves them by exactly as much, once. No sleeper wakes up before its deadline
 //! otherwise, however many there are, and a step wakes none whose deadline is still ahead.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
@@ -31,8 +33,40 @@ pub const STEP_BACK_TOLERANCE: Duration = Duration::from_secs(1);
 pub enum Wake {
     /// The deadline was reached.
     Deadline,
-    /// The wall clock was stepped back by about this much while sleeping.
+    /// The wall clock lies about this much behind where it stood when the sleeper's plans
+    /// were made (the `Reading` it slept on), counting the time elapsed since: stepped back,
+    /// net of any step forward (a resume, whose real time passed) in between.
     SteppedBack(Duration),
+}
+
+/// The wall clock read together with the monotonic clock: what a plan was made on. Comparing
+/// a later reading with it tells whether the wall clock was stepped back in between, and by
+/// how much, whoever noticed first and whatever the task was doing then (asleep, or waiting
+/// for the IdP).
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub wall: SystemTime,
+    monotonic: tokio::time::Instant,
+}
+
+impl Reading {
+    /// How far the wall clock was stepped back between this reading and `later`, if by more
+    /// than the tolerance.
+    pub fn stepped_back_by(&self, later: &Reading) -> Option<Duration> {
+        let expected = self.wall + later.monotonic.saturating_duration_since(self.monotonic);
+        expected
+            .duration_since(later.wall)
+            .ok()
+            .filter(|behind| *behind > STEP_BACK_TOLERANCE)
+    }
+
+    /// This reading as the clock stepped back by `by` shows it: plans moved by `by` are on it.
+    pub fn stepped_back(self, by: Duration) -> Reading {
+        Reading {
+            wall: self.wall.checked_sub(by).unwrap_or(UNIX_EPOCH),
+            ..self
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -54,8 +88,6 @@ struct Timers {
 struct Queue {
     /// Who waits for which wall-clock time; the number tells equal deadlines apart.
     sleepers: BTreeMap<(SystemTime, u64), Waker>,
-    /// Sleepers taken out of `sleepers` by a step back, with its size, until each has seen it.
-    stepped_back: HashMap<(SystemTime, u64), Duration>,
     next: u64,
     /// A driver task is running (on the runtime of the sleeper that started it: tokend runs
     /// every refresh task on one runtime; if that one is shut down, the next sleeper starts a
@@ -90,31 +122,34 @@ impl Clock {
         (self.timers.now)()
     }
 
+    pub fn read(&self) -> Reading {
+        Reading {
+            wall: self.now(),
+            monotonic: tokio::time::Instant::now(),
+        }
+    }
+
     /// Sleeps until the wall clock reaches `deadline` (at once if it has), or until the wall
-    /// clock is seen to have been stepped back.
-    pub async fn sleep_until(&self, deadline: SystemTime) -> Wake {
+    /// clock is seen to have been stepped back since `planned_on`, the reading the deadline
+    /// was computed on (at once if it has been). Measured against that reading, a step is
+    /// reported once to each plan, however it was noticed: by the driver, by this sleep
+    /// ending on time late (steps each below the tolerance that add up to more), or before
+    /// the sleep began (while its task waited for the IdP).
+    pub async fn sleep_until(&self, deadline: SystemTime, planned_on: Reading) -> Wake {
         loop {
-            let (wall, monotonic) = (self.now(), tokio::time::Instant::now());
-            if wall >= deadline {
+            let now = self.read();
+            if let Some(by) = planned_on.stepped_back_by(&now) {
+                return Wake::SteppedBack(by);
+            }
+            if now.wall >= deadline {
                 return Wake::Deadline;
             }
-            let woken = Sleeper {
+            Sleeper {
                 timers: &self.timers,
                 deadline,
                 key: None,
             }
             .await;
-            if let Some(by) = woken {
-                return Wake::SteppedBack(by);
-            }
-            // The driver measures each step back since its last turn; this catches what it
-            // cannot: steps each below the tolerance that add up to more over this sleep.
-            let expected = wall + monotonic.elapsed();
-            if let Ok(behind) = expected.duration_since(self.now())
-                && behind > STEP_BACK_TOLERANCE
-            {
-                return Wake::SteppedBack(behind);
-            }
         }
     }
 }
@@ -125,8 +160,8 @@ impl Timers {
     }
 }
 
-/// One wait in the queue: ready once the driver has taken it out, with the size of the step
-/// back that did, or `None` for its deadline; leaves the queue if dropped before.
+/// One wait in the queue: ready once the driver has taken it out (its deadline came, or the
+/// clock was stepped back); leaves the queue if dropped before.
 struct Sleeper<'a> {
     timers: &'a Arc<Timers>,
     deadline: SystemTime,
@@ -134,16 +169,16 @@ struct Sleeper<'a> {
 }
 
 impl Future for Sleeper<'_> {
-    type Output = Option<Duration>;
+    type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Duration>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut queue = self.timers.queue();
         if let Some(key) = self.key {
             return match queue.sleepers.get_mut(&key) {
                 // Taken out by the driver: woken.
                 None => {
                     self.key = None;
-                    Poll::Ready(queue.stepped_back.remove(&key))
+                    Poll::Ready(())
                 }
                 Some(waker) => {
                     waker.clone_from(cx.waker());
@@ -170,10 +205,7 @@ impl Future for Sleeper<'_> {
 impl Drop for Sleeper<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let mut queue = self.timers.queue();
-            if queue.sleepers.remove(&key).is_none() {
-                queue.stepped_back.remove(&key);
-            }
+            self.timers.queue().sleepers.remove(&key);
         }
     }
 }
@@ -193,23 +225,23 @@ async fn drive(timers: Arc<Timers>) {
     let timers = &driving.0;
     let mut changes = timers.changes.clone();
     changes.mark_unchanged();
-    let mut last: Option<(SystemTime, tokio::time::Instant)> = None;
+    let mut last: Option<Reading> = None;
     loop {
-        let (wall, monotonic) = ((timers.now)(), tokio::time::Instant::now());
+        let now = Reading {
+            wall: (timers.now)(),
+            monotonic: tokio::time::Instant::now(),
+        };
+        let wall = now.wall;
         // Checked on every turn, whatever ended the last wait: a report and a deadline can
         // come together, and a step must not go unseen because the deadline won.
-        let stepped_back = last
-            .and_then(|(wall_then, monotonic_then)| {
-                (wall_then + (monotonic - monotonic_then)).duration_since(wall).ok()
-            })
-            .filter(|behind| *behind > STEP_BACK_TOLERANCE);
-        last = Some((wall, monotonic));
+        let stepped_back = last.is_some_and(|then| then.stepped_back_by(&now).is_some());
+        last = Some(now);
         let earliest = {
             let mut queue = timers.queue();
-            if let Some(by) = stepped_back {
-                // Every plan was made on the old clock: every sleeper moves its own.
-                for (key, waker) in std::mem::take(&mut queue.sleepers) {
-                    queue.stepped_back.insert(key, by);
+            if stepped_back {
+                // Plans made on the old clock must move: every sleeper measures the step
+                // against its own plans' reading (see `Clock::sleep_until`).
+                for (_, waker) in std::mem::take(&mut queue.sleepers) {
                     waker.wake();
                 }
             }
@@ -276,7 +308,17 @@ pub mod manual {
         }
 
         pub fn jump_back(&self, d: Duration) {
+            self.jump_back_unreported(d);
+            self.report();
+        }
+
+        /// Steps the clock back before the watcher has seen it (it checks every few seconds).
+        pub fn jump_back_unreported(&self, d: Duration) {
             self.offset.lock().unwrap().1 += d;
+        }
+
+        /// The watcher's report of what the clock did since it last looked.
+        pub fn report(&self) {
             self.changes.send_modify(|n| *n += 1);
         }
     }
@@ -314,7 +356,7 @@ mod tests {
         let (clock, handle) = manual::clock(t0);
         let sleeper = tokio::spawn({
             let clock = clock.clone();
-            async move { clock.sleep_until(t0 + S(3600)).await }
+            async move { clock.sleep_until(t0 + S(3600), clock.read()).await }
         });
         (clock, handle, sleeper)
     }
@@ -354,7 +396,7 @@ mod tests {
         let sleeper = tokio::spawn({
             let clock = clock.clone();
             let deadline = clock.now() + S(90);
-            async move { clock.sleep_until(deadline).await }
+            async move { clock.sleep_until(deadline, clock.read()).await }
         });
         tokio::time::sleep(S(10)).await;
         handle.jump_back(Duration::from_millis(500));
@@ -366,8 +408,8 @@ mod tests {
     fn counted_sleeper(clock: &Clock, deadline: SystemTime) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Wake>) {
         let polls = Arc::new(AtomicUsize::new(0));
         let sleep = {
-            let clock = clock.clone();
-            async move { clock.sleep_until(deadline).await }
+            let (clock, planned_on) = (clock.clone(), clock.read());
+            async move { clock.sleep_until(deadline, planned_on).await }
         };
         let task = tokio::spawn({
             let polls = polls.clone();
@@ -382,7 +424,9 @@ mod tests {
 
     /// The "wakes only the tasks affected": a step forward (a resume) ends the sleeps
     /// whose deadline it passed, and no other sleeper runs at all; a step back wakes each one,
-    /// since each must move what it planned on the old clock.
+    /// since each must move what it planned on the old clock — by how far the clock now lies
+    /// behind where it stood when the plans were made: 900 s forward (a resume whose clock
+    /// overshot), then 1,020 s back, is 120 s back.
     #[tokio::test(start_paused = true)]
     async fn a_step_forward_wakes_only_the_sleepers_it_made_due() {
         let t0 = UNIX_EPOCH + S(1_000_000);
@@ -403,12 +447,45 @@ mod tests {
             .count();
         assert_eq!(woken, 0, "sleepers still short of their deadline were woken");
 
-        handle.jump_back(S(120));
+        handle.jump_back(S(1020));
         for (polls, task) in later {
             assert_eq!(task.await.unwrap(), Wake::SteppedBack(S(120)));
             assert_eq!(polls.load(Ordering::Relaxed), 2);
         }
         assert_eq!(jumped.elapsed(), S(10), "a step back is seen at once");
+    }
+
+    /// Each sleep measures a step against the reading its plans were made on, not against
+    /// when the step was noticed: plans made before a step and slept on after it (their task
+    /// was waiting for the IdP then) end at once, moved by exactly as much; a sleep planned
+    /// after the step, woken when the driver notices it, sleeps on to its deadline; and one
+    /// that straddles the step moves by it once.
+    #[tokio::test(start_paused = true)]
+    async fn a_step_back_is_measured_against_the_plans_own_reading() {
+        let t0 = UNIX_EPOCH + S(1_000_000);
+        let (clock, handle) = manual::clock(t0);
+        let (_, straddling) = counted_sleeper(&clock, t0 + S(7200));
+        let planned_before = clock.read();
+        tokio::time::sleep(S(10)).await;
+        handle.jump_back_unreported(S(600));
+        assert_eq!(
+            clock.sleep_until(t0 + S(3600), planned_before).await,
+            Wake::SteppedBack(S(600)),
+            "a sleep begun after the step on plans made before it"
+        );
+        assert!(!straddling.is_finished(), "woken before the step was noticed");
+        // Its earlier deadline turns the driver, which notices the step and wakes every sleeper.
+        let (late_polls, planned_after) = counted_sleeper(&clock, clock.now() + S(60));
+        assert_eq!(straddling.await.unwrap(), Wake::SteppedBack(S(600)));
+        // The watcher's report, late: nothing more to wake.
+        handle.report();
+        tokio::time::sleep(S(1)).await;
+        assert_eq!(late_polls.load(Ordering::Relaxed), 2, "woken once, by the driver");
+        assert!(!planned_after.is_finished(), "a step it planned after ended its sleep");
+        let noticed = tokio::time::Instant::now();
+        assert_eq!(planned_after.await.unwrap(), Wake::Deadline);
+        assert_eq!(noticed.elapsed(), S(59));
+        assert_eq!(late_polls.load(Ordering::Relaxed), 3);
     }
 
     /// A sleep given up (its task cancelled) leaves the queue, and one that ends on time
@@ -417,9 +494,9 @@ mod tests {
     async fn sleeps_leave_the_queue_when_they_end_or_are_dropped() {
         let t0 = UNIX_EPOCH + S(1_000_000);
         let (clock, _handle) = manual::clock(t0);
-        let dropped = tokio::time::timeout(S(5), clock.sleep_until(t0 + S(3600))).await;
+        let dropped = tokio::time::timeout(S(5), clock.sleep_until(t0 + S(3600), clock.read())).await;
         assert!(dropped.is_err());
-        assert_eq!(clock.sleep_until(t0 + S(65)).await, Wake::Deadline);
+        assert_eq!(clock.sleep_until(t0 + S(65), clock.read()).await, Wake::Deadline);
         assert!(clock.timers.queue().sleepers.is_empty());
     }
 
@@ -427,7 +504,9 @@ mod tests {
     async fn sleeping_returns_at_once_for_a_past_deadline() {
         let start = tokio::time::Instant::now();
         assert_eq!(
-            Clock::system().sleep_until(SystemTime::now() - S(5)).await,
+            Clock::system()
+                .sleep_until(SystemTime::now() - S(5), Clock::system().read())
+                .await,
             Wake::Deadline
         );
         assert_eq!(start.elapsed(), S(0));
@@ -438,7 +517,7 @@ mod tests {
         let t0 = UNIX_EPOCH + S(1_000_000);
         let (clock, _) = manual::clock(t0);
         let start = tokio::time::Instant::now();
-        assert_eq!(clock.sleep_until(t0 + S(95)).await, Wake::Deadline);
+        assert_eq!(clock.sleep_until(t0 + S(95), clock.read()).await, Wake::Deadline);
         assert_eq!(start.elapsed(), S(95));
         assert_eq!(clock.now(), t0 + S(95));
     }
@@ -463,7 +542,7 @@ mod tests {
                 },
                 receiver,
             );
-            assert_eq!(clock.sleep_until(t0 + length).await, Wake::Deadline);
+            assert_eq!(clock.sleep_until(t0 + length, clock.read()).await, Wake::Deadline);
             assert_eq!(began.elapsed(), length);
             reads.load(Ordering::Relaxed)
         }

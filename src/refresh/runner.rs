@@ -10,7 +10,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{Clock, Wake};
+use crate::clock::{Clock, Reading, Wake};
 use crate::hooks::Why;
 use crate::oauth::{ErrorClass, FetchError};
 use crate::outcome::Outcome;
@@ -34,6 +34,9 @@ pub struct Runner<S> {
     jitter: fn() -> f64,
     /// When to next ask for a token (planned refresh or retry).
     due: SystemTime,
+    /// The clock reading `due` and the current token's times are on: a step back since is
+    /// measured against it, so that each plan moves once, by exactly as much.
+    planned_on: Reading,
     failures: u32,
     /// The current token's expiry has been reported, once.
     expiry_reported: bool,
@@ -60,6 +63,7 @@ impl<S: TokenSource> Runner<S> {
             source,
             publisher,
             due: clock.now(),
+            planned_on: clock.read(),
             clock,
             jitter: rand::random::<f64>,
             failures: 0,
@@ -119,7 +123,8 @@ impl<S: TokenSource> Runner<S> {
     /// (unboxed, 10,000 seeds held 16 MB at the peak of a restart).
     pub async fn seed(&mut self) -> Option<Outcome> {
         let previous = self.publisher.take_over();
-        let now = self.clock.now();
+        self.planned_on = self.clock.read();
+        let now = self.planned_on.wall;
         let mut seed = seed::kept(&previous, self.publisher.fingerprint(), now);
         if seed.needs_saved() {
             let saved = Box::pin(self.publisher.saved()).await;
@@ -194,7 +199,9 @@ impl<S: TokenSource> Runner<S> {
     /// and the next attempt is scheduled with backoff.
     pub async fn refresh(&mut self) -> Result<(), FetchError> {
         let started = Instant::now();
-        let result = self.source.obtain(self.clock.now()).await;
+        self.planned_on = self.clock.read();
+        let result = self.source.obtain(self.planned_on.wall).await;
+        let result = self.on_current_clock(result).await;
         self.complete(result, started.elapsed()).await
     }
 
@@ -304,15 +311,26 @@ impl<S: TokenSource> Runner<S> {
         }
     }
 
-    /// The wall clock was seen to step back by `by` while sleeping: every time planned on the
-    /// old clock (the refresh, the retry, the token's expiry) now lies `by` too late, so each
-    /// moves earlier by as much, and the token is published again with its times on the new
-    /// clock (readers, `/readyz` and the state file must not believe it valid for longer). Each
-    /// group keeps its own jittered time: a step does not send every group (and every host that
-    /// stepped together) to the IdP at once.
-    async fn stepped_back(&mut self, by: Duration, now: SystemTime) {
-        self.due = self.due.checked_sub(by).unwrap_or(now);
-        self.publisher.stepped_back(by, now);
+    /// The wall clock was stepped back by `by` since the plans were made (seen while sleeping,
+    /// or after a request): every time planned on the old clock (the refresh, the retry, the
+    /// token's expiry) now lies `by` too late, so each moves earlier by as much, and the token
+    /// is published again with its times on the new clock (readers, `/readyz` and the state
+    /// file must not believe it valid for longer). Each group keeps its own jittered time: a
+    /// step does not send every group (and every host that stepped together) to the IdP at
+    /// once.
+    async fn stepped_back(&mut self, by: Duration) {
+        self.move_plans_back(by);
+        if let Some(token) = self.publisher.current() {
+            let token = Arc::new(token.stepped_back(by));
+            self.publish(token, true, None).await;
+        }
+    }
+
+    /// What `stepped_back` does, but publishing the token: its caller has a new one.
+    fn move_plans_back(&mut self, by: Duration) {
+        self.planned_on = self.planned_on.stepped_back(by);
+        self.due = self.due.checked_sub(by).unwrap_or(self.planned_on.wall);
+        self.publisher.stepped_back(by, self.planned_on.wall);
         info!(
             client = %self.label,
             clock = "stepped_back",
@@ -320,9 +338,25 @@ impl<S: TokenSource> Runner<S> {
             next_refresh = %rfc3339(self.due),
             "the clock was stepped back; the refresh and the expiry move earlier by as much"
         );
-        if let Some(token) = self.publisher.current() {
-            let token = Arc::new(token.stepped_back(by));
-            self.publish(token, true, None).await;
+    }
+
+    /// A request's outcome, with the times of its token on the clock as it is now: they count
+    /// from when the request was sent, and a step back while it was out (which no sleep saw)
+    /// makes them lie as much too late — the token would look issued in the future, and be
+    /// replaced at once.
+    async fn on_current_clock(&mut self, result: Result<Token, FetchError>) -> Result<Token, FetchError> {
+        let Some(by) = self.planned_on.stepped_back_by(&self.clock.read()) else {
+            return result;
+        };
+        match result {
+            Ok(token) => {
+                self.move_plans_back(by);
+                Ok(token.stepped_back(by))
+            }
+            Err(e) => {
+                self.stepped_back(by).await;
+                Err(e)
+            }
         }
     }
 
@@ -397,14 +431,22 @@ impl<S: TokenSource> Runner<S> {
             signal_once(&mut first_attempt);
         }
         loop {
-            let now = self.clock.now();
+            let reading = self.clock.read();
+            if let Some(by) = self.planned_on.stepped_back_by(&reading) {
+                // While awake (publishing, or woken for another reason).
+                Box::pin(self.stepped_back(by)).await;
+            }
+            let now = reading.wall;
             self.check_clock(now);
             if now >= self.due {
                 let started = Instant::now();
+                // The new token's times are on this reading, and the failure's retry too.
+                self.planned_on = reading;
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
                     result = Box::pin(self.source.obtain(now)) => result,
                 };
+                let result = Box::pin(self.on_current_clock(result)).await;
                 // The outcome is logged and recorded in the store by `complete` itself.
                 let _ = Box::pin(self.complete(result, started.elapsed())).await;
                 signal_once(&mut first_attempt);
@@ -420,11 +462,18 @@ impl<S: TokenSource> Runner<S> {
                 .flatten()
                 .fold(self.due, SystemTime::min);
             // Boxed, as the other awaits: the wait's state lives only while the task sleeps.
-            let woken = Box::pin(sleep(cancel, &self.clock, wake, &self.retry_now, &self.refresh_now)).await;
+            let woken = Box::pin(sleep(
+                cancel,
+                &self.clock,
+                (wake, self.planned_on),
+                &self.retry_now,
+                &self.refresh_now,
+            ))
+            .await;
             match woken {
                 Woken::Cancelled => return,
                 Woken::Clock(Wake::Deadline) => {}
-                Woken::Clock(Wake::SteppedBack(by)) => Box::pin(self.stepped_back(by, self.clock.now())).await,
+                Woken::Clock(Wake::SteppedBack(by)) => Box::pin(self.stepped_back(by)).await,
                 Woken::RetryNow => {
                     if self.failures > 0 {
                         info!(client = %self.label, retry = "now", "configuration reloaded; retrying now instead of after the backoff");
@@ -464,13 +513,13 @@ enum Woken {
 async fn sleep(
     cancel: &CancellationToken,
     clock: &Clock,
-    until: SystemTime,
+    (until, planned_on): (SystemTime, Reading),
     retry_now: &Notify,
     refresh_now: &Notify,
 ) -> Woken {
     tokio::select! {
         _ = cancel.cancelled() => Woken::Cancelled,
-        woke = clock.sleep_until(until) => Woken::Clock(woke),
+        woke = clock.sleep_until(until, planned_on) => Woken::Clock(woke),
         _ = retry_now.notified() => Woken::RetryNow,
         _ = refresh_now.notified() => Woken::RefreshNow,
     }

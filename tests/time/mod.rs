@@ -103,6 +103,15 @@ fn tokens_whose_iat_lies_in_the_future_are_served_and_refreshed_on_time() {
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// Changes libfaketime's offset by renaming a new file over its file: it re-reads the file at
+/// every clock reading, and one made while the file is being rewritten in place (truncated,
+/// empty) reads the real time — a clock that steps back and forth under the daemon.
+fn set_offset(file: &Path, offset: &str) {
+    let new = file.with_extension("new");
+    std::fs::write(&new, format!("{offset}\n")).unwrap();
+    std::fs::rename(&new, file).unwrap();
+}
+
 /// The wall clock jumps under a running daemon: libfaketime, preloaded into tokend alone, takes
 /// its offset from a file it re-reads, and leaves the monotonic clock alone — as the host sees a
 /// suspend or an NTP step. Two hours forward: every client's token has expired, and all twenty
@@ -143,7 +152,7 @@ fn clock_jumps_are_noticed_within_seconds_by_one_watcher_for_every_client() {
     wait_ready(&dir.join("tokend.sock"));
     assert_eq!(issuer.request_count(), 20);
 
-    std::fs::write(&offset, "+2h\n").unwrap();
+    set_offset(&offset, "+2h");
     let jumped = Instant::now();
     wait_for(
         Duration::from_secs(30),
@@ -159,11 +168,12 @@ fn clock_jumps_are_noticed_within_seconds_by_one_watcher_for_every_client() {
     let stepped = |direction: &'static str| move |e: &Value| is(e, "clock", "stepped") && e["direction"] == direction;
     daemon.wait_event(Duration::from_secs(5), "the watcher's report", stepped("forward"));
 
-    std::fs::write(&offset, "+1h\n").unwrap();
+    set_offset(&offset, "+1h");
     let moved = daemon.wait_events(20, Duration::from_secs(30), "every client to move its expiry", |e| {
         is(e, "clock", "stepped_back")
     });
     assert_eq!(moved.len(), 20, "{moved:?}");
+    daemon.wait_event(Duration::from_secs(10), "the watcher's report", stepped("back"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(issuer.request_count(), 40, "a step back asks for no token");
     let events = daemon.events();

@@ -29,6 +29,8 @@ const CLIENT: &str = "refresh: { at: 80%, jitter: 0%, min_remaining: 1s }\nretry
 enum Answer {
     Token(Duration),
     Fail(FetchError),
+    /// The wall clock steps back by this much while the request is out; then the answer.
+    StepBackDuring(Duration, Box<Answer>),
 }
 
 fn transient() -> Answer {
@@ -51,6 +53,7 @@ fn oauth_error(status: u16, error: &str, retry_after: Option<Duration>) -> Answe
 struct Script {
     calls: Arc<Mutex<Vec<SystemTime>>>,
     answers: VecDeque<Answer>,
+    clock: manual::Handle,
 }
 
 impl TokenSource for Script {
@@ -60,9 +63,17 @@ impl TokenSource for Script {
             calls.push(sent_at);
             calls.len()
         };
-        match self.answers.pop_front().unwrap_or(Answer::Token(S(3600))) {
+        let mut answer = self.answers.pop_front().unwrap_or(Answer::Token(S(3600)));
+        if let Answer::StepBackDuring(by, then) = answer {
+            tokio::time::sleep(MS(10)).await;
+            self.clock.jump_back(by);
+            tokio::time::sleep(MS(10)).await;
+            answer = *then;
+        }
+        match answer {
             Answer::Token(lifetime) => Ok(Token::for_test(&format!("token-{n}"), sent_at, lifetime)),
             Answer::Fail(e) => Err(e),
+            Answer::StepBackDuring(..) => unreachable!("one step per request"),
         }
     }
 }
@@ -108,6 +119,7 @@ impl Harness {
         let source = Script {
             calls: calls.clone(),
             answers: answers.into(),
+            clock: handle.clone(),
         };
         let mut runner = Runner::new(group, source, publisher, clock);
         runner.jitter = match jitter {
@@ -253,6 +265,41 @@ async fn a_clock_step_moves_the_refresh_by_as_much_and_keeps_its_interval() {
     assert_eq!(h.sent(), [0.0]);
     sleep(S(240)).await;
     assert_eq!(h.sent(), [0.0, 2880.0]);
+    h.stop().await;
+}
+
+/// The clock steps back while a request is out, and no sleep sees it (the task waits for the
+/// IdP): the new token's times, counted from when the request was sent, move earlier by as
+/// much, once. It is not taken for a token issued in the future and replaced at once (each
+/// client of a host whose clock NTP stepped back did that, one extra request each), and its
+/// refresh keeps its interval.
+#[tokio::test(start_paused = true)]
+async fn a_step_back_during_a_request_moves_its_token_once() {
+    let step_then = |answer| vec![Answer::StepBackDuring(S(600), Box::new(answer))];
+    let h = Harness::start(CLIENT, step_then(Answer::Token(S(3600))));
+    sleep(S(100)).await;
+    assert_eq!(h.sent(), [0.0], "the token was replaced at once");
+    let shown = h.snapshot().token.unwrap();
+    assert_eq!((shown.issued_at, shown.expires_at), (t0() - S(600), t0() + S(3000)));
+    assert_eq!(h.snapshot().next_attempt, Some(t0() + S(2280)));
+    sleep(S(2790)).await;
+    assert_eq!(h.sent(), [0.0, 2280.0]);
+    h.stop().await;
+
+    // A refresh that fails across the step: the current token's expiry moves (readers must
+    // not believe it valid for 600 s more), and the retry comes after its backoff (1 s) on the
+    // new clock, not 600 s early.
+    let mut answers = vec![Answer::Token(S(3600))];
+    answers.extend(step_then(transient()));
+    let h = Harness::start(CLIENT, answers);
+    sleep(S(2880) + MS(100)).await;
+    assert_eq!(h.requests(), 2);
+    let shown = h.snapshot().token.unwrap();
+    assert_eq!(shown.expires_at, t0() + S(3000));
+    let failed_at = t0() + S(2280) + MS(20);
+    assert_eq!(h.snapshot().next_attempt, Some(failed_at + S(1)));
+    sleep(S(1)).await;
+    assert_eq!(h.sent(), [0.0, 2880.0, 2281.02]);
     h.stop().await;
 }
 
