@@ -187,7 +187,13 @@ fn a_thousand_readers_and_two_hundred_short_lived_clients_leave_nothing_behind()
     let total = issuer.request_count() as u64;
     let events = events(&std::fs::read_to_string(log_path).unwrap());
     let refreshed = events.iter().filter(|e| is(e, "outcome", "refreshed")).count() as u64;
-    assert_eq!(refreshed, total, "log vs IdP");
+    // A stop does not wait for the answers to requests in flight (a hung IdP must not hold it
+    // up); 40 refreshes a second leave one out now and then: at most the 8 a token server is
+    // sent at once (`idp.max_concurrent_requests`).
+    assert!(
+        refreshed <= total && total - refreshed <= 8,
+        "log {refreshed} refreshed vs IdP {total} requests"
+    );
     let trouble: Vec<&Value> = events
         .iter()
         .filter(|e| e["level"] == "WARN" || e["level"] == "ERROR")
