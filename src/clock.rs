@@ -123,10 +123,7 @@ impl Clock {
     }
 
     pub fn read(&self) -> Reading {
-        Reading {
-            wall: self.now(),
-            monotonic: tokio::time::Instant::now(),
-        }
+        self.timers.read()
     }
 
     /// Sleeps until the wall clock reaches `deadline` (at once if it has), or until the wall
@@ -155,6 +152,13 @@ impl Clock {
 }
 
 impl Timers {
+    fn read(&self) -> Reading {
+        Reading {
+            wall: (self.now)(),
+            monotonic: tokio::time::Instant::now(),
+        }
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -227,10 +231,7 @@ async fn drive(timers: Arc<Timers>) {
     changes.mark_unchanged();
     let mut last: Option<Reading> = None;
     loop {
-        let now = Reading {
-            wall: (timers.now)(),
-            monotonic: tokio::time::Instant::now(),
-        };
+        let now = timers.read();
         let wall = now.wall;
         // Checked on every turn, whatever ended the last wait: a report and a deadline can
         // come together, and a step must not go unseen because the deadline won.
