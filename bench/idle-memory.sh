@@ -7,12 +7,11 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -q
 bin=$PWD/target/release/tokend
 work=$(mktemp -d /tmp/tokend-bench-memory.XXXXXX)
-trap 'kill $issuer 2>/dev/null || true; rm -rf "$work"' EXIT
+issuer_pid=
+trap 'kill $issuer_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$bin" dev --issuer-only --lifetime 1h >"$work/issuer.out" 2>/dev/null &
-issuer=$!
-for _ in $(seq 50); do [ -s "$work/issuer.out" ] && break; sleep 0.1; done
-url=$(head -1 "$work/issuer.out" | awk '{print $NF}')
+. bench/dev-clients.sh
+dev_issuer "$work" 1h "$bin"
 
 # One run: start the daemon with n clients, wait until every file exists, read VmRSS.
 rss_with() {
@@ -21,7 +20,7 @@ rss_with() {
   {
     echo "state_dir: $work/state$n"
     echo "socket: { path: $work/tokend$n.sock }"
-    echo "defaults: { token_url: $url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
+    echo "defaults: { token_url: $issuer_url/oauth/token, client_id: tokend-dev, client_secret: tokend-dev-secret }"
     echo "clients:"
     for i in $(seq "$n"); do
       echo "  c$i: { audience: https://a$i/, outputs: [{ path: $work/out$n/c$i.token }, { path: $work/out$n/c$i.json, format: json }] }"

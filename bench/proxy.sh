@@ -50,23 +50,16 @@ NGINX
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-"$bin" dev --issuer-only --lifetime 24h >"$work/issuer.out" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$work/issuer.out" ] && break; sleep 0.1; done
-url=$(head -1 "$work/issuer.out" | awk '{print $NF}')
-cat >"$work/tokend.yaml" <<YAML
-state_dir: $work/state
-socket: { path: $work/tokend.sock }
-clients:
-  bench:
-    token_url: $url/oauth/token
-    client_id: tokend-dev
-    client_secret: tokend-dev-secret
-    audience: https://bench/
-    outputs: [{ path: $work/token }]
-proxies:
-  - { client: bench, upstream: "http://127.0.0.1:$upstream_port/api/", listen: "127.0.0.1:$proxy_port", max_connections: 1024 }
-YAML
+. bench/dev-clients.sh
+dev_issuer "$work" 24h "$bin"
+pids+=($issuer_pid)
+{
+  echo "state_dir: $work/state"
+  echo "socket: { path: $work/tokend.sock }"
+  bench_client "{ path: $work/token }"
+  echo "proxies:"
+  echo "  - { client: bench, upstream: \"http://127.0.0.1:$upstream_port/api/\", listen: \"127.0.0.1:$proxy_port\", max_connections: 1024 }"
+} >"$work/tokend.yaml"
 "$bin" --config "$work/tokend.yaml" --log-level warn run &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/token" ] && break; sleep 0.1; done

@@ -13,22 +13,15 @@ bin=$PWD/target/release/tokend
 loadgen=$(ls -t target/release/deps/loadgen-* 2>/dev/null | grep -v '\.d$' | head -1)
 [ -x "$bin" ] && [ -n "$loadgen" ] || { echo "socket-switches.sh: cargo build --release && cargo build --release --benches" >&2; exit 1; }
 work=$(mktemp -d /tmp/tokend-bench-switches.XXXXXX)
-ip= tp=
-trap 'kill $tp $ip 2>/dev/null; rm -rf "$work"' EXIT
-"$bin" dev --issuer-only --lifetime 24h >"$work/issuer.out" 2>/dev/null & ip=$!
-for _ in $(seq 50); do [ -s "$work/issuer.out" ] && break; sleep 0.1; done
-url=$(head -1 "$work/issuer.out" | awk '{print $NF}')
-cat >"$work/tokend.yaml" <<YAML
-state_dir: $work/state
-socket: { path: $work/tokend.sock, max_connections: 4096, header_timeout: 60s }
-clients:
-  bench:
-    token_url: $url/oauth/token
-    client_id: tokend-dev
-    client_secret: tokend-dev-secret
-    audience: https://bench/
-    outputs: [{ path: $work/token }]
-YAML
+issuer_pid= tp=
+trap 'kill $tp $issuer_pid 2>/dev/null; rm -rf "$work"' EXIT
+. bench/dev-clients.sh
+dev_issuer "$work" 24h "$bin"
+{
+  echo "state_dir: $work/state"
+  echo "socket: { path: $work/tokend.sock, max_connections: 4096, header_timeout: 60s }"
+  bench_client "{ path: $work/token }"
+} >"$work/tokend.yaml"
 "$bin" --config "$work/tokend.yaml" --log-level warn run & tp=$!
 for _ in $(seq 100); do [ -s "$work/token" ] && break; sleep 0.1; done
 switches() { for t in /proc/$tp/task/*; do

@@ -48,21 +48,15 @@ trap cleanup EXIT
 
 # The token server and tokend. tokend runs with max_connections 4096 (the load reaches 256 plus
 # the idle test's IDLE) and header_timeout 60s (so idle connections stay open while measured).
-"$bin" dev --issuer-only --lifetime 24h >"$work/issuer.out" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$work/issuer.out" ] && break; sleep 0.1; done
-url=$(head -1 "$work/issuer.out" | awk '{print $NF}')
-cat >"$work/tokend.yaml" <<YAML
-state_dir: $work/state
-socket: { path: $work/tokend.sock, max_connections: 4096, header_timeout: 60s }
-clients:
-  bench:
-    token_url: $url/oauth/token
-    client_id: tokend-dev
-    client_secret: tokend-dev-secret
-    audience: https://bench/
-    outputs: [{ path: $work/www/token, mode: "0644" }]   # nginx's workers must read it
-YAML
+# The token file is 0644: nginx's workers must read it.
+. bench/dev-clients.sh
+dev_issuer "$work" 24h "$bin"
+pids+=($issuer_pid)
+{
+  echo "state_dir: $work/state"
+  echo "socket: { path: $work/tokend.sock, max_connections: 4096, header_timeout: 60s }"
+  bench_client "{ path: $work/www/token, mode: \"0644\" }"
+} >"$work/tokend.yaml"
 "$bin" --config "$work/tokend.yaml" --log-level warn run &
 tokend_pid=$!
 pids+=($tokend_pid)
