@@ -177,6 +177,31 @@ fn a_minimal_config_gets_safe_defaults() {
     assert!(!c.outputs[0].newline);
 }
 
+/// A client's name is its key as written: YAML would read `0x1F` as 31 and `true` as a boolean,
+/// but the name is what the user sees in file names, the socket's URLs and the logs.
+#[test]
+fn a_client_is_named_by_its_key_as_written() {
+    let yaml = "\
+defaults:
+  token_url: https://idp.example/oauth/token
+  client_id: abc123
+  client_secret: { file: /etc/tokend/secrets/s }
+clients:
+  1234: {}
+  0x1F: {}
+  007: {}
+  1e3: {}
+  true: {}
+  0 : {}
+";
+    let config = parse(yaml).unwrap();
+    let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["1234", "0x1F", "007", "1e3", "true", "0"]);
+    // Two keys that YAML reads as the same number are still two different names.
+    let config = parse(&yaml.replace("true", "31")).unwrap();
+    assert_eq!(config.clients.len(), 6);
+}
+
 #[test]
 fn the_packaged_example_config_is_valid() {
     let example = include_str!("../../packaging/config.example.yaml");

@@ -62,12 +62,16 @@ impl<'de> Deserialize<'de> for ClientName {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ClientName, E> {
                 ClientName::new(v).map_err(E::custom)
             }
-            // YAML reads `1234:` as a number; a numeric name is still a valid name.
+            // From a deserializer that has already resolved the key (a `serde_yaml::Value`):
+            // `1234:` became a number, and a numeric name is still a valid name.
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ClientName, E> {
                 ClientName::new(&v.to_string()).map_err(E::custom)
             }
         }
-        d.deserialize_any(V)
+        // Asked for a string, serde_yaml gives a plain scalar as written: the name of `0x1F:`
+        // is `0x1F`, not the 31 YAML reads it as, and `true:` is named `true`. The name is what
+        // the user wrote, because it is what they will look for in files, URLs and logs.
+        d.deserialize_str(V)
     }
 }
 
