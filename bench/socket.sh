@@ -11,7 +11,8 @@
 # Threads: tokend runs its usual 2 runtime workers, nginx 2 worker processes; both generators
 # run 2 threads (loadgen's 2 runtime workers; oha `--worker-threads 2`), on the same 2 cores.
 #
-# Usage: bench/socket.sh   (DURATION=10s REPS=3 IDLE=1000 to change the defaults; with
+# Usage: bench/socket.sh   (DURATION=10s REPS=3 IDLE=1000 CONNS="1 16 64 256" to change the
+#   defaults, CONNS to measure some points only, with more reps; with
 #   BENCH_LOCK=/tmp/tokend-bench.lock each connection count's runs are taken under that flock,
 #   so no locked section lasts longer than one point; OHA=/path/to/oha to use another oha)
 set -euo pipefail
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 REPS=${REPS:-3}
 IDLE=${IDLE:-1000}
+read -r -a conns <<<"${CONNS:-1 16 64 256}"
 BENCH_LOCK=${BENCH_LOCK:-}
 OHA_VERSION=1.16.0
 OHA_ROOT=/var/cache/tokend-ci/oha-$OHA_VERSION
@@ -125,7 +127,6 @@ run_oha() {
 field() { sed -n "s/.*$1=\([0-9]*\).*/\1/p"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-conns=(1 16 64 256)
 generators=(loadgen oha)
 for c in "${conns[@]}"; do
   [ -n "$BENCH_LOCK" ] && { exec {lock}>"$BENCH_LOCK"; flock "$lock"; }
