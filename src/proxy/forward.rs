@@ -170,9 +170,12 @@ impl Upstream {
         self.relay(first)
     }
 
-    /// The upstream URL for the request's path and query, if it stays under the base path
-    /// (`..`, also percent-encoded, cannot climb out of it).
+    /// The upstream URL for the request's path and query, if the path is one that cannot
+    /// climb out of the base path (`escapes`) and, joined to it, stays under it.
     fn target(&self, uri: &hyper::Uri) -> Option<Url> {
+        if escapes(uri.path()) {
+            return None;
+        }
         let path = uri.path().trim_start_matches('/');
         let mut url = self.base.join(path).ok()?;
         url.set_query(uri.query());
@@ -278,6 +281,56 @@ impl Upstream {
     }
 }
 
+/// How many times a segment is percent-decoded in search of a separator or a dot segment; one
+/// still encoded after that is refused too.
+const DECODE_ROUNDS: usize = 3;
+
+/// Whether a request path could leave the base path at an upstream that decodes it, however
+/// often: a segment that, percent-decoded once, twice or three times, holds `/`, `\` or NUL,
+/// or is `.` or `..` (also before a `;`, as some servers read `..;`), or that still holds an
+/// escape after three decodings. The `url` crate keeps `%2F` encoded and `..%2F` is no dot
+/// segment to it, but a server that decodes before it resolves `..` climbs out with it.
+fn escapes(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let mut text = segment.as_bytes().to_vec();
+        for _ in 0..=DECODE_ROUNDS {
+            let name = text.split(|b| *b == b';').next().unwrap_or_default();
+            if text.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) || name == b"." || name == b".." {
+                return true;
+            }
+            if !text.contains(&b'%') {
+                return false;
+            }
+            let decoded = percent_decoded(&text);
+            if decoded == text {
+                return false;
+            }
+            text = decoded;
+        }
+        true
+    })
+}
+
+/// `bytes` with each `%XY` (hex digits, either case) replaced by its byte.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high << 4 | low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// The caller's headers that go on: not hop-by-hop ones, not those `Connection` names, not
 /// `Host` (the upstream's), not `Authorization` (replaced, never forwarded).
 fn forwarded(incoming: &HeaderMap) -> HeaderMap {
@@ -302,6 +355,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
+    // Every `Proxy-*` header is about a hop, never for the other end.
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Answer {
@@ -312,4 +374,75 @@ fn text(status: StatusCode, body: String) -> Answer {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_that_an_upstream_could_decode_into_another_directory_escapes() {
+        for path in [
+            "/../admin/secret.txt",
+            "/./x",
+            "/a/../b",
+            "/%2e%2e/admin",
+            "/%2E%2e/admin",
+            "/..%2fadmin/secret.txt",
+            "/..%2Fadmin/secret.txt",
+            "/%2e%2e%2fadmin%2fsecret.txt",
+            "/%2E%2E%2Fadmin%2Fsecret.txt",
+            "/..%5cadmin",
+            "/..%5Cadmin",
+            "/..\\admin",
+            "/..%252fadmin",
+            "/%252e%252e/admin",
+            "/%25252e%25252e/admin",
+            "/%2525252e%2525252e/admin",
+            "/..;/admin",
+            "/%2e%2e;x/admin",
+            "/a%00b",
+            "/a%2fb",
+        ] {
+            assert!(escapes(path), "{path} was let through");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_and_escapes_go_on() {
+        for path in [
+            "/",
+            "/invoices",
+            "/invoices/2024/01?x=1",
+            "/a%20b.txt",
+            "/file.txt",
+            "/...",
+            "/..a",
+            "/.hidden",
+            "/a%2541",
+            "/100%",
+            "/%zz",
+            "/a;b/c",
+        ] {
+            assert!(!escapes(path), "{path} was refused");
+        }
+    }
+
+    #[test]
+    fn every_proxy_header_stays_behind() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("proxy-foo", "pf"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-proxy-note", "kept"),
+            ("accept", "*/*"),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let kept = forwarded(&headers);
+        let mut names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "x-proxy-note"]);
+    }
 }

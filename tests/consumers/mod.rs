@@ -402,7 +402,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The streaming upstream (`echo.py`), as its own process.
+/// An upstream for the proxy tests, as its own process: the streaming one (`echo.py`), or
+/// another script here that prints its port first.
 struct Echo {
     _child: Reaped,
     url: String,
@@ -410,10 +411,15 @@ struct Echo {
 
 impl Echo {
     fn start() -> Echo {
+        Echo::script("echo.py", &[])
+    }
+
+    fn script(name: &str, args: &[&Path]) -> Echo {
         use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consumers/echo.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/consumers").join(name);
         let mut child = Command::new("python3")
             .arg(script)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
@@ -526,6 +532,78 @@ fn the_proxy_adds_the_current_token_across_refreshes_and_streams_bodies() {
     assert!(
         metrics.contains("tokend_proxy_requests_total{client=\"app\",status=\"400\"}"),
         "{metrics}"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A request path that an upstream decoding `%2F`, `%5C` or `%2E` (once or more) before it
+/// resolves `..` would take out of the base path gets 400 and never reaches it, in every
+/// spelling; the upstream itself shows that each would have worked. Ordinary paths, escapes
+/// included, go through; `Proxy-*` headers stay behind both ways.
+#[test]
+fn a_proxied_path_never_leaves_the_base_path_in_any_encoding() {
+    let dir = TestDir::new("proxy-paths");
+    let served = dir.join("served");
+    fs::create_dir_all(served.join("api")).unwrap();
+    fs::create_dir_all(served.join("admin")).unwrap();
+    fs::write(served.join("api/hello.txt"), "hello\n").unwrap();
+    fs::write(served.join("api/a b.txt"), "spaced\n").unwrap();
+    fs::write(served.join("admin/secret.txt"), "ADMIN-ONLY\n").unwrap();
+    let files = Echo::script("files.py", &[&served]);
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
+    let port = free_port();
+    let cfg = hook_config(&dir, &issuer, &[("app", String::new())]);
+    let mut yaml = fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(&format!(
+        "proxies:\n  - {{ client: app, upstream: \"{}api/\", listen: \"127.0.0.1:{port}\" }}\n",
+        files.url
+    ));
+    let cfg = dir.write("config.yaml", &yaml);
+    let daemon = Tokend::run(&dir, &cfg);
+    wait_ready(&dir.join("tokend.sock"));
+    let proxy = format!("http://127.0.0.1:{port}");
+    assert_eq!(curl(&[&format!("{proxy}/hello.txt")]), (200, "hello\n".into()));
+    assert_eq!(curl(&[&format!("{proxy}/a%20b.txt")]), (200, "spaced\n".into()));
+    for attack in [
+        "/../admin/secret.txt",
+        "/%2e%2e/admin/secret.txt",
+        "/..%2fadmin/secret.txt",
+        "/..%2Fadmin/secret.txt",
+        "/%2e%2e%2fadmin%2fsecret.txt",
+        "/%2E%2e%2Fadmin%2fsecret.txt",
+        "/..%5cadmin%5csecret.txt",
+        "/..%5Cadmin/secret.txt",
+        "/..%252fadmin/secret.txt",
+        "/%252e%252e%252fadmin%252fsecret.txt",
+        "/%25252e%25252e/admin/secret.txt",
+        "/..;/admin/secret.txt",
+    ] {
+        // The upstream, asked directly under the base path, hands the file out.
+        let direct = format!("{}api{attack}", files.url);
+        let (status, body) = curl(&["--path-as-is", &direct]);
+        assert_eq!((status, body.as_str()), (200, "ADMIN-ONLY\n"), "{attack} directly");
+        let (status, body) = curl(&["--path-as-is", &format!("{proxy}{attack}")]);
+        assert_eq!(status, 400, "{attack} through the proxy: {body}");
+        assert!(!body.contains("ADMIN-ONLY"), "{attack}: {body}");
+    }
+    // Proxy-* headers: the caller's stay behind, and so do the upstream's.
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-H", "Proxy-Foo: pf", "-H", "X-Kept: k"])
+        .arg(format!("{proxy}/headers"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        !head.contains("proxy-note"),
+        "the upstream's Proxy-* header came back: {head}"
+    );
+    let sent: Vec<&str> = body.lines().collect();
+    assert!(sent.contains(&"x-kept") && sent.contains(&"authorization"), "{body}");
+    assert!(
+        !sent.iter().any(|h| h.starts_with("proxy-")),
+        "a Proxy-* header went on: {body}"
     );
     assert!(daemon.stop().success());
 }
