@@ -264,6 +264,9 @@ fn describe(
             "NOT USABLE".to_owned()
         }
     };
+    for problem in preflight.code(c, cx.who.uid) {
+        config_problem(r, problem);
+    }
     // The files a request reads, which the service's user must be able to read.
     let mut files: Vec<(&str, PathBuf)> = Vec::new();
     match &c.spec.credentials {

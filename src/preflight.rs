@@ -1,29 +1,36 @@
 //! Before a configuration is put to use (`run`, `once`, a reload) or approved (`check`), every
-//! secret, key, certificate and CA file it names is read and used as a request would use it. One
-//! that is missing, unreadable or readable by others is a configuration error, like a typo: exit
-//! 78 (EX_CONFIG, which the unit does not restart for) with the key, its line and the fix, rather
-//! than a daemon that starts and then fails every refresh. After start-up, a source that stops
-//! being readable (a rotation half done) fails only that client's requests: its last token is
-//! kept, and the read is tried again at the next attempt.
+//! secret, key, certificate and CA file it names is read and used as a request would use it, and
+//! every hook command and template file is checked to be changeable by root and tokend's user
+//! only. One that is missing, unreadable or readable (or, for code, writable) by others is a
+//! configuration error, like a typo: exit 78 (EX_CONFIG, which the unit does not restart for)
+//! with the key, its line and the fix, rather than a daemon that starts and then fails every
+//! refresh. After start-up, a source that stops being readable (a rotation half done) fails only
+//! that client's requests: its last token is kept, and the read is tried again at the next
+//! attempt. A hook command is checked again before each run.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Client, Config, ConfigError, Credentials, Problem, RequestSpec};
+use crate::config::{Client, Config, ConfigError, Credentials, HookAction, Problem, RequestSpec};
+use crate::identity;
 use crate::oauth::HttpClients;
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
 use crate::secret::SecretError;
 
-/// Tries every client's credentials (each distinct request once); every problem is listed.
+/// Tries every client's credentials (each distinct request once), and checks that only root and
+/// this process's user can change the hooks' commands and the template files (`code`); every
+/// problem is listed.
 pub fn credentials(config: &Config) -> Result<(), ConfigError> {
     let mut preflight = Preflight::new(config);
+    let me = nix::unistd::geteuid().as_raw();
     let mut problems: Vec<Problem> = Vec::new();
     for client in &config.clients {
-        if let Some(p) = preflight.client(client)
-            && !problems.contains(&p)
-        {
-            problems.push(p);
+        for p in preflight.client(client).into_iter().chain(preflight.code(client, me)) {
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
         }
     }
     if problems.is_empty() {
@@ -66,6 +73,40 @@ impl Preflight {
             })
             .clone()?;
         Some(self.at(client, key, message))
+    }
+
+    /// What others could change in what the client runs or renders: each hook command and
+    /// `template_file` that someone besides root and `uid` (tokend's user) could rewrite or
+    /// replace. Whoever can change a hook chooses what tokend runs, as its user; whoever can
+    /// change a template chooses what goes into a file that others may read.
+    pub fn code(&self, client: &Client, uid: u32) -> Vec<Problem> {
+        let name = client.name.as_str();
+        let mut problems = Vec::new();
+        for (i, hook) in client.hooks.iter().enumerate() {
+            if let HookAction::Exec { argv, .. } = &hook.action
+                && let Some(why) = identity::others_may_change(Path::new(&argv[0]), uid)
+            {
+                let index = i.to_string();
+                problems.push(Problem::at(
+                    &self.source,
+                    &["clients", name, "hooks", &index, "exec"],
+                    format!("hook command {why}: whoever can change it chooses what tokend runs"),
+                ));
+            }
+        }
+        for (i, output) in client.outputs.iter().enumerate() {
+            if let Some(file) = output.template.as_ref().and_then(|t| t.file.as_deref())
+                && let Some(why) = identity::others_may_change(file, uid)
+            {
+                let index = i.to_string();
+                problems.push(Problem::at(
+                    &self.source,
+                    &["clients", name, "outputs", &index, "template_file"],
+                    format!("template file {why}: whoever can change it chooses what the output holds"),
+                ));
+            }
+        }
+        problems
     }
 
     /// A problem with one of the client's settings (`client_secret`; "" for the client itself).

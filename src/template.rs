@@ -9,6 +9,7 @@
 //! `check` (the template is compiled and rendered with a sample token when the config loads).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -38,6 +39,8 @@ pub struct OutputTemplate {
     source: String,
     /// Where it came from, for messages: `inline` or `file /etc/tokend/netrc.j2`.
     pub origin: String,
+    /// The `template_file` it was read from, if any.
+    pub file: Option<PathBuf>,
     /// The client whose token it renders (the `client` variable).
     client: String,
 }
@@ -52,13 +55,16 @@ impl fmt::Debug for OutputTemplate {
 impl OutputTemplate {
     /// Compiles `source` and renders it once with a sample token: a syntax error, an unknown
     /// variable or filter is reported now, with its line in the template.
-    pub fn new(source: String, origin: String, client: &str) -> Result<OutputTemplate, String> {
+    pub fn new(source: String, file: Option<PathBuf>, client: &str) -> Result<OutputTemplate, String> {
         if source.len() > MAX_TEMPLATE_BYTES {
             return Err(format!("the template is larger than {MAX_TEMPLATE_BYTES} bytes"));
         }
         let template = OutputTemplate {
             source,
-            origin,
+            origin: file
+                .as_ref()
+                .map_or_else(|| "inline".to_owned(), |f| format!("file {}", f.display())),
+            file,
             client: client.to_owned(),
         };
         let env = environment();
@@ -159,7 +165,7 @@ mod tests {
     use super::*;
 
     fn template(source: &str) -> Result<OutputTemplate, String> {
-        OutputTemplate::new(source.into(), "inline".into(), "billing")
+        OutputTemplate::new(source.into(), None, "billing")
     }
 
     fn token() -> Token {

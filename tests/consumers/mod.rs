@@ -758,3 +758,172 @@ fn a_hook_runs_as_its_user_in_its_directory() {
     assert_eq!(who.trim(), format!("65534 {gid} {}", work.display()));
     assert!(daemon.stop().success());
 }
+
+/// A hook command or a template file that someone besides root and tokend's user could change
+/// (its mode, its owner, a directory on the way, a symlink another user planted in `/tmp`) is
+/// refused by `check` and `run` with exit 78, naming the file, the reason and the key; a
+/// sticky directory such as `/tmp` is fine for what root owns. A command made writable after
+/// start-up is not run.
+#[test]
+fn hooks_and_templates_that_others_could_change_are_refused() {
+    use nix::unistd::{Uid, chown};
+    use std::os::unix::fs::PermissionsExt;
+    if !Uid::effective().is_root() {
+        assert!(std::env::var_os("TOKEND_REQUIRE_ROOT_TESTS").is_none(), "needs root");
+        eprintln!("SKIPPED hooks_and_templates_that_others_could_change_are_refused: needs root");
+        return;
+    }
+    let dir = TestDir::new("code-trust");
+    let issuer = Issuer::start(&dir, &[("app", "s3cret")], "3s");
+    let mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    let nobody = Some(Uid::from_raw(65534));
+    let bin = dir.join("bin");
+    let shared = dir.join("shared");
+    let script = bin.join("hook.sh");
+    let template = bin.join("netrc.j2");
+    let ran = dir.join("ran");
+    let reset = || {
+        for d in [&bin, &shared] {
+            let _ = fs::remove_dir_all(d);
+            fs::create_dir(d).unwrap();
+        }
+        mode(&bin, 0o755);
+        mode(&shared, 0o1777);
+        fs::write(&script, format!("#!/bin/sh\necho ran >> {}\n", ran.display())).unwrap();
+        mode(&script, 0o755);
+        fs::write(&template, "machine api password {{ access_token }}\n").unwrap();
+        mode(&template, 0o644);
+    };
+    let config = |hook: &Path| {
+        hook_config(
+            &dir,
+            &issuer,
+            &[(
+                "app",
+                format!(
+                    "refresh: {{ min_remaining: 1s }}\noutputs: [{{ path: {}, format: template, template_file: {} }}]\nhooks: [{{ exec: [{}] }}]",
+                    dir.join("out/netrc").display(),
+                    template.display(),
+                    hook.display()
+                ),
+            )],
+        )
+    };
+    let check = |cfg: &Path| tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    reset();
+    let o = check(&config(&script));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let link = shared.join("hook");
+    let cases: [(&str, &dyn Fn(), &Path, String); 7] = [
+        (
+            "writable",
+            &|| mode(&script, 0o777),
+            &script,
+            format!(
+                "hook command {} is writable by every user (mode 0777)",
+                script.display()
+            ),
+        ),
+        (
+            "group-writable",
+            &|| mode(&script, 0o775),
+            &script,
+            format!("hook command {} is writable by its group (mode 0775)", script.display()),
+        ),
+        (
+            "another's",
+            &|| chown(&script, nobody, None).unwrap(),
+            &script,
+            format!("hook command {} belongs to uid 65534", script.display()),
+        ),
+        (
+            "in another's directory",
+            &|| chown(&bin, nobody, None).unwrap(),
+            &script,
+            format!(
+                "hook command {} is in {}, which belongs to uid 65534",
+                script.display(),
+                bin.display()
+            ),
+        ),
+        (
+            "in an open directory",
+            &|| mode(&bin, 0o777),
+            &script,
+            format!(
+                "hook command {} is in {}, which every user may write (mode 0777)",
+                script.display(),
+                bin.display()
+            ),
+        ),
+        (
+            "through another's symlink in /tmp",
+            &|| {
+                std::os::unix::fs::symlink(&script, &link).unwrap();
+                nix::unistd::fchownat(
+                    nix::fcntl::AT_FDCWD,
+                    &link,
+                    nobody,
+                    None,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .unwrap();
+            },
+            &link,
+            format!(
+                "hook command {} is reached through {}, which belongs to uid 65534",
+                link.display(),
+                link.display()
+            ),
+        ),
+        (
+            "template",
+            &|| mode(&template, 0o666),
+            &script,
+            format!(
+                "template file {} is writable by every user (mode 0666)",
+                template.display()
+            ),
+        ),
+    ];
+    for (what, spoil, hook, expected) in cases {
+        reset();
+        spoil();
+        let cfg = config(hook);
+        let o = check(&cfg);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(78), "{what}: {stderr}");
+        assert!(stderr.contains(&expected), "{what}: expected {expected:?} in\n{stderr}");
+        let key = if what == "template" {
+            "clients.app.outputs[0].template_file"
+        } else {
+            "clients.app.hooks[0].exec"
+        };
+        assert!(stderr.contains(key), "{what}: {stderr}");
+        let mut daemon = Tokend::run(&dir, &cfg);
+        assert_eq!(daemon.wait(T).code(), Some(78), "{what}: run started");
+        assert!(daemon.output().contains(&expected), "{what}: {}", daemon.output());
+    }
+    // Root's own file in a sticky directory (as /tmp) is fine, through a symlink of root's too.
+    reset();
+    std::os::unix::fs::symlink(&script, &link).unwrap();
+    let o = check(&config(&link));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Made writable after start-up: the next run is refused, and says why.
+    reset();
+    let daemon = Tokend::run(&dir, &config(&script));
+    daemon.wait_event(T, "the first hook run", |e| is(e, "message", "hook ran"));
+    mode(&script, 0o777);
+    let refused = daemon.wait_event(T, "a refused run", |e| {
+        e["message"].as_str().is_some_and(|m| m.starts_with("hook failed"))
+    });
+    let error = refused["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.starts_with("not run: ") && error.contains("writable by every user"),
+        "{refused}"
+    );
+    let runs = fs::read_to_string(&ran).unwrap().lines().count();
+    assert!(daemon.stop().success());
+    assert_eq!(fs::read_to_string(&ran).unwrap().lines().count(), runs);
+}

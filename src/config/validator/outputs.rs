@@ -120,7 +120,7 @@ impl Validator<'_> {
             }
             return None;
         }
-        let (source, origin, at) = match (inline, file) {
+        let (source, file, at) = match (inline, file) {
             (Some(_), Some(_)) => {
                 self.problem(&key("template_file"), "give `template` or `template_file`, not both");
                 return None;
@@ -132,20 +132,20 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            (Some(source), None) => (source, "inline".to_owned(), "template"),
+            (Some(source), None) => (source, None, "template"),
             (None, Some(path)) if !Path::new(&path).is_absolute() => {
                 self.problem(&key("template_file"), format!("`{path}` must be an absolute path"));
                 return None;
             }
             (None, Some(path)) => match read_template(Path::new(&path)) {
-                Ok(source) => (source, format!("file {path}"), "template_file"),
+                Ok(source) => (source, Some(PathBuf::from(path)), "template_file"),
                 Err(e) => {
                     self.problem(&key("template_file"), format!("cannot read template file {path}: {e}"));
                     return None;
                 }
             },
         };
-        match OutputTemplate::new(source, origin, client) {
+        match OutputTemplate::new(source, file, client) {
             Ok(t) => Some(Arc::new(t)),
             Err(e) => {
                 let line = e
