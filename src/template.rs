@@ -21,6 +21,11 @@ use crate::token::{LifetimeSource, Token};
 /// Templates (and the files they make) larger than this are refused.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
+/// The work one rendering may do, in MiniJinja's fuel: an instruction costs 1, every 64 bytes
+/// of text it builds 1. An output file needs a few hundred; this allows 50,000 steps or about
+/// 3 MiB of text in all, and refuses `{{ "x" * 100000000 }}` before it is allocated.
+const MAX_FUEL: u64 = 50_000;
+
 /// The variables a template may use.
 pub const VARIABLES: &[&str] = &[
     "access_token",
@@ -120,6 +125,7 @@ impl OutputTemplate {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(MAX_FUEL));
     // A file's last newline is the template author's to keep.
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
@@ -136,6 +142,10 @@ fn environment() -> Environment<'static> {
 /// `(in <string>:3)` suffix.
 fn describe(e: minijinja::Error) -> String {
     let what = match e.detail() {
+        _ if e.kind() == minijinja::ErrorKind::OutOfFuel => format!(
+            "the template does more work than a file of at most {} KiB needs (it would take over {MAX_FUEL} steps or build megabytes of text)",
+            MAX_TEMPLATE_BYTES / 1024
+        ),
         Some(detail) => format!("{}: {detail}", e.kind()),
         None => e.kind().to_string(),
     };
@@ -213,6 +223,22 @@ mod tests {
             "{attribute}"
         );
         assert!(err(&"x".repeat(MAX_TEMPLATE_BYTES + 1)).contains("larger than"));
+    }
+
+    /// Only the config's author writes a template, but a slip must not take a check's memory.
+    #[test]
+    fn a_template_that_would_build_megabytes_is_refused_before_it_does() {
+        for source in [
+            "{{ \"x\" * 100000000 }}",
+            "{{ access_token * 1000000 }}",
+            "{% for c in \"x\" * 60000 %}{% endfor %}",
+        ] {
+            let e = template(source).unwrap_err();
+            assert!(e.contains("does more work than a file"), "{source}: {e}");
+        }
+        // A template as large as a file may be still renders.
+        let big = format!("{{{{ \"x\" * {} }}}}", MAX_TEMPLATE_BYTES - 8);
+        assert!(template(&big).is_ok());
     }
 
     #[test]
