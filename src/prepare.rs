@@ -2,13 +2,13 @@
 //! container. A hostPath volume is created owned by root, and the image has no shell or chown;
 //! this runs as root with only CAP_CHOWN, on the paths the manifest names, and nothing else.
 
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, fstat};
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, fchownat};
 
 use tracing::info;
@@ -27,35 +27,7 @@ pub fn dirs(owner: &str, dirs: &[String]) -> Result<(), String> {
         if !path.is_absolute() {
             return Err(format!("{spec}: the path must be absolute"));
         }
-        // Missing parents as a package would make them (0755, root's), the directory itself
-        // with its mode.
-        if let Some(parent) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        match std::fs::DirBuilder::new().mode(mode).create(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
-        }
-        // Opened once, never through a symlink, and changed through that descriptor: what is
-        // changed is what was checked, not whatever the path names a moment later. O_PATH needs
-        // no permission on the directory itself (root here has no CAP_DAC_OVERRIDE, and the
-        // directory may already be tokend's, 0700).
-        let dir = nix::fcntl::open(
-            path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::ELOOP | Errno::ENOTDIR => {
-                format!("{} is not a directory (a symlink is not followed)", path.display())
-            }
-            e => format!("cannot open {}: {e}", path.display()),
-        })?;
+        let dir = open_creating(path, mode)?;
         let meta = fstat(&dir).map_err(|e| format!("{}: {e}", path.display()))?;
         let chown = |uid: u32, gid: Option<u32>| {
             fchownat(
@@ -94,6 +66,50 @@ pub fn dirs(owner: &str, dirs: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens the directory `path` one component at a time from `/`, never through a symlink at any
+/// level, creating what is missing: parents as a package would (0755, root's), the directory
+/// itself with `mode`. Each step is `openat` on the directory opened before it, so what is
+/// changed afterwards is the directory that was reached, whatever the path names a moment later.
+/// O_PATH needs no permission on the directory itself (root here has no CAP_DAC_OVERRIDE, and
+/// the directory may already be tokend's, 0700).
+fn open_creating(path: &Path, mode: u32) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut names = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => names.push(name),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("{}: the path must not contain `..`", path.display()));
+            }
+        }
+    }
+    let mut dir = open("/", flags, Mode::empty()).map_err(|e| format!("cannot open /: {e}"))?;
+    let mut reached = PathBuf::from("/");
+    for (i, name) in names.iter().enumerate() {
+        reached.push(name);
+        let opened = match openat(&dir, *name, flags, Mode::empty()) {
+            Err(Errno::ENOENT) => {
+                let new_mode = if i + 1 == names.len() { mode } else { 0o755 };
+                match mkdirat(&dir, *name, Mode::from_bits_truncate(new_mode)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(format!("cannot create {}: {e}", reached.display())),
+                }
+                openat(&dir, *name, flags, Mode::empty())
+            }
+            other => other,
+        };
+        dir = opened.map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => format!(
+                "{} is not a directory (a symlink is not followed, at any level of the path)",
+                reached.display()
+            ),
+            e => format!("cannot open {}: {e}", reached.display()),
+        })?;
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +145,27 @@ mod tests {
         let err = dirs(&me, &[format!("{}:0700", link.display())]).unwrap_err();
         assert!(err.contains("a symlink is not followed"), "{err}");
         assert_eq!(std::fs::metadata(&run).unwrap().mode() & 0o777, 0o750);
+        // Nor anywhere above it: the directory at the end of a path through a symlink is left
+        // as it was, and none is created there.
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::create_dir(target.join("kept")).unwrap();
+        std::fs::set_permissions(target.join("kept"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("m/sub")).unwrap();
+        for name in ["kept", "tokend", "new/tokend"] {
+            let through = dir.path().join("m/sub").join(name);
+            let err = dirs(&me, &[format!("{}:0700", through.display())]).unwrap_err();
+            assert!(
+                err.contains(&format!("{}/m/sub is not a directory", dir.path().display()))
+                    && err.contains("a symlink is not followed"),
+                "{name}: {err}"
+            );
+        }
+        assert_eq!(std::fs::metadata(target.join("kept")).unwrap().mode() & 0o777, 0o755);
+        assert!(!target.join("tokend").exists() && !target.join("new").exists());
+        let climbing = format!("{}/m/../x:0700", dir.path().display());
+        assert!(dirs(&me, &[climbing]).unwrap_err().contains("`..`"));
         // Missing parents get 0755, not the directory's mode.
         let deep = dir.path().join("a/b/state");
         dirs(&me, &[format!("{}:0700", deep.display())]).unwrap();

@@ -252,3 +252,57 @@ fn prepare_dirs_works_with_cap_chown_alone_and_on_every_restart() {
         String::from_utf8_lossy(&denied.stderr)
     );
 }
+
+/// A path another user can steer: `m` is theirs, and they made `m/sub` a symlink to a directory
+/// of root's. `prepare-dirs`, as root with CAP_CHOWN alone, refuses the symlink in the middle
+/// of the path and gives nothing under root's directory away.
+#[test]
+fn prepare_dirs_follows_no_symlink_anywhere_in_the_path() {
+    if !running_as_root("prepare_dirs_follows_no_symlink_anywhere_in_the_path") {
+        return;
+    }
+    let dir = TestDir::new("prepare-symlink");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = dir.join("root-only");
+    std::fs::create_dir_all(victim.join("tokend")).unwrap();
+    std::fs::set_permissions(victim.join("tokend"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = dir.join("m");
+    std::fs::create_dir(&theirs).unwrap();
+    symlink(&victim, theirs.join("sub")).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&theirs, nobody, None).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &theirs.join("sub"),
+        nobody,
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    for target in ["m/sub/tokend", "m/sub/new/tokend"] {
+        let out = Command::new("setpriv")
+            .args([
+                "--inh-caps=-all",
+                "--bounding-set=-all,+chown",
+                BIN,
+                "prepare-dirs",
+                "--owner",
+                "64023:64023",
+            ])
+            .arg(format!("{}:0700", dir.join(target).display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{target}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{}/sub is not a directory (a symlink is not followed",
+                theirs.display()
+            )),
+            "{target}: {stderr}"
+        );
+    }
+    let meta = std::fs::metadata(victim.join("tokend")).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, 0, 0o755));
+    assert!(!victim.join("new").exists());
+}
