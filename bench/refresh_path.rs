@@ -277,7 +277,7 @@ impl Setup {
     fn runner(&self) -> Runner<IdpSource> {
         Runner::new(
             self.group.clone(),
-            IdpSource::new(&self.group, &self.http),
+            IdpSource::new(&self.group, &self.http, Arc::new(Metrics::new())),
             self.publisher(),
             Clock::system(),
         )
@@ -313,7 +313,7 @@ impl Split {
         let mut keys = IssuerCache::default();
         let metadata = keys.metadata(&http, issuer_url, false).await.unwrap();
         Split {
-            source: IdpSource::new(&setup.group, &setup.http),
+            source: IdpSource::new(&setup.group, &setup.http, Arc::new(Metrics::new())),
             publisher: setup.publisher(),
             keys,
             http,
@@ -326,7 +326,7 @@ impl Split {
     /// obtain (request, parse, validation), validation again (keys cached), publish (writes).
     async fn once(&mut self) -> [Sample; 3] {
         let m = Meter::start();
-        let token = self.source.obtain(SystemTime::now()).await.unwrap();
+        let token = self.source.obtain(SystemTime::now(), None).await.unwrap();
         let obtain = m.stop();
         let rules = self.group.spec.validation.as_ref().expect("validate: true");
         let m = Meter::start();
@@ -489,7 +489,7 @@ fn main() {
         }
         // Rendering alone, per format (no I/O): what each output costs before its file is
         // written.
-        let token = split.source.obtain(SystemTime::now()).await.unwrap();
+        let token = split.source.obtain(SystemTime::now(), None).await.unwrap();
         let mut renders = Vec::new();
         for out in split.group.members().flat_map(|m| m.outputs.iter()) {
             let mut samples = Vec::with_capacity(args.refreshes);

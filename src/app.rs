@@ -408,7 +408,12 @@ fn runner(
 ) -> Runner<IdpSource> {
     let clock = Clock::system();
     let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone(), clock.clone());
-    Runner::new(group.clone(), IdpSource::new(group, http), publisher, clock)
+    Runner::new(
+        group.clone(),
+        IdpSource::new(group, http, metrics.clone()),
+        publisher,
+        clock,
+    )
 }
 
 /// Before a batch of groups starts: each group's files of the previous grant it replaces go

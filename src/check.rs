@@ -253,7 +253,10 @@ fn describe(
         r.text,
         "  token endpoint  {} ({})",
         c.spec.grant.endpoint.describe(),
-        c.spec.credentials.method().as_str()
+        c.spec
+            .credentials
+            .method()
+            .map_or("never asked: a follower", |m| m.as_str())
     );
     let _ = writeln!(r.text, "  client id       {}", c.spec.grant.client_id);
     placeholders(r, c);
@@ -290,6 +293,12 @@ fn describe(
             let kid = pk.key_id.as_deref().map_or(String::new(), |k| format!(", kid {k}"));
             let _ = writeln!(r.text, "  private key     {} ({alg}{kid}; {state})", pk.key.describe());
             files.extend(pk.key.file().map(|path| ("private key", path)));
+        }
+        Credentials::Follower => {
+            let _ = writeln!(
+                r.text,
+                "  credentials     none: a fleet follower takes this client's tokens from the store"
+            );
         }
         Credentials::Certificate { certificate, key } => {
             let _ = writeln!(

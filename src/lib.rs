@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod fingerprint;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;

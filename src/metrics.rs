@@ -24,8 +24,8 @@ use crate::config::ClientName;
 use crate::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClientLabel {
-    client: ClientName,
+pub(crate) struct ClientLabel {
+    pub(crate) client: ClientName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +92,8 @@ pub struct Metrics {
     hook_runs: Family<RefreshLabels, Counter>,
     proxy_requests: Family<ProxyLabels, Counter>,
     proxy_connection_errors: Family<ProxyReasonLabels, Counter>,
+    /// Fleet mode's series (none appear without `fleet:`).
+    pub fleet: crate::fleet::metrics::FleetMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,7 +138,7 @@ impl Metrics {
         );
         registry.register(
             "refreshes",
-            "Token requests by outcome (refreshed, failed, rate_limited, rejected)",
+            "Token requests by outcome (refreshed, failed, rate_limited, rejected), and tokens taken from the fleet (adopted)",
             refreshes.clone(),
         );
         registry.register(
@@ -189,6 +191,7 @@ impl Metrics {
             "Requests through a token proxy, by client and the HTTP status returned",
             proxy_requests.clone(),
         );
+        let fleet = crate::fleet::metrics::FleetMetrics::register(&mut registry);
         registry.register(
             "proxy_connection_errors",
             "Token proxy connections ended by an error, by client and reason (as socket_connection_errors)",
@@ -210,6 +213,7 @@ impl Metrics {
             hook_runs,
             proxy_requests,
             proxy_connection_errors,
+            fleet,
         }
     }
 
@@ -342,12 +346,13 @@ impl Metrics {
                 outcome,
             });
         }
-        for outcome in Outcome::OF_REQUESTS {
+        for outcome in Outcome::OF_REQUESTS.iter().chain(&[Outcome::Adopted]) {
             self.refreshes.remove(&RefreshLabels {
                 client: client.clone(),
                 outcome: outcome.as_str(),
             });
         }
+        self.fleet.forget(client);
     }
 
     /// The Prometheus text exposition.
@@ -365,7 +370,7 @@ impl EncodeLabelValue for ClientName {
     }
 }
 
-fn label(client: &ClientName) -> ClientLabel {
+pub(crate) fn label(client: &ClientName) -> ClientLabel {
     ClientLabel { client: client.clone() }
 }
 

@@ -9,6 +9,8 @@ use crate::oauth::ErrorClass;
 pub enum Outcome {
     /// A new token was obtained (and published).
     Refreshed,
+    /// Fleet mode: a token another host obtained was taken from the store (and published).
+    Adopted,
     /// The request failed in a way that may pass (network, 5xx, a garbled answer).
     Failed,
     /// The token endpoint asked to slow down (429, 503, `slow_down`).
@@ -33,6 +35,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Refreshed => "refreshed",
+            Outcome::Adopted => "adopted",
             Outcome::Failed => "failed",
             Outcome::RateLimited => "rate_limited",
             Outcome::Rejected => "rejected",

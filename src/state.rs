@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ClientName;
 use crate::output::atomic;
-use crate::token::{LifetimeSource, MAX_LIFETIME, Token, unix_millis};
+use crate::token::{LifetimeSource, MAX_LIFETIME, Origin, Token, unix_millis};
 
 const FORMAT_VERSION: u32 = 1;
 const DIR_MODE: u32 = 0o700;
@@ -33,6 +33,9 @@ struct Stored<'a> {
     scope: Option<Cow<'a, str>>,
     issued_at_ms: u64,
     expires_at_ms: u64,
+    /// The fleet host that asked the IdP, for a token taken from the fleet (absent: this one).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    node: Option<Cow<'a, str>>,
 }
 
 pub fn path(dir: &Path, client: &ClientName) -> PathBuf {
@@ -50,6 +53,7 @@ pub fn save(dir: &Path, client: &ClientName, fingerprint: &str, token: &Token) -
         scope: token.scope.as_deref().map(Cow::Borrowed),
         issued_at_ms: unix_millis(token.issued_at),
         expires_at_ms: unix_millis(token.expires_at),
+        node: token.origin.node().map(Cow::Borrowed),
     };
     let mut bytes = Zeroizing::new(Vec::with_capacity(token.access_token.expose_secret().len() + 512));
     serde_json::to_writer(&mut *bytes, &saved).map_err(io::Error::other)?;
@@ -106,6 +110,7 @@ pub fn read(dir: &Path, client: &ClientName) -> Result<Saved, Unusable> {
         issued_at: UNIX_EPOCH + Duration::from_millis(saved.issued_at_ms),
         expires_at: UNIX_EPOCH + Duration::from_millis(saved.expires_at_ms),
         lifetime_source: LifetimeSource::Saved,
+        origin: saved.node.map_or(Origin::Here, |n| Origin::Fleet(n.into())),
     };
     if token.lifetime() > MAX_LIFETIME {
         return Err(Unusable::Unreadable("implausible token lifetime".into()));

@@ -96,6 +96,7 @@ impl OutputTemplate {
             issued_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             expires_at: UNIX_EPOCH + Duration::from_secs(1_800_003_600),
             lifetime_source: LifetimeSource::ExpiresIn,
+            origin: crate::token::Origin::Here,
         };
         template.render(&sample, sample.issued_at)?;
         Ok(template)

@@ -29,6 +29,38 @@ impl LifetimeSource {
             LifetimeSource::Saved => "saved state",
         }
     }
+
+    /// The source `as_str` names.
+    pub fn parse(text: &str) -> Option<LifetimeSource> {
+        [
+            LifetimeSource::ExpiresIn,
+            LifetimeSource::JwtExp,
+            LifetimeSource::Default,
+            LifetimeSource::Saved,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == text)
+    }
+}
+
+/// Which host asked the IdP for a token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// This one (now, or in an earlier run for a saved token).
+    #[default]
+    Here,
+    /// Another host of the fleet, by name: this one took the token from the store.
+    Fleet(std::sync::Arc<str>),
+}
+
+impl Origin {
+    /// The host that asked the IdP, for status: `None` for this one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Origin::Here => None,
+            Origin::Fleet(node) => Some(node),
+        }
+    }
 }
 
 pub struct Token {
@@ -40,6 +72,8 @@ pub struct Token {
     pub issued_at: SystemTime,
     pub expires_at: SystemTime,
     pub lifetime_source: LifetimeSource,
+    /// Who asked the IdP for it.
+    pub origin: Origin,
 }
 
 impl Token {
@@ -62,6 +96,7 @@ impl Token {
             issued_at: earlier(self.issued_at),
             expires_at: earlier(self.expires_at),
             lifetime_source: self.lifetime_source,
+            origin: self.origin.clone(),
         }
     }
 
@@ -75,6 +110,13 @@ impl Token {
     /// and, asking together, get one token again — a herd that never breaks up.
     pub fn jitter_sample(&self) -> f64 {
         self.jitter_sample_salted(process_salt())
+    }
+
+    /// The jitter sample every host of a fleet computes alike for this token (see
+    /// `Group::plan`): fleets share one refresh, under a lock, so the herd the per-process
+    /// salt breaks up cannot form.
+    pub fn fleet_jitter_sample(&self) -> f64 {
+        self.jitter_sample_salted(b"tokend fleet")
     }
 
     fn jitter_sample_salted(&self, salt: &[u8]) -> f64 {
@@ -131,6 +173,7 @@ impl Token {
             issued_at,
             expires_at: issued_at + lifetime,
             lifetime_source: LifetimeSource::ExpiresIn,
+            origin: Origin::Here,
         }
     }
 }

@@ -27,7 +27,7 @@ use tokend::server::ServerState;
 use tokend::server::access::Authority;
 use tokend::server::peer::Peer;
 use tokend::store::Store;
-use tokend::token::{LifetimeSource, Token};
+use tokend::token::{LifetimeSource, Origin, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
@@ -101,6 +101,7 @@ fn state() -> Arc<ServerState> {
             issued_at,
             expires_at: issued_at + lifetime,
             lifetime_source: LifetimeSource::ExpiresIn,
+            origin: Origin::Here,
         };
         store.update(name, |s| {
             s.set_token(Arc::new(token));

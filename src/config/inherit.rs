@@ -62,6 +62,8 @@ impl RawClient {
             outputs: c.outputs.clone(),
             readers: c.readers.clone().or_else(|| d.readers.clone()),
             hooks: c.hooks.clone().or_else(|| d.hooks.clone()),
+            fleet: c.fleet.or(d.fleet),
+            fleet_key: c.fleet_key.clone().or_else(|| d.fleet_key.clone()),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use host::{Host, System};
 pub use model::*;
-pub use raw::{AuthMethod, Format};
+pub use raw::{AuthMethod, FleetRole, Format};
 pub use values::{ClientName, JwsAlg, Mode, Principal};
 
 use raw::RawConfig;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{AuthMethod, Format};
+use super::raw::{AuthMethod, FleetRole, Format};
 use super::values::{ClientName, JwsAlg, Mode, Principal};
 use crate::secret::SecretSource;
 
@@ -34,6 +34,79 @@ pub struct Config {
     pub proxies: Vec<TokenProxy>,
     /// Requests in flight at once to one token server (`idp.max_concurrent_requests`).
     pub max_concurrent_requests: usize,
+    /// Fleet mode (`fleet:`): tokens shared with other hosts through Redis.
+    pub fleet: Option<Fleet>,
+}
+
+/// Fleet mode: hosts that share one refresh per client per lifetime through a Redis (or
+/// Valkey) they all reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    pub redis: RedisConfig,
+    /// The fleet's key (32 bytes, base64), sealing every value in the store.
+    pub key: SecretSource,
+    /// Keeps fleets apart in one Redis: the second part of every key.
+    pub namespace: String,
+    pub role: FleetRole,
+}
+
+/// The namespace when `fleet.namespace` is not set.
+pub const DEFAULT_FLEET_NAMESPACE: &str = "default";
+/// How long a connection or a command to the store may take, unless `fleet.redis.timeout` says.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the store is and how tokend logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub endpoint: RedisEndpoint,
+    /// A Redis 6+ ACL user; the default user when unset.
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    /// Extra trust roots for TLS (`rediss://`), on top of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Bounds connecting and every command: past it, the store counts as unreachable.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// `redis://`, `rediss://` or `unix://`, without credentials.
+    Url(Url),
+    /// The current master of a service that Redis Sentinel watches.
+    Sentinel {
+        master: String,
+        /// `redis://` or `rediss://` URLs of the sentinels.
+        nodes: Vec<Url>,
+        username: Option<String>,
+        password: Option<SecretSource>,
+    },
+}
+
+impl RedisEndpoint {
+    pub fn describe(&self) -> String {
+        match self {
+            RedisEndpoint::Url(url) => url.to_string(),
+            RedisEndpoint::Sentinel { master, nodes, .. } => format!(
+                "the master of `{master}`, from the sentinels {}",
+                nodes.iter().map(Url::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// Whether TLS protects the way to the store.
+    pub fn is_tls(&self) -> bool {
+        match self {
+            RedisEndpoint::Url(url) => url.scheme() == "rediss",
+            RedisEndpoint::Sentinel { nodes, .. } => nodes.iter().all(|u| u.scheme() == "rediss"),
+        }
+    }
+}
+
+/// How a client takes part in the fleet (`fleet: true`, the default when `fleet:` is set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FleetUse {
+    /// The client's own key (`fleet_key`), instead of the fleet's.
+    pub key: Option<SecretSource>,
 }
 
 /// `idp.max_concurrent_requests` when unset: a thousand clients due at once share a few
@@ -139,6 +212,9 @@ pub struct RequestSpec {
     pub transport: Transport,
     /// Checks a token must pass before it is published.
     pub validation: Option<Validation>,
+    /// Shared with the fleet: the token comes from the store when another host got it first.
+    /// Not part of the fingerprint: where a token came from does not change what it is.
+    pub fleet: Option<FleetUse>,
 }
 
 /// What is asked for: the token endpoint, the client, and the parameters of the request.
@@ -197,15 +273,19 @@ pub enum Credentials {
         certificate: SecretSource,
         key: SecretSource,
     },
+    /// None: a fleet follower never asks the IdP; its tokens come from the fleet's refreshers.
+    Follower,
 }
 
 impl Credentials {
-    pub fn method(&self) -> AuthMethod {
+    /// The `auth` method, or `None` for a follower, which authenticates nowhere.
+    pub fn method(&self) -> Option<AuthMethod> {
         match self {
-            Credentials::SecretPost(_) => AuthMethod::ClientSecretPost,
-            Credentials::SecretBasic(_) => AuthMethod::ClientSecretBasic,
-            Credentials::PrivateKey(_) => AuthMethod::PrivateKeyJwt,
-            Credentials::Certificate { .. } => AuthMethod::TlsClientAuth,
+            Credentials::SecretPost(_) => Some(AuthMethod::ClientSecretPost),
+            Credentials::SecretBasic(_) => Some(AuthMethod::ClientSecretBasic),
+            Credentials::PrivateKey(_) => Some(AuthMethod::PrivateKeyJwt),
+            Credentials::Certificate { .. } => Some(AuthMethod::TlsClientAuth),
+            Credentials::Follower => None,
         }
     }
 }

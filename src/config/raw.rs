@@ -15,10 +15,12 @@ use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Spa
 #[derive(Deserialize, Default)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `state_dir:`)"
+    expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `fleet:`, `state_dir:`)"
 )]
 pub struct RawConfig {
     pub state_dir: Option<String>,
+    /// Fleet mode: one refresh per client per lifetime for many hosts, through Redis/Valkey.
+    pub fleet: Option<RawFleet>,
     pub socket: Option<RawSocket>,
     pub metrics: Option<RawMetrics>,
     /// How tokend treats the token servers it asks.
@@ -28,6 +30,75 @@ pub struct RawConfig {
     pub defaults: Option<RawClient>,
     #[serde(default)]
     pub clients: ClientMap,
+}
+
+/// `fleet:`: the shared store, the fleet's key, and this node's part.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ redis: { url: rediss://redis.internal:6380/0 }, key: { file: /etc/tokend/secrets/fleet.key } }`"
+)]
+pub struct RawFleet {
+    pub redis: Option<RawRedis>,
+    /// The fleet's encryption key: a secret source holding 32 bytes in base64.
+    pub key: Option<RawSecret>,
+    /// Keeps fleets apart in one Redis.
+    pub namespace: Option<String>,
+    pub role: Option<FleetRole>,
+}
+
+/// `fleet.redis:` where the store is and how to log in.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ url: rediss://redis.internal:6380/0, password: { file: /etc/tokend/secrets/redis } }`"
+)]
+pub struct RawRedis {
+    /// `redis://`, `rediss://` (TLS) or `unix:///path.sock`.
+    pub url: Option<String>,
+    /// Or the master of a Sentinel-managed service.
+    pub sentinel: Option<RawSentinel>,
+    /// A Redis 6+ ACL user.
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+    /// Extra trust roots (PEM) for `rediss://`.
+    pub ca_file: Option<String>,
+    /// How long a connection or one command may take before the store counts as unreachable.
+    pub timeout: Option<Span>,
+}
+
+/// `fleet.redis.sentinel:` the service's name and the sentinels that know its master.
+#[derive(Deserialize, Clone)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ master: mymaster, nodes: [\"redis://s1:26379\", \"redis://s2:26379\"] }`"
+)]
+pub struct RawSentinel {
+    pub master: Option<String>,
+    pub nodes: Option<Vec<String>>,
+    /// Credentials of the sentinels themselves, when they ask for them.
+    pub username: Option<String>,
+    pub password: Option<RawSecret>,
+}
+
+/// What this node does in the fleet.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetRole {
+    /// Shares the tokens it gets from the IdP and takes those another refresher got.
+    #[default]
+    Refresher,
+    /// Never asks the IdP: serves what the refreshers put in the store; needs no credentials.
+    Follower,
+}
+
+impl FleetRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetRole::Refresher => "refresher",
+            FleetRole::Follower => "follower",
+        }
+    }
 }
 
 /// A token proxy: a listener bound to one client and one upstream base URL.
@@ -154,6 +225,10 @@ pub struct RawClient {
     pub readers: Option<RawReaders>,
     /// What to run or signal once a new token's files are written.
     pub hooks: Option<Vec<RawHook>>,
+    /// Share this client's tokens with the fleet (default: yes, when `fleet:` is set).
+    pub fleet: Option<bool>,
+    /// This client's own fleet key, instead of `fleet.key`.
+    pub fleet_key: Option<RawSecret>,
 }
 
 /// One hook: `exec` (a command, no shell) or `signal` (to the pid in a pid file).

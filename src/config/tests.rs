@@ -164,7 +164,7 @@ fn a_minimal_config_gets_safe_defaults() {
     assert_eq!(config.clients.len(), 1);
     let c = &config.clients[0];
     assert_eq!(c.name.as_str(), "billing");
-    assert_eq!(c.spec.credentials.method(), AuthMethod::ClientSecretPost);
+    assert_eq!(c.spec.credentials.method(), Some(AuthMethod::ClientSecretPost));
     assert_eq!(
         c.spec.credentials,
         Credentials::SecretPost(SecretSource::File("/etc/tokend/secrets/billing".into()))
@@ -280,7 +280,7 @@ clients:
     let (a, b) = (&config.clients[0], &config.clients[1]);
     assert_eq!(a.spec.grant.client_id, "shared");
     assert_eq!(a.spec.grant.scope.as_deref(), Some("read:a write:b"));
-    assert_eq!(a.spec.credentials.method(), AuthMethod::ClientSecretBasic);
+    assert_eq!(a.spec.credentials.method(), Some(AuthMethod::ClientSecretBasic));
     assert_eq!(a.refresh.at, 0.7);
     assert_eq!(a.refresh.jitter, 0.1);
     assert_eq!(a.refresh.min_remaining, Duration::from_secs(300));
@@ -691,7 +691,7 @@ clients:
     // The root itself, and a repeated key, pointed at where it is repeated.
     assert_eq!(
         errors("- a\n- b\n"),
-        "/etc/tokend/config.yaml:1:1: expected a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `state_dir:`), found a list"
+        "/etc/tokend/config.yaml:1:1: expected a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `fleet:`, `state_dir:`), found a list"
     );
     let repeated = MINIMAL.replace(
         "    client_id: abc123\n",

@@ -44,6 +44,10 @@ pub enum FetchError {
     },
     #[error("the response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    /// Fleet mode: no token to be had from the fleet (a follower that finds nothing newer in
+    /// the store, or cannot reach it).
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// How a failure should be retried.
@@ -95,7 +99,8 @@ impl FetchError {
             | FetchError::Transport { .. }
             | FetchError::Timeout { .. }
             | FetchError::SlowBody { .. }
-            | FetchError::TooLarge { .. } => ErrorClass::Transient,
+            | FetchError::TooLarge { .. }
+            | FetchError::Fleet(_) => ErrorClass::Transient,
         }
     }
 
@@ -108,6 +113,7 @@ impl FetchError {
             FetchError::Certificate { .. } => "the IdP's TLS certificate is not trusted",
             FetchError::Assertion(_) => "cannot sign the client assertion",
             FetchError::Secret(_) => "cannot read the client's credentials",
+            FetchError::Fleet(_) => "no token from the fleet",
             _ => match self.class() {
                 ErrorClass::Permanent => "token request rejected",
                 ErrorClass::RateLimited => "token endpoint asked to slow down",

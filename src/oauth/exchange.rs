@@ -201,6 +201,11 @@ impl Material {
                 identity_pem = Some(pem);
                 Material::Certificate
             }
+            Credentials::Follower => {
+                return Err(FetchError::Fleet(
+                    "a fleet follower has no credentials and never asks the IdP".into(),
+                ));
+            }
         };
         let settings = ClientSettings {
             connect_timeout,

@@ -27,6 +27,7 @@ pub fn token_from(
         issued_at: sent_at,
         expires_at: whole_second + lifetime,
         lifetime_source,
+        origin: crate::token::Origin::Here,
     })
 }
 

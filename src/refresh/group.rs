@@ -63,9 +63,17 @@ impl Group {
     }
 
     /// When to refresh `token`: the earliest any member's policy asks for. Deterministic for a
-    /// given token within a run, so a reload that keeps the token keeps the schedule.
+    /// given token within a run, so a reload that keeps the token keeps the schedule. Shared
+    /// with a fleet, deterministic across hosts too: every host holding the token plans the
+    /// same moment, so the fleet's refresh does not come earlier the more hosts it has (with a
+    /// sample per host, the earliest of N would be due near `at - jitter`); the fleet's lock
+    /// spreads the hosts instead.
     pub fn plan(&self, token: &Token) -> RefreshPlan {
-        let sample = token.jitter_sample();
+        let sample = if self.spec.fleet.is_some() {
+            token.fleet_jitter_sample()
+        } else {
+            token.jitter_sample()
+        };
         let plan = |m: &Arc<Client>| schedule::refresh_at(token.issued_at, token.expires_at, &m.refresh, sample);
         self.members()
             .map(plan)

@@ -159,13 +159,11 @@ impl Publisher {
         })
     }
 
-    /// Counts a finished request for every member, and its duration once.
-    pub fn record_request(&self, outcome: Outcome, took: Duration) {
+    /// Counts a finished request (or a token taken from the fleet) for every member.
+    pub fn record_request(&self, outcome: Outcome) {
         for member in self.group.members() {
             self.metrics.refresh(&member.name, outcome);
         }
-        self.metrics
-            .request_duration(self.group.spec.grant.endpoint.url(), took);
     }
 
     /// Records a failed request in the store; the current token stays published.

@@ -4,7 +4,7 @@
 //! timing is unit-tested under tokio's paused time.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -198,22 +198,25 @@ impl<S: TokenSource> Runner<S> {
     /// Requests a new token now. On success it is published; on failure the current token stays
     /// and the next attempt is scheduled with backoff.
     pub async fn refresh(&mut self) -> Result<(), FetchError> {
-        let started = Instant::now();
         self.planned_on = self.clock.read();
-        let result = self.source.obtain(self.planned_on.wall).await;
+        let result = self
+            .source
+            .obtain(self.planned_on.wall, self.publisher.current().cloned())
+            .await;
         let result = self.on_current_clock(result).await;
-        self.complete(result, started.elapsed()).await
+        self.complete(result).await
     }
 
     /// Acts on a request's outcome: publishes a new token, or schedules the retry. Never
     /// cancelled part-way, so a stop waits for the files to be written (see `Publisher::publish`
     /// for a reload).
-    async fn complete(&mut self, result: Result<Token, FetchError>, took: Duration) -> Result<(), FetchError> {
+    async fn complete(&mut self, result: Result<Token, FetchError>) -> Result<(), FetchError> {
         let outcome = match &result {
+            Ok(token) if token.origin.node().is_some() => Outcome::Adopted,
             Ok(_) => Outcome::Refreshed,
             Err(e) => Outcome::from(e.class()),
         };
-        self.publisher.record_request(outcome, took);
+        self.publisher.record_request(outcome);
         let token = match result {
             Ok(token) => Arc::new(token),
             Err(e) => {
@@ -225,15 +228,26 @@ impl<S: TokenSource> Runner<S> {
         self.due = self.plan(&token);
         self.publish(token.clone(), true, Some(Why::New)).await;
         // Logged once the files hold the token, so the line means it is there.
-        info!(
-            client = %self.label,
-            outcome = outcome.as_str(),
-            lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
-            lifetime_from = token.lifetime_source.as_str(),
-            expires_at = %rfc3339(token.expires_at),
-            next_refresh = %rfc3339(self.due),
-            "obtained a new token"
-        );
+        match token.origin.node() {
+            None => info!(
+                client = %self.label,
+                outcome = outcome.as_str(),
+                lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
+                lifetime_from = token.lifetime_source.as_str(),
+                expires_at = %rfc3339(token.expires_at),
+                next_refresh = %rfc3339(self.due),
+                "obtained a new token"
+            ),
+            Some(node) => info!(
+                client = %self.label,
+                outcome = outcome.as_str(),
+                node,
+                lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
+                expires_at = %rfc3339(token.expires_at),
+                next_refresh = %rfc3339(self.due),
+                "took the token another host of the fleet obtained"
+            ),
+        }
         self.publisher.fire_hooks().await;
         Ok(())
     }
@@ -439,16 +453,15 @@ impl<S: TokenSource> Runner<S> {
             let now = reading.wall;
             self.check_clock(now);
             if now >= self.due {
-                let started = Instant::now();
                 // The new token's times are on this reading, and the failure's retry too.
                 self.planned_on = reading;
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    result = Box::pin(self.source.obtain(now)) => result,
+                    result = Box::pin(self.source.obtain(now, self.publisher.current().cloned())) => result,
                 };
                 let result = Box::pin(self.on_current_clock(result)).await;
                 // The outcome is logged and recorded in the store by `complete` itself.
-                let _ = Box::pin(self.complete(result, started.elapsed())).await;
+                let _ = Box::pin(self.complete(result)).await;
                 signal_once(&mut first_attempt);
                 continue;
             }
@@ -462,12 +475,14 @@ impl<S: TokenSource> Runner<S> {
                 .flatten()
                 .fold(self.due, SystemTime::min);
             // Boxed, as the other awaits: the wait's state lives only while the task sleeps.
+            let offered = self.source.offered(self.publisher.current().cloned());
             let woken = Box::pin(sleep(
                 cancel,
                 &self.clock,
                 (wake, self.planned_on),
                 &self.retry_now,
                 &self.refresh_now,
+                offered,
             ))
             .await;
             match woken {
@@ -481,6 +496,8 @@ impl<S: TokenSource> Runner<S> {
                     }
                 }
                 Woken::RefreshNow => self.refresh_on_request(),
+                // The source has a newer token (another host got it): take it now.
+                Woken::Offered => self.due = self.clock.now(),
             }
             let now = self.clock.now();
             if let Some(expiry) = expiry
@@ -508,6 +525,8 @@ enum Woken {
     RetryNow,
     /// The token proxy asked for a new token.
     RefreshNow,
+    /// The source has a newer token to hand over (`TokenSource::offered`).
+    Offered,
 }
 
 async fn sleep(
@@ -516,12 +535,14 @@ async fn sleep(
     (until, planned_on): (SystemTime, Reading),
     retry_now: &Notify,
     refresh_now: &Notify,
+    offered: impl Future<Output = ()>,
 ) -> Woken {
     tokio::select! {
         _ = cancel.cancelled() => Woken::Cancelled,
         woke = clock.sleep_until(until, planned_on) => Woken::Clock(woke),
         _ = retry_now.notified() => Woken::RetryNow,
         _ = refresh_now.notified() => Woken::RefreshNow,
+        _ = offered => Woken::Offered,
     }
 }
 

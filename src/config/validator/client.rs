@@ -9,9 +9,10 @@ use url::Url;
 
 use super::{ClientCtx, Validator};
 use crate::config::model::{
-    Client, DEFAULT_REFRESH, DEFAULT_RETRY, DEFAULT_TIMEOUTS, Endpoint, Grant, RefreshPolicy, RequestSpec, RetryPolicy,
-    Timeouts,
+    Client, Credentials, DEFAULT_REFRESH, DEFAULT_RETRY, DEFAULT_TIMEOUTS, Endpoint, Grant, RefreshPolicy, RequestSpec,
+    RetryPolicy, Timeouts,
 };
+use crate::config::raw::FleetRole;
 use crate::config::values::ClientName;
 use crate::url_policy::check_idp_url;
 
@@ -43,7 +44,13 @@ impl Validator<'_> {
     pub(super) fn client(&mut self, name: &ClientName, cx: &ClientCtx<'_>) -> Option<Client> {
         let endpoint = self.endpoint(cx);
         let client_id = self.client_id(cx);
-        let credentials = self.credentials(cx, endpoint.as_ref());
+        let fleet = self.fleet_use(cx, self.fleet_role);
+        // A follower's shared clients never ask the IdP: whatever credentials the file names
+        // are not read (`check` says so).
+        let credentials = match (&fleet, self.fleet_role) {
+            (Ok(Some(_)), Some(FleetRole::Follower)) => Some(Credentials::Follower),
+            _ => self.credentials(cx, endpoint.as_ref()),
+        };
         let (p, parameters_ok) = self.parameters(cx);
         let transport = self.transport(cx);
         let asked_for = p.audience.iter().chain(&p.resources).cloned().collect();
@@ -70,6 +77,7 @@ impl Validator<'_> {
             credentials: credentials?,
             transport: transport?,
             validation: validation?,
+            fleet: fleet.ok()?,
         };
         Some(Client {
             name: name.clone(),

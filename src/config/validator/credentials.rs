@@ -161,7 +161,7 @@ impl Validator<'_> {
 
     /// Where a secret (a client secret, a PEM key or certificate) comes from; `key` is where
     /// it is written.
-    fn secret(&mut self, raw: RawSecret, key: &[&str]) -> Option<SecretSource> {
+    pub(super) fn secret(&mut self, raw: RawSecret, key: &[&str]) -> Option<SecretSource> {
         Some(match raw {
             RawSecret::Literal(s) => SecretSource::Literal(s),
             RawSecret::Env(var) if var.is_empty() || var.contains('=') => {

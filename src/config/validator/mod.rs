@@ -4,6 +4,7 @@
 
 mod client;
 mod credentials;
+mod fleet;
 mod hooks;
 mod outputs;
 mod proxies;
@@ -21,7 +22,7 @@ use super::model::{
     Access, Client, Config, Credentials, DEFAULT_MAX_CONCURRENT_REQUESTS, MAX_MAX_CONCURRENT_REQUESTS, Owner, Readers,
     RequestSpec,
 };
-use super::raw::{RawClient, RawConfig, RawIdp, RawReaders};
+use super::raw::{FleetRole, RawClient, RawConfig, RawIdp, RawReaders};
 use super::values::Principal;
 use super::{DEFAULT_STATE_DIR, RUNTIME_DIR};
 use crate::secret::SecretSource;
@@ -30,6 +31,8 @@ pub struct Validator<'a> {
     source: &'a str,
     host: &'a dyn Host,
     pub problems: Vec<Problem>,
+    /// This node's role, when `fleet:` is set: a follower's fleet clients need no credentials.
+    fleet_role: Option<FleetRole>,
 }
 
 /// One client under validation.
@@ -81,6 +84,7 @@ impl<'a> Validator<'a> {
             source,
             host,
             problems: Vec::new(),
+            fleet_role: None,
         }
     }
 
@@ -125,6 +129,8 @@ impl<'a> Validator<'a> {
                 message: format!("client `{name}` is defined twice; rename or remove one of them"),
             });
         }
+        self.fleet_role = raw.fleet.as_ref().map(|f| f.role.unwrap_or_default());
+        let fleet = raw.fleet.and_then(|f| self.fleet(f));
         let mut clients = Vec::new();
         let mut access = Access::default();
         for (name, own) in &raw.clients.clients {
@@ -172,6 +178,7 @@ impl<'a> Validator<'a> {
             access,
             proxies,
             max_concurrent_requests,
+            fleet,
         }
     }
 
@@ -320,6 +327,7 @@ fn secret_dirs(clients: &[Arc<Client>]) -> Vec<(PathBuf, String)> {
             Credentials::SecretPost(s) | Credentials::SecretBasic(s) => vec![(s, "client_secret")],
             Credentials::PrivateKey(pk) => vec![(&pk.key, "private_key")],
             Credentials::Certificate { key, .. } => vec![(key, "client_key")],
+            Credentials::Follower => Vec::new(),
         };
         for (source, key) in sources {
             if let SecretSource::File(path) | SecretSource::SharedFile(path) = source

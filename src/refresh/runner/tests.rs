@@ -57,7 +57,7 @@ struct Script {
 }
 
 impl TokenSource for Script {
-    async fn obtain(&mut self, sent_at: SystemTime) -> Result<Token, FetchError> {
+    async fn obtain(&mut self, sent_at: SystemTime, _current: Option<Arc<Token>>) -> Result<Token, FetchError> {
         let n = {
             let mut calls = self.calls.lock().unwrap();
             calls.push(sent_at);

@@ -1,0 +1,182 @@
+//! Fleet mode: many tokend hosts share one refresh per client per token lifetime through a
+//! Redis (or Valkey) they all reach. It is a `TokenSource` around the IdP's (`FleetSource`):
+//! read the store, else take a per-client lock, ask the IdP, store the token and announce it.
+//! Tokens are idempotent, so a lost lock or announcement costs one extra request, never a
+//! wrong token; a store that is down means "ask the IdP as before" (a refresher) or "keep
+//! serving what is held" (a follower), never "serve nothing". Values are sealed (`seal`).
+//!
+//! `Fleet` is what the groups share: the store, with every command's result reported once per
+//! change of health; the announcements; this host's name and role.
+
+pub mod announce;
+pub mod metrics;
+pub mod redis;
+pub mod seal;
+pub mod source;
+pub mod store;
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::config::FleetRole;
+use crate::metrics::Metrics;
+use crate::token::unix_millis;
+use announce::Announcements;
+use seal::FleetKey;
+use store::{Store, StoreError};
+
+pub use source::{FleetSource, Keys};
+
+/// What every fleet group of a process shares.
+pub struct Fleet<St> {
+    store: St,
+    pub announcements: Announcements,
+    /// This host's name, in every value it shares (`tokend status` shows where a token came from).
+    pub node: Arc<str>,
+    pub role: FleetRole,
+    pub namespace: String,
+    /// The fleet's key (a client may have its own).
+    pub key: Arc<FleetKey>,
+    pub metrics: Arc<Metrics>,
+    health: Health,
+}
+
+/// The store's health as the last command found it.
+#[derive(Default)]
+struct Health {
+    /// `UNKNOWN`, `UP` or `DOWN`.
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+    /// When this host last shared a token it got from the IdP (Unix ms; 0: never).
+    last_shared_ms: AtomicU64,
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// For `tokend status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetStatus {
+    pub role: FleetRole,
+    pub node: String,
+    pub namespace: String,
+    /// `None` until the first command.
+    pub reachable: Option<bool>,
+    pub last_error: Option<String>,
+    pub last_shared: Option<SystemTime>,
+}
+
+impl<St: Store> Fleet<St> {
+    pub fn new(
+        store: St,
+        announcements: Announcements,
+        node: Arc<str>,
+        role: FleetRole,
+        namespace: String,
+        key: Arc<FleetKey>,
+        metrics: Arc<Metrics>,
+    ) -> Fleet<St> {
+        Fleet {
+            store,
+            announcements,
+            node,
+            role,
+            namespace,
+            key,
+            metrics,
+            health: Health::default(),
+        }
+    }
+
+    pub fn status(&self) -> FleetStatus {
+        let shared = self.health.last_shared_ms.load(Ordering::Relaxed);
+        FleetStatus {
+            role: self.role,
+            node: self.node.to_string(),
+            namespace: self.namespace.clone(),
+            reachable: match self.health.state.load(Ordering::Relaxed) {
+                UP => Some(true),
+                DOWN => Some(false),
+                _ => None,
+            },
+            last_error: self
+                .health
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            last_shared: (shared > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(shared)),
+        }
+    }
+
+    /// Records that this host shared a token issued at `issued_at`.
+    fn shared(&self, issued_at: SystemTime) {
+        self.health
+            .last_shared_ms
+            .store(unix_millis(issued_at), Ordering::Relaxed);
+    }
+
+    /// Counts a command and its result, and says so once when the store goes down or comes back.
+    fn record<T>(&self, command: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.metrics.fleet.command(command, result.is_ok());
+        let now = if result.is_ok() { UP } else { DOWN };
+        let before = self.health.state.swap(now, Ordering::Relaxed);
+        self.metrics.fleet.store_up(now == UP);
+        match &result {
+            Ok(_) if before == DOWN => {
+                info!(
+                    fleet = "store_up",
+                    "the fleet store answers again; tokens are shared again from each client's next refresh"
+                )
+            }
+            Ok(_) if before == UNKNOWN => {
+                info!(fleet = "store_up", node = %self.node, role = self.role.as_str(), namespace = %self.namespace, "the fleet store answers")
+            }
+            Err(e) => {
+                *self.health.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                if before != DOWN {
+                    let then = match self.role {
+                        FleetRole::Refresher => {
+                            "until it answers, each client's token comes from the IdP directly, as without a fleet"
+                        }
+                        FleetRole::Follower => {
+                            "until it answers, each client's current token is served until it expires"
+                        }
+                    };
+                    warn!(fleet = "store_down", error = %e, "the fleet store cannot be used; {then}");
+                }
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let result = self.store.get(key).await;
+        self.record("get", result)
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let result = self.store.put(key, value, ttl).await;
+        self.record("set", result)
+    }
+
+    async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let result = self.store.lock(key, owner, ttl).await;
+        self.record("lock", result)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self.store.unlock(key, owner).await;
+        self.record("unlock", result)
+    }
+
+    async fn publish(&self, channel: &str, value: &str) -> Result<(), StoreError> {
+        let result = self.store.publish(channel, value).await;
+        self.record("publish", result)
+    }
+}
