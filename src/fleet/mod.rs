@@ -9,7 +9,6 @@
 //! change of health; the announcements; this host's name and role.
 
 pub mod announce;
-pub mod metrics;
 pub mod redis;
 pub mod seal;
 pub mod source;

@@ -1,6 +1,6 @@
 //! What the fleet asks of its shared store: five Redis commands, behind a trait so that the
 //! fleet's logic is tested against an in-memory store under paused time (`Memory`), and runs
-//! against Redis (`super::redis`).
+//! against Redis (the `redis` module beside this one).
 
 use std::future::Future;
 use std::time::Duration;
