@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::clock::Clock;
 use crate::config::{self, ClientName, Config, ConfigError, RequestSpec};
 use crate::fingerprint::Fingerprint;
+use crate::fleet::Source;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
@@ -62,6 +63,8 @@ pub const STOPPED_TASKS_WAIT: Duration = Duration::from_secs(10);
 /// The running set of groups.
 pub struct Daemon {
     config: Config,
+    /// This host's part in the fleet, with `fleet:`.
+    fleet: Option<crate::fleet::Member>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     http: HttpClients,
@@ -90,6 +93,7 @@ impl Daemon {
         let groups = Group::from_clients(&config.clients);
         let mut daemon = Daemon {
             http: HttpClients::new(config.max_concurrent_requests),
+            fleet: join_fleet(config.fleet.as_ref(), &metrics, &store),
             config,
             store,
             metrics,
@@ -133,7 +137,14 @@ impl Daemon {
 
     /// Starts `group`'s task, once `prepared` turns true (or its sender is gone).
     fn spawn(&mut self, group: Arc<Group>, prepared: tokio::sync::watch::Receiver<bool>) -> oneshot::Receiver<()> {
-        let mut runner = runner(&group, &self.config.state_dir, &self.store, &self.metrics, &self.http);
+        let mut runner = runner(
+            &group,
+            &self.config.state_dir,
+            &self.store,
+            &self.metrics,
+            &self.http,
+            self.fleet.as_ref(),
+        );
         let (cancel, retired) = (CancellationToken::new(), CancellationToken::new());
         runner.retire_on(retired.clone());
         runner.start_after(prepared);
@@ -194,6 +205,11 @@ impl Daemon {
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
         self.http.set_max_concurrent_requests(config.max_concurrent_requests);
+        // Changed fleet settings changed every shared group's spec: those were stopped above,
+        // and start again on the new member.
+        if self.fleet.as_ref().map(|m| &m.config) != config.fleet.as_ref() {
+            self.fleet = join_fleet(config.fleet.as_ref(), &self.metrics, &self.store);
+        }
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):
         // failing groups retry now rather than after their backoff.
         for r in &keep {
@@ -398,22 +414,62 @@ impl Summary {
     }
 }
 
-/// A group's refresh task: tokens from its IdP, published to its members, on the system clock.
+/// A group's refresh task: tokens from its IdP (through the fleet, for a group shared with it),
+/// published to its members, on the system clock.
 fn runner(
     group: &Arc<Group>,
     state_dir: &Path,
     store: &Arc<Store>,
     metrics: &Arc<Metrics>,
     http: &HttpClients,
-) -> Runner<IdpSource> {
+    fleet: Option<&crate::fleet::Member>,
+) -> Runner<Source> {
     let clock = Clock::system();
     let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone(), clock.clone());
-    Runner::new(
-        group.clone(),
-        IdpSource::new(group, http, metrics.clone()),
-        publisher,
-        clock,
-    )
+    let idp = IdpSource::new(group, http, metrics.clone());
+    let source = match (group.spec.fleet.is_some(), fleet) {
+        (false, _) => Source::Idp(idp),
+        (true, Some(member)) => member.source(group, idp, clock.clone()).unwrap_or_else(|e| {
+            error!(client = %group.label(), error = %e, "this client cannot share through the fleet; its tokens come from the IdP alone");
+            Source::Idp(IdpSource::new(group, http, metrics.clone()))
+        }),
+        (true, None) => {
+            error!(client = %group.label(), "the fleet could not be joined; this client's tokens come from the IdP alone");
+            Source::Idp(idp)
+        }
+    };
+    Runner::new(group.clone(), source, publisher, clock)
+}
+
+/// This host's part in the fleet `config` names, if any; one that cannot be joined (its key
+/// became unreadable since the configuration was checked) is logged, and the shared groups ask
+/// the IdP alone.
+fn join_fleet(
+    config: Option<&Arc<config::Fleet>>,
+    metrics: &Arc<Metrics>,
+    store: &Arc<Store>,
+) -> Option<crate::fleet::Member> {
+    store.set_fleet(None);
+    let config = config?;
+    match crate::fleet::Member::join(config, metrics) {
+        Ok(member) => {
+            let (shared, at) = (member.shared.clone(), config.redis.endpoint.describe());
+            store.set_fleet(Some(Box::new(move || shared.report(at.clone()))));
+            info!(
+                fleet = "joined",
+                store = %config.redis.endpoint.describe(),
+                role = config.role.as_str(),
+                namespace = %config.namespace,
+                node = %member.shared.node,
+                "fleet mode: tokens are shared through the fleet store"
+            );
+            Some(member)
+        }
+        Err(e) => {
+            error!(error = %e, "cannot join the fleet");
+            None
+        }
+    }
 }
 
 /// Before a batch of groups starts: each group's files of the previous grant it replaces go
@@ -776,12 +832,13 @@ pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     store.retain_clients(config.clients.iter().map(|c| &c.name));
     let http = HttpClients::new(config.max_concurrent_requests);
     let metrics = Arc::new(Metrics::new());
+    let fleet = join_fleet(config.fleet.as_ref(), &metrics, &store);
     let mut jobs = Vec::new();
     let groups: Vec<Arc<Group>> = Group::from_clients(&config.clients).into_iter().map(Arc::new).collect();
     let batch: Vec<(Arc<Group>, Vec<PathBuf>)> = groups.into_iter().map(|g| (g, Vec::new())).collect();
     prepare(&batch, &config.state_dir);
     for (group, _) in batch {
-        let mut runner = runner(&group, &config.state_dir, &store, &metrics, &http).single_attempt();
+        let mut runner = runner(&group, &config.state_dir, &store, &metrics, &http, fleet.as_ref()).single_attempt();
         jobs.push(async move {
             if !force {
                 runner.seed().await;

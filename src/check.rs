@@ -87,6 +87,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         "permissions checked for {who}, groups {} (choose another user with --as-user)",
         groups.join(", ")
     );
+    fleet(&mut r, config, connect);
     check_dir(&mut r, &cx, "state_dir", &config.state_dir, None);
     match &config.socket {
         None => {
@@ -194,6 +195,63 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     r
 }
 
+/// The fleet's part of the plan: where the store is, this host's role, and what would keep the
+/// fleet's settings from being used; with `connect`, what the store allows each shared client.
+fn fleet(r: &mut Report, config: &Config, connect: bool) {
+    let Some(fleet) = &config.fleet else {
+        return;
+    };
+    let _ = writeln!(
+        r.text,
+        "fleet: {} {} in namespace {}; store {}{}",
+        fleet.role.as_str(),
+        crate::fleet::node_name(),
+        fleet.namespace,
+        fleet.redis.endpoint.describe(),
+        fleet
+            .redis
+            .username
+            .as_deref()
+            .map_or(String::new(), |u| format!(" as user {u}"))
+    );
+    for problem in Preflight::new(config).fleet(config) {
+        config_problem(r, problem);
+    }
+    let plain = match &fleet.redis.endpoint {
+        crate::config::RedisEndpoint::Url(url) => url.scheme() == "redis" && !crate::url_policy::is_loopback(url),
+        crate::config::RedisEndpoint::Sentinel { .. } => !fleet.redis.endpoint.is_tls(),
+    };
+    if plain {
+        r.warnings.push(
+            "fleet.redis: without TLS (`rediss://`) the store's password and commands cross the network in clear; the tokens stay sealed".into(),
+        );
+    }
+    if !connect || !r.config.is_empty() {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.problems.push(format!("cannot start the fleet store probe: {e}"));
+            return;
+        }
+    };
+    match runtime.block_on(crate::fleet::probe::probe(fleet, &config.clients)) {
+        Err(e) => r.problems.push(format!("fleet store: {e}")),
+        Ok(findings) => {
+            let _ = writeln!(r.text, "fleet store reached");
+            for f in findings {
+                match f.result {
+                    Ok(line) => {
+                        let _ = writeln!(r.text, "  {:<15} {line}", f.client);
+                    }
+                    Err(e) => r.problems.push(format!("{}: fleet store: {e}", f.client)),
+                }
+            }
+        }
+    }
+}
+
 /// At most this many endpoints are probed at once.
 const PROBES_AT_ONCE: usize = 16;
 
@@ -269,6 +327,19 @@ fn describe(
     };
     for problem in preflight.code(c, cx.who.uid) {
         config_problem(r, problem);
+    }
+    if let Some(shared) = &c.spec.fleet {
+        let keys = crate::fleet::Keys::new(
+            &shared.fleet.namespace,
+            &c.name,
+            crate::fingerprint::Fingerprint::of(&c.spec).as_str(),
+        );
+        let key = if shared.key.is_some() {
+            "its own fleet_key"
+        } else {
+            "the fleet's key"
+        };
+        let _ = writeln!(r.text, "  fleet           shared at {} ({key})", keys.token);
     }
     // The files a request reads, which the service's user must be able to read.
     let mut files: Vec<(&str, PathBuf)> = Vec::new();

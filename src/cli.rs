@@ -155,11 +155,29 @@ cannot be reached.")]
         #[arg(required = true, value_name = "PATH:MODE")]
         dirs: Vec<String>,
     },
+    /// Fleet mode's tools.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the
     /// packaged example). For the unit's ExecCondition=: an installed but unconfigured tokend
     /// stays inactive instead of failing. A file that cannot be read or parsed counts as
     /// configured, so that `run` reports what is wrong with it.
     Configured,
+}
+
+/// `tokend fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Print a new random fleet key (32 bytes, base64) for `fleet.key`: write it to a file only
+    /// tokend's user may read, the same on every host of the fleet.
+    #[command(after_long_help = "\
+Example:
+  umask 077; tokend fleet keygen > /etc/tokend/secrets/fleet.key
+  chown tokend /etc/tokend/secrets/fleet.key
+
+Equivalent: openssl rand -base64 32. Every host of a fleet needs the same key; a host with
+another key publishes nothing from the store.")]
+    Keygen,
 }
 
 /// What `tokend probe` asks.

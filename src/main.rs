@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use tokend::app::{self, AppError};
-use tokend::cli::{Cli, Command, ProbeCheck, SocketArg};
+use tokend::cli::{Cli, Command, FleetCommand, ProbeCheck, SocketArg};
 use tokend::config;
 use tokend::logging;
 use tokend::socket_client::{self, CliError};
@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
 
+    // rustls takes its crypto from the process: reqwest passes its own, the fleet's Redis
+    // client does not. Ignored: it fails only if a provider is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
     let Cli {
         config,
         log_format,
@@ -39,6 +43,17 @@ fn main() -> ExitCode {
     logging::init(log_format, log_level);
     match command {
         Command::Check { as_user, connect } => run_check(&config, as_user.as_deref(), connect),
+        Command::Fleet(FleetCommand::Keygen) => {
+            let key = tokend::fleet::seal::FleetKey::generate();
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", secrecy::ExposeSecret::expose_secret(&key)).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    logging::eprint_lines(Level::ERROR, &format!("tokend: cannot write the key: {e}"));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Configured => match config::lists_clients(&config) {
             Some(false) => {
                 logging::eprint_lines(
@@ -86,14 +101,11 @@ fn main() -> ExitCode {
             socket_client::probe(path, check == ProbeCheck::Ready).await
         }),
         Command::Status { json, socket } => socket_command(&config, &socket, async |path| {
-            let clients = socket_client::status(path).await?;
+            let status = socket_client::status(path).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "clients": clients })).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
             } else {
-                print!("{}", socket_client::status_table(&clients));
+                print!("{}", socket_client::status_table(&status));
             }
             Ok(())
         }),

@@ -25,7 +25,7 @@ use crate::secret::SecretError;
 pub fn credentials(config: &Config) -> Result<(), ConfigError> {
     let mut preflight = Preflight::new(config);
     let me = nix::unistd::geteuid().as_raw();
-    let mut problems: Vec<Problem> = Vec::new();
+    let mut problems: Vec<Problem> = preflight.fleet(config);
     for client in &config.clients {
         for p in preflight.client(client).into_iter().chain(preflight.code(client, me)) {
             if !problems.contains(&p) {
@@ -104,6 +104,47 @@ impl Preflight {
                     &["clients", name, "outputs", &index, "template_file"],
                     format!("template file {why}: whoever can change it chooses what the output holds"),
                 ));
+            }
+        }
+        problems
+    }
+
+    /// What keeps the fleet's settings from being used: a key that cannot be read or is not a
+    /// key (the fleet's, or a client's own), a password that cannot be read, a CA file that
+    /// holds no certificate. The store itself is not reached (`check --connect` does that).
+    pub fn fleet(&self, config: &Config) -> Vec<Problem> {
+        let Some(fleet) = &config.fleet else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        let mut problem = |path: &[&str], message: String| {
+            let p = Problem::at(&self.source, path, message);
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        };
+        if let Err(e) = crate::fleet::read_key(&fleet.key) {
+            problem(&["fleet", "key"], e);
+        }
+        let redis = &fleet.redis;
+        if let Some(Err(e)) = redis.password.as_ref().map(|p| p.read()) {
+            problem(&["fleet", "redis", "password"], e.to_string());
+        }
+        if let crate::config::RedisEndpoint::Sentinel { password: Some(p), .. } = &redis.endpoint
+            && let Err(e) = p.read()
+        {
+            problem(&["fleet", "redis", "sentinel", "password"], e.to_string());
+        }
+        if redis.ca_file.is_some()
+            && let Err(e) = crate::fleet::redis::Redis::new(redis)
+        {
+            problem(&["fleet", "redis", "ca_file"], e);
+        }
+        for client in &config.clients {
+            if let Some(own) = client.spec.fleet.as_ref().and_then(|f| f.key.as_ref())
+                && let Err(e) = crate::fleet::read_key(own)
+            {
+                problem(&["clients", client.name.as_str(), "fleet_key"], e);
             }
         }
         problems

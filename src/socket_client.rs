@@ -129,26 +129,52 @@ pub async fn probe(socket: &Path, ready: bool) -> Result<(), CliError> {
 }
 
 /// Every client the caller may see, as the socket API describes them.
-pub async fn status(socket: &Path) -> Result<Vec<Value>, CliError> {
+/// `/v1/tokens`: `clients`, and `fleet` in fleet mode.
+pub async fn status(socket: &Path) -> Result<Value, CliError> {
     let reply = request(socket, "/v1/tokens", true, Duration::from_secs(10)).await?;
     if reply.status != StatusCode::OK {
         return Err(CliError::Other(format!("unexpected answer {}", reply.status)));
     }
-    let value: Value =
-        serde_json::from_slice(&reply.body).map_err(|e| CliError::Other(format!("unreadable status: {e}")))?;
-    Ok(value["clients"].as_array().cloned().unwrap_or_default())
+    serde_json::from_slice(&reply.body).map_err(|e| CliError::Other(format!("unreadable status: {e}")))
 }
 
-/// `tokend status` as a table.
-pub fn status_table(clients: &[Value]) -> String {
-    let mut rows = vec![["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH", "LAST ERROR"].map(str::to_owned)];
+/// `tokend status` as a table, under a line about the fleet in fleet mode (with a column
+/// saying which host asked the IdP for each token).
+pub fn status_table(status: &Value) -> String {
+    let clients = status["clients"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let fleet = status.get("fleet").filter(|f| f.is_object());
+    let mut out = String::new();
+    if let Some(f) = fleet {
+        let text = |key: &str| f[key].as_str().unwrap_or("?").to_owned();
+        let store = match f["reachable"].as_bool() {
+            Some(true) => "reachable".to_owned(),
+            Some(false) => format!("UNREACHABLE ({})", f["last_error"].as_str().unwrap_or("?")),
+            None => "not asked yet".to_owned(),
+        };
+        let shared = f["last_shared"]
+            .as_str()
+            .map_or(String::new(), |t| format!(", last shared a token issued {t}"));
+        out.push_str(&format!(
+            "fleet: {} {} in namespace {}; store {} {store}{shared}\n\n",
+            text("role"),
+            text("node"),
+            text("namespace"),
+            text("store"),
+        ));
+    }
+    let mut header = vec!["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH"];
+    if fleet.is_some() {
+        header.push("FROM");
+    }
+    header.push("LAST ERROR");
+    let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(str::to_owned).collect()];
     for c in clients {
         let secs = |key: &str| {
             c[key]
                 .as_u64()
                 .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
         };
-        rows.push([
+        let mut row = vec![
             c["name"].as_str().unwrap_or("?").to_owned(),
             c["state"].as_str().unwrap_or("?").to_owned(),
             match (c["state"].as_str(), secs("expires_in")) {
@@ -157,16 +183,24 @@ pub fn status_table(clients: &[Value]) -> String {
                 (_, None) => "-".to_owned(),
             },
             secs("next_refresh_in").map_or("-".to_owned(), |s| format!("in {s}")),
-            c["last_error"].as_str().unwrap_or("-").to_owned(),
-        ]);
+        ];
+        if fleet.is_some() {
+            row.push(match (c["from"].as_str(), c["node"].as_str()) {
+                (Some("fleet"), Some(node)) => node.to_owned(),
+                (Some(_), _) => "this host".to_owned(),
+                (None, _) => "-".to_owned(),
+            });
+        }
+        row.push(c["last_error"].as_str().unwrap_or("-").to_owned());
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..4)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = String::new();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
-            if i < 4 {
+            if i < last {
                 out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             } else {
                 out.push_str(cell);

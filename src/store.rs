@@ -125,9 +125,29 @@ impl Subscription {
     }
 }
 
+/// Fleet mode's health, for `tokend status`: what this host is and whether the store answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetReport {
+    pub role: &'static str,
+    pub node: String,
+    pub namespace: String,
+    /// Where the store is.
+    pub store: String,
+    /// `None` until the first command.
+    pub reachable: Option<bool>,
+    pub last_error: Option<String>,
+    /// When this host last shared a token it got from the IdP.
+    pub last_shared: Option<SystemTime>,
+}
+
+/// Reports the fleet's health when asked.
+pub type FleetReporter = Box<dyn Fn() -> FleetReport + Send + Sync>;
+
 pub struct Store {
     // std RwLock: never held across an await.
     clients: RwLock<BTreeMap<ClientName, Arc<Slot>>>,
+    /// Fleet mode's health, when this host is in a fleet.
+    fleet: RwLock<Option<FleetReporter>>,
     /// Per client, how to ask its refresh task for a new token now (the token proxy, after an
     /// upstream refused the current one).
     refresh: RwLock<BTreeMap<ClientName, Arc<Notify>>>,
@@ -139,6 +159,7 @@ impl Default for Store {
     fn default() -> Store {
         Store {
             clients: RwLock::default(),
+            fleet: RwLock::default(),
             refresh: RwLock::default(),
             changes: watch::Sender::new(0),
         }
@@ -188,6 +209,20 @@ impl Store {
     pub fn request_refresh(&self, name: &ClientName) -> bool {
         let refresh = self.refresh.read().unwrap_or_else(PoisonError::into_inner);
         refresh.get(name).map(|n| n.notify_one()).is_some()
+    }
+
+    /// How to learn the fleet's health (`None`: not in a fleet).
+    pub fn set_fleet(&self, reporter: Option<FleetReporter>) {
+        *self.fleet.write().unwrap_or_else(PoisonError::into_inner) = reporter;
+    }
+
+    /// The fleet's health now, when this host is in a fleet.
+    pub fn fleet(&self) -> Option<FleetReport> {
+        self.fleet
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f())
     }
 
     /// Wakes on every change to any client.

@@ -25,9 +25,13 @@ pub fn check_idp_url(text: &str, allow_http: bool, what: &str) -> Result<Url, St
     }
 }
 
+/// Whether the URL's host is this host: `localhost` or a loopback address (also in URLs of
+/// schemes such as `redis://`, whose hosts the `url` crate leaves unparsed).
 pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,

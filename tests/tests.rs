@@ -7,6 +7,7 @@ mod config_catalogue;
 mod consumers;
 mod crash;
 mod first_hour;
+mod fleet;
 mod generated;
 mod idp_faults;
 mod interop_suite;

@@ -25,6 +25,9 @@ _tokend() {
             tokend,dev)
                 cmd="tokend__subcmd__dev"
                 ;;
+            tokend,fleet)
+                cmd="tokend__subcmd__fleet"
+                ;;
             tokend,get)
                 cmd="tokend__subcmd__get"
                 ;;
@@ -43,6 +46,9 @@ _tokend() {
             tokend,status)
                 cmd="tokend__subcmd__status"
                 ;;
+            tokend__subcmd__fleet,keygen)
+                cmd="tokend__subcmd__fleet__subcmd__keygen"
+                ;;
             *)
                 ;;
         esac
@@ -50,7 +56,7 @@ _tokend() {
 
     case "${cmd}" in
         tokend)
-            opts="-h -V --config --log-format --log-level --help --version run check once get status probe dev prepare-dirs configured"
+            opts="-h -V --config --log-format --log-level --help --version run check once get status probe dev prepare-dirs fleet configured"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +161,58 @@ _tokend() {
                     return 0
                     ;;
                 --clients-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tokend__subcmd__fleet)
+            opts="-h --config --log-format --log-level --help keygen"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tokend__subcmd__fleet__subcmd__keygen)
+            opts="-h --config --log-format --log-level --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,12 +35,12 @@ pub struct Config {
     /// Requests in flight at once to one token server (`idp.max_concurrent_requests`).
     pub max_concurrent_requests: usize,
     /// Fleet mode (`fleet:`): tokens shared with other hosts through Redis.
-    pub fleet: Option<Fleet>,
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Fleet mode: hosts that share one refresh per client per lifetime through a Redis (or
 /// Valkey) they all reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fleet {
     pub redis: RedisConfig,
     /// The fleet's key (32 bytes, base64), sealing every value in the store.
@@ -56,7 +56,7 @@ pub const DEFAULT_FLEET_NAMESPACE: &str = "default";
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the store is and how tokend logs in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RedisConfig {
     pub endpoint: RedisEndpoint,
     /// A Redis 6+ ACL user; the default user when unset.
@@ -68,7 +68,7 @@ pub struct RedisConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RedisEndpoint {
     /// `redis://`, `rediss://` or `unix://`, without credentials.
     Url(Url),
@@ -107,6 +107,8 @@ impl RedisEndpoint {
 pub struct FleetUse {
     /// The client's own key (`fleet_key`), instead of the fleet's.
     pub key: Option<SecretSource>,
+    /// The fleet's settings: a reload that changes them restarts every shared group.
+    pub fleet: Arc<Fleet>,
 }
 
 /// `idp.max_concurrent_requests` when unset: a thousand clients due at once share a few

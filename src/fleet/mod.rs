@@ -9,6 +9,7 @@
 //! change of health; the announcements; this host's name and role.
 
 pub mod announce;
+pub mod probe;
 pub mod redis;
 pub mod seal;
 pub mod source;
@@ -18,11 +19,16 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
-use crate::config::FleetRole;
+use crate::clock::Clock;
+use crate::config::{self, FleetRole};
 use crate::metrics::Metrics;
-use crate::token::unix_millis;
+use crate::oauth::FetchError;
+use crate::refresh::{Group, IdpSource, TokenSource};
+use crate::store::FleetReport;
+use crate::token::{Token, unix_millis};
 use announce::Announcements;
 use seal::FleetKey;
 use store::{Store, StoreError};
@@ -57,18 +63,6 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// For `tokend status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetStatus {
-    pub role: FleetRole,
-    pub node: String,
-    pub namespace: String,
-    /// `None` until the first command.
-    pub reachable: Option<bool>,
-    pub last_error: Option<String>,
-    pub last_shared: Option<SystemTime>,
-}
-
 impl<St: Store> Fleet<St> {
     pub fn new(
         store: St,
@@ -91,10 +85,12 @@ impl<St: Store> Fleet<St> {
         }
     }
 
-    pub fn status(&self) -> FleetStatus {
+    /// The fleet's health for `tokend status`; `store` says where the store is.
+    pub fn report(&self, store: String) -> FleetReport {
         let shared = self.health.last_shared_ms.load(Ordering::Relaxed);
-        FleetStatus {
-            role: self.role,
+        FleetReport {
+            role: self.role.as_str(),
+            store,
             node: self.node.to_string(),
             namespace: self.namespace.clone(),
             reachable: match self.health.state.load(Ordering::Relaxed) {
@@ -177,5 +173,100 @@ impl<St: Store> Fleet<St> {
     async fn publish(&self, channel: &str, value: &str) -> Result<(), StoreError> {
         let result = self.store.publish(channel, value).await;
         self.record("publish", result)
+    }
+}
+
+/// This process's part in a fleet: the store, its key and name, and the subscriber task
+/// (stopped when this is dropped).
+pub struct Member {
+    /// The settings it was made from: a reload that changes them makes a new member.
+    pub config: Arc<config::Fleet>,
+    pub shared: Arc<Fleet<Arc<redis::Redis>>>,
+    _subscriber: DropGuard,
+}
+
+impl Member {
+    /// Reads the fleet's key and starts the subscriber (on the current runtime). The store is
+    /// not reached yet: a store that is down must not keep tokend from starting.
+    pub fn join(config: &Arc<config::Fleet>, metrics: &Arc<Metrics>) -> Result<Member, String> {
+        let key = read_key(&config.key).map_err(|e| format!("fleet.key: {e}"))?;
+        let store = Arc::new(redis::Redis::new(&config.redis)?);
+        let announcements = Announcements::default();
+        let stop = CancellationToken::new();
+        tokio::spawn(redis::subscribe(store.clone(), announcements.clone(), stop.clone()));
+        Ok(Member {
+            config: config.clone(),
+            shared: Arc::new(Fleet::new(
+                store,
+                announcements,
+                node_name().into(),
+                config.role,
+                config.namespace.clone(),
+                Arc::new(key),
+                metrics.clone(),
+            )),
+            _subscriber: stop.drop_guard(),
+        })
+    }
+
+    /// The source of a group that shares through the fleet, with its own key if it has one.
+    pub fn source(&self, group: &Arc<Group>, inner: IdpSource, clock: Clock) -> Result<Source, String> {
+        let key = match group.spec.fleet.as_ref().and_then(|f| f.key.as_ref()) {
+            Some(own) => Arc::new(read_key(own).map_err(|e| format!("fleet_key: {e}"))?),
+            None => self.shared.key.clone(),
+        };
+        Ok(Source::Shared(Box::new(FleetSource::new(
+            inner,
+            self.shared.clone(),
+            group.clone(),
+            key,
+            clock,
+        ))))
+    }
+}
+
+/// Reads a fleet key from its source (a secret: refused if others may read it).
+pub fn read_key(source: &crate::secret::SecretSource) -> Result<FleetKey, String> {
+    let text = source.read_bytes("fleet key").map_err(|e| e.to_string())?;
+    FleetKey::from_text(&text).map_err(|e| format!("{} ({})", e, source.describe()))
+}
+
+/// This host's name in the fleet: its hostname (in Kubernetes, the pod's name).
+pub fn node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A group's source: the IdP alone, or the fleet around it.
+pub enum Source {
+    Idp(IdpSource),
+    /// Boxed: most groups of a large configuration are one or the other, and a task holds its
+    /// source for its whole life.
+    Shared(Box<FleetSource<IdpSource, Arc<redis::Redis>>>),
+}
+
+impl TokenSource for Source {
+    async fn obtain(&mut self, sent_at: SystemTime, current: Option<Arc<Token>>) -> Result<Token, FetchError> {
+        match self {
+            Source::Idp(s) => s.obtain(sent_at, current).await,
+            Source::Shared(s) => s.obtain(sent_at, current).await,
+        }
+    }
+
+    async fn check_saved(&mut self, token: &Token) -> Result<(), FetchError> {
+        match self {
+            Source::Idp(s) => s.check_saved(token).await,
+            Source::Shared(s) => s.check_saved(token).await,
+        }
+    }
+
+    async fn offered(&mut self, current: Option<Arc<Token>>) {
+        match self {
+            Source::Idp(_) => std::future::pending().await,
+            Source::Shared(s) => s.offered(current).await,
+        }
     }
 }

@@ -367,7 +367,7 @@ async fn listen(redis: &Redis, announcements: &Announcements, backoff: &mut Dura
                 },
                 _ = announcements.changed() => break,
                 _ = &mut ping => {
-                    match timeout(limit, sink.ping::<String>()).await.map_err(within("PING")) {
+                    match timeout(limit, sink.ping::<redis::Value>()).await.map_err(within("PING")) {
                         Ok(Ok(_)) => ping.as_mut().reset(Instant::now() + PING_EVERY),
                         Ok(Err(e)) => return classify(e, "PING").to_string(),
                         Err(e) => return e,

@@ -35,6 +35,29 @@ pub trait Store: Send + Sync + 'static {
     fn publish(&self, channel: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A store shared by reference (the subscriber holds the same Redis).
+impl<T: Store> Store for std::sync::Arc<T> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        (**self).get(key)
+    }
+
+    fn put(&self, key: &str, value: &str, ttl: Duration) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put(key, value, ttl)
+    }
+
+    fn lock(&self, key: &str, owner: &str, ttl: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).lock(key, owner, ttl)
+    }
+
+    fn unlock(&self, key: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).unlock(key, owner)
+    }
+
+    fn publish(&self, channel: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).publish(channel, value)
+    }
+}
+
 /// An in-memory store for tests: keys expire on tokio's clock, and every command is counted.
 #[cfg(test)]
 pub mod memory {

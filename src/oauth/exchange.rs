@@ -86,6 +86,11 @@ async fn exchange(
             Credential::Assertion(&assertion)
         }
         Material::Certificate => Credential::Certificate,
+        Material::None => {
+            return Err(FetchError::Fleet(
+                "a fleet follower has no credentials and never asks the IdP".into(),
+            ));
+        }
     };
     let request = request::build(&spec.grant, credential);
     let issued = http.fetch(&token_endpoint, &request).await?;
@@ -166,6 +171,8 @@ enum Material {
     },
     /// The certificate and key travel in the TLS settings.
     Certificate,
+    /// A fleet follower: no request is ever sent (its TLS settings still reach the JWKS).
+    None,
 }
 
 impl Material {
@@ -201,11 +208,7 @@ impl Material {
                 identity_pem = Some(pem);
                 Material::Certificate
             }
-            Credentials::Follower => {
-                return Err(FetchError::Fleet(
-                    "a fleet follower has no credentials and never asks the IdP".into(),
-                ));
-            }
+            Credentials::Follower => Material::None,
         };
         let settings = ClientSettings {
             connect_timeout,

@@ -313,7 +313,19 @@ fn list(peer: &Peer, state: &ServerState) -> Response<Body> {
         .into_iter()
         .map(|(name, s)| status_entry(name.as_str(), &s, now))
         .collect();
-    let mut r = Response::new(Full::new(Bytes::from(json!({ "clients": clients }).to_string())));
+    let mut answer = json!({ "clients": clients });
+    if let Some(f) = state.store.fleet() {
+        answer["fleet"] = json!({
+            "role": f.role,
+            "node": f.node,
+            "namespace": f.namespace,
+            "store": f.store,
+            "reachable": f.reachable,
+            "last_error": f.last_error,
+            "last_shared": f.last_shared.map(rfc3339),
+        });
+    }
+    let mut r = Response::new(Full::new(Bytes::from(answer.to_string())));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut()
@@ -343,6 +355,9 @@ fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
         "last_error": s.last_error,
         "version": s.token.as_ref().map(|_| s.version),
         "issued_at_ms": s.token.as_ref().map(|t| unix_millis(t.issued_at)),
+        // Which host asked the IdP: this one, or a named host of the fleet.
+        "from": s.token.as_ref().map(|t| if t.origin.node().is_some() { "fleet" } else { "idp" }),
+        "node": s.token.as_ref().and_then(|t| t.origin.node()),
     })
 }
 

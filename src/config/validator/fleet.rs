@@ -240,7 +240,9 @@ impl Validator<'_> {
                     Some(raw) => Some(self.secret(raw.clone(), &cx.at("fleet_key")).ok_or(())?),
                     None => None,
                 };
-                Ok(Some(FleetUse { key }))
+                // An invalid `fleet:` section has its own problems; the client is left out.
+                let fleet = self.fleet.clone().ok_or(())?;
+                Ok(Some(FleetUse { key, fleet }))
             }
         }
     }

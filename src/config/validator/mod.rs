@@ -19,8 +19,8 @@ use std::sync::Arc;
 use super::error::{self, Problem};
 use super::host::Host;
 use super::model::{
-    Access, Client, Config, Credentials, DEFAULT_MAX_CONCURRENT_REQUESTS, MAX_MAX_CONCURRENT_REQUESTS, Owner, Readers,
-    RequestSpec,
+    Access, Client, Config, Credentials, DEFAULT_MAX_CONCURRENT_REQUESTS, Fleet, MAX_MAX_CONCURRENT_REQUESTS, Owner,
+    Readers, RequestSpec,
 };
 use super::raw::{FleetRole, RawClient, RawConfig, RawIdp, RawReaders};
 use super::values::Principal;
@@ -33,6 +33,8 @@ pub struct Validator<'a> {
     pub problems: Vec<Problem>,
     /// This node's role, when `fleet:` is set: a follower's fleet clients need no credentials.
     fleet_role: Option<FleetRole>,
+    /// The validated `fleet:` section, for the clients that share through it.
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// One client under validation.
@@ -85,6 +87,7 @@ impl<'a> Validator<'a> {
             host,
             problems: Vec::new(),
             fleet_role: None,
+            fleet: None,
         }
     }
 
@@ -130,7 +133,7 @@ impl<'a> Validator<'a> {
             });
         }
         self.fleet_role = raw.fleet.as_ref().map(|f| f.role.unwrap_or_default());
-        let fleet = raw.fleet.and_then(|f| self.fleet(f));
+        self.fleet = raw.fleet.and_then(|f| self.fleet(f)).map(Arc::new);
         let mut clients = Vec::new();
         let mut access = Access::default();
         for (name, own) in &raw.clients.clients {
@@ -178,7 +181,7 @@ impl<'a> Validator<'a> {
             access,
             proxies,
             max_concurrent_requests,
-            fleet,
+            fleet: self.fleet.clone(),
         }
     }
 

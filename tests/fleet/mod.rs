@@ -1,0 +1,557 @@
+//! Fleet mode with real parts: Debian's `redis-server` (and `redis-sentinel`) started here on
+//! loopback, always with a password or ACL users, the development issuer as its own process,
+//! and several `tokend` hosts, each its own process with its own state directory and socket.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const SECRET: &str = "fleet-s3cret/with+odd=chars";
+const REDIS_PASSWORD: &str = "redis-pw-for-the-fleet";
+const T: Duration = Duration::from_secs(20);
+
+/// A free loopback port (a small window for another process to take it remains).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether Debian's Redis is here (`.ci/run` installs it and sets TOKEND_REQUIRE_REDIS).
+fn redis_available(test: &str) -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    unless_skipped(
+        test,
+        "TOKEND_REQUIRE_REDIS",
+        if found {
+            Ok(())
+        } else {
+            Err("redis-server is not installed".to_owned())
+        },
+    )
+    .is_some()
+}
+
+/// A redis-server on loopback with `requirepass`, no persistence (a restart empties it).
+pub struct Redis {
+    child: Option<Reaped>,
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    pub fn start(dir: &TestDir, extra: &[&str]) -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: dir.join(&format!("redis-{}", std::process::id())),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        fs::create_dir_all(&r.dir).unwrap();
+        r.up();
+        r
+    }
+
+    /// Starts (again, empty) on the same port.
+    pub fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(Reaped(child));
+        wait_for(T, "redis-server to answer", || {
+            (self.cli(&["PING"]).trim() == "PONG").then_some(())
+        });
+    }
+
+    /// Stops it (SIGKILL: nothing is saved).
+    pub fn down(&mut self) {
+        self.child = None;
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().0.id() as i32
+    }
+
+    /// `redis-cli` as the default user; its output (errors included).
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_as(None, REDIS_PASSWORD, args)
+    }
+
+    pub fn cli_as(&self, user: Option<&str>, password: &str, args: &[&str]) -> String {
+        let mut c = Command::new("redis-cli");
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--no-auth-warning"]);
+        if let Some(user) = user {
+            c.args(["--user", user]);
+        }
+        let out = c.args(["--pass", password]).args(args).output().expect("redis-cli");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Every key and its value.
+    pub fn dump(&self) -> Vec<(String, String)> {
+        self.cli(&["--scan"])
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| (k.to_owned(), self.cli(&["GET", k])))
+            .collect()
+    }
+}
+
+/// One host of the fleet: a directory with its config, state, socket and token file.
+struct Host {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Host {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("tokend.sock")
+    }
+
+    fn token(&self) -> Option<String> {
+        read(&self.dir.join("billing.token"))
+    }
+
+    fn status(&self) -> Value {
+        socket_json(&self.socket(), "/v1/tokens")
+    }
+}
+
+struct Fleet<'a> {
+    dir: &'a TestDir,
+    issuer: Issuer,
+    redis_url: String,
+    key: PathBuf,
+    redis_password: PathBuf,
+    extra: String,
+}
+
+impl<'a> Fleet<'a> {
+    /// The issuer (tokens live `lifetime`) and the fleet's shared files.
+    fn new(dir: &'a TestDir, redis: &Redis, lifetime: &str) -> Fleet<'a> {
+        Fleet {
+            issuer: Issuer::start(dir, &[("app", SECRET)], lifetime),
+            redis_url: redis.url(),
+            key: dir.secret("fleet.key", &fleet_key()),
+            redis_password: dir.secret("redis.password", REDIS_PASSWORD),
+            extra: String::new(),
+            dir,
+        }
+    }
+
+    /// A host named `name` (its hostname is the test machine's; the name is its directory).
+    fn host(&self, name: &str, role: &str, key: &Path) -> Host {
+        let dir = self.dir.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let secret = self.dir.secret("client.secret", SECRET);
+        let credentials = if role == "follower" {
+            String::new()
+        } else {
+            format!("    client_secret: {{ file: {} }}\n", secret.display())
+        };
+        let yaml = format!(
+            "state_dir: {dir}/state\nsocket: {{ path: {dir}/tokend.sock }}\n\
+             fleet:\n  redis: {{ url: \"{url}\", password: {{ file: {pw} }}, timeout: 1s }}\n  key: {{ file: {key} }}\n  namespace: test\n  role: {role}\n{extra}\
+             clients:\n  billing:\n    token_url: {token_url}\n    client_id: app\n{credentials}\
+             \x20   audience: https://billing/\n    refresh: {{ at: 70%, jitter: 10%, min_remaining: 1s }}\n    retry: {{ initial: 200ms, max: 2s }}\n\
+             \x20   outputs: [{{ path: {dir}/billing.token }}]\n",
+            dir = dir.display(),
+            url = self.redis_url,
+            pw = self.redis_password.display(),
+            key = key.display(),
+            extra = self.extra,
+            token_url = self.issuer.token_url(),
+        );
+        let config = dir.join("config.yaml");
+        fs::write(&config, yaml).unwrap();
+        Host { dir, config }
+    }
+}
+
+/// A fleet key: 32 random bytes in base64, as `tokend fleet keygen` prints them.
+fn fleet_key() -> String {
+    let out = Command::new(BIN).args(["fleet", "keygen"]).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Values in the store never hold a token or a secret in clear.
+fn assert_store_holds_nothing_in_clear(redis: &Redis) {
+    for (key, value) in redis.dump() {
+        assert_no_leak(&format!("the value of {key} in Redis"), &value);
+        if !key.ends_with(":lock") {
+            assert!(value.starts_with("tokend1."), "{key} = {value:.60}");
+        }
+    }
+}
+
+fn requests(issuer: &Issuer) -> usize {
+    issuer.request_count()
+}
+
+#[test]
+fn hosts_of_a_fleet_share_one_token_request_per_lifetime() {
+    if !redis_available("hosts_of_a_fleet_share_one_token_request_per_lifetime") {
+        return;
+    }
+    let dir = TestDir::new("fleet-share");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "4s");
+    let hosts: Vec<Host> = ["a", "b", "c"]
+        .iter()
+        .map(|n| fleet.host(n, "refresher", &fleet.key))
+        .collect();
+    let daemons: Vec<Tokend> = hosts.iter().map(|h| Tokend::run(&dir, &h.config)).collect();
+    for h in &hosts {
+        wait_ready(&h.socket());
+    }
+    // About four lifetimes.
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_secs(13));
+    let seconds = began.elapsed().as_secs_f64();
+    let asked = requests(&fleet.issuer);
+    // One request at start and one per lifetime after (a lifetime is refreshed at ~70%: 2.8 s).
+    let lifetimes = seconds / 2.8;
+    assert!(
+        (asked as f64) <= lifetimes + 2.0,
+        "{asked} requests in {seconds:.1}s for 3 hosts ({lifetimes:.1} lifetimes)"
+    );
+    // Every host serves the same token, and says where it came from.
+    let tokens: Vec<String> = wait_for(T, "the hosts to agree", || {
+        let t: Vec<String> = hosts.iter().filter_map(Host::token).collect();
+        (t.len() == 3 && t.iter().all(|x| *x == t[0])).then_some(t)
+    });
+    assert_eq!(claims(&tokens[0])["aud"], "https://billing/");
+    let statuses: Vec<Value> = hosts.iter().map(Host::status).collect();
+    let from: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["clients"][0]["from"].as_str().unwrap())
+        .collect();
+    assert!(from.contains(&"fleet"), "{from:?}");
+    for s in &statuses {
+        assert_eq!(s["fleet"]["role"], "refresher", "{s}");
+        assert_eq!(s["fleet"]["reachable"], true, "{s}");
+    }
+    let metrics = socket_get_text(&hosts[0].socket(), "/metrics");
+    assert!(metrics.contains("tokend_fleet_store_up 1"), "{metrics}");
+    assert_store_holds_nothing_in_clear(&redis);
+    let keys = redis.cli(&["--scan"]);
+    assert!(keys.lines().any(|k| k.starts_with("tokend:test:billing:")), "{keys}");
+    for d in daemons {
+        assert!(d.stop().success());
+    }
+}
+
+#[test]
+fn a_follower_without_credentials_serves_what_the_refreshers_share() {
+    if !redis_available("a_follower_without_credentials_serves_what_the_refreshers_share") {
+        return;
+    }
+    let dir = TestDir::new("fleet-follower");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "4s");
+    let follower = fleet.host("f", "follower", &fleet.key);
+    assert!(!fs::read_to_string(&follower.config).unwrap().contains("client_secret"));
+    let check = tokend(&["--config", follower.config.to_str().unwrap(), "check"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("none: a fleet follower"));
+    let f = Tokend::run(&dir, &follower.config);
+    // No refresher yet: nothing to serve, and it says so.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(socket_status(&follower.socket(), "/readyz"), Some(503));
+    assert_eq!(requests(&fleet.issuer), 0);
+    let refresher = fleet.host("r", "refresher", &fleet.key);
+    let r = Tokend::run(&dir, &refresher.config);
+    wait_ready(&follower.socket());
+    // It follows the refresher's tokens across refreshes, at once.
+    let began = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while began.elapsed() < Duration::from_secs(10) {
+        if let (Some(a), Some(b)) = (follower.token(), refresher.token())
+            && a == b
+        {
+            seen.insert(a);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.len() >= 3, "the follower took {} tokens", seen.len());
+    let status = follower.status();
+    assert_eq!(status["fleet"]["role"], "follower");
+    assert_eq!(status["clients"][0]["from"], "fleet", "{status}");
+    let asked = requests(&fleet.issuer);
+    assert!(asked <= 6, "{asked} requests in 10 s of 4 s tokens");
+    drop(r);
+    drop(f);
+}
+
+#[test]
+fn a_store_that_is_down_leaves_refreshers_asking_the_idp_and_followers_serving_their_token() {
+    if !redis_available("a_store_that_is_down_leaves_refreshers_asking_the_idp_and_followers_serving_their_token") {
+        return;
+    }
+    let dir = TestDir::new("fleet-down");
+    let mut redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "6s");
+    let hosts: Vec<Host> = ["a", "b"]
+        .iter()
+        .map(|n| fleet.host(n, "refresher", &fleet.key))
+        .collect();
+    let follower = fleet.host("f", "follower", &fleet.key);
+    let daemons: Vec<Tokend> = hosts
+        .iter()
+        .chain([&follower])
+        .map(|h| Tokend::run(&dir, &h.config))
+        .collect();
+    for h in hosts.iter().chain([&follower]) {
+        wait_ready(&h.socket());
+    }
+    redis.down();
+    // The store is gone for two lifetimes: the refreshers keep valid tokens from the IdP...
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(12) {
+        for h in &hosts {
+            assert_eq!(
+                socket_status(&h.socket(), "/readyz"),
+                Some(200),
+                "{} lost its token",
+                h.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ... and the follower served its token until it expired, then says it has none.
+    assert_eq!(socket_status(&follower.socket(), "/readyz"), Some(503));
+    let status = follower.status();
+    assert_eq!(status["fleet"]["reachable"], false, "{status}");
+    assert!(
+        daemons[0].output().contains("the fleet store cannot be used"),
+        "{}",
+        daemons[0].output()
+    );
+    // Back (empty, as after a restart without persistence): sharing resumes within a lifetime.
+    redis.up();
+    wait_for(Duration::from_secs(20), "the follower to be served again", || {
+        (socket_status(&follower.socket(), "/readyz") == Some(200)).then_some(())
+    });
+    wait_for(Duration::from_secs(20), "the hosts to share one token again", || {
+        let t: Vec<String> = hosts.iter().chain([&follower]).filter_map(Host::token).collect();
+        (t.len() == 3 && t.iter().all(|x| *x == t[0])).then_some(())
+    });
+    assert!(daemons[0].output().contains("the fleet store answers again"));
+    assert_store_holds_nothing_in_clear(&redis);
+    for d in daemons {
+        assert!(d.stop().success());
+    }
+}
+
+#[test]
+fn a_stopped_store_holds_up_neither_the_socket_nor_a_stop() {
+    if !redis_available("a_stopped_store_holds_up_neither_the_socket_nor_a_stop") {
+        return;
+    }
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = TestDir::new("fleet-stopped");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "4s");
+    let host = fleet.host("a", "refresher", &fleet.key);
+    let daemon = Tokend::run(&dir, &host.config);
+    wait_ready(&host.socket());
+    kill(Pid::from_raw(redis.pid()), Signal::SIGSTOP).unwrap();
+    // Past two refreshes with the store answering nothing: still served, from the IdP.
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(8) {
+        let asked = Instant::now();
+        assert_eq!(socket_status(&host.socket(), "/healthz"), Some(200));
+        assert_eq!(socket_status(&host.socket(), "/readyz"), Some(200));
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "the socket waited {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopping = Instant::now();
+    assert!(daemon.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "the stop took {:?}",
+        stopping.elapsed()
+    );
+    kill(Pid::from_raw(redis.pid()), Signal::SIGCONT).unwrap();
+}
+
+#[test]
+fn a_host_with_another_fleet_key_publishes_nothing_from_the_store() {
+    if !redis_available("a_host_with_another_fleet_key_publishes_nothing_from_the_store") {
+        return;
+    }
+    let dir = TestDir::new("fleet-key");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "1h");
+    let refresher = fleet.host("r", "refresher", &fleet.key);
+    let r = Tokend::run(&dir, &refresher.config);
+    wait_ready(&refresher.socket());
+    let stored = redis.dump();
+    // A follower with another key: nothing to serve, and it says why.
+    let other = dir.secret("other.key", &fleet_key());
+    let stranger = fleet.host("s", "follower", &other);
+    let s = Tokend::run(&dir, &stranger.config);
+    s.wait_event(T, "the refusal", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be used; not published"))
+            && e["error"].as_str().is_some_and(|m| m.contains("another fleet key"))
+    });
+    assert_eq!(socket_status(&stranger.socket(), "/readyz"), Some(503));
+    assert_eq!(stranger.token(), None);
+    // A refresher with another key asks the IdP for itself, and writes nothing over the
+    // fleet's token.
+    let lone = fleet.host("l", "refresher", &other);
+    let l = Tokend::run(&dir, &lone.config);
+    wait_ready(&lone.socket());
+    assert_ne!(lone.token(), refresher.token());
+    assert_eq!(
+        redis
+            .dump()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with(":lock"))
+            .collect::<Vec<_>>(),
+        stored
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with(":lock"))
+            .collect::<Vec<_>>()
+    );
+    // A value moved to another client's key, or changed, is never published.
+    let (key, value) = redis
+        .dump()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("tokend:test:billing:"))
+        .unwrap();
+    let mut flipped = value.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    redis.cli(&["SET", &key, std::str::from_utf8(&flipped).unwrap()]);
+    let follower = fleet.host("f", "follower", &fleet.key);
+    let f = Tokend::run(&dir, &follower.config);
+    f.wait_event(T, "the refusal", |e| {
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not open under the fleet key"))
+    });
+    assert_eq!(follower.token(), None);
+    drop((r, s, l, f));
+}
+
+#[test]
+fn a_redis_acl_limits_a_reader_to_its_own_clients() {
+    if !redis_available("a_redis_acl_limits_a_reader_to_its_own_clients") {
+        return;
+    }
+    let dir = TestDir::new("fleet-acl");
+    let redis = Redis::start(&dir, &[]);
+    // The lines README.md gives, as written there.
+    for line in [
+        "ACL SETUSER tokend-refresher on >refresher-pw ~tokend:test:* &tokend:test:* -@all +get +set +del +publish +subscribe +ping +eval",
+        "ACL SETUSER tokend-billing on >billing-pw ~tokend:test:billing:* &tokend:test:billing:* -@all +get +subscribe +ping",
+    ] {
+        let args: Vec<&str> = line.split(' ').collect();
+        assert_eq!(redis.cli(&args).trim(), "OK", "{line}");
+    }
+    let fleet = {
+        let mut f = Fleet::new(&dir, &redis, "1h");
+        f.redis_password = dir.secret("refresher.pw", "refresher-pw");
+        f
+    };
+    // The refresher logs in as its ACL user.
+    let refresher = fleet.host("r", "refresher", &fleet.key);
+    let yaml = fs::read_to_string(&refresher.config)
+        .unwrap()
+        .replace("timeout: 1s", "timeout: 1s, username: tokend-refresher");
+    fs::write(&refresher.config, yaml).unwrap();
+    let check = tokend(&["--config", refresher.config.to_str().unwrap(), "check", "--connect"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        said.contains("GET, SET, SET NX, EVAL, PUBLISH, SUBSCRIBE allowed on tokend:test:billing:"),
+        "{said}"
+    );
+    let r = Tokend::run(&dir, &refresher.config);
+    wait_ready(&refresher.socket());
+    // The billing reader reads billing's keys and nothing else.
+    let (key, _) = redis
+        .dump()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("tokend:test:billing:"))
+        .unwrap();
+    assert!(
+        redis
+            .cli_as(Some("tokend-billing"), "billing-pw", &["GET", &key])
+            .starts_with("tokend1.")
+    );
+    redis.cli(&["SET", "tokend:test:reports:x", "secret-of-reports"]);
+    let refused = redis.cli_as(Some("tokend-billing"), "billing-pw", &["GET", "tokend:test:reports:x"]);
+    assert!(refused.contains("NOPERM"), "{refused}");
+    let refused = redis.cli_as(Some("tokend-billing"), "billing-pw", &["SET", &key, "x"]);
+    assert!(refused.contains("NOPERM"), "{refused}");
+
+    // A refresher that may only read is told so by `check --connect`, naming the command.
+    let reader = fleet.host("b", "refresher", &fleet.key);
+    let yaml = fs::read_to_string(&reader.config)
+        .unwrap()
+        .replace("timeout: 1s", "timeout: 1s, username: tokend-billing")
+        .replace(
+            fleet.redis_password.to_str().unwrap(),
+            dir.secret("billing.pw", "billing-pw").to_str().unwrap(),
+        );
+    fs::write(&reader.config, yaml).unwrap();
+    let check = tokend(&["--config", reader.config.to_str().unwrap(), "check", "--connect"]);
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("billing: fleet store: writing") && said.to_uppercase().contains("NOPERM"),
+        "{said}"
+    );
+    assert!(!said.contains("without TLS"), "no TLS is needed on loopback: {said}");
+    drop(r);
+}
+
+/// `/metrics` and other text answers of the socket.
+fn socket_get_text(socket: &Path, path: &str) -> String {
+    let (status, body) = curl(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
+        &format!("http://localhost{path}"),
+    ]);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
