@@ -190,6 +190,15 @@ impl Member {
     /// not reached yet: a store that is down must not keep tokend from starting.
     pub fn join(config: &Arc<config::Fleet>, metrics: &Arc<Metrics>) -> Result<Member, String> {
         let key = read_key(&config.key).map_err(|e| format!("fleet.key: {e}"))?;
+        // AWS-LC seeds its random generator on first use, from CPU jitter: about 100 ms of one
+        // core, once per process. A fleet needs randomness (lock owners, nonces) where a plain
+        // tokend may need none (a restart that reuses its tokens); done on a blocking thread
+        // now, it does not stall a runtime worker, and the subscriber with it, at the first lock.
+        tokio::task::spawn_blocking(|| {
+            let mut warm = [0u8; 1];
+            // Ignored: a failure shows again, and is reported, where randomness is needed.
+            let _ = aws_lc_rs::rand::fill(&mut warm);
+        });
         let store = Arc::new(redis::Redis::new(&config.redis)?);
         let announcements = Announcements::default();
         let stop = CancellationToken::new();
@@ -211,17 +220,16 @@ impl Member {
 
     /// The source of a group that shares through the fleet, with its own key if it has one.
     pub fn source(&self, group: &Arc<Group>, inner: IdpSource, clock: Clock) -> Result<Source, String> {
-        let key = match group.spec.fleet.as_ref().and_then(|f| f.key.as_ref()) {
-            Some(own) => Arc::new(read_key(own).map_err(|e| format!("fleet_key: {e}"))?),
-            None => self.shared.key.clone(),
+        let (key, source) = match group.spec.fleet.as_ref().and_then(|f| f.key.as_ref()) {
+            Some(own) => (
+                Arc::new(read_key(own).map_err(|e| format!("fleet_key: {e}"))?),
+                own.clone(),
+            ),
+            None => (self.shared.key.clone(), self.config.key.clone()),
         };
-        Ok(Source::Shared(Box::new(FleetSource::new(
-            inner,
-            self.shared.clone(),
-            group.clone(),
-            key,
-            clock,
-        ))))
+        Ok(Source::Shared(Box::new(
+            FleetSource::new(inner, self.shared.clone(), group.clone(), key, clock).reading_key_from(source),
+        )))
     }
 }
 

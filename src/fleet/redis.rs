@@ -24,8 +24,8 @@ use crate::config::{RedisConfig, RedisEndpoint};
 
 /// Reconnects back off from this …
 const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
-/// … to this.
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// … to this: a store that is back is used again within seconds (tokens may live a minute).
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The subscriber checks its connection this often (a stopped server never closes it).
 const PING_EVERY: Duration = Duration::from_secs(15);
 
@@ -216,22 +216,37 @@ impl Redis {
         }
     }
 
-    /// Runs one command, within the timeout; a connection that failed it is dropped.
+    /// Runs one command, within the timeout; a connection that failed it is dropped. A
+    /// connection that broke, or that reached a replica (a failover), is made again at once
+    /// (through the sentinels: to the new master) and the command sent once more; one that
+    /// timed out is not (the store is slow or stopped: a second wait would only double it).
     async fn run<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T, StoreError> {
-        let mut c = self.connection().await?;
-        let error = match timeout(self.config.timeout, cmd.query_async::<T>(&mut c)).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => classify(e, what),
-            Err(_) => StoreError::Unreachable(format!(
-                "no answer to {what} within {}",
-                humantime::format_duration(self.config.timeout)
-            )),
-        };
-        if matches!(error, StoreError::Unreachable(_)) {
-            let mut conn = self.conn.lock().await;
-            conn.current = None;
+        let mut retried = false;
+        loop {
+            let mut c = self.connection().await?;
+            let (error, again) = match timeout(self.config.timeout, cmd.query_async::<T>(&mut c)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => {
+                    let again = !e.is_timeout();
+                    (classify(e, what), again)
+                }
+                Err(_) => (
+                    StoreError::Unreachable(format!(
+                        "no answer to {what} within {}",
+                        humantime::format_duration(self.config.timeout)
+                    )),
+                    false,
+                ),
+            };
+            if matches!(error, StoreError::Unreachable(_)) {
+                self.conn.lock().await.current = None;
+                if again && !retried {
+                    retried = true;
+                    continue;
+                }
+            }
+            return Err(error);
         }
-        Err(error)
     }
 }
 
@@ -362,7 +377,10 @@ async fn listen(redis: &Redis, announcements: &Announcements, backoff: &mut Dura
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(m) => announcements.deliver(m.get_channel_name(), m.get_payload_bytes()),
+                    Some(m) => {
+                        tracing::trace!(channel = m.get_channel_name(), "announcement received");
+                        announcements.deliver(m.get_channel_name(), m.get_payload_bytes());
+                    }
                     None => return "the subscriber connection closed".into(),
                 },
                 _ = announcements.changed() => break,

@@ -68,6 +68,9 @@ pub struct FleetSource<S, St: Store> {
     label: String,
     keys: Keys,
     key: Arc<FleetKey>,
+    /// Where `key` comes from: read again at every refresh, as secrets are, so that a new key
+    /// is used without a restart (`None` in tests).
+    key_source: Option<crate::secret::SecretSource>,
     announced: Subscription,
     /// An announced token, opened and validated, that the loop has not taken yet.
     offer: Option<Token>,
@@ -111,6 +114,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             client,
             keys,
             key,
+            key_source: None,
             announced,
             offer: None,
             clock,
@@ -122,6 +126,37 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// Reads the key from `source` again at every refresh (see the field).
+    pub fn reading_key_from(mut self, source: crate::secret::SecretSource) -> Self {
+        self.key_source = Some(source);
+        self
+    }
+
+    /// The key as its file holds it now (read on a blocking thread: a hung file system must
+    /// not stall the runtime); one that cannot be read now leaves the last one in use, and says
+    /// so once.
+    async fn reread_key(&mut self) {
+        let Some(source) = self.key_source.clone() else {
+            return;
+        };
+        let read = tokio::task::spawn_blocking(move || super::read_key(&source))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match read {
+            Ok(key) if key.id() == self.key.id() => {}
+            Ok(key) => {
+                tracing::info!(client = %self.label, key = key.id(), previous = self.key.id(), "the fleet key changed; using the new one");
+                self.key = Arc::new(key);
+            }
+            Err(e) => {
+                if self.reported != Some("key") {
+                    self.reported = Some("key");
+                    error!(client = %self.label, error = %e, "cannot read the fleet key again; still using the one read before");
+                }
+            }
+        }
     }
 
     fn follower(&self) -> bool {
@@ -214,6 +249,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             let next_poll = now + poll.mul_f64(0.5 + (self.jitter)());
             tokio::select! {
                 value = self.announced.next() => {
+                    tracing::trace!(client = %self.label, "an announcement came");
                     if let Some(token) = self.accept(&value, current, Via::Announcement).await.map_err(ReadError::Fetch)? {
                         return Ok(Some(token));
                     }
@@ -248,6 +284,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         // The lock may be free because another host just finished (and its announcement was
         // lost): look once more before asking.
         if let Ok(Some(token)) = self.read(current.as_deref()).await {
+            debug!(client = %self.label, "another host had just shared a token; releasing the lock unused");
             self.release(owner).await;
             return Ok(token);
         }
@@ -312,6 +349,7 @@ enum ReadError {
 
 impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
     async fn obtain(&mut self, sent_at: SystemTime, current: Option<Arc<Token>>) -> Result<Token, FetchError> {
+        self.reread_key().await;
         let current_ref = current.as_deref();
         if let Some(token) = self
             .offer
@@ -329,22 +367,28 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
                 ReadError::Fetch(e) => Err(e),
             }
         };
-        match self.read(current_ref).await {
-            Ok(Some(token)) => return Ok(token),
-            Ok(None) => {}
-            Err(e) => {
-                let why = unusable(e)?;
-                return self.without_store(why, sent_at, current).await;
+        let now = self.clock.now();
+        // Without a valid token (a start, a token that expired), the store is read at once.
+        // With one, every host holding it is due at this same moment: the one that asks first
+        // announces the new token, which the others take without a command.
+        if current_ref.is_none_or(|t| !t.is_valid_at(now)) {
+            match self.read(current_ref).await {
+                Ok(Some(token)) => return Ok(token),
+                Ok(None) => {}
+                Err(e) => {
+                    let why = unusable(e)?;
+                    return self.without_store(why, sent_at, current).await;
+                }
             }
         }
-        let now = self.clock.now();
         let lock_ttl = self.lock_ttl(current_ref, now);
         let poll = lock_ttl / 4;
+        let spread = current_ref.map_or(FIRST_SPREAD, |t| (t.lifetime() / SPREAD_SHARE).min(MAX_SPREAD));
         if self.follower() {
-            // The refreshers are due at the same moment: their token comes within the spread,
-            // a request and a lock's time.
-            let until = Instant::now() + MAX_SPREAD + 2 * lock_ttl;
-            return match self.wait_for_newer(current_ref, until, poll).await {
+            // The refreshers' token comes within the spread and a request; the store is read
+            // once after that (an announcement lost), then with a poll.
+            let until = Instant::now() + spread + 2 * lock_ttl;
+            return match self.wait_for_newer(current_ref, until, spread + lock_ttl / 2).await {
                 Ok(Some(token)) => Ok(token),
                 Ok(None) => Err(FetchError::Fleet(
                     "no newer token in the fleet store yet (is a refresher running?)".into(),
@@ -356,13 +400,15 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
             };
         }
         // Spread the lock attempts: the first host to try usually wins, and the others take its
-        // announcement while they wait their turn.
-        let spread = current_ref.map_or(FIRST_SPREAD, |t| (t.lifetime() / SPREAD_SHARE).min(MAX_SPREAD));
+        // announcement while they wait their turn; at its turn, a host reads the store (an
+        // announcement may be lost) and tries the lock.
         let turn = Instant::now() + spread.mul_f64((self.jitter)());
-        match self
-            .wait_for_newer(current_ref, turn, spread.max(Duration::from_millis(10)))
-            .await
-        {
+        tracing::trace!(client = %self.label, spread = ?spread, "waiting a random part of the spread before trying the lock");
+        let found = match self.wait_for_newer(current_ref, turn, 2 * spread).await {
+            Ok(None) => self.read(current_ref).await,
+            other => other,
+        };
+        match found {
             Ok(Some(token)) => return Ok(token),
             Ok(None) => {}
             Err(e) => {
@@ -375,10 +421,12 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
             match self.fleet.lock(&self.keys.lock, &owner, lock_ttl).await {
                 Err(e) => return self.without_store(e.to_string(), sent_at, current).await,
                 Ok(true) => {
+                    debug!(client = %self.label, lock = %self.keys.lock, "took the refresh lock");
                     self.fleet.metrics.fleet.lock(&self.client, true);
                     return self.refresh_holding(&owner, current, sent_at).await;
                 }
                 Ok(false) => {
+                    debug!(client = %self.label, lock = %self.keys.lock, "another host holds the refresh lock; waiting for its token");
                     self.fleet.metrics.fleet.lock(&self.client, false);
                     let until = Instant::now() + lock_ttl;
                     match self.wait_for_newer(current_ref, until, poll).await {
@@ -403,6 +451,7 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
     }
 
     async fn offered(&mut self, current: Option<Arc<Token>>) {
+        self.reread_key().await;
         loop {
             let now = self.clock.now();
             if self
