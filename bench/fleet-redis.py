@@ -263,6 +263,16 @@ def run(args, scenario, fleet=True):
         elapsed = time.time() - t0
         asked = len(issuer.requests()) - asked0
         commands = redis.commands()
+        info = {}
+        for section in ("memory", "clients", "stats"):
+            for line in redis.cli("INFO", section).splitlines():
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    info[k] = v.strip()
+        result["redis_used_memory_bytes"] = int(info.get("used_memory", 0))
+        result["redis_connected_clients"] = int(info.get("connected_clients", 0))
+        result["redis_pubsub_channels"] = int(info.get("pubsub_channels", 0))
+        result["redis_keys"] = len([k for k in redis.cli("--scan").splitlines() if k])
         for r in readers:
             r.stop.set()
         for r in readers:
@@ -298,6 +308,11 @@ def run(args, scenario, fleet=True):
         for h in hosts:
             h.stop()
         issuer.stop()
+    if redis.proc.poll() is None:
+        time.sleep(0.5)
+        for line in redis.cli("INFO", "memory").splitlines():
+            if line.startswith("used_memory:"):
+                result["redis_used_memory_after_hosts_stop_bytes"] = int(line.split(":")[1])
     # Nothing in clear: every value in Redis, every host's log.
     needles = [SECRET, REDIS_PASSWORD] + list(first.keys())
     values = redis.values() if redis.proc.poll() is None else []

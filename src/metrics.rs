@@ -570,6 +570,15 @@ mod tests {
         m.request(200);
         m.request(403);
         m.connection_error("header_timeout");
+        m.refresh(&c, Outcome::Adopted);
+        m.fleet.store_up(true);
+        m.fleet.command("get", true);
+        m.fleet.command("lock", false);
+        m.fleet.read(&c, true);
+        m.fleet.lock(&c, false);
+        m.fleet.adoption(&c, "announcement", Duration::from_millis(3));
+        m.fleet.seal_failure(&c, "tampered");
+        m.fleet.fallback(&c);
         let text = m.render();
         for line in [
             "tokend_token_expiry_timestamp_seconds{client=\"billing\"} 1700000000.0",
@@ -583,6 +592,16 @@ mod tests {
             "tokend_socket_requests_total{status=\"200\"} 2",
             "tokend_socket_requests_total{status=\"403\"} 1",
             "tokend_socket_connection_errors_total{reason=\"header_timeout\"} 1",
+            "tokend_refreshes_total{client=\"billing\",outcome=\"adopted\"} 1",
+            "tokend_fleet_store_up 1",
+            "tokend_fleet_store_commands_total{command=\"get\",result=\"ok\"} 1",
+            "tokend_fleet_store_commands_total{command=\"lock\",result=\"error\"} 1",
+            "tokend_fleet_reads_total{client=\"billing\",result=\"hit\"} 1",
+            "tokend_fleet_locks_total{client=\"billing\",result=\"lost\"} 1",
+            "tokend_fleet_adoptions_total{client=\"billing\",via=\"announcement\"} 1",
+            "tokend_fleet_seal_failures_total{client=\"billing\",reason=\"tampered\"} 1",
+            "tokend_fleet_fallbacks_total{client=\"billing\"} 1",
+            "tokend_fleet_adoption_delay_seconds_count 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -790,3 +790,71 @@ fn a_store_behind_tls_is_trusted_through_ca_file() {
     assert_store_holds_nothing_in_clear(&redis);
     assert!(daemon.stop().success());
 }
+
+/// A restarting host seeds from its state file, else from the store: no request to the IdP
+/// while either holds a valid token.
+#[test]
+fn a_restarted_host_takes_its_saved_token_or_the_stores_without_asking() {
+    if !redis_available("a_restarted_host_takes_its_saved_token_or_the_stores_without_asking") {
+        return;
+    }
+    let dir = TestDir::new("fleet-restart");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "1h");
+    let a = fleet.host("a", "refresher", &fleet.key);
+    let b = fleet.host("b", "refresher", &fleet.key);
+    let (da, db) = (Tokend::run(&dir, &a.config), Tokend::run(&dir, &b.config));
+    wait_ready(&a.socket());
+    wait_ready(&b.socket());
+    assert_eq!(requests(&fleet.issuer), 1);
+    assert!(da.stop().success() && db.stop().success());
+    // a restarts with its state file; b's state directory is gone (a new node, a wiped disk).
+    fs::remove_dir_all(b.dir.join("state")).unwrap();
+    let (da, db) = (Tokend::run(&dir, &a.config), Tokend::run(&dir, &b.config));
+    wait_ready(&a.socket());
+    wait_ready(&b.socket());
+    assert_eq!(requests(&fleet.issuer), 1, "a restart asked the IdP");
+    assert!(
+        da.output().contains("reused the token saved by the previous run"),
+        "{}",
+        da.output()
+    );
+    assert!(
+        db.output()
+            .contains("took the token another host of the fleet obtained"),
+        "{}",
+        db.output()
+    );
+    assert_eq!(a.token(), b.token());
+    assert!(da.stop().success() && db.stop().success());
+}
+
+/// A "store" that answers something else (here, an HTTP server) holds nothing up: the
+/// refresher gets its token from the IdP, says why, and the socket answers throughout.
+#[test]
+fn a_store_that_answers_garbage_is_not_waited_for() {
+    if !redis_available("a_store_that_answers_garbage_is_not_waited_for") {
+        return;
+    }
+    let dir = TestDir::new("fleet-garbage");
+    let redis = Redis::start(&dir, &[]);
+    let mut fleet = Fleet::new(&dir, &redis, "1h");
+    // The issuer speaks HTTP, not RESP.
+    fleet.redis_url = format!("redis://127.0.0.1:{}/0", fleet.issuer.port());
+    let host = fleet.host("a", "refresher", &fleet.key);
+    let started = Instant::now();
+    let daemon = Tokend::run(&dir, &host.config);
+    wait_ready(&host.socket());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ready after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(requests(&fleet.issuer), 1);
+    daemon.wait_event(T, "the store's failure", |e| {
+        e["fleet"] == "store_down" && e["error"].as_str().is_some_and(|m| m.contains("fleet store"))
+    });
+    let status = host.status();
+    assert_eq!(status["fleet"]["reachable"], false, "{status}");
+    assert!(daemon.stop().success());
+}
