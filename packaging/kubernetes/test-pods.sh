@@ -42,16 +42,8 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/packaging/container/containers.co
 
 # shellcheck source=../checks.sh
 . "$(dirname "$0")/../checks.sh"
-# Waits up to $2 seconds for the shell condition $1.
-wait_for() {
-  local i
-  for i in $(seq $(( ${2:-15} * 10 ))); do
-    sh -c "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=test/common.sh
+. "$here/test/common.sh"
 
 work=$(mktemp -d /tmp/tokend-pods.XXXXXX)
 tag="tokend-test-$$"
@@ -273,16 +265,7 @@ say "podman kube play: tokend's pod and a consumer pod on one node"
 node="$work/node"
 mkdir -p "$node"
 # A consumer image: busybox for the shell, tokend for `tokend get` over the socket.
-mkdir -p "$work/consumer"
-cp /bin/busybox "$work/consumer/busybox"
-cp "$bin" "$work/consumer/tokend"
-cat >"$work/consumer/Containerfile" <<'EOF'
-FROM scratch
-COPY busybox /bin/busybox
-COPY tokend /usr/bin/tokend
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-EOF
-podman build --quiet --pull=never -t "localhost/$tag-consumer" "$work/consumer" >/dev/null
+build_consumer_image "localhost/$tag-consumer" "$bin" "$work/consumer"
 # Every second, a digest of the token from the file and from the socket (never the token
 # itself) and the exit status of `tokend get`; ten times a second, a look for the file, saying
 # only when it is not there.

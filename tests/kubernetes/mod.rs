@@ -1,11 +1,13 @@
 //! The container image and the Kubernetes manifests, for real: `packaging/kubernetes/test-pods.sh`
 //! validates the rendered manifests offline, runs the image with podman and plays tokend's pod
-//! and a consumer pod with `podman kube play`. It needs the image that
-//! `packaging/container/build-image.sh` builds from the static binary; skipped, loudly, where it
-//! cannot run (not root, no podman, no image), and `TOKEND_REQUIRE_PODMAN=1` (as `.ci/run` sets
-//! after building the image) makes that an error.
+//! and a consumer pod with `podman kube play`; `packaging/kubernetes/test-fleet-pods.sh` does the
+//! same for fleet mode (the fleet component's refreshers and follower, the sidecar example, a
+//! Redis). They need the image that `packaging/container/build-image.sh` builds from the static
+//! binary; skipped, loudly, where they cannot run (not root, no podman, no image, no Redis), and
+//! `TOKEND_REQUIRE_PODMAN=1` (as `.ci/run` sets after building the image) makes that an error.
 
 mod daemon;
+mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -171,4 +173,24 @@ fn the_image_and_the_pods_run_under_podman() {
     }
     let script = here().join("packaging/kubernetes/test-pods.sh");
     run_checks("image and pod test", &script, &[image().as_ref()]);
+}
+
+/// Fleet mode on Kubernetes: the refreshers hold the client secret, the follower on the node and
+/// the sidecar do not, all serve the same token, and the IdP sees one request per refresh.
+#[test]
+fn the_fleet_pods_share_one_token_request_under_podman() {
+    let test = "the_fleet_pods_share_one_token_request_under_podman";
+    let ready = ready().and_then(|()| {
+        ["redis-server", "redis-cli"]
+            .into_iter()
+            .find(|tool| !found(tool))
+            .map_or(Ok(()), |tool| {
+                Err(format!("{tool} is missing (apt-get install redis-server redis-tools)"))
+            })
+    });
+    if unless_skipped(test, "TOKEND_REQUIRE_PODMAN", ready).is_none() {
+        return;
+    }
+    let script = here().join("packaging/kubernetes/test-fleet-pods.sh");
+    run_checks("fleet pod test", &script, &[image().as_ref()]);
 }
