@@ -15,8 +15,11 @@ What is measured, over LIFETIMES token lifetimes after every host has its first 
   - Redis commands per client per lifetime per host (INFO commandstats, before and after);
   - reads: every read of every host's file is checked: empty, torn (not a whole JWT), or expired
     (its `exp` passed) count as bad;
-  - spread: for each token, the time from its first write on any host (the host that asked, just
-    after the IdP answered) to its write on each other host (the files' mtimes), p50/p99/max;
+  - spread: for each token issued in the window, the time from its first write on any host (the
+    host that asked, just after the IdP answered) to its write on each other host (the files'
+    mtimes), p50/p99/max; and each host's own histogram of the delay from a token's issue (the
+    request's sending) to its adoption, with how it came (announcement or store; the start-up's
+    adoptions included);
   - after the run: every value in Redis and every host's log scanned for every token the hosts
     wrote and for the client secret and the Redis password (0 hits expected).
 
@@ -263,6 +266,20 @@ def run(args, scenario, fleet=True):
         elapsed = time.time() - t0
         asked = len(issuer.requests()) - asked0
         commands = redis.commands()
+        # Each host's own account: adoptions by how they came, and the delay histogram.
+        adoptions, buckets = {}, {}
+        for h in hosts:
+            out = subprocess.run(["curl", "-s", "--unix-socket", os.path.join(h.dir, "tokend.sock"), "http://localhost/metrics"],
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith("tokend_fleet_adoptions_total{"):
+                    via = line.split('via="')[1].split('"')[0]
+                    adoptions[via] = adoptions.get(via, 0) + int(float(line.rsplit(" ", 1)[1]))
+                elif line.startswith("tokend_fleet_adoption_delay_seconds_bucket{"):
+                    le = line.split('le="')[1].split('"')[0]
+                    buckets[le] = buckets.get(le, 0) + int(float(line.rsplit(" ", 1)[1]))
+        result["adoptions"] = adoptions
+        result["adoption_delay_buckets"] = buckets
         info = {}
         for section in ("memory", "clients", "stats"):
             for line in redis.cli("INFO", section).splitlines():
@@ -296,7 +313,10 @@ def run(args, scenario, fleet=True):
         for r in readers:
             for token, mtime in r.written.items():
                 first[token] = min(first.get(token, mtime), mtime)
-        delays = [mtime - first[token] for r in readers for token, mtime in r.written.items() if mtime > first[token]]
+        # Only tokens issued in the measured window: the first one was written while the hosts
+        # were still starting, one after another.
+        delays = [mtime - first[token] for r in readers for token, mtime in r.written.items()
+                  if mtime > first[token] and first[token] >= t0]
         result["tokens_seen"] = len(first)
         result["spread_ms"] = {
             "p50": round(1000 * (percentile(delays, 50) or 0), 1),
