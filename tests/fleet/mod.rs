@@ -858,3 +858,56 @@ fn a_store_that_answers_garbage_is_not_waited_for() {
     assert_eq!(status["fleet"]["reachable"], false, "{status}");
     assert!(daemon.stop().success());
 }
+
+/// A reload that changes `fleet:` (the namespace), or takes a client out of the fleet, keeps
+/// the client's token and asks nothing; the host works under the new settings at once.
+#[test]
+fn a_reload_that_changes_the_fleet_keeps_the_token() {
+    if !redis_available("a_reload_that_changes_the_fleet_keeps_the_token") {
+        return;
+    }
+    let dir = TestDir::new("fleet-reload");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "1h");
+    let host = fleet.host("a", "refresher", &fleet.key);
+    let daemon = Tokend::run(&dir, &host.config);
+    wait_ready(&host.socket());
+    let token = host.token().unwrap();
+    let reload = |n: usize, edit: &dyn Fn(String) -> String| {
+        let yaml = edit(fs::read_to_string(&host.config).unwrap());
+        fs::write(&host.config, yaml).unwrap();
+        daemon.signal(nix::sys::signal::Signal::SIGHUP);
+        daemon.wait_events(n, T, "the reload", |e| is(e, "reload", "applied"));
+    };
+    reload(1, &|y| y.replace("namespace: test", "namespace: other"));
+    assert_eq!(host.status()["fleet"]["namespace"], "other");
+    assert_eq!(host.token().unwrap(), token);
+    reload(2, &|y| {
+        y.replace("    client_id: app\n", "    client_id: app\n    fleet: false\n")
+    });
+    assert_eq!(host.token().unwrap(), token);
+    assert_eq!(requests(&fleet.issuer), 1, "a reload asked the IdP");
+    assert_eq!(socket_status(&host.socket(), "/readyz"), Some(200));
+    assert!(daemon.stop().success());
+}
+
+/// `tokend once` (cron, an init container) takes the fleet's token from the store and asks
+/// nothing; with nothing in the store, it asks (a refresher) and shares what it got.
+#[test]
+fn once_takes_the_fleets_token_and_shares_its_own() {
+    if !redis_available("once_takes_the_fleets_token_and_shares_its_own") {
+        return;
+    }
+    let dir = TestDir::new("fleet-once");
+    let redis = Redis::start(&dir, &[]);
+    let fleet = Fleet::new(&dir, &redis, "1h");
+    let first = fleet.host("a", "refresher", &fleet.key);
+    let out = tokend(&["--config", first.config.to_str().unwrap(), "once"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(requests(&fleet.issuer), 1);
+    let second = fleet.host("b", "follower", &fleet.key);
+    let out = tokend(&["--config", second.config.to_str().unwrap(), "once"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(requests(&fleet.issuer), 1);
+    assert_eq!(first.token(), second.token());
+}
