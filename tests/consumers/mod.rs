@@ -393,15 +393,6 @@ fn once_runs_the_hooks_before_it_exits() {
     );
 }
 
-/// A free loopback port (there is a small window for another process to take it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An upstream for the proxy tests, as its own process: the streaming one (`echo.py`), or
 /// another script here that prints its port first.
 struct Echo {

@@ -15,15 +15,6 @@ const SECRET: &str = "fleet-s3cret/with+odd=chars";
 const REDIS_PASSWORD: &str = "redis-pw-for-the-fleet";
 const T: Duration = Duration::from_secs(20);
 
-/// A free loopback port (a small window for another process to take it remains).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Whether Debian's Redis is here (`.ci/run` installs it and sets TOKEND_REQUIRE_REDIS).
 fn redis_available(test: &str) -> bool {
     let found = Command::new("redis-server")
@@ -257,7 +248,7 @@ fn hosts_of_a_fleet_share_one_token_request_per_lifetime() {
         assert_eq!(s["fleet"]["role"], "refresher", "{s}");
         assert_eq!(s["fleet"]["reachable"], true, "{s}");
     }
-    let metrics = socket_get_text(&hosts[0].socket(), "/metrics");
+    let metrics = socket_text(&hosts[0].socket(), "/metrics");
     assert!(metrics.contains("tokend_fleet_store_up 1"), "{metrics}");
     assert_store_holds_nothing_in_clear(&redis);
     let keys = redis.cli(&["--scan"]);
@@ -551,17 +542,6 @@ fn a_redis_acl_limits_a_reader_to_its_own_clients() {
     );
     assert!(!said.contains("without TLS"), "no TLS is needed on loopback: {said}");
     drop(r);
-}
-
-/// `/metrics` and other text answers of the socket.
-fn socket_get_text(socket: &Path, path: &str) -> String {
-    let (status, body) = curl(&[
-        "--unix-socket",
-        socket.to_str().unwrap(),
-        &format!("http://localhost{path}"),
-    ]);
-    assert_eq!(status, 200, "{path}: {body}");
-    body
 }
 
 /// Sentinel: one master, one replica, three sentinels. The hosts find the master through the

@@ -193,6 +193,23 @@ fn watch_config_reloads_a_configmap_update_and_rejects_a_broken_one() {
     assert!(daemon.stop().success());
 }
 
+/// `tokend prepare-dirs --owner 64023:64023 DIRS…` as the init container runs it: root with
+/// CAP_CHOWN and no other capability.
+fn prepare_with_cap_chown_alone(dirs: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all,+chown",
+            BIN,
+            "prepare-dirs",
+            "--owner",
+            "64023:64023",
+        ])
+        .args(dirs)
+        .output()
+        .unwrap()
+}
+
 /// `prepare-dirs` as the init container runs it: root with CAP_CHOWN and nothing else. It
 /// creates the host directories, gives them to tokend's uid, and on a later run (a pod restart)
 /// puts back a mode someone changed, though root no longer owns them.
@@ -204,21 +221,8 @@ fn prepare_dirs_works_with_cap_chown_alone_and_on_every_restart() {
     let dir = TestDir::new("prepare");
     let run = dir.join("node/run/tokend");
     let state = dir.join("node/var/lib/tokend");
-    let prepare = || {
-        Command::new("setpriv")
-            .args([
-                "--inh-caps=-all",
-                "--bounding-set=-all,+chown",
-                BIN,
-                "prepare-dirs",
-                "--owner",
-                "64023:64023",
-            ])
-            .arg(format!("{}:0755", run.display()))
-            .arg(format!("{}:0700", state.display()))
-            .output()
-            .unwrap()
-    };
+    let prepare =
+        || prepare_with_cap_chown_alone(&[&format!("{}:0755", run.display()), &format!("{}:0700", state.display())]);
     let owner_mode = |p: &Path| {
         let m = std::fs::metadata(p).unwrap();
         (m.uid(), m.gid(), m.mode() & 0o7777)
@@ -280,18 +284,7 @@ fn prepare_dirs_follows_no_symlink_anywhere_in_the_path() {
     )
     .unwrap();
     for target in ["m/sub/tokend", "m/sub/new/tokend"] {
-        let out = Command::new("setpriv")
-            .args([
-                "--inh-caps=-all",
-                "--bounding-set=-all,+chown",
-                BIN,
-                "prepare-dirs",
-                "--owner",
-                "64023:64023",
-            ])
-            .arg(format!("{}:0700", dir.join(target).display()))
-            .output()
-            .unwrap();
+        let out = prepare_with_cap_chown_alone(&[&format!("{}:0700", dir.join(target).display())]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{target}: {stderr}");
         assert!(

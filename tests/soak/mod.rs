@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,16 +99,6 @@ fn metric_sum(metrics: &str, prefix: &str, with: &str) -> u64 {
         .filter(|l| l.starts_with(prefix) && l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn socket_text(socket: &Path, path: &str) -> String {
-    let (status, body) = curl(&[
-        "--unix-socket",
-        socket.to_str().unwrap(),
-        &format!("http://localhost{path}"),
-    ]);
-    assert_eq!(status, 200, "{path}: {body}");
-    body
 }
 
 #[test]

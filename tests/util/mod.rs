@@ -601,3 +601,23 @@ pub fn run_checks(what: &str, script: &Path, args: &[&std::ffi::OsStr]) {
     assert!(out.status.success(), "{log}");
     assert!(summary.contains(" passed, 0 failed"), "{log}");
 }
+
+/// A free loopback port (a small window remains for another process to take it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A text answer of the socket API (`/metrics`, say), which must be a 200.
+pub fn socket_text(socket: &Path, path: &str) -> String {
+    let (status, body) = curl(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
+        &format!("http://localhost{path}"),
+    ]);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}

@@ -9,7 +9,8 @@ use super::{ClientCtx, Validator};
 use crate::config::model::{
     DEFAULT_FLEET_NAMESPACE, DEFAULT_STORE_TIMEOUT, Fleet, FleetUse, RedisConfig, RedisEndpoint,
 };
-use crate::config::raw::{FleetRole, RawFleet, RawRedis, RawSentinel};
+use crate::config::raw::{FleetRole, RawFleet, RawRedis, RawSecret, RawSentinel};
+use crate::secret::SecretSource;
 
 /// No store command may be allowed longer than this: a refresh waits on them.
 const MAX_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -78,14 +79,7 @@ impl Validator<'_> {
                 .map(RedisEndpoint::Url),
             (None, Some(sentinel)) => self.sentinel(sentinel),
         };
-        let password = match raw.password {
-            Some(p) => {
-                let source = self.secret(p, &at("password"));
-                ok &= source.is_some();
-                source
-            }
-            None => None,
-        };
+        let password = self.optional_secret(raw.password, &at("password"), &mut ok);
         let ca_file = match raw.ca_file {
             Some(p) if !Path::new(&p).is_absolute() => {
                 self.problem(&at("ca_file"), format!("`{p}` must be an absolute path"));
@@ -153,14 +147,7 @@ impl Validator<'_> {
                 ok = false;
             }
         }
-        let password = match raw.password {
-            Some(p) => {
-                let source = self.secret(p, &at("password"));
-                ok &= source.is_some();
-                source
-            }
-            None => None,
-        };
+        let password = self.optional_secret(raw.password, &at("password"), &mut ok);
         let master = master?;
         ok.then_some(RedisEndpoint::Sentinel {
             master,
@@ -168,6 +155,13 @@ impl Validator<'_> {
             username: raw.username,
             password,
         })
+    }
+
+    /// A secret that may be left out (a password); one given but invalid clears `ok`.
+    fn optional_secret(&mut self, raw: Option<RawSecret>, at: &[&str], ok: &mut bool) -> Option<SecretSource> {
+        let source = self.secret(raw?, at);
+        *ok &= source.is_some();
+        source
     }
 
     /// A store URL with one of `schemes` and no credentials in it (they go in `username` and
