@@ -427,14 +427,21 @@ fn runner(
     let clock = Clock::system();
     let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone(), clock.clone());
     let idp = IdpSource::new(group, http, metrics.clone());
+    // Without the fleet, a refresher's client asks the IdP alone; a follower's has no
+    // credentials, and serves no new token until a reload or a restart joins the fleet.
+    let alone = if matches!(group.spec.credentials, crate::config::Credentials::Follower) {
+        "this follower's client gets no new token until the fleet can be joined (a reload or a restart tries again)"
+    } else {
+        "this client's tokens come from the IdP alone"
+    };
     let source = match (group.spec.fleet.is_some(), fleet) {
         (false, _) => Source::Idp(idp),
         (true, Some(member)) => member.source(group, idp, clock.clone()).unwrap_or_else(|e| {
-            error!(client = %group.label(), error = %e, "this client cannot share through the fleet; its tokens come from the IdP alone");
+            error!(client = %group.label(), error = %e, "this client cannot share through the fleet; {alone}");
             Source::Idp(IdpSource::new(group, http, metrics.clone()))
         }),
         (true, None) => {
-            error!(client = %group.label(), "the fleet could not be joined; this client's tokens come from the IdP alone");
+            error!(client = %group.label(), "the fleet could not be joined; {alone}");
             Source::Idp(idp)
         }
     };

@@ -328,12 +328,11 @@ fn describe(
     for problem in preflight.code(c, cx.who.uid) {
         config_problem(r, problem);
     }
-    if let Some(shared) = &c.spec.fleet {
-        let keys = crate::fleet::Keys::new(
-            &shared.fleet.namespace,
-            &c.name,
-            crate::fingerprint::Fingerprint::of(&c.spec).as_str(),
-        );
+    if let Some(shared) = &c.spec.fleet
+        && let Some((_, keys)) = crate::fleet::keys_by_client(&shared.fleet, clients)
+            .into_iter()
+            .find(|(name, _)| *name == c.name)
+    {
         let key = if shared.key.is_some() {
             "its own fleet_key"
         } else {

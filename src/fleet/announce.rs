@@ -1,15 +1,14 @@
 //! Announcements of new tokens, by channel: the subscriber (one connection per process)
-//! delivers each message to its channel here, and each fleet group holds a `Subscription` to
-//! its own channel, which keeps only the newest message. The subscriber subscribes to every
-//! channel someone holds, and drops a channel when its last holder goes (a reload).
+//! delivers each message to its channel here, and the fleet group that listens on that channel
+//! (each group has a channel of its own) takes it. Only the newest message of a channel is kept,
+//! and only until it is taken: a group does not hold a token's sealed copy between refreshes.
+//! The subscriber subscribes to every channel someone holds, and drops a channel when its last
+//! holder goes (a reload).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Notify, watch};
-
-/// The newest sealed value announced on a channel.
-pub type Announced = Option<Arc<[u8]>>;
+use tokio::sync::Notify;
 
 /// Cloning shares the registry.
 #[derive(Clone, Default)]
@@ -25,38 +24,52 @@ struct Inner {
 }
 
 struct Entry {
-    tx: watch::Sender<Announced>,
+    slot: Arc<Slot>,
     holders: usize,
+}
+
+/// A channel's newest message not yet taken.
+#[derive(Default)]
+struct Slot {
+    message: Mutex<Option<Arc<[u8]>>>,
+    arrived: Notify,
 }
 
 impl Announcements {
     /// Starts listening on `channel`.
     pub fn subscribe(&self, channel: &str) -> Subscription {
         let mut channels = self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let rx = match channels.get_mut(channel) {
+        let slot = match channels.get_mut(channel) {
             Some(entry) => {
                 entry.holders += 1;
-                entry.tx.subscribe()
+                entry.slot.clone()
             }
             None => {
-                let (tx, rx) = watch::channel(None);
-                channels.insert(channel.to_owned(), Entry { tx, holders: 1 });
+                let slot = Arc::new(Slot::default());
+                channels.insert(
+                    channel.to_owned(),
+                    Entry {
+                        slot: slot.clone(),
+                        holders: 1,
+                    },
+                );
                 self.inner.changed.notify_one();
-                rx
+                slot
             }
         };
         Subscription {
             announcements: self.clone(),
             channel: channel.to_owned(),
-            rx,
+            slot,
         }
     }
 
-    /// Hands a message to whoever listens on `channel`.
+    /// Hands a message to whoever listens on `channel` (replacing one not yet taken).
     pub fn deliver(&self, channel: &str, payload: &[u8]) {
         let channels = self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = channels.get(channel) {
-            entry.tx.send_replace(Some(payload.into()));
+            *entry.slot.message.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload.into());
+            entry.slot.arrived.notify_one();
         }
     }
 
@@ -83,34 +96,31 @@ impl Announcements {
     }
 }
 
-/// One group's place on its channel; leaving it (dropping) unsubscribes once no one else holds
+/// A group's place on its channel; leaving it (dropping) unsubscribes once no one else holds
 /// the channel.
 pub struct Subscription {
     announcements: Announcements,
     channel: String,
-    rx: watch::Receiver<Announced>,
+    slot: Arc<Slot>,
 }
 
 impl Subscription {
-    /// Waits for the next announcement on the channel and returns it. Pending forever if the
-    /// registry is gone.
+    /// Waits for the next announcement on the channel and takes it.
     pub async fn next(&mut self) -> Arc<[u8]> {
+        let slot = self.slot.clone();
         loop {
-            if self.rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            // Registered before the look: a message delivered in between leaves a permit.
+            let arrived = slot.arrived.notified();
+            if let Some(message) = slot.message.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                return message;
             }
-            if let Some(value) = self.rx.borrow_and_update().clone() {
-                return value;
-            }
+            arrived.await;
         }
     }
 
-    /// The newest announcement not yet seen, if one came.
+    /// The newest announcement not yet taken, if one came.
     pub fn take(&mut self) -> Option<Arc<[u8]>> {
-        if self.rx.has_changed().unwrap_or(false) {
-            return self.rx.borrow_and_update().clone();
-        }
-        None
+        self.slot.message.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -125,25 +135,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn each_holder_gets_the_newest_message_of_its_channel_and_the_last_one_out_unsubscribes() {
+    async fn a_group_takes_the_newest_message_of_its_channel_once_and_leaving_unsubscribes() {
         let a = Announcements::default();
-        let mut one = a.subscribe("tokend:x:a:fp:new");
-        let mut two = a.subscribe("tokend:x:a:fp:new");
-        let mut other = a.subscribe("tokend:x:b:fp:new");
+        let mut one = a.subscribe("tokend:x:a:fp:k:new");
+        let mut other = a.subscribe("tokend:x:b:fp:k:new");
         let mut listed = a.channels();
         listed.sort();
-        assert_eq!(listed, ["tokend:x:a:fp:new", "tokend:x:b:fp:new"]);
-        a.deliver("tokend:x:a:fp:new", b"first");
-        a.deliver("tokend:x:a:fp:new", b"second");
-        a.deliver("tokend:x:nobody:fp:new", b"lost");
+        assert_eq!(listed, ["tokend:x:a:fp:k:new", "tokend:x:b:fp:k:new"]);
+        a.deliver("tokend:x:a:fp:k:new", b"first");
+        a.deliver("tokend:x:a:fp:k:new", b"second");
+        a.deliver("tokend:x:nobody:fp:k:new", b"lost");
         assert_eq!(&*one.next().await, b"second");
-        assert_eq!(two.take().as_deref(), Some(&b"second"[..]));
-        assert_eq!(two.take(), None);
+        assert_eq!(one.take(), None, "taken once, then gone");
         assert_eq!(other.take(), None);
-        drop(one);
-        assert_eq!(a.channels().len(), 2);
-        drop(two);
-        assert_eq!(a.channels(), ["tokend:x:b:fp:new"]);
+        // A message that comes while a group waits wakes it.
+        let waiting = tokio::spawn(async move { one.next().await });
+        tokio::task::yield_now().await;
+        a.deliver("tokend:x:a:fp:k:new", b"third");
+        assert_eq!(&*waiting.await.unwrap(), b"third");
+        assert_eq!(
+            a.channels(),
+            ["tokend:x:b:fp:k:new"],
+            "the waiting group was dropped with its task"
+        );
+        drop(other);
+        assert!(a.channels().is_empty());
         // The changes were announced to the subscriber (a permit is kept for it).
         tokio::time::timeout(std::time::Duration::from_secs(1), a.changed())
             .await

@@ -55,6 +55,8 @@ struct Health {
     /// `UNKNOWN`, `UP` or `DOWN`.
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
+    /// Commands the store refused, each reported once.
+    refused: Mutex<Vec<&'static str>>,
     /// When this host last shared a token it got from the IdP (Unix ms; 0: never).
     last_shared_ms: AtomicU64,
 }
@@ -116,8 +118,18 @@ impl<St: Store> Fleet<St> {
     }
 
     /// Counts a command and its result, and says so once when the store goes down or comes back.
+    /// A command the store refuses (an ACL without it, a full store) leaves the health as it is
+    /// (the store answers) and is reported once per command, with the store's reason.
     fn record<T>(&self, command: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
         self.metrics.fleet.command(command, result.is_ok());
+        if let Err(StoreError::Refused(why)) = &result {
+            let mut refused = self.health.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            if !refused.contains(&command) {
+                refused.push(command);
+                warn!(fleet = "refused", command, error = %why, "the fleet store refuses a command tokend needs (check the Redis user's ACL: `tokend check --connect`)");
+            }
+            return result;
+        }
         let now = if result.is_ok() { UP } else { DOWN };
         let before = self.health.state.swap(now, Ordering::Relaxed);
         self.metrics.fleet.store_up(now == UP);
@@ -168,6 +180,11 @@ impl<St: Store> Fleet<St> {
     async fn unlock(&self, key: &str, owner: &str) -> Result<(), StoreError> {
         let result = self.store.unlock(key, owner).await;
         self.record("unlock", result)
+    }
+
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        let result = self.store.renew(key, owner, ttl).await;
+        self.record("renew", result)
     }
 
     async fn publish(&self, channel: &str, value: &str) -> Result<(), StoreError> {
@@ -231,6 +248,24 @@ impl Member {
             FleetSource::new(inner, self.shared.clone(), group.clone(), key, clock).reading_key_from(source),
         )))
     }
+}
+
+/// The Redis keys of each shared client of `clients`: its group's, named for the group's first
+/// member (clients with identical requests share one token, and one key).
+pub fn keys_by_client(fleet: &config::Fleet, clients: &[Arc<config::Client>]) -> Vec<(config::ClientName, Keys)> {
+    Group::from_clients(clients)
+        .iter()
+        .filter(|g| g.spec.fleet.is_some())
+        .flat_map(|g| {
+            let lead = &g.members().next().expect("a group has a member").name;
+            let source = g.spec.fleet.as_ref().and_then(|f| f.key.as_ref()).unwrap_or(&fleet.key);
+            // A key that cannot be read is reported where keys are checked; its slot is unknown.
+            let id = read_key(source).map_or_else(|_| "UNREADABLE-KEY".to_owned(), |k| k.id().to_owned());
+            let fingerprint = crate::fingerprint::Fingerprint::of(&g.spec);
+            let keys = Keys::new(&fleet.namespace, lead, fingerprint.as_str(), &id);
+            g.members().map(move |m| (m.name.clone(), keys.clone()))
+        })
+        .collect()
 }
 
 /// Reads a fleet key from its source (a secret: refused if others may read it).

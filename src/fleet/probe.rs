@@ -14,7 +14,6 @@ use super::seal::SealError;
 use super::source::Keys;
 use super::store::Store;
 use crate::config::{Client, Fleet, FleetRole};
-use crate::fingerprint::Fingerprint;
 
 /// How long the probe's scratch key lives.
 const SCRATCH_TTL: Duration = Duration::from_secs(10);
@@ -35,9 +34,12 @@ pub async fn probe(fleet: &Fleet, clients: &[Arc<Client>]) -> Result<Vec<Finding
         Ok(Err(e)) => return Err(format!("cannot open a subscriber connection to the fleet store: {e}")),
         Err(_) => return Err("the fleet store did not accept a subscriber connection in time".into()),
     };
+    let keys = super::keys_by_client(fleet, clients);
     for c in clients.iter().filter(|c| c.spec.fleet.is_some()) {
-        let keys = Keys::new(&fleet.namespace, &c.name, Fingerprint::of(&c.spec).as_str());
-        let result = probe_client(fleet, &redis, subscriber.as_mut(), c, &keys).await;
+        let Some((_, keys)) = keys.iter().find(|(name, _)| *name == c.name) else {
+            continue;
+        };
+        let result = probe_client(fleet, &redis, subscriber.as_mut(), c, keys).await;
         findings.push(Finding {
             client: c.name.to_string(),
             result,
@@ -73,6 +75,10 @@ async fn probe_client(
             .lock(&scratch, &owner, SCRATCH_TTL)
             .await
             .map_err(|e| format!("locking {scratch} (SET NX): {e}"))?;
+        redis
+            .renew(&scratch, &owner, SCRATCH_TTL)
+            .await
+            .map_err(|e| format!("renewing the lock {scratch} (EVAL of PEXPIRE): {e}"))?;
         redis
             .unlock(&scratch, &owner)
             .await

@@ -32,6 +32,9 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// Releases a lock only if it still holds the releaser's owner id.
 const UNLOCK: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Extends a lock only if it still holds the owner id.
+const RENEW: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 
 pub struct Redis {
     config: RedisConfig,
@@ -42,7 +45,10 @@ pub struct Redis {
 
 #[derive(Default)]
 struct Conn {
-    current: Option<MultiplexedConnection>,
+    /// The connection, and its number: a command that failed drops it only if it is still the
+    /// one the command was sent on (another task may have made a new one meanwhile).
+    current: Option<(u64, MultiplexedConnection)>,
+    made: u64,
     /// No new connection is tried before this after one failed.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -87,19 +93,25 @@ impl Redis {
         })
     }
 
-    fn password(
+    /// Reads a password from its source, on a blocking thread (a file on a hung file system
+    /// must not stall the runtime).
+    async fn password(
         &self,
         source: Option<&crate::secret::SecretSource>,
     ) -> Result<Option<secrecy::SecretString>, StoreError> {
-        source
-            .map(|s| s.read())
-            .transpose()
+        let Some(source) = source.cloned() else {
+            return Ok(None);
+        };
+        let read = tokio::task::spawn_blocking(move || source.read().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        read.map(Some)
             .map_err(|e| StoreError::Refused(format!("fleet.redis.password: {e}")))
     }
 
     /// A client for the store: the URL's, or the master the sentinels name now.
     pub async fn client(&self) -> Result<Client, StoreError> {
-        let password = self.password(self.config.password.as_ref())?;
+        let password = self.password(self.config.password.as_ref()).await?;
         let login = |mut redis: redis::RedisConnectionInfo| {
             if let Some(user) = &self.config.username {
                 redis = redis.set_username(user);
@@ -140,7 +152,7 @@ impl Redis {
                 if let Some(user) = username {
                     builder = builder.set_client_to_sentinel_username(user);
                 }
-                if let Some(p) = self.password(sentinel_password.as_ref())? {
+                if let Some(p) = self.password(sentinel_password.as_ref()).await? {
                     builder = builder.set_client_to_sentinel_password(p.expose_secret());
                 }
                 if self.config.endpoint.is_tls() {
@@ -173,7 +185,7 @@ impl Redis {
 
     /// The command connection, made if there is none (unless the last attempt failed within
     /// the backoff: then its error at once).
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = &conn.current {
             return Ok(c.clone());
@@ -200,10 +212,11 @@ impl Redis {
         };
         match made.await {
             Ok(c) => {
-                conn.current = Some(c.clone());
+                conn.made += 1;
+                conn.current = Some((conn.made, c.clone()));
                 conn.retry_at = None;
                 conn.backoff = RECONNECT_INITIAL;
-                Ok(c)
+                Ok((conn.made, c))
             }
             Err(e) => {
                 conn.retry_at = Some(Instant::now() + conn.backoff);
@@ -216,14 +229,26 @@ impl Redis {
         }
     }
 
-    /// Runs one command, within the timeout; a connection that failed it is dropped. A
-    /// connection that broke, or that reached a replica (a failover), is made again at once
-    /// (through the sentinels: to the new master) and the command sent once more; one that
-    /// timed out is not (the store is slow or stopped: a second wait would only double it).
+    /// Runs one command; a connection that failed it is dropped. A connection that broke, or
+    /// that reached a replica (a failover), is made again at once (through the sentinels: to the
+    /// new master) and the command sent once more; one that timed out is not (the store is slow
+    /// or stopped: a second wait would only double it). Connecting and the command together take
+    /// at most twice the timeout, whatever else waits for the connection.
     async fn run<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let limit = 2 * self.config.timeout;
+        match timeout(limit, self.run_unbounded(what, &cmd)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unreachable(format!(
+                "no answer to {what} within {}",
+                humantime::format_duration(limit)
+            ))),
+        }
+    }
+
+    async fn run_unbounded<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut retried = false;
         loop {
-            let mut c = self.connection().await?;
+            let (made, mut c) = self.connection().await?;
             let (error, again) = match timeout(self.config.timeout, cmd.query_async::<T>(&mut c)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => {
@@ -239,7 +264,11 @@ impl Redis {
                 ),
             };
             if matches!(error, StoreError::Unreachable(_)) {
-                self.conn.lock().await.current = None;
+                let mut conn = self.conn.lock().await;
+                if conn.current.as_ref().is_some_and(|(n, _)| *n == made) {
+                    conn.current = None;
+                }
+                drop(conn);
                 if again && !retried {
                     retried = true;
                     continue;
@@ -282,6 +311,16 @@ impl Store for Redis {
         self.run::<i64>(
             "EVAL",
             redis::cmd("EVAL").arg(UNLOCK).arg(1).arg(key).arg(owner).clone(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run::<i64>(
+            "EVAL",
+            redis::cmd("EVAL").arg(RENEW).arg(1).arg(key).arg(owner).arg(ms).clone(),
         )
         .await
         .map(|_| ())
@@ -396,23 +435,32 @@ async fn listen(redis: &Redis, announcements: &Announcements, backoff: &mut Dura
     }
 }
 
-/// A command's error, sorted: what a new connection may cure (the connection, a read-only
-/// replica after a failover, a failed login after a password rotation) counts as unreachable.
+/// A command's error, sorted: the store answered and refused (a Redis error reply: an ACL
+/// without the command or the key, a full store, a wrong type), or it cannot be used (a broken
+/// or refused connection, a timeout, an answer that is not Redis's, a failed login, a replica
+/// or a loading server after a failover or a restart: what a new connection may cure). Anything
+/// that goes wrong while connecting counts as unreachable.
 fn classify(e: RedisError, what: &str) -> StoreError {
     use redis::{ErrorKind, ServerErrorKind};
     let text = e.to_string();
-    let reconnect = e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly) | ErrorKind::AuthenticationFailed
-        );
-    if reconnect {
-        StoreError::Unreachable(format!("{what}: {text}"))
-    } else {
+    let refused = !what.starts_with("connecting")
+        && !e.is_io_error()
+        && !e.is_timeout()
+        && match e.kind() {
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown,
+            ) => false,
+            ErrorKind::Server(_) | ErrorKind::Extension => true,
+            _ => false,
+        };
+    if refused {
         StoreError::Refused(format!("{what}: {text}"))
+    } else {
+        StoreError::Unreachable(format!("{what}: {text}"))
     }
 }
 

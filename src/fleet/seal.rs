@@ -8,6 +8,7 @@
 //! secret), and the rest is base64url of a random 96-bit nonce followed by the sealed JSON
 //! document (`Sealed`) and its tag.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -99,15 +100,18 @@ impl FleetKey {
     /// Seals `token` for the Redis key `at`, as obtained by `node`.
     pub fn seal(&self, at: &str, token: &Token, node: &str) -> Result<String, SealError> {
         let document = Sealed {
-            access_token: token.access_token.expose_secret(),
-            token_type: &token.token_type,
-            scope: token.scope.as_deref(),
+            access_token: Cow::Borrowed(token.access_token.expose_secret()),
+            token_type: Cow::Borrowed(&token.token_type),
+            scope: token.scope.as_deref().map(Cow::Borrowed),
             issued_at_ms: unix_millis(token.issued_at),
             expires_at_ms: unix_millis(token.expires_at),
-            lifetime_from: token.lifetime_source.as_str(),
-            node,
+            lifetime_from: Cow::Borrowed(token.lifetime_source.as_str()),
+            node: Cow::Borrowed(node),
         };
-        let mut sealed = Zeroizing::new(Vec::with_capacity(NONCE_LEN + 512));
+        // Room for the whole document at once: a buffer that grows leaves its old copy, with
+        // the token in it, behind unwiped.
+        let room = NONCE_LEN + 2 * token.access_token.expose_secret().len() + 512 + AES_256_GCM.tag_len();
+        let mut sealed = Zeroizing::new(Vec::with_capacity(room));
         sealed.resize(NONCE_LEN, 0);
         aws_lc_rs::rand::fill(&mut sealed[..NONCE_LEN]).map_err(|_| SealError::Randomness)?;
         serde_json::to_writer(&mut *sealed, &document).expect("a token document serializes");
@@ -145,36 +149,41 @@ impl FleetKey {
         let document: Sealed<'_> = serde_json::from_slice(plaintext).map_err(|_| SealError::Garbled)?;
         let at_ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
         let token = Token {
-            access_token: SecretString::from(document.access_token),
-            token_type: document.token_type.to_owned(),
-            scope: document.scope.map(str::to_owned),
+            access_token: SecretString::from(document.access_token.into_owned()),
+            token_type: document.token_type.into_owned(),
+            scope: document.scope.map(Cow::into_owned),
             issued_at: at_ms(document.issued_at_ms),
             expires_at: at_ms(document.expires_at_ms),
-            lifetime_source: LifetimeSource::parse(document.lifetime_from).ok_or(SealError::Garbled)?,
-            origin: Origin::Fleet(document.node.into()),
+            lifetime_source: LifetimeSource::parse(&document.lifetime_from).ok_or(SealError::Garbled)?,
+            origin: Origin::Fleet(document.node.as_ref().into()),
         };
         if token.expires_at < token.issued_at || token.lifetime() > crate::token::MAX_LIFETIME {
             return Err(SealError::Garbled);
         }
         Ok(Opened {
             token,
-            node: document.node.to_owned(),
+            node: document.node.into_owned(),
         })
     }
 }
 
-/// What a sealed value holds.
+/// What a sealed value holds. `Cow`: a string with `"` or `\` is escaped in JSON and cannot be
+/// borrowed (RFC 6749 allows both in a token).
 #[derive(Serialize, Deserialize)]
 struct Sealed<'a> {
-    access_token: &'a str,
-    token_type: &'a str,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+    #[serde(borrow)]
+    access_token: Cow<'a, str>,
+    #[serde(borrow)]
+    token_type: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    scope: Option<Cow<'a, str>>,
     issued_at_ms: u64,
     expires_at_ms: u64,
-    lifetime_from: &'a str,
+    #[serde(borrow)]
+    lifetime_from: Cow<'a, str>,
     /// The node that asked the IdP for it.
-    node: &'a str,
+    #[serde(borrow)]
+    node: Cow<'a, str>,
 }
 
 /// A token taken from the store.
@@ -250,6 +259,20 @@ mod tests {
         );
         // A fresh nonce each time: the same token never seals to the same value.
         assert_ne!(value, k.seal(at, &token(), "node-a").unwrap());
+    }
+
+    #[test]
+    fn a_token_with_characters_json_escapes_opens_whole() {
+        let k = key(1);
+        let t = Token::for_test(
+            "tok\"en\\with~quotes",
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Duration::from_secs(60),
+        );
+        let value = k.seal("at", &t, "node \"a\"").unwrap();
+        let opened = k.open("at", value.as_bytes()).unwrap();
+        assert_eq!(opened.token.access_token.expose_secret(), "tok\"en\\with~quotes");
+        assert_eq!(opened.node, "node \"a\"");
     }
 
     #[test]

@@ -35,12 +35,19 @@ const MAX_SPREAD: Duration = Duration::from_secs(5);
 const FIRST_SPREAD: Duration = Duration::from_secs(1);
 /// A lock lasts at most this long (longer than a token request may take)…
 const MIN_LOCK: Duration = Duration::from_secs(2);
+/// A key file is read again at most this often (each refresh reads it, as secrets are read).
+const KEY_REREAD: Duration = Duration::from_secs(10);
+/// A follower waits at most this long past the spread for the refreshers' token before the
+/// loop is told there is none yet.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(10);
 /// How many times a lost lock is tried again before the loop is told there is no token yet.
 const LOCK_ROUNDS: u32 = 3;
 
 /// The Redis keys of one group: the token, its lock and its announcement channel, all under
-/// `tokend:{namespace}:{client}:{fingerprint}`, so that an ACL pattern on a client name covers
-/// all three.
+/// `tokend:{namespace}:{client}:{fingerprint}:{key id}`, so that an ACL pattern on a client name
+/// covers all three. The key id keeps hosts with different fleet keys apart (a rotation under
+/// way, a host given a key of its own by mistake): each key has its own token and lock, and no
+/// host stops another from sharing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     pub token: String,
@@ -49,8 +56,8 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn new(namespace: &str, client: &ClientName, fingerprint: &str) -> Keys {
-        let token = format!("tokend:{namespace}:{client}:{fingerprint}");
+    pub fn new(namespace: &str, client: &ClientName, fingerprint: &str, key_id: &str) -> Keys {
+        let token = format!("tokend:{namespace}:{client}:{fingerprint}:{key_id}");
         Keys {
             lock: format!("{token}:lock"),
             channel: format!("{token}:new"),
@@ -71,6 +78,8 @@ pub struct FleetSource<S, St: Store> {
     /// Where `key` comes from: read again at every refresh, as secrets are, so that a new key
     /// is used without a restart (`None` in tests).
     key_source: Option<crate::secret::SecretSource>,
+    /// When `key` was last read from its source.
+    key_read_at: Option<Instant>,
     announced: Subscription,
     /// An announced token, opened and validated, that the loop has not taken yet.
     offer: Option<Token>,
@@ -101,11 +110,8 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
     /// `key`: the client's own fleet key, or the fleet's.
     pub fn new(inner: S, fleet: Arc<Fleet<St>>, group: Arc<Group>, key: Arc<FleetKey>, clock: Clock) -> Self {
         let client = group.members().next().expect("a group has a member").name.clone();
-        let keys = Keys::new(
-            &fleet.namespace,
-            &client,
-            crate::fingerprint::Fingerprint::of(&group.spec).as_str(),
-        );
+        let fingerprint = crate::fingerprint::Fingerprint::of(&group.spec).as_str().to_owned();
+        let keys = Keys::new(&fleet.namespace, &client, &fingerprint, key.id());
         let announced = fleet.announcements.subscribe(&keys.channel);
         FleetSource {
             inner,
@@ -115,6 +121,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             keys,
             key,
             key_source: None,
+            key_read_at: None,
             announced,
             offer: None,
             clock,
@@ -128,9 +135,10 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         &self.keys
     }
 
-    /// Reads the key from `source` again at every refresh (see the field).
+    /// Reads the key from `source` again at refreshes (see the field); it was just read.
     pub fn reading_key_from(mut self, source: crate::secret::SecretSource) -> Self {
         self.key_source = Some(source);
+        self.key_read_at = Some(Instant::now());
         self
     }
 
@@ -141,6 +149,10 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         let Some(source) = self.key_source.clone() else {
             return;
         };
+        if self.key_read_at.is_some_and(|at| at.elapsed() < KEY_REREAD) {
+            return;
+        }
+        self.key_read_at = Some(Instant::now());
         let read = tokio::task::spawn_blocking(move || super::read_key(&source))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
@@ -148,6 +160,12 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             Ok(key) if key.id() == self.key.id() => {}
             Ok(key) => {
                 tracing::info!(client = %self.label, key = key.id(), previous = self.key.id(), "the fleet key changed; using the new one");
+                let fingerprint = crate::fingerprint::Fingerprint::of(&self.group.spec)
+                    .as_str()
+                    .to_owned();
+                self.keys = Keys::new(&self.fleet.namespace, &self.client, &fingerprint, key.id());
+                self.announced = self.fleet.announcements.subscribe(&self.keys.channel);
+                self.offer = None;
                 self.key = Arc::new(key);
             }
             Err(e) => {
@@ -163,11 +181,14 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         self.fleet.role == FleetRole::Follower
     }
 
-    /// Whether `candidate` may replace `current`: newer, still valid, and (for a refresher)
-    /// not already due, which would only send it to the IdP at once.
+    /// Whether `candidate` may replace `current`: newer and still valid; for a refresher that
+    /// holds a valid token, also not already due (taking it would only send it to the IdP at
+    /// once). Without a valid token, any valid one is better than none: it is served while the
+    /// refresh it is due for goes on.
     fn usable(&self, candidate: &Token, current: Option<&Token>, now: SystemTime) -> bool {
         let newer = current.is_none_or(|c| candidate.issued_at > c.issued_at);
-        let due = !self.follower() && self.group.plan(candidate).at <= now;
+        let holding = current.is_some_and(|c| c.is_valid_at(now));
+        let due = !self.follower() && holding && self.group.plan(candidate).at <= now;
         newer && candidate.is_valid_at(now) && !due
     }
 
@@ -208,6 +229,11 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         }
         let delay = now.duration_since(token.issued_at).unwrap_or_default();
         self.fleet.metrics.fleet.adoption(&self.client, via.as_str(), delay);
+        // Its times are on the clock of the host that asked. One ahead of this host's would
+        // make the token look issued in the future here ("the clock went back"), and be
+        // replaced at once: it was issued no later than now.
+        let mut token = token;
+        token.issued_at = token.issued_at.min(now);
         Ok(Some(token))
     }
 
@@ -274,12 +300,14 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         request.min(left).max(MIN_LOCK)
     }
 
-    /// Asks the IdP while holding the lock `owner`; shares what it gets.
+    /// Asks the IdP while holding the lock `owner` (for `ttl`, renewed while the request waits:
+    /// for its turn at a busy token server, say); shares what it gets. `sent`: when the loop
+    /// asked, on the wall clock and on the monotonic one.
     async fn refresh_holding(
         &mut self,
-        owner: &str,
+        (owner, ttl): (&str, Duration),
         current: Option<Arc<Token>>,
-        sent_at: SystemTime,
+        (sent_at, begun): (SystemTime, Instant),
     ) -> Result<Token, FetchError> {
         // The lock may be free because another host just finished (and its announcement was
         // lost): look once more before asking.
@@ -288,7 +316,19 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             self.release(owner).await;
             return Ok(token);
         }
-        let result = self.inner.obtain(sent_at, current).await;
+        let (fleet, lock) = (self.fleet.clone(), self.keys.lock.clone());
+        let renew = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                // Ignored: a lock not renewed expires, and another host may ask too: one
+                // request more, never a wrong token.
+                let _ = fleet.renew(&lock, owner, ttl).await;
+            }
+        };
+        let result = tokio::select! {
+            result = self.inner.obtain(sent_at + begun.elapsed(), current) => result,
+            never = renew => never,
+        };
         if let Ok(token) = &result {
             self.share(token).await;
         }
@@ -326,7 +366,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
     async fn without_store(
         &mut self,
         why: String,
-        sent_at: SystemTime,
+        (sent_at, begun): (SystemTime, Instant),
         current: Option<Arc<Token>>,
     ) -> Result<Token, FetchError> {
         if self.follower() {
@@ -336,7 +376,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
         }
         self.fleet.metrics.fleet.fallback(&self.client);
         debug!(client = %self.label, reason = %why, "asking the IdP directly");
-        self.inner.obtain(sent_at, current).await
+        self.inner.obtain(sent_at + begun.elapsed(), current).await
     }
 }
 
@@ -349,6 +389,8 @@ enum ReadError {
 
 impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
     async fn obtain(&mut self, sent_at: SystemTime, current: Option<Arc<Token>>) -> Result<Token, FetchError> {
+        // A request sent after waits here counts its token's life from when it is sent.
+        let sent = (sent_at, Instant::now());
         self.reread_key().await;
         let current_ref = current.as_deref();
         if let Some(token) = self
@@ -377,7 +419,7 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
                 Ok(None) => {}
                 Err(e) => {
                     let why = unusable(e)?;
-                    return self.without_store(why, sent_at, current).await;
+                    return self.without_store(why, sent, current).await;
                 }
             }
         }
@@ -386,16 +428,18 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
         let spread = current_ref.map_or(FIRST_SPREAD, |t| (t.lifetime() / SPREAD_SHARE).min(MAX_SPREAD));
         if self.follower() {
             // The refreshers' token comes within the spread and a request; the store is read
-            // once after that (an announcement lost), then with a poll.
-            let until = Instant::now() + spread + 2 * lock_ttl;
-            return match self.wait_for_newer(current_ref, until, spread + lock_ttl / 2).await {
+            // once after that (an announcement lost). Past that, the loop is told (and retries
+            // with backoff, and takes an announcement whenever it comes).
+            let wait = (2 * lock_ttl).min(FOLLOWER_WAIT);
+            let until = Instant::now() + spread + wait;
+            return match self.wait_for_newer(current_ref, until, spread + wait / 2).await {
                 Ok(Some(token)) => Ok(token),
                 Ok(None) => Err(FetchError::Fleet(
                     "no newer token in the fleet store yet (is a refresher running?)".into(),
                 )),
                 Err(e) => {
                     let why = unusable(e)?;
-                    self.without_store(why, sent_at, current).await
+                    self.without_store(why, sent, current).await
                 }
             };
         }
@@ -413,17 +457,17 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
             Ok(None) => {}
             Err(e) => {
                 let why = unusable(e)?;
-                return self.without_store(why, sent_at, current).await;
+                return self.without_store(why, sent, current).await;
             }
         }
         for _ in 0..LOCK_ROUNDS {
             let owner = owner_id(&self.fleet.node);
             match self.fleet.lock(&self.keys.lock, &owner, lock_ttl).await {
-                Err(e) => return self.without_store(e.to_string(), sent_at, current).await,
+                Err(e) => return self.without_store(e.to_string(), sent, current).await,
                 Ok(true) => {
                     debug!(client = %self.label, lock = %self.keys.lock, "took the refresh lock");
                     self.fleet.metrics.fleet.lock(&self.client, true);
-                    return self.refresh_holding(&owner, current, sent_at).await;
+                    return self.refresh_holding((&owner, lock_ttl), current, sent).await;
                 }
                 Ok(false) => {
                     debug!(client = %self.label, lock = %self.keys.lock, "another host holds the refresh lock; waiting for its token");
@@ -434,7 +478,7 @@ impl<S: TokenSource, St: Store> TokenSource for FleetSource<S, St> {
                         Ok(None) => {}
                         Err(e) => {
                             let why = unusable(e)?;
-                            return self.without_store(why, sent_at, current).await;
+                            return self.without_store(why, sent, current).await;
                         }
                     }
                 }

@@ -31,6 +31,9 @@ pub trait Store: Send + Sync + 'static {
     /// is left alone).
     fn unlock(&self, key: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Makes `key` expire `ttl` from now if it still holds `owner`.
+    fn renew(&self, key: &str, owner: &str, ttl: Duration) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// `PUBLISH channel value`.
     fn publish(&self, channel: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -51,6 +54,10 @@ impl<T: Store> Store for std::sync::Arc<T> {
 
     fn unlock(&self, key: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).unlock(key, owner)
+    }
+
+    fn renew(&self, key: &str, owner: &str, ttl: Duration) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).renew(key, owner, ttl)
     }
 
     fn publish(&self, channel: &str, value: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -150,6 +157,16 @@ pub mod memory {
             self.with(|s| {
                 if s.values.get(key).is_some_and(|(v, _)| v == owner) {
                     s.values.remove(key);
+                }
+            })
+        }
+
+        async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+            self.with(|s| {
+                if let Some((v, until)) = s.values.get_mut(key)
+                    && v == owner
+                {
+                    *until = Instant::now() + ttl;
                 }
             })
         }

@@ -41,7 +41,8 @@ fn keys(config: &Config) -> Vec<(String, String)> {
         .iter()
         .map(|c| {
             assert!(c.spec.fleet.is_some(), "{} is shared with the fleet", c.name);
-            let keys = Keys::new(&fleet.namespace, &c.name, Fingerprint::of(&c.spec).as_str());
+            // The key id is the same where the key is (one file for the fleet): left out here.
+            let keys = Keys::new(&fleet.namespace, &c.name, Fingerprint::of(&c.spec).as_str(), "KEY");
             (c.name.to_string(), keys.token)
         })
         .collect()

@@ -147,6 +147,13 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        if nodes.iter().any(|u| u.scheme() == "rediss") && nodes.iter().any(|u| u.scheme() == "redis") {
+            self.problem(
+                &["fleet", "redis", "sentinel", "nodes"],
+                "mix of `redis://` and `rediss://` sentinels: TLS is used for all or for none (the master is reached the same way); write them all alike",
+            );
+            ok = false;
+        }
         let password = self.optional_secret(raw.password, &at("password"), &mut ok);
         let master = master?;
         ok.then_some(RedisEndpoint::Sentinel {
@@ -169,6 +176,14 @@ impl Validator<'_> {
     fn redis_url(&mut self, text: &str, at: &[&str], schemes: &[&str]) -> Option<Url> {
         let url = match Url::parse(text) {
             Ok(url) => url,
+            // Never echoed if it may hold a password (`redis://:secret@host`).
+            Err(e) if text.contains('@') => {
+                self.problem(
+                    at,
+                    format!("this is not a URL ({e}); write it as `rediss://host:6380/0`, without credentials (they go in `username:` and `password:`)"),
+                );
+                return None;
+            }
             Err(e) => {
                 self.problem(
                     at,

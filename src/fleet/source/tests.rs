@@ -42,10 +42,15 @@ impl TokenSource for Idp {
 }
 
 fn group(role: &str) -> Arc<Group> {
+    group_with(role, "")
+}
+
+/// The group of client `billing`, with `extra` settings (`timeouts: …, `) in its mapping.
+fn group_with(role: &str, extra: &str) -> Arc<Group> {
     let yaml = format!(
         "fleet: {{ redis: {{ url: \"redis://127.0.0.1:6379\" }}, key: {{ file: /k }}, namespace: test, role: {role} }}\n\
          defaults: {{ token_url: https://idp.example/t, client_id: a, client_secret: {{ file: /s }} }}\n\
-         clients:\n  billing: {{ audience: https://billing/, refresh: {{ at: 80%, jitter: 10%, min_remaining: 1s }} }}\n"
+         clients:\n  billing: {{ {extra}audience: https://billing/, refresh: {{ at: 80%, jitter: 10%, min_remaining: 1s }} }}\n"
     );
     let config = parse_str(&yaml, Path::new("/etc/tokend/config.yaml")).unwrap();
     Arc::new(Group::from_clients(&config.clients).remove(0))
@@ -80,6 +85,18 @@ impl Fleetwide {
     }
 
     fn host(&self, name: &'static str, role: &str, fleet_key: Arc<FleetKey>) -> Host {
+        self.host_with(name, role, fleet_key, "", Duration::from_millis(50))
+    }
+
+    /// A host whose client has `extra` settings, at an IdP answering after `latency`.
+    fn host_with(
+        &self,
+        name: &'static str,
+        role: &str,
+        fleet_key: Arc<FleetKey>,
+        extra: &str,
+        latency: Duration,
+    ) -> Host {
         let announcements = Announcements::default();
         self.store.subscribers.lock().unwrap().push(announcements.clone());
         let role = if role == "follower" {
@@ -100,9 +117,9 @@ impl Fleetwide {
             host: name,
             requests: self.requests.clone(),
             lifetime: S(100),
-            latency: Duration::from_millis(50),
+            latency,
         };
-        let group = group(role.as_str());
+        let group = group_with(role.as_str(), extra);
         Host {
             source: FleetSource::new(idp, fleet, group, fleet_key, self.clock.clone()),
         }
@@ -235,14 +252,27 @@ async fn a_value_sealed_under_another_key_moved_or_changed_is_never_published() 
     let shared = a.source.obtain(fw.clock.now(), None).await.unwrap();
     let keys = a.source.keys().clone();
     let sealed = fw.store.raw(&keys.token).unwrap();
-    // Another key: not published, and the host asks the IdP itself without writing over the
-    // fleet's token.
+    // Hosts with another key share among themselves, in a slot of their own: they never see
+    // the fleet's token, nor write over it.
     let mut stranger = fw.host("s", "refresher", key(2));
     let own = stranger.source.obtain(fw.clock.now(), None).await.unwrap();
     assert_eq!(value(&own), "s-2");
+    assert_ne!(stranger.source.keys().token, keys.token);
     assert_eq!(fw.store.raw(&keys.token).unwrap(), sealed);
     let mut stray_follower = fw.host("g", "follower", key(2));
-    assert!(stray_follower.source.obtain(fw.clock.now(), None).await.is_err());
+    let theirs = stray_follower.source.obtain(fw.clock.now(), None).await.unwrap();
+    assert_eq!(value(&theirs), "s-2");
+    // A value sealed under another key planted in the fleet's slot: not published; a
+    // refresher asks the IdP for itself and leaves it there; a follower takes nothing.
+    let planted = key(2).seal(&keys.token, &own, "s").unwrap();
+    fw.store.set_raw(&keys.token, &planted);
+    let mut c = fw.host("c", "refresher", key(1));
+    assert_eq!(value(&c.source.obtain(fw.clock.now(), None).await.unwrap()), "c-3");
+    assert_eq!(fw.store.raw(&keys.token).unwrap(), planted);
+    let mut f = fw.host("f", "follower", key(1));
+    let e = f.source.obtain(fw.clock.now(), None).await.unwrap_err();
+    assert!(e.to_string().contains("another fleet key"), "{e}");
+    fw.store.set_raw(&keys.token, &sealed);
     // Changed: a flipped character is not published; a refresher replaces it.
     let mut flipped = sealed.clone().into_bytes();
     let last = flipped.len() - 1;
@@ -253,7 +283,7 @@ async fn a_value_sealed_under_another_key_moved_or_changed_is_never_published() 
     assert_ne!(value(&fresh), value(&shared));
     assert_eq!(fresh.origin, crate::token::Origin::Here);
     // Moved from another client's key: it does not open here.
-    let other = Keys::new("test", &ClientName::new("reports").unwrap(), "x");
+    let other = Keys::new("test", &ClientName::new("reports").unwrap(), "x", key(1).id());
     fw.store.set_raw(&other.token, &fw.store.raw(&keys.token).unwrap());
     assert!(
         key(1)
@@ -296,4 +326,24 @@ async fn an_announcement_is_offered_at_once_and_a_stale_one_is_not() {
         .unwrap();
     let taken = f.source.obtain(fw.clock.now(), Some(mine)).await.unwrap();
     assert_eq!(taken.origin.node(), Some("a"));
+}
+
+/// The lock lasts a token request's timeouts; a request that waits longer (its turn at a busy
+/// token server) keeps it renewed, so that no other host asks meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_lock_is_kept_while_its_request_waits_longer_than_the_lock_lasts() {
+    let fw = Fleetwide::new();
+    let slow = "timeouts: { connect: 1s, request: 1s }, ";
+    let mut a = fw.host_with("a", "refresher", key(1), slow, S(5));
+    let mut b = fw.host_with("b", "refresher", key(1), slow, S(5));
+    a.source.jitter = || 0.0;
+    b.source.jitter = || 0.99;
+    let now = fw.clock.now();
+    let (x, y) = tokio::join!(a.source.obtain(now, None), b.source.obtain(now, None));
+    assert_eq!(value(&x.unwrap()), value(&y.unwrap()));
+    assert_eq!(
+        fw.requests(),
+        ["a"],
+        "the lock (2 s) ran out while a's request (5 s) waited"
+    );
 }
