@@ -252,11 +252,17 @@ def run(args, scenario, fleet=True):
         t0, asked0 = time.time(), len(issuer.requests())
         phases = []
         if scenario == "outage":
-            # Two lifetimes shared, three with the store gone, then back empty for three.
+            # Two lifetimes shared (and a random part of a refresh cycle, so that the outage does
+            # not always begin at the same point of the cycle: the hosts, due together, would
+            # fit 3 or 4 refreshes into it by where it begins), three with the store gone, then
+            # back empty for three.
+            import random
+            time.sleep(random.uniform(0, 0.8 * args.lifetime))
             for label, seconds, action in [("before", 2, None), ("outage", 3, redis.kill), ("after", 3, redis.start)]:
                 if action:
                     action()
                 p0, a0 = time.time(), len(issuer.requests())
+                result[f"{label}_began"] = p0
                 time.sleep(seconds * args.lifetime)
                 lifetimes = (time.time() - p0) / args.lifetime
                 phases.append({"phase": label, "requests_per_lifetime": round((len(issuer.requests()) - a0) / lifetimes, 2)})
@@ -345,7 +351,10 @@ def run(args, scenario, fleet=True):
     result["log_level"] = args.log_level
     if redis.proc.poll() is None:
         redis.kill()
-    shutil.rmtree(work, ignore_errors=True)
+    if os.environ.get("KEEP"):
+        result["work"] = work
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
