@@ -40,12 +40,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
 use secrecy::ExposeSecret;
-use tokend::clock::Clock;
 use tokend::config::{self, Endpoint};
-use tokend::hooks::Why;
 use tokend::metrics::Metrics;
 use tokend::oauth::issuer::IssuerCache;
 use tokend::oauth::{ClientSettings, HttpClients};
+use tokend::output::hooks::Why;
+use tokend::refresh::clock::Clock;
 use tokend::refresh::{Attempts, Group, IdpSource, Publisher, Runner, TokenSource};
 use tokend::store::Store;
 
@@ -248,7 +248,7 @@ struct Setup {
 fn setup(issuer: &str, dir: &Path, fourth: &str) -> Setup {
     std::fs::create_dir_all(dir).unwrap();
     let secret = dir.join("client-secret");
-    std::fs::write(&secret, tokend::dev::ISSUER_ONLY_CLIENT.1).unwrap();
+    std::fs::write(&secret, tokend::cli::dev::ISSUER_ONLY_CLIENT.1).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let path = dir.join("config.yaml");
     let text = config_text(issuer, dir, fourth);

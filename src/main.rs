@@ -10,12 +10,12 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use tokend::app::{self, AppError};
+use tokend::cli::client::{self, CliError};
 use tokend::cli::{Cli, Command, FleetCommand, ProbeCheck, SocketArg};
+use tokend::cli::{check, dev, prepare_dirs};
 use tokend::config;
+use tokend::daemon::{self, AppError};
 use tokend::logging;
-use tokend::socket_client::{self, CliError};
-use tokend::{check, dev, prepare};
 use tracing::Level;
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -67,23 +67,23 @@ fn main() -> ExitCode {
             }
             Some(true) | None => ExitCode::SUCCESS,
         },
-        Command::Run { watch_config } => daemon(app::run(&config, watch_config, CancellationToken::new())),
-        Command::PrepareDirs { owner, dirs } => match prepare::dirs(&owner, &dirs) {
+        Command::Run { watch_config } => on_runtime(daemon::run(&config, watch_config, CancellationToken::new())),
+        Command::PrepareDirs { owner, dirs } => match prepare_dirs::dirs(&owner, &dirs) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 logging::eprint_lines(Level::ERROR, &format!("tokend: {e}"));
                 ExitCode::FAILURE
             }
         },
-        Command::Once { force } => daemon(async {
-            let all_valid = app::once(app::load_usable(&config)?, force).await?;
+        Command::Once { force } => on_runtime(async {
+            let all_valid = daemon::once(daemon::load_usable(&config)?, force).await?;
             Ok(if all_valid {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }),
-        Command::Dev(args) => daemon(dev::run(args, CancellationToken::new())),
+        Command::Dev(args) => on_runtime(dev::run(args, CancellationToken::new())),
         Command::Get {
             name,
             wait,
@@ -91,21 +91,21 @@ fn main() -> ExitCode {
             json,
             socket,
         } => socket_command(&config, &socket, async |path| {
-            let body = socket_client::get(path, &name, wait.then_some(timeout), json).await?;
+            let body = client::get(path, &name, wait.then_some(timeout), json).await?;
             let mut out = std::io::stdout().lock();
             // Ignored: a closed stdout (`tokend get x | head -c0`) is not tokend's failure.
             let _ = out.write_all(&body).and_then(|()| out.write_all(b"\n"));
             Ok(())
         }),
         Command::Probe { check, socket } => socket_command(&config, &socket, async |path| {
-            socket_client::probe(path, check == ProbeCheck::Ready).await
+            client::probe(path, check == ProbeCheck::Ready).await
         }),
         Command::Status { json, socket } => socket_command(&config, &socket, async |path| {
-            let status = socket_client::status(path).await?;
+            let status = client::status(path).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
             } else {
-                print!("{}", socket_client::status_table(&status));
+                print!("{}", client::status_table(&status));
             }
             Ok(())
         }),
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
 /// hundreds of busy socket connections, readiness is handed out in smaller batches, so fewer
 /// connections wait behind one long batch; the 256-connection p99 was about a fifth shorter in
 /// two sets of runs (BENCHMARKS.md, "Socket API against nginx").
-fn daemon<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> ExitCode {
+fn on_runtime<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)

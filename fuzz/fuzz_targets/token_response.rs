@@ -22,7 +22,7 @@ use tokend::config::{DEFAULT_REFRESH, DEFAULT_RETRY};
 use tokend::oauth::lifetime::token_from;
 use tokend::oauth::response::{self, IssuedToken, ResponseError};
 use tokend::oauth::{ErrorClass, FetchError};
-use tokend::schedule::{self, RETRY_AFTER_CAP};
+use tokend::refresh::schedule::{self, RETRY_AFTER_CAP};
 use tokend::token::MAX_LIFETIME;
 
 struct Answer<'a> {

@@ -148,7 +148,7 @@ fn humanize(message: &str) -> String {
             continue;
         };
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        return match crate::suggest::closest(given, &candidates) {
+        return match crate::config::suggest::closest(given, &candidates) {
             Some(best) => format!("unknown {noun} `{given}`; did you mean `{best}`?"),
             None if candidates.is_empty() => format!("unknown {noun} `{given}`"),
             None => format!("unknown {noun} `{given}`; expected one of: {}", candidates.join(", ")),

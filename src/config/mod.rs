@@ -6,10 +6,14 @@
 
 mod error;
 mod host;
+pub mod identity;
 mod inherit;
 mod model;
 mod raw;
 mod shape;
+pub mod suggest;
+pub mod template;
+pub mod url_policy;
 mod validator;
 mod values;
 

@@ -454,7 +454,7 @@ pub struct Output {
     /// `env`: the variable name.
     pub variable: String,
     /// `template`: the template, compiled and tried when the config was loaded.
-    pub template: Option<std::sync::Arc<crate::template::OutputTemplate>>,
+    pub template: Option<std::sync::Arc<crate::config::template::OutputTemplate>>,
 }
 
 /// A user or group as configured, with its numeric id resolved when the config was loaded.

@@ -343,7 +343,7 @@ pub enum Format {
     Env,
     /// `Authorization: Bearer …`, for `curl -H @file`.
     Header,
-    /// Rendered from `template` or `template_file` (`crate::template`).
+    /// Rendered from `template` or `template_file` (`crate::config::template`).
     Template,
 }
 

@@ -22,10 +22,10 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
-use crate::clock::Clock;
 use crate::config::{self, FleetRole};
 use crate::metrics::Metrics;
 use crate::oauth::FetchError;
+use crate::refresh::clock::Clock;
 use crate::refresh::{Group, IdpSource, TokenSource};
 use crate::store::FleetReport;
 use crate::token::{Token, unix_millis};
@@ -261,7 +261,7 @@ pub fn keys_by_client(fleet: &config::Fleet, clients: &[Arc<config::Client>]) ->
             let source = g.spec.fleet.as_ref().and_then(|f| f.key.as_ref()).unwrap_or(&fleet.key);
             // A key that cannot be read is reported where keys are checked; its slot is unknown.
             let id = read_key(source).map_or_else(|_| "UNREADABLE-KEY".to_owned(), |k| k.id().to_owned());
-            let fingerprint = crate::fingerprint::Fingerprint::of(&g.spec);
+            let fingerprint = crate::refresh::fingerprint::Fingerprint::of(&g.spec);
             let keys = Keys::new(&fleet.namespace, lead, fingerprint.as_str(), &id);
             g.members().map(move |m| (m.name.clone(), keys.clone()))
         })

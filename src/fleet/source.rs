@@ -21,9 +21,9 @@ use super::Fleet;
 use super::announce::Subscription;
 use super::seal::{FleetKey, SealError};
 use super::store::{Store, StoreError};
-use crate::clock::Clock;
 use crate::config::{ClientName, FleetRole};
 use crate::oauth::{ErrorClass, FetchError};
+use crate::refresh::clock::Clock;
 use crate::refresh::{Group, TokenSource};
 use crate::token::Token;
 
@@ -110,7 +110,9 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
     /// `key`: the client's own fleet key, or the fleet's.
     pub fn new(inner: S, fleet: Arc<Fleet<St>>, group: Arc<Group>, key: Arc<FleetKey>, clock: Clock) -> Self {
         let client = group.members().next().expect("a group has a member").name.clone();
-        let fingerprint = crate::fingerprint::Fingerprint::of(&group.spec).as_str().to_owned();
+        let fingerprint = crate::refresh::fingerprint::Fingerprint::of(&group.spec)
+            .as_str()
+            .to_owned();
         let keys = Keys::new(&fleet.namespace, &client, &fingerprint, key.id());
         let announced = fleet.announcements.subscribe(&keys.channel);
         FleetSource {
@@ -160,7 +162,7 @@ impl<S: TokenSource, St: Store> FleetSource<S, St> {
             Ok(key) if key.id() == self.key.id() => {}
             Ok(key) => {
                 tracing::info!(client = %self.label, key = key.id(), previous = self.key.id(), "the fleet key changed; using the new one");
-                let fingerprint = crate::fingerprint::Fingerprint::of(&self.group.spec)
+                let fingerprint = crate::refresh::fingerprint::Fingerprint::of(&self.group.spec)
                     .as_str()
                     .to_owned();
                 self.keys = Keys::new(&self.fleet.namespace, &self.client, &fingerprint, key.id());

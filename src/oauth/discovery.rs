@@ -6,7 +6,7 @@
 use serde_json::Value;
 use url::Url;
 
-use crate::url_policy::check_idp_url;
+use crate::config::url_policy::check_idp_url;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod format;
+pub mod hooks;
 pub mod lock;
 
 use std::io;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Client, RequestSpec, RetryPolicy, Timeouts};
-use crate::schedule::{self, RefreshPlan};
+use crate::refresh::schedule::{self, RefreshPlan};
 use crate::token::Token;
 
 /// Clients that receive the same token: they share one `RequestSpec`.

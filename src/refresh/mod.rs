@@ -5,11 +5,15 @@
 //! token is due, asks its `TokenSource` for a new one, hands it to its `Publisher` (store,
 //! outputs, state files), and backs off on failure while the old token keeps being served.
 
+pub mod clock;
+pub mod fingerprint;
 mod group;
 mod publisher;
 mod runner;
+pub mod schedule;
 mod seed;
 mod source;
+pub mod state;
 
 pub use group::Group;
 pub use publisher::{Attempts, OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_MAX, Publisher};

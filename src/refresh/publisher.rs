@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::Clock;
 use crate::config::{ClientName, Output};
-use crate::fingerprint::Fingerprint;
-use crate::hooks::{self, Hooks, Why};
 use crate::metrics::Metrics;
-use crate::outcome::Outcome;
+use crate::metrics::outcome::Outcome;
+use crate::output::hooks::{self, Hooks, Why};
 use crate::output::{self, lock};
-use crate::state::{self, Saved, Unusable};
+use crate::refresh::clock::Clock;
+use crate::refresh::fingerprint::Fingerprint;
+use crate::refresh::state::{self, Saved, Unusable};
 use crate::store::{Snapshot, Store};
 use crate::token::Token;
 

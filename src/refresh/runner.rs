@@ -10,11 +10,11 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{Clock, Reading, Wake};
-use crate::hooks::Why;
+use crate::metrics::outcome::Outcome;
 use crate::oauth::{ErrorClass, FetchError};
-use crate::outcome::Outcome;
-use crate::schedule;
+use crate::output::hooks::Why;
+use crate::refresh::clock::{Clock, Reading, Wake};
+use crate::refresh::schedule;
 use crate::token::{Token, rfc3339};
 
 use super::publisher::{Attempts, Publisher};
@@ -133,7 +133,7 @@ impl<S: TokenSource> Runner<S> {
         for (name, reason) in &seed.passed_over {
             match reason {
                 // Someone else could have written it: say so, loudly.
-                crate::state::Unusable::Untrusted(why) => {
+                crate::refresh::state::Unusable::Untrusted(why) => {
                     warn!(client = %name, reason = %why, "saved token not trusted, not reused; requesting a new one")
                 }
                 _ => debug!(client = %name, ?reason, "saved token not reused"),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::ClientName;
-use crate::fingerprint::Fingerprint;
-use crate::outcome::Outcome;
-use crate::state::{Saved, Unusable};
+use crate::metrics::outcome::Outcome;
+use crate::refresh::fingerprint::Fingerprint;
+use crate::refresh::state::{Saved, Unusable};
 use crate::store::Snapshot;
 use crate::token::Token;
 

@@ -243,3 +243,68 @@ fn the_cycle_check_can_fail() {
     let edges = BTreeMap::from([(&a, BTreeSet::from([&b])), (&b, BTreeSet::from([&a]))]);
     assert_eq!(cycle_from(&a, &edges), Some(vec![&a, &b, &a]));
 }
+
+/// The layers of the crate, lowest first: a module may use its own layer and those below, never
+/// one above. The values everything passes around; what is configured, asked of the IdP,
+/// counted and stored; the stages that move a token (refresh, fleet, files, socket, proxy); and
+/// what drives them (the daemon and the command line). `fuzzing` only opens doors for `fuzz/`.
+const LAYERS: &[&[&str]] = &[
+    &["token", "secret", "logging"],
+    &["config", "oauth", "metrics", "store"],
+    &["refresh", "fleet", "output", "server", "proxy"],
+    &["daemon", "cli"],
+];
+
+fn layer(top: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&top))
+}
+
+#[test]
+fn lower_layers_never_use_higher_ones() {
+    let tree = load();
+    let mut upward = BTreeSet::new();
+    let mut unplaced = BTreeSet::new();
+    for module in tree.files.keys() {
+        let top = module[0].as_str();
+        if top == "fuzzing" {
+            continue;
+        }
+        let Some(from) = layer(top) else {
+            unplaced.insert(top.to_owned());
+            continue;
+        };
+        for dep in tree.dependencies(module) {
+            let to_top = dep[0].as_str();
+            match layer(to_top) {
+                Some(to) if to > from => {
+                    upward.insert(format!("{} → {}", module.join("::"), dep.join("::")));
+                }
+                None if to_top != "fuzzing" => {
+                    unplaced.insert(to_top.to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "modules in no layer (add them to LAYERS): {unplaced:?}"
+    );
+    assert!(
+        upward.is_empty(),
+        "modules that use a higher layer:\n{}",
+        upward.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// The layer check sees a use of a higher layer.
+#[test]
+fn the_layer_check_can_fail() {
+    assert!(layer("token") < layer("config") && layer("config") < layer("refresh"));
+    assert!(layer("refresh") < layer("daemon"));
+    let tree = load();
+    // `daemon` uses `refresh`, so `refresh` using `daemon` would be reported.
+    let daemon = vec!["daemon".to_owned()];
+    assert!(tree.dependencies(&daemon).iter().any(|d| d[0] == "refresh"));
+    assert_eq!(layer("nowhere"), None);
+}

@@ -1,5 +1,5 @@
 //! The man pages and shell completions under `packaging/` are generated from the command-line
-//! definitions (`src/cli.rs`). This test generates them again and fails if a committed file
+//! definitions (`src/cli/args.rs`). This test generates them again and fails if a committed file
 //! differs, so `--help`, the man pages and the completions never disagree. After changing a
 //! command or flag: `TOKEND_BLESS=1 cargo test --test tests generated` rewrites them.
 
@@ -55,7 +55,7 @@ fn man_pages_and_completions_match_the_command_line() {
     }
     assert!(
         stale.is_empty(),
-        "out of date with src/cli.rs: {stale:?}; run `TOKEND_BLESS=1 cargo test --test tests generated`"
+        "out of date with src/cli/args.rs: {stale:?}; run `TOKEND_BLESS=1 cargo test --test tests generated`"
     );
     // One page for tokend and one for each command, and nothing left over from a removed one.
     let pages: Vec<&Path> = files

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::Deserialize as _;
 use tokend::config::{self, Config, Credentials, FleetRole};
-use tokend::fingerprint::Fingerprint;
 use tokend::fleet::Keys;
+use tokend::refresh::fingerprint::Fingerprint;
 
 use super::here;
 

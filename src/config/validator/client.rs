@@ -13,8 +13,8 @@ use crate::config::model::{
     RetryPolicy, Timeouts,
 };
 use crate::config::raw::FleetRole;
+use crate::config::url_policy::check_idp_url;
 use crate::config::values::ClientName;
-use crate::url_policy::check_idp_url;
 
 /// Form parameters tokend sets itself; `params` may not override them.
 const RESERVED_PARAMS: &[&str] = &[

@@ -276,7 +276,7 @@ impl<'a> Validator<'a> {
                 if output.path == source {
                     self.problem(&key, "an output must not overwrite the configuration file");
                 } else if output.path.starts_with(state_dir) {
-                    // Whoever may write there could plant a saved token (state.rs trusts only
+                    // Whoever may write there could plant a saved token (refresh::state trusts only
                     // tokend's own files); tokend's state files are named after the clients.
                     self.problem(
                         &key,

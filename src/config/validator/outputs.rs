@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Kind, Validator};
 use crate::config::model::{DEFAULT_ENV_VARIABLE, DEFAULT_MODE, Output};
 use crate::config::raw::{Format, RawOutput};
-use crate::template::{MAX_TEMPLATE_BYTES, OutputTemplate};
+use crate::config::template::{MAX_TEMPLATE_BYTES, OutputTemplate};
 
 impl Validator<'_> {
     pub(super) fn outputs(&mut self, n: &str, raw: Vec<RawOutput>) -> Option<Vec<Output>> {

@@ -74,7 +74,7 @@ impl Validator<'_> {
                 Some(c) => Some(c.clone()),
                 None => {
                     let names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
-                    let hint = crate::suggest::closest(name, &names)
+                    let hint = crate::config::suggest::closest(name, &names)
                         .map_or(String::new(), |c| format!("; did you mean `{c}`?"));
                     self.problem(&key("client"), format!("there is no client `{name}`{hint}"));
                     None
@@ -200,7 +200,7 @@ fn upstream(text: &str, allow_http: bool) -> Result<Url, String> {
     }
     match url.scheme() {
         "https" => {}
-        "http" if allow_http || crate::url_policy::is_loopback(&url) => {}
+        "http" if allow_http || crate::config::url_policy::is_loopback(&url) => {}
         "http" => {
             return Err(format!(
                 "`{text}` uses plain http, which would send the token unencrypted; use https, or set `allow_insecure_http: true` on the proxy if you really mean it"

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{ClientCtx, Validator};
 use crate::config::model::{DEFAULT_LEEWAY, Endpoint, Validation};
+use crate::config::url_policy::check_idp_url;
 use crate::config::values::JwsAlg;
-use crate::url_policy::check_idp_url;
 
 /// A longer leeway would accept tokens long expired.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);

@@ -8,11 +8,11 @@ use std::time::UNIX_EPOCH;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::clock::manual;
 use crate::config::parse_str;
 use crate::fleet::announce::Announcements;
 use crate::fleet::store::memory::Memory;
 use crate::metrics::Metrics;
+use crate::refresh::clock::manual;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 

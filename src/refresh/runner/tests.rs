@@ -9,10 +9,10 @@ use std::time::UNIX_EPOCH;
 use secrecy::ExposeSecret;
 
 use super::*;
-use crate::clock::manual;
 use crate::config::{ClientName, parse_str};
 use crate::metrics::Metrics;
 use crate::oauth::ResponseError;
+use crate::refresh::clock::manual;
 use crate::store::Store;
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -368,7 +368,7 @@ async fn a_failed_state_save_is_retried_with_backoff_and_holds_up_no_output() {
     assert!(!state.exists(), "retried before its backoff");
     sleep(MS(200)).await;
     let name = ClientName::new("c").unwrap();
-    let saved = crate::state::read(&h.dir.path().join("state"), &name).expect("saved on the retry");
+    let saved = crate::refresh::state::read(&h.dir.path().join("state"), &name).expect("saved on the retry");
     assert_eq!(saved.token.access_token.expose_secret(), "token-1");
     assert_eq!(h.requests(), 1, "a state retry never asks for a new token");
     h.stop().await;
@@ -383,10 +383,10 @@ async fn a_saved_token_is_published_at_once_and_refreshed_when_planned() {
         let yaml =
             "clients:\n  c:\n    token_url: https://idp.example/t\n    client_id: a\n    client_secret: { file: /s }\n";
         let config = parse_str(yaml, Path::new("/x.yaml")).unwrap();
-        let fp = crate::fingerprint::Fingerprint::of(&config.clients[0].spec);
+        let fp = crate::refresh::fingerprint::Fingerprint::of(&config.clients[0].spec);
         let saved = Token::for_test("saved", t0() - S(600), S(1000));
         let name = ClientName::new("c").unwrap();
-        crate::state::save(&dir.path().join("state"), &name, fp.as_str(), &saved).unwrap();
+        crate::refresh::state::save(&dir.path().join("state"), &name, fp.as_str(), &saved).unwrap();
     }
     let h = Harness::start_in(dir, &client, vec![], 1.0);
     sleep(MS(100)).await;

@@ -257,7 +257,7 @@ mod tests {
     /// The clients of `tests/fixtures/state-v1`, whose fingerprints were computed by the release
     /// before this encoding (`Group::fingerprint` at commit a3f532d).
     fn pinned() -> String {
-        include_str!("../tests/fixtures/state-v1/config.yaml")
+        include_str!("../../tests/fixtures/state-v1/config.yaml")
             .replace("STATE", "/var/lib/tokend")
             .replace("SECRET", "/etc/tokend/secret")
             .replace("OUT", "/run/tokend")

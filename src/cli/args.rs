@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::cli::dev;
 use crate::config::{self, DEFAULT_CONFIG_PATH};
-use crate::dev;
 use crate::logging::LogFormat;
 
 /// Keeps OAuth 2.0 client-credentials tokens fresh and publishes them to files.

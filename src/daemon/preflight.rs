@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::identity;
 use crate::config::{Client, Config, ConfigError, Credentials, HookAction, Problem, RequestSpec};
-use crate::identity;
 use crate::oauth::HttpClients;
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;

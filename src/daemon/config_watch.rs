@@ -16,7 +16,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::fingerprint::sha256_hex;
+use crate::refresh::fingerprint::sha256_hex;
 
 /// Events are collected this long after the first before the file is read: an editor's save or
 /// the kubelet's swap is several steps.

@@ -2,6 +2,12 @@
 //! signals — SIGHUP reloads (validate the whole new config first, then restart only the groups
 //! that changed), SIGTERM/SIGINT stop cleanly. Also `tokend once`.
 
+pub mod config_watch;
+pub mod memory;
+pub mod preflight;
+pub mod status_line;
+pub mod systemd;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -16,25 +22,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::clock::Clock;
+use crate::config::identity::Identity;
 use crate::config::{self, ClientName, Config, ConfigError, RequestSpec};
-use crate::fingerprint::Fingerprint;
 use crate::fleet::Source;
-use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::{atomic, lock};
-use crate::preflight;
 use crate::proxy::Proxies;
+use crate::refresh::clock::Clock;
+use crate::refresh::fingerprint::Fingerprint;
+use crate::refresh::state;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::server::access::Authority;
 use crate::server::socket::SocketError;
 use crate::server::{HEARTBEAT_EVERY, Server};
-use crate::state;
-use crate::status;
 use crate::store::Store;
-use crate::systemd;
-use crate::watch::ConfigWatch;
+use config_watch::ConfigWatch;
 
 /// Why tokend stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -665,7 +668,7 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
                 systemd::ready(&line);
                 status.sent(line);
                 // Start-up's peak (the configuration's YAML tree, every first fetch) is over.
-                tokio::task::spawn_blocking(crate::memory::release_free);
+                tokio::task::spawn_blocking(memory::release_free);
             }
             _ = changes.changed(), if status.follows() => status.changed(),
             _ = tokio::time::sleep_until(status.flush_at()), if status.pending() => status.send_if_new(),
@@ -683,13 +686,13 @@ pub async fn run(config_path: &Path, watch_config: bool, stop: CancellationToken
             settled = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
                 settling = None;
                 daemon.finish(settled);
-                tokio::task::spawn_blocking(crate::memory::release_free);
+                tokio::task::spawn_blocking(memory::release_free);
                 let proxy_configs = daemon.config().proxies.clone();
                 if let Err(e) = proxies.reconfigure(&proxy_configs, daemon.store(), daemon.metrics()).await {
                     error!(error = %e, "a token proxy of the new configuration cannot run");
                 }
                 if started {
-                    systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
+                    systemd::ready(&status_line::line(&daemon.store().all(), SystemTime::now()));
                 }
                 reload_asked = std::mem::take(&mut reload_again);
             }
@@ -755,7 +758,7 @@ async fn begin_reload(
                 "the new configuration was rejected; still running the previous one unchanged"
             );
             if started {
-                systemd::ready(&status::line(&daemon.store().all(), SystemTime::now()));
+                systemd::ready(&status_line::line(&daemon.store().all(), SystemTime::now()));
             }
             None
         }
@@ -801,7 +804,7 @@ impl Status {
     }
 
     fn line(&self) -> String {
-        status::line(&self.store.all(), SystemTime::now())
+        status_line::line(&self.store.all(), SystemTime::now())
     }
 
     fn sent(&mut self, line: String) {

@@ -4,6 +4,8 @@
 //! and socket connections hyper ended with an error, by reason; in fleet mode, the store's
 //! health and how the fleet served each client.
 
+pub mod outcome;
+
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,7 +24,7 @@ use prometheus_client::registry::Registry;
 use url::{Position, Url};
 
 use crate::config::ClientName;
-use crate::outcome::Outcome;
+use crate::metrics::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientLabel {

@@ -35,7 +35,7 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
     // Checked when the configuration was loaded, and again now: a command someone else has
     // since made writable, or moved under a directory of theirs, is not run.
     if let Some(why) =
-        crate::identity::others_may_change(std::path::Path::new(&argv[0]), nix::unistd::geteuid().as_raw())
+        crate::config::identity::others_may_change(std::path::Path::new(&argv[0]), nix::unistd::geteuid().as_raw())
     {
         return Outcome::Failed(format!("not run: {why}"));
     }

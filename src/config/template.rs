@@ -82,8 +82,8 @@ impl OutputTemplate {
         unknown.sort();
         if let Some(name) = unknown.first() {
             let line = line_of(&template.source, name).map_or(String::new(), |l| format!("line {l} of the template: "));
-            let hint =
-                crate::suggest::closest(name, VARIABLES).map_or(String::new(), |c| format!("; did you mean `{c}`?"));
+            let hint = crate::config::suggest::closest(name, VARIABLES)
+                .map_or(String::new(), |c| format!("; did you mean `{c}`?"));
             return Err(format!(
                 "{line}unknown variable `{name}`{hint} (the variables are {})",
                 VARIABLES.join(", ")

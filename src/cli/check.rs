@@ -10,11 +10,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::identity::{self, Identity};
 use crate::config::{Access, Client, Config, Credentials, HookAction, Output, Problem, Proxy, RequestSpec, Timeouts};
-use crate::identity::{self, Identity};
+use crate::daemon::preflight::{self, Preflight};
 use crate::oauth::error::FetchError;
 use crate::oauth::exchange;
-use crate::preflight::{self, Preflight};
 use crate::secret::SecretSource;
 use secrecy::ExposeSecret;
 
@@ -218,7 +218,9 @@ fn fleet(r: &mut Report, config: &Config, connect: bool) {
         config_problem(r, problem);
     }
     let plain = match &fleet.redis.endpoint {
-        crate::config::RedisEndpoint::Url(url) => url.scheme() == "redis" && !crate::url_policy::is_loopback(url),
+        crate::config::RedisEndpoint::Url(url) => {
+            url.scheme() == "redis" && !crate::config::url_policy::is_loopback(url)
+        }
         crate::config::RedisEndpoint::Sentinel { .. } => !fleet.redis.endpoint.is_tls(),
     };
     if plain {
@@ -690,7 +692,11 @@ fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
             ),
             HookAction::Signal { .. } => format!("{} retries", hook.retries),
         };
-        let _ = writeln!(r.text, "  {label:<15} {} ({retries})", crate::hooks::describe(hook));
+        let _ = writeln!(
+            r.text,
+            "  {label:<15} {} ({retries})",
+            crate::output::hooks::describe(hook)
+        );
         match &hook.action {
             HookAction::Exec { argv, user, .. } => {
                 let command = Path::new(&argv[0]);

@@ -15,7 +15,7 @@ use anyhow::Context;
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, AppError};
+use crate::daemon::{self, AppError};
 use crate::output::atomic;
 
 #[derive(Debug, clap::Args)]
@@ -96,7 +96,7 @@ pub async fn run(args: DevArgs, stop: CancellationToken) -> Result<(), AppError>
     // The hints are printed once the daemon serves, never for one that failed to start.
     let daemon = tokio::spawn({
         let config_path = config_path.clone();
-        async move { app::run(&config_path, false, stop).await }
+        async move { daemon::run(&config_path, false, stop).await }
     });
     let socket = dir.join("tokend.sock");
     while !daemon.is_finished() && !socket.exists() {
