@@ -34,27 +34,95 @@ fn main() -> ExitCode {
     // client does not. Ignored: it fails only if a provider is installed already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let Cli {
-        config,
-        log_format,
-        log_level,
-        command,
-    } = Cli::parse();
-    logging::init(log_format, log_level);
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.log_level);
+    // The one place where how a command ended becomes an exit status.
+    match run(cli) {
+        Ok(Ended::Done) => ExitCode::SUCCESS,
+        Ok(Ended::No) => ExitCode::FAILURE,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// How a command that ran to its end ended.
+enum Ended {
+    /// It did what was asked: exit 0.
+    Done,
+    /// It ran, and its answer is no (`once` left a client without a valid token, `check` found
+    /// problems, `configured` found no client), which it has said: exit 1.
+    No,
+}
+
+impl From<()> for Ended {
+    fn from((): ()) -> Ended {
+        Ended::Done
+    }
+}
+
+impl From<bool> for Ended {
+    fn from(yes: bool) -> Ended {
+        if yes { Ended::Done } else { Ended::No }
+    }
+}
+
+/// Why a command could not do what was asked; each kind has its exit status.
+enum Failure {
+    /// The configuration cannot be used, as `run` refuses to start: EX_CONFIG (78).
+    Config(String),
+    /// `check` has printed why the configuration would be refused: EX_CONFIG (78).
+    ConfigReported,
+    /// A request over the socket: 69, 75, 77 or 1 (`CliError::exit_code`), with a note on where
+    /// the socket was looked for.
+    Socket(CliError, Option<String>),
+    /// Anything else: 1.
+    Other(String),
+}
+
+impl Failure {
+    /// Says what failed on stderr and gives the exit status.
+    fn report(self) -> ExitCode {
+        let code = match &self {
+            Failure::Config(_) | Failure::ConfigReported => EX_CONFIG,
+            Failure::Socket(e, _) => e.exit_code(),
+            Failure::Other(_) => 1,
+        };
+        match self {
+            Failure::Config(text) | Failure::Other(text) => logging::eprint_lines(Level::ERROR, &text),
+            Failure::ConfigReported => {}
+            Failure::Socket(e, note) => {
+                let mut text = format!("tokend: {e}");
+                if let (CliError::Unavailable { .. }, Some(note)) = (&e, note) {
+                    text.push_str(&format!("\ntokend: note: {note}"));
+                }
+                logging::eprint_lines(Level::ERROR, &text);
+            }
+        }
+        ExitCode::from(code)
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Failure {
+        match e {
+            AppError::Config(e) => Failure::Config(e.to_string()),
+            e => Failure::Other(format!("tokend: {e:#}")),
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<Ended, Failure> {
+    let Cli { config, command, .. } = cli;
     match command {
         Command::Check { as_user, connect } => run_check(&config, as_user.as_deref(), connect),
         Command::Fleet(FleetCommand::Keygen) => {
             let key = tokend::fleet::seal::FleetKey::generate();
             let mut out = std::io::stdout().lock();
-            match writeln!(out, "{}", secrecy::ExposeSecret::expose_secret(&key)).and_then(|()| out.flush()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    logging::eprint_lines(Level::ERROR, &format!("tokend: cannot write the key: {e}"));
-                    ExitCode::FAILURE
-                }
-            }
+            writeln!(out, "{}", secrecy::ExposeSecret::expose_secret(&key))
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Other(format!("tokend: cannot write the key: {e}")))?;
+            Ok(Ended::Done)
         }
-        Command::Configured => match config::lists_clients(&config) {
+        Command::Configured => Ok(match config::lists_clients(&config) {
             Some(false) => {
                 logging::eprint_lines(
                     Level::INFO,
@@ -63,26 +131,16 @@ fn main() -> ExitCode {
                         config.display()
                     ),
                 );
-                ExitCode::FAILURE
+                Ended::No
             }
-            Some(true) | None => ExitCode::SUCCESS,
-        },
-        Command::Run { watch_config } => on_runtime(daemon::run(&config, watch_config, CancellationToken::new())),
-        Command::PrepareDirs { owner, dirs } => match prepare_dirs::dirs(&owner, &dirs) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                logging::eprint_lines(Level::ERROR, &format!("tokend: {e}"));
-                ExitCode::FAILURE
-            }
-        },
-        Command::Once { force } => on_runtime(async {
-            let all_valid = daemon::once(daemon::load_usable(&config)?, force).await?;
-            Ok(if all_valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Some(true) | None => Ended::Done,
         }),
+        Command::Run { watch_config } => on_runtime(daemon::run(&config, watch_config, CancellationToken::new())),
+        Command::PrepareDirs { owner, dirs } => {
+            prepare_dirs::dirs(&owner, &dirs).map_err(|e| Failure::Other(format!("tokend: {e}")))?;
+            Ok(Ended::Done)
+        }
+        Command::Once { force } => on_runtime(async { daemon::once(daemon::load_usable(&config)?, force).await }),
         Command::Dev(args) => on_runtime(dev::run(args, CancellationToken::new())),
         Command::Get {
             name,
@@ -119,50 +177,19 @@ fn main() -> ExitCode {
 /// hundreds of busy socket connections, readiness is handed out in smaller batches, so fewer
 /// connections wait behind one long batch; the 256-connection p99 was about a fifth shorter in
 /// two sets of runs (BENCHMARKS.md, "Socket API against nginx").
-fn on_runtime<T: Into<Exit>>(job: impl Future<Output = Result<T, AppError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn on_runtime<T: Into<Ended>>(job: impl Future<Output = Result<T, AppError>>) -> Result<Ended, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(16)
         .max_io_events_per_tick(32)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            logging::eprint_lines(Level::ERROR, &format!("tokend: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
+        .map_err(|e| Failure::Other(format!("tokend: cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(job);
     // A blocking thread still stuck in a write (a hung file system, already reported) must not
     // keep the process from exiting: dropping the runtime would wait for it forever.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    match result {
-        Ok(done) => done.into().0,
-        Err(AppError::Config(e)) => {
-            logging::eprint_lines(Level::ERROR, &e.to_string());
-            ExitCode::from(EX_CONFIG)
-        }
-        Err(e) => {
-            logging::eprint_lines(Level::ERROR, &format!("tokend: {e:#}"));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// How a command that ran to its end exits: `run` and `dev` with success, `once` as it says.
-struct Exit(ExitCode);
-
-impl From<()> for Exit {
-    fn from((): ()) -> Exit {
-        Exit(ExitCode::SUCCESS)
-    }
-}
-
-impl From<ExitCode> for Exit {
-    fn from(code: ExitCode) -> Exit {
-        Exit(code)
-    }
+    Ok(result?.into())
 }
 
 /// `get` and `status`: one request to the socket; a current-thread runtime is plenty.
@@ -170,42 +197,19 @@ fn socket_command(
     config: &Path,
     socket: &SocketArg,
     request: impl AsyncFnOnce(&Path) -> Result<(), CliError>,
-) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tokend: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+) -> Result<Ended, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("tokend: cannot start the async runtime: {e}")))?;
     let (path, note) = socket.resolve(config);
-    match runtime.block_on(request(&path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tokend: {e}");
-            if let (CliError::Unavailable { .. }, Some(note)) = (&e, note) {
-                eprintln!("tokend: note: {note}");
-            }
-            ExitCode::from(e.exit_code())
-        }
-    }
+    runtime.block_on(request(&path)).map_err(|e| Failure::Socket(e, note))?;
+    Ok(Ended::Done)
 }
 
-fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let who = match check::service_identity(as_user) {
-        Ok(who) => who,
-        Err(e) => {
-            eprintln!("tokend: --as-user: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
+fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> Result<Ended, Failure> {
+    let config = config::load(path).map_err(|e| Failure::Config(e.to_string()))?;
+    let who = check::service_identity(as_user).map_err(|e| Failure::Config(format!("tokend: --as-user: {e}")))?;
     let check::Report {
         text,
         config: refused,
@@ -236,10 +240,8 @@ fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> ExitCode {
         );
     }
     if is_refused {
-        ExitCode::from(EX_CONFIG)
-    } else if problems.is_empty() {
-        ExitCode::SUCCESS
+        Err(Failure::ConfigReported)
     } else {
-        ExitCode::FAILURE
+        Ok(problems.is_empty().into())
     }
 }
