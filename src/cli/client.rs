@@ -9,9 +9,9 @@ use hyper::body::Bytes;
 use hyper::header::{ACCEPT, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 
 use crate::config::ClientName;
+use crate::server::api::{ClientState, TokenFrom, TokenList};
 use crate::server::routes::MAX_WAIT;
 
 /// Why a socket command failed; each maps to a sysexits code scripts can test.
@@ -128,9 +128,8 @@ pub async fn probe(socket: &Path, ready: bool) -> Result<(), CliError> {
     }
 }
 
-/// Every client the caller may see, as the socket API describes them.
-/// `/v1/tokens`: `clients`, and `fleet` in fleet mode.
-pub async fn status(socket: &Path) -> Result<Value, CliError> {
+/// Every client the caller may see, as the socket API describes them (`/v1/tokens`).
+pub async fn status(socket: &Path) -> Result<TokenList, CliError> {
     let reply = request(socket, "/v1/tokens", true, Duration::from_secs(10)).await?;
     if reply.status != StatusCode::OK {
         return Err(CliError::Other(format!("unexpected answer {}", reply.status)));
@@ -140,26 +139,22 @@ pub async fn status(socket: &Path) -> Result<Value, CliError> {
 
 /// `tokend status` as a table, under a line about the fleet in fleet mode (with a column
 /// saying which host asked the IdP for each token).
-pub fn status_table(status: &Value) -> String {
-    let clients = status["clients"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let fleet = status.get("fleet").filter(|f| f.is_object());
+pub fn status_table(status: &TokenList) -> String {
+    let fleet = status.fleet.as_ref();
     let mut out = String::new();
     if let Some(f) = fleet {
-        let text = |key: &str| f[key].as_str().unwrap_or("?").to_owned();
-        let store = match f["reachable"].as_bool() {
+        let store = match f.reachable {
             Some(true) => "reachable".to_owned(),
-            Some(false) => format!("UNREACHABLE ({})", f["last_error"].as_str().unwrap_or("?")),
+            Some(false) => format!("UNREACHABLE ({})", f.last_error.as_deref().unwrap_or("?")),
             None => "not asked yet".to_owned(),
         };
-        let shared = f["last_shared"]
-            .as_str()
+        let shared = f
+            .last_shared
+            .as_ref()
             .map_or(String::new(), |t| format!(", last shared a token issued {t}"));
         out.push_str(&format!(
             "fleet: {} {} in namespace {}; store {} {store}{shared}\n\n",
-            text("role"),
-            text("node"),
-            text("namespace"),
-            text("store"),
+            f.role, f.node, f.namespace, f.store,
         ));
     }
     let mut header = vec!["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH"];
@@ -168,30 +163,26 @@ pub fn status_table(status: &Value) -> String {
     }
     header.push("LAST ERROR");
     let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(str::to_owned).collect()];
-    for c in clients {
-        let secs = |key: &str| {
-            c[key]
-                .as_u64()
-                .map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())
-        };
+    let span = |s: Option<u64>| s.map(|s| humantime::format_duration(Duration::from_secs(s)).to_string());
+    for c in &status.clients {
         let mut row = vec![
-            c["name"].as_str().unwrap_or("?").to_owned(),
-            c["state"].as_str().unwrap_or("?").to_owned(),
-            match (c["state"].as_str(), secs("expires_in")) {
-                (Some("expired"), _) => "expired".to_owned(),
+            c.name.clone(),
+            c.state.as_str().to_owned(),
+            match (c.state, span(c.expires_in)) {
+                (ClientState::Expired, _) => "expired".to_owned(),
                 (_, Some(s)) => s,
                 (_, None) => "-".to_owned(),
             },
-            secs("next_refresh_in").map_or("-".to_owned(), |s| format!("in {s}")),
+            span(c.next_refresh_in).map_or("-".to_owned(), |s| format!("in {s}")),
         ];
         if fleet.is_some() {
-            row.push(match (c["from"].as_str(), c["node"].as_str()) {
-                (Some("fleet"), Some(node)) => node.to_owned(),
+            row.push(match (c.from, &c.node) {
+                (Some(TokenFrom::Fleet), Some(node)) => node.clone(),
                 (Some(_), _) => "this host".to_owned(),
                 (None, _) => "-".to_owned(),
             });
         }
-        row.push(c["last_error"].as_str().unwrap_or("-").to_owned());
+        row.push(c.last_error.clone().unwrap_or_else(|| "-".to_owned()));
         rows.push(row);
     }
     let last = rows[0].len() - 1;
@@ -209,4 +200,67 @@ pub fn status_table(status: &Value) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::api::{ClientStatus, FleetStatus};
+
+    fn client(name: &str, state: ClientState) -> ClientStatus {
+        ClientStatus {
+            name: name.to_owned(),
+            state,
+            expires_at: None,
+            expires_in: None,
+            next_refresh: None,
+            next_refresh_in: None,
+            failures: 0,
+            last_error: None,
+            version: None,
+            issued_at_ms: None,
+            from: None,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_each_client_and_the_fleet_line_only_in_fleet_mode() {
+        let mut billing = client("billing", ClientState::Ok);
+        billing.expires_in = Some(3600);
+        billing.next_refresh_in = Some(2880);
+        billing.from = Some(TokenFrom::Fleet);
+        billing.node = Some("node-7".into());
+        let mut old = client("old", ClientState::Expired);
+        old.expires_in = Some(0);
+        old.last_error = Some("IdP unreachable".into());
+        let mut list = TokenList {
+            clients: vec![billing, old],
+            fleet: None,
+        };
+        let alone = status_table(&list);
+        assert_eq!(
+            alone,
+            "NAME     STATE    EXPIRES IN  NEXT REFRESH  LAST ERROR\n\
+             billing  ok       1h          in 48m        -\n\
+             old      expired  expired     -             IdP unreachable\n"
+        );
+        list.fleet = Some(FleetStatus {
+            role: "follower".into(),
+            node: "node-1".into(),
+            namespace: "prod".into(),
+            store: "redis://r:6379/0".into(),
+            reachable: Some(false),
+            last_error: Some("connection refused".into()),
+            last_shared: None,
+        });
+        let fleet = status_table(&list);
+        let mut lines = fleet.lines();
+        assert_eq!(
+            lines.next(),
+            Some("fleet: follower node-1 in namespace prod; store redis://r:6379/0 UNREACHABLE (connection refused)")
+        );
+        assert!(fleet.contains("FROM"), "{fleet}");
+        assert!(fleet.contains("node-7"), "{fleet}");
+    }
 }

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod api;
 pub mod cutoff;
 pub mod peer;
 pub mod routes;

@@ -17,14 +17,14 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use super::ServerState;
+use super::api::{ClientStatus, FleetStatus, TokenList};
 use super::peer::Peer;
 use crate::config::ClientName;
 use crate::store::Snapshot;
-use crate::token::{Token, rfc3339, unix_millis};
+use crate::token::Token;
 
 pub type Body = Full<Bytes>;
 
@@ -307,58 +307,22 @@ fn denied(peer: &Peer, name: &str, state: &ServerState) -> Response<Body> {
 fn list(peer: &Peer, state: &ServerState) -> Response<Body> {
     let authority = state.authority();
     let now = SystemTime::now();
-    let clients: Vec<Value> = state
-        .store
-        .snapshots(|name| authority.may_read(peer, name.as_str()))
-        .into_iter()
-        .map(|(name, s)| status_entry(name.as_str(), &s, now))
-        .collect();
-    let mut answer = json!({ "clients": clients });
-    if let Some(f) = state.store.fleet() {
-        answer["fleet"] = json!({
-            "role": f.role,
-            "node": f.node,
-            "namespace": f.namespace,
-            "store": f.store,
-            "reachable": f.reachable,
-            "last_error": f.last_error,
-            "last_shared": f.last_shared.map(rfc3339),
-        });
-    }
-    let mut r = Response::new(Full::new(Bytes::from(answer.to_string())));
+    let answer = TokenList {
+        clients: state
+            .store
+            .snapshots(|name| authority.may_read(peer, name.as_str()))
+            .into_iter()
+            .map(|(name, s)| ClientStatus::new(name.as_str(), &s, now))
+            .collect(),
+        fleet: state.store.fleet().map(FleetStatus::from),
+    };
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// One client's health, never its token.
-fn status_entry(name: &str, s: &Snapshot, now: SystemTime) -> Value {
-    let valid = s.valid_token(now).is_some();
-    let state = match (valid, s.failures > 0, s.token.is_some()) {
-        (true, false, _) => "ok",
-        (true, true, _) => "retrying",
-        (false, _, true) => "expired",
-        (false, true, false) => "failing",
-        (false, false, false) => "pending",
-    };
-    let secs_until = |t: SystemTime| t.duration_since(now).map_or(0, |d| d.as_secs());
-    json!({
-        "name": name,
-        "state": state,
-        "expires_at": s.token.as_ref().map(|t| rfc3339(t.expires_at)),
-        "expires_in": s.token.as_ref().map(|t| secs_until(t.expires_at)),
-        "next_refresh": s.next_attempt.map(rfc3339),
-        "next_refresh_in": s.next_attempt.map(secs_until),
-        "failures": s.failures,
-        "last_error": s.last_error,
-        "version": s.token.as_ref().map(|_| s.version),
-        "issued_at_ms": s.token.as_ref().map(|t| unix_millis(t.issued_at)),
-        // Which host asked the IdP: this one, or a named host of the fleet.
-        "from": s.token.as_ref().map(|t| if t.origin.node().is_some() { "fleet" } else { "idp" }),
-        "node": s.token.as_ref().and_then(|t| t.origin.node()),
-    })
 }
 
 /// Alive while the daemon's main loop runs: a loop stuck (in a reload waiting on a hung write,
