@@ -175,8 +175,8 @@ fn run(cli: Cli) -> Result<Ended, Failure> {
 /// client, yet leaves room for a few hung writes (a stuck NFS mount) without holding up the rest.
 /// A worker takes at most 32 ready sockets from each poll (tokio's default is 1,024): with
 /// hundreds of busy socket connections, readiness is handed out in smaller batches, so fewer
-/// connections wait behind one long batch; the 256-connection p99 was about a fifth shorter in
-/// two sets of runs (BENCHMARKS.md, "Socket API against nginx").
+/// connections wait behind one long batch (measured in BENCHMARKS.md, "Socket API against
+/// nginx").
 fn on_runtime<T: Into<Ended>>(job: impl Future<Output = Result<T, AppError>>) -> Result<Ended, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
