@@ -1,10 +1,13 @@
 //! One line that says how tokend is doing right now, for systemd's `STATUS=` (shown by
-//! `systemctl status`) and the start-up log: `3/3 valid · next refresh billing in 41m · 0 failing`.
+//! `systemctl status`) and the start-up log: `3/3 valid · next refresh billing in 41m · 0 failing`;
+//! and `StatusUpdates`, which keeps systemd's copy of it current.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::systemd;
 use crate::config::ClientName;
-use crate::store::Snapshot;
+use crate::store::{Snapshot, Store};
 
 /// The summary of `clients` at `now`.
 pub fn line(clients: &[(ClientName, Snapshot)], now: SystemTime) -> String {
@@ -38,6 +41,78 @@ fn relative(at: SystemTime, now: SystemTime) -> String {
         "now".into()
     } else {
         format!("in {}", humantime::format_duration(shown))
+    }
+}
+
+/// STATUS= at least this often, so relative times ("in 41m") stay true.
+pub const STATUS_EVERY: Duration = Duration::from_secs(60);
+/// After a change, STATUS= waits this long for more changes (a start-up publishes many).
+const STATUS_SETTLE: Duration = Duration::from_secs(1);
+
+/// systemd's `STATUS=`, kept current: recomputed after changes to the store (settled) and on a
+/// timer, and sent when its text changed.
+pub struct StatusUpdates {
+    store: Arc<Store>,
+    last: String,
+    /// A change was seen: send at this time, once more changes have had time to arrive.
+    pending: Option<tokio::time::Instant>,
+    under_systemd: bool,
+}
+
+impl StatusUpdates {
+    pub fn new(store: &Arc<Store>) -> StatusUpdates {
+        StatusUpdates {
+            store: store.clone(),
+            last: String::new(),
+            pending: None,
+            under_systemd: systemd::notifies(),
+        }
+    }
+
+    /// Whether there is anyone to tell.
+    pub fn follows(&self) -> bool {
+        self.under_systemd
+    }
+
+    pub fn line(&self) -> String {
+        line(&self.store.all(), SystemTime::now())
+    }
+
+    /// Start-up is over: READY, with the line, in the log and to systemd; and start-up's peak
+    /// memory (the configuration's YAML tree, every first fetch) goes back to the system.
+    pub fn ready(&mut self) {
+        let line = self.line();
+        tracing::info!(status = %line, "ready");
+        systemd::ready(&line);
+        self.sent(line);
+        tokio::task::spawn_blocking(super::memory::release_free);
+    }
+
+    pub fn sent(&mut self, line: String) {
+        self.last = line;
+        self.pending = None;
+    }
+
+    pub fn changed(&mut self) {
+        self.pending
+            .get_or_insert_with(|| tokio::time::Instant::now() + STATUS_SETTLE);
+    }
+
+    pub fn pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    pub fn flush_at(&self) -> tokio::time::Instant {
+        self.pending.unwrap_or_else(tokio::time::Instant::now)
+    }
+
+    pub fn send_if_new(&mut self) {
+        let line = self.line();
+        if line != self.last {
+            systemd::status(&line);
+            self.last = line;
+        }
+        self.pending = None;
     }
 }
 
