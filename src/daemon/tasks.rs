@@ -2,7 +2,6 @@
 //! one clean-up of their files), replaced on a reload without touching the unchanged ones, and
 //! stopped at a safe point.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,14 +13,13 @@ use tracing::{error, info, warn};
 
 use super::STOPPED_TASKS_WAIT;
 use super::cleanup::{self, withdraw_files};
-use super::reload::Summary;
-use crate::config::{self, ClientName, Config, RequestSpec};
+use super::reload::{self, Summary};
+use crate::config::{self, Config};
 use crate::fleet::Source;
 use crate::metrics::Metrics;
 use crate::oauth::HttpClients;
 use crate::output::lock;
 use crate::refresh::clock::Clock;
-use crate::refresh::fingerprint::Fingerprint;
 use crate::refresh::state;
 use crate::refresh::{Group, IdpSource, Publisher, Runner};
 use crate::store::Store;
@@ -56,8 +54,10 @@ pub struct Reload {
     summary: Summary,
     stopped: Vec<Running>,
     lingering: Vec<(String, JoinHandle<()>)>,
-    /// Outputs of members whose grant changed: they hold the old grant's token.
-    withdrawn: Vec<PathBuf>,
+    /// The groups to start, each with the withdrawn files it writes (see `reload::Plan`).
+    start: Vec<(Group, Vec<PathBuf>)>,
+    /// Withdrawn files no new group writes.
+    orphaned: Vec<PathBuf>,
     state_dir: PathBuf,
 }
 
@@ -145,39 +145,25 @@ impl Daemon {
     /// Groups that are unchanged keep running untouched (same token, same timer). Then `settle`
     /// waits for the stopped tasks, and `finish` starts the new ones.
     pub fn reconfigure(&mut self, config: Config) -> Reload {
-        let new_groups = Group::from_clients(&config.clients);
-        let by_spec: HashMap<&RequestSpec, &Group> = new_groups.iter().map(|g| (&*g.spec, g)).collect();
-        let by_member: HashMap<&ClientName, &Group> = new_groups
-            .iter()
-            .flat_map(|g| g.members().map(move |m| (&m.name, g)))
-            .collect();
-        // A moved state directory restarts every group, so that each saves where it now should.
-        let same_state_dir = self.config.state_dir == config.state_dir;
-        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
-            .into_iter()
-            .partition(|r| same_state_dir && by_spec.get(&*r.group.spec).is_some_and(|g| **g == *r.group));
-        let mut withdrawn = Vec::new();
+        let running: Vec<&Group> = self.running.iter().map(|r| &*r.group).collect();
+        let plan = reload::plan(&running, &self.config, &config);
+        let (mut keep, mut stop) = (Vec::new(), Vec::new());
+        for (r, kept) in std::mem::take(&mut self.running).into_iter().zip(&plan.keep) {
+            if *kept { keep.push(r) } else { stop.push(r) }
+        }
         for r in &stop {
             r.retired.cancel();
             r.cancel.cancel();
-            let old = Fingerprint::of(&r.group.spec);
-            for member in r.group.members() {
-                let now = by_member.get(&member.name);
-                if now.is_some_and(|g| Fingerprint::of(&g.spec) == old) {
-                    continue;
-                }
-                self.store.update(&member.name, |s| {
-                    s.token = None;
-                    s.failures = 0;
-                });
-                if now.is_some() {
-                    withdrawn.extend(member.outputs.iter().map(|o| o.path.clone()));
-                }
-            }
             // The new task reports its outputs afresh: none the reload removed stays failing.
             for member in r.group.members() {
                 self.metrics.forget_outputs(&member.name);
             }
+        }
+        for name in &plan.unserved {
+            self.store.update(name, |s| {
+                s.token = None;
+                s.failures = 0;
+            });
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
         self.http.set_max_concurrent_requests(config.max_concurrent_requests);
@@ -198,21 +184,23 @@ impl Daemon {
             config,
             stopped: stop,
             lingering: Vec::new(),
-            withdrawn,
+            start: plan.start,
+            orphaned: plan.orphaned,
         }
     }
 
-    /// Ends a reload: starts the new and changed groups, each taking over a still-valid token if
-    /// its grant is unchanged, and forgets removed clients.
+    /// Ends a reload: starts the new and changed groups (each taking over a still-valid token if
+    /// its grant is unchanged, after deleting the withdrawn files it writes), deletes the other
+    /// withdrawn files, and forgets removed clients.
     pub fn finish(&mut self, reload: Reload) {
         let Reload {
             config,
             summary,
             lingering,
-            withdrawn,
+            start,
+            orphaned,
             ..
         } = reload;
-        let mut withdrawn: HashSet<PathBuf> = withdrawn.into_iter().collect();
         self.lingering.retain(|(_, handle)| !handle.is_finished());
         self.lingering.extend(lingering);
         for name in &summary.removed {
@@ -220,25 +208,11 @@ impl Daemon {
         }
         // New groups save state where the new configuration says.
         self.config = config;
-        let running: HashMap<&RequestSpec, &Group> = self.running.iter().map(|r| (&*r.group.spec, &*r.group)).collect();
-        let mut batch = Vec::new();
-        for group in Group::from_clients(&self.config.clients) {
-            if running.get(&*group.spec).is_none_or(|r| **r != group) {
-                let theirs = group
-                    .members()
-                    .flat_map(|m| &m.outputs)
-                    .filter_map(|o| withdrawn.take(&o.path))
-                    .collect();
-                batch.push((group, theirs));
-            }
-        }
         // Readiness was reported at start-up; later first attempts are not awaited.
-        drop(self.spawn_all(batch));
-        // Files of the old grant that no group writes any more.
-        if !withdrawn.is_empty() {
-            let withdrawn: Vec<PathBuf> = withdrawn.into_iter().collect();
+        drop(self.spawn_all(start));
+        if !orphaned.is_empty() {
             self.tracker
-                .spawn_blocking(move || withdraw_files("a changed client", &withdrawn));
+                .spawn_blocking(move || withdraw_files("a changed client", &orphaned));
         }
         info!(
             reload = "applied",
