@@ -1,11 +1,14 @@
-//! The command line: its arguments (`args`), and the commands that are not the daemon itself:
-//! `get` and `status` over the socket (`client`), `check`, `prepare-dirs` and `dev` (the
-//! built-in development issuer).
+//! The command line: its arguments (`args`), `main` (each command run, and how it ended turned
+//! into the exit status: `exit`), and the commands that are not the daemon itself: `get` and
+//! `status` over the socket (`client`), `check`, `prepare-dirs` and `dev` (the built-in
+//! development issuer).
 
 mod args;
-pub mod check;
-pub mod client;
+pub(crate) mod check;
+pub(crate) mod client;
 pub mod dev;
-pub mod prepare_dirs;
+mod exit;
+pub(crate) mod prepare_dirs;
 
 pub use args::*;
+pub use exit::main;

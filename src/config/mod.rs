@@ -6,14 +6,14 @@
 
 mod error;
 mod host;
-pub mod identity;
+pub(crate) mod identity;
 mod inherit;
 mod model;
 mod raw;
 mod shape;
-pub mod suggest;
-pub mod template;
-pub mod url_policy;
+pub(crate) mod suggest;
+pub(crate) mod template;
+pub(crate) mod url_policy;
 mod validator;
 mod values;
 

@@ -7,14 +7,14 @@
 //! freed memory back after peaks.
 
 mod cleanup;
-pub mod config_watch;
-pub mod memory;
+pub(crate) mod config_watch;
+pub(crate) mod memory;
 mod once;
-pub mod preflight;
+pub(crate) mod preflight;
 mod reload;
 mod run;
-pub mod status_line;
-pub mod systemd;
+pub(crate) mod status_line;
+pub(crate) mod systemd;
 mod tasks;
 
 use std::path::Path;

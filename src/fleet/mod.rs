@@ -8,12 +8,12 @@
 //! `Fleet` is what the groups share: the store, with every command's result reported once per
 //! change of health; the announcements; this host's name and role.
 
-pub mod announce;
-pub mod probe;
-pub mod redis;
-pub mod seal;
-pub mod source;
-pub mod store;
+pub(crate) mod announce;
+pub(crate) mod probe;
+pub(crate) mod redis;
+pub(crate) mod seal;
+pub(crate) mod source;
+pub(crate) mod store;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -67,7 +67,7 @@ impl<T: Store> Store for std::sync::Arc<T> {
 
 /// An in-memory store for tests: keys expire on tokio's clock, and every command is counted.
 #[cfg(test)]
-pub mod memory {
+pub(crate) mod memory {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -81,7 +81,6 @@ pub mod memory {
     struct State {
         values: HashMap<String, (String, Instant)>,
         down: bool,
-        commands: usize,
     }
 
     /// Cloning shares the store (as two nodes share one Redis).
@@ -95,7 +94,6 @@ pub mod memory {
     impl Memory {
         fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
             let mut state = self.state.lock().unwrap();
-            state.commands += 1;
             if state.down {
                 return Err(StoreError::Unreachable("down for the test".into()));
             }
@@ -106,14 +104,6 @@ pub mod memory {
 
         pub fn set_down(&self, down: bool) {
             self.state.lock().unwrap().down = down;
-        }
-
-        pub fn clear(&self) {
-            self.state.lock().unwrap().values.clear();
-        }
-
-        pub fn commands(&self) -> usize {
-            self.state.lock().unwrap().commands
         }
 
         pub fn raw(&self, key: &str) -> Option<String> {

@@ -4,7 +4,7 @@
 //! and socket connections hyper ended with an error, by reason; in fleet mode, the store's
 //! health and how the fleet served each client.
 
-pub mod outcome;
+pub(crate) mod outcome;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};

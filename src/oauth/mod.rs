@@ -7,17 +7,17 @@
 //!
 //! Dependencies point one way: exchange → issuer → client → error → the pure modules.
 
-pub mod assertion;
-pub mod client;
-pub mod discovery;
-pub mod error;
-pub mod exchange;
+pub(crate) mod assertion;
+pub(crate) mod client;
+pub(crate) mod discovery;
+pub(crate) mod error;
+pub(crate) mod exchange;
 pub mod issuer;
-pub mod jwt;
+pub(crate) mod jwt;
 pub mod lifetime;
-pub mod request;
+pub(crate) mod request;
 pub mod response;
-pub mod validate;
+pub(crate) mod validate;
 
 pub use client::{ClientSettings, HttpClient, HttpClients};
 pub use error::{ErrorClass, FetchError};

@@ -1,10 +1,10 @@
 //! Publishing tokens to files: what goes into a file (`format`) and how it is replaced without a
 //! reader ever seeing a partial or empty file (`atomic`).
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod format;
 pub mod hooks;
-pub mod lock;
+pub(crate) mod lock;
 
 use std::io;
 

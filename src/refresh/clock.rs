@@ -290,7 +290,7 @@ impl fmt::Debug for Clock {
 /// stepped forward (a suspend, an NTP step) or back; each step is reported to sleepers at once,
 /// as the watcher's timer reports a step.
 #[cfg(test)]
-pub mod manual {
+pub(crate) mod manual {
     use std::sync::Mutex;
 
     use super::*;

@@ -13,7 +13,7 @@ mod runner;
 pub mod schedule;
 mod seed;
 mod source;
-pub mod state;
+pub(crate) mod state;
 
 pub use group::Group;
 pub use publisher::{Attempts, OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_MAX, Publisher};

@@ -9,13 +9,13 @@
 //! by itself (a malformed or oversized head, the header timeout) is counted too (`cutoff`).
 
 pub mod access;
-pub mod admission;
-pub mod api;
-pub mod cutoff;
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod cutoff;
 pub mod peer;
-pub mod routes;
-pub mod socket;
-pub mod tcp;
+pub(crate) mod routes;
+pub(crate) mod socket;
+pub(crate) mod tcp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

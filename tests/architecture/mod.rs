@@ -303,8 +303,8 @@ fn the_layer_check_can_fail() {
     assert!(layer("token") < layer("config") && layer("config") < layer("refresh"));
     assert!(layer("refresh") < layer("daemon"));
     let tree = load();
-    // `daemon` uses `refresh`, so `refresh` using `daemon` would be reported.
-    let daemon = vec!["daemon".to_owned()];
-    assert!(tree.dependencies(&daemon).iter().any(|d| d[0] == "refresh"));
+    // `daemon::tasks` uses `refresh`, so `refresh` using `daemon` would be reported.
+    let tasks = vec!["daemon".to_owned(), "tasks".to_owned()];
+    assert!(tree.dependencies(&tasks).iter().any(|d| d[0] == "refresh"));
     assert_eq!(layer("nowhere"), None);
 }

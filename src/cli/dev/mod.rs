@@ -3,7 +3,7 @@
 //! issuer binds 127.0.0.1 only, its signing key lives as long as the process, and it says so.
 
 mod connection_faults;
-pub mod issuer;
+pub(crate) mod issuer;
 
 use std::collections::HashMap;
 use std::io::Write;
