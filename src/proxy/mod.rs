@@ -15,26 +15,30 @@ mod forward;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::{Access, ProxyBind, SocketConfig, TokenProxy};
 use crate::metrics::Metrics;
+use crate::server::accept::{self, Accept, Limits, Overload};
 use crate::server::access::Authority;
 use crate::server::cutoff;
 use crate::server::peer::Peer;
 use crate::server::socket::{self, Bound};
 use crate::store::Store;
 
-/// A request head larger than this is refused (431).
-const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A caller has this long to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A request head larger than 16 KiB is refused (431); at a stop, a request in progress has 5 s
+/// to finish.
+const LIMITS: Limits = Limits {
+    header_timeout: HEADER_TIMEOUT,
+    max_head_bytes: 16 * 1024,
+    grace: Duration::from_secs(5),
+};
 
 /// The running proxies.
 #[derive(Default)]
@@ -150,6 +154,8 @@ async fn start(config: &TokenProxy, store: Arc<Store>, metrics: Arc<Metrics>) ->
     })
 }
 
+/// At the connection cap, callers wait in the listen backlog (`Overload::Queue`): a request
+/// waits rather than fails.
 async fn accept_loop(
     listener: Listener,
     upstream: Arc<forward::Upstream>,
@@ -159,24 +165,17 @@ async fn accept_loop(
     shown: String,
 ) {
     let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        // A connection slot first: at the limit, callers wait in the listen backlog.
-        let slot = tokio::select! {
-            _ = stop.cancelled() => break,
-            slot = slots.clone().acquire_owned() => match slot { Ok(s) => s, Err(_) => break },
-        };
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = accept(&listener) => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(listen = %shown, error = %e, "token proxy cannot accept a connection");
-                // Out of file descriptors, say: give it a moment rather than spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+    let what = format!("token proxy {shown}");
+    accept::run(listener, &what, Overload::Queue(slots), stop.clone(), |conn, slot| {
+        let (stream, peer): (Io, Option<Peer>) = match conn {
+            Conn::Tcp(s) => (Box::new(s), None),
+            Conn::Unix(s) => match Peer::of(&s) {
+                Ok(peer) => (Box::new(s), Some(peer)),
+                Err(e) => {
+                    debug!(error = %e, "cannot read the peer's credentials; closing the connection");
+                    return;
+                }
+            },
         };
         let allowed = peer
             .as_ref()
@@ -195,31 +194,18 @@ async fn accept_loop(
                     async move { Ok::<_, std::convert::Infallible>(upstream.handle(req, allowed, who).await) }
                 })
             };
-            let io = TokioIo::new(cutoff::Counted::new(stream, progress.clone()));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result
-                        && let Some(cut) = cutoff::classify(&e, &progress)
-                    {
-                        upstream.connection_error(cut);
-                        debug!(client = %upstream.client(), error = %e, reason = cut.reason, "proxy connection ended with an error");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
+            let io = cutoff::Counted::new(stream, progress.clone());
+            if let Some(Err(e)) = accept::serve(io, service, LIMITS, &stop).await
+                && let Some(cut) = cutoff::classify(&e, &progress)
+            {
+                upstream.connection_error(cut);
+                debug!(client = %upstream.client(), error = %e, reason = cut.reason, "proxy connection ended with an error");
             }
         });
-    }
+    })
+    .await;
     connections.close();
-    let _ = tokio::time::timeout(Duration::from_secs(6), connections.wait()).await;
+    let _ = tokio::time::timeout(LIMITS.grace + Duration::from_secs(1), connections.wait()).await;
 }
 
 type Io = Box<dyn Stream>;
@@ -227,18 +213,18 @@ type Io = Box<dyn Stream>;
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// The next connection, and (on a Unix socket) who made it.
-async fn accept(listener: &Listener) -> std::io::Result<(Io, Option<Peer>)> {
-    match listener {
-        Listener::Tcp(l) => {
-            let (s, _) = l.accept().await?;
-            let _ = s.set_nodelay(true);
-            Ok((Box::new(s) as Io, None))
-        }
-        Listener::Unix(l) => {
-            let (s, _) = l.accept().await?;
-            let peer = Peer::of(&s)?;
-            Ok((Box::new(s) as Io, Some(peer)))
+/// A connection to a proxy, by the kind of its listener.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Accept for Listener {
+    type Conn = Conn;
+    async fn accept(&self) -> std::io::Result<Conn> {
+        match self {
+            Listener::Tcp(l) => Accept::accept(l).await.map(Conn::Tcp),
+            Listener::Unix(l) => Accept::accept(l).await.map(Conn::Unix),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! EMFILE pause accepting briefly instead of stopping the server. What hyper answers or cuts off
 //! by itself (a malformed or oversized head, the header timeout) is counted too (`cutoff`).
 
+pub(crate) mod accept;
 pub mod access;
 pub(crate) mod admission;
 pub(crate) mod api;
@@ -22,9 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +32,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::SocketConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use accept::Overload;
 use access::Authority;
 use admission::{Admission, Limits, Refusal, RefusalLog};
 use peer::Peer;
@@ -159,6 +159,8 @@ impl Listener {
     }
 }
 
+/// The socket API's accept loop: each connection is admitted once the kernel has said who the
+/// caller is (`admission`); over a cap it gets a 503.
 async fn accept_loop(
     listener: tokio::net::UnixListener,
     state: Arc<ServerState>,
@@ -166,43 +168,12 @@ async fn accept_loop(
     stop: CancellationToken,
     connections: TaskTracker,
 ) {
-    let mut pause = Duration::from_millis(10);
-    let mut last_warning: Option<Instant> = None;
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    pause = Duration::from_millis(10);
-                    stream
-                }
-                Err(e) => {
-                    match e.raw_os_error() {
-                        // The caller went away, or a signal: just go on.
-                        Some(libc::ECONNABORTED | libc::EINTR | libc::EAGAIN) => continue,
-                        // Out of descriptors or memory: pause, so the condition can clear
-                        // (connections finishing) instead of spinning.
-                        _ => {
-                            if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                                warn!(error = %e, pause = ?pause, "cannot accept socket connections; pausing");
-                                last_warning = Some(Instant::now());
-                            }
-                            tokio::select! {
-                                _ = stop.cancelled() => return,
-                                _ = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(Duration::from_secs(1));
-                            continue;
-                        }
-                    }
-                }
-            },
-        };
+    accept::run(listener, "socket API", Overload::ByCaller, stop, |stream, _| {
         let peer = match Peer::of(&stream) {
             Ok(peer) => Arc::new(peer),
             Err(e) => {
                 debug!(error = %e, "cannot read the peer's credentials; closing the connection");
-                continue;
+                return;
             }
         };
         let class = state.authority().class(&peer);
@@ -210,12 +181,13 @@ async fn accept_loop(
             Ok(guard) => guard,
             Err(refusal) => {
                 refuse(&stream, &peer, refusal, &state);
-                continue;
+                return;
             }
         };
         let header_timeout = admission.limits().header_timeout;
         connections.spawn(serve_connection(stream, peer, state.clone(), header_timeout, guard));
-    }
+    })
+    .await;
 }
 
 /// Answers a connection over its limit with a 503 and closes it. One non-blocking write: a
@@ -251,25 +223,14 @@ pub(crate) async fn serve_connection(
             async move { Ok::<_, Infallible>(routes::handle(req, &peer, &state).await) }
         })
     };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+    let limits = accept::Limits {
+        header_timeout,
+        max_head_bytes: MAX_HEAD_BYTES,
+        grace: SHUTDOWN_GRACE,
+    };
     let stream = cutoff::Counted::new(stream, progress.clone());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                count_cutoff(&e, &progress, &state);
-            }
-        }
-        _ = state.shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            // Ignored: after the grace period the connection is simply dropped.
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
-        }
+    if let Some(Err(e)) = accept::serve(stream, service, limits, &state.shutdown).await {
+        count_cutoff(&e, &progress, &state);
     }
 }
 

@@ -1,22 +1,22 @@
 //! The optional health and metrics listener on TCP (`metrics.listen`), for Prometheus scrapes
 //! and Kubernetes probes, which cannot reach a Unix socket. It serves `/healthz`, `/readyz` and
 //! `/metrics` and nothing else: TCP carries no caller identity, so no token is ever served here.
-//! Bounded like the socket: a connection cap, a deadline for the request head, a head size limit.
+//! Bounded like the socket (`accept`): a connection cap, a deadline for the request head, a head
+//! size limit, a graceful drain at a stop.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{MAX_HEAD_BYTES, ServerState, routes};
+use super::accept::{self, Limits, Overload};
+use super::{MAX_HEAD_BYTES, SHUTDOWN_GRACE, ServerState, routes};
 
 /// Open connections at most; a scraper and two probes need three.
 const MAX_CONNECTIONS: usize = 64;
@@ -55,45 +55,26 @@ impl TcpEndpoint {
     }
 }
 
+/// Over the cap a new connection is closed at once: scrapers and probes retry.
 async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "cannot accept a TCP connection; pausing");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
-        // Over the cap the connection is simply closed: scrapers and probes retry.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
+    let limits = Limits {
+        header_timeout: HEADER_TIMEOUT,
+        max_head_bytes: MAX_HEAD_BYTES,
+        grace: SHUTDOWN_GRACE,
+    };
+    accept::run(listener, "metrics", Overload::Close(slots), stop, |stream, slot| {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(|req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(routes::handle_public(&req, &state)) }
             });
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    debug!(error = %e, "TCP connection ended with an error");
-                },
-                _ = state.shutdown.cancelled() => {}
+            if let Some(Err(e)) = accept::serve(stream, service, limits, &state.shutdown).await {
+                debug!(error = %e, "TCP connection ended with an error");
             }
             drop(slot);
         });
-    }
+    })
+    .await;
 }
