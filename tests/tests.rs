@@ -1,5 +1,32 @@
 //! Integration tests: the real `tokend` binary against the development issuer running as its own
-//! process on loopback, with real files and real signals. Each test uses its own directory.
+//! process on loopback, with real files and real signals. Each test uses its own directory
+//! (`util::TestDir`), its own issuer (`util::Issuer`) and its own daemon (`util::Daemon`).
+//!
+//! Where each behaviour is tested, and where a new test goes:
+//!
+//! | behaviour | where |
+//! |---|---|
+//! | outputs: formats, modes, owners, symlinks, umask, atomic replacement | this file (`tokens_appear_…`, `modes_do_not_…`, `a_symlink_planted_…`) |
+//! | refresh and retry: lifetimes, backoff, `Retry-After`, shared requests | this file; `idp_faults/` for each IdP fault switched on and off |
+//! | restart: saved tokens reused, state files of the previous release | this file (`a_restart_…`, `state_files_saved_…`, `a_saved_token_…`) |
+//! | reload: SIGHUP, unchanged clients, writes in progress, hung file systems | this file (`sighup_…`, `a_reload_…`); `reload/` |
+//! | secrets and credentials: files, env, rotation, never logged | this file (`secrets_come_from_…`, `no_secret_or_token_…`) |
+//! | time: clocks that step, skewed IdPs | `time/`; `a_clock_that_went_back_…` here |
+//! | the socket API: readers, caps, hostile callers | `socket_api/` |
+//! | consumers: templates, hooks, the token proxy | `consumers/` |
+//! | torn reads and crashes mid-write | `torn_reads/`, `crash/` |
+//! | storage faults: full, read-only, deleted directories | `storage_faults/` |
+//! | configuration errors: every class refused the same way by check, once, run | `config_catalogue/` |
+//! | systemd notifications, the journal, stop signals | this file (`systemd_…`, `under_the_journal_…`, `sigint_…`) |
+//! | the command line and the first hour of a newcomer | `first_hour/`; `generated/` (man pages, completions) |
+//! | fleet mode with Redis, Sentinel, TLS, ACLs | `fleet/` |
+//! | the shape of the source tree (no cycles, layers) | `architecture/` |
+//!
+//! Environment suites, which start something heavy and skip (saying why) where it cannot run:
+//! `booted/` (the Debian package under a booted systemd), `kubernetes/` (the image and the
+//! manifests with podman), `interop_suite/` (a certified OAuth server), `soak/` (load over
+//! minutes). A new test goes into the module of the behaviour it shows; one that needs a new
+//! helper puts it in `util/` if another module could use it.
 
 mod architecture;
 mod booted;

@@ -1,4 +1,4 @@
-//! The configuration catalogue (issue 12, item 13): one case per class of bad configuration, and
+//! The configuration catalogue: one case per class of bad configuration, and
 //! each is refused the same way by `check`, by `once` and by `run` at start-up: exit 78
 //! (EX_CONFIG, which the unit's `RestartPreventExitStatus=78` does not restart) and the same
 //! message, naming the file, the line and the fix. Every shape error's exact wording is in the

@@ -1,4 +1,4 @@
-//! Consumers that react to a refresh (issue 11): template outputs, hooks and the token proxy,
+//! Consumers that react to a refresh: template outputs, hooks and the token proxy,
 //! driven through the real binary.
 
 use std::fs;

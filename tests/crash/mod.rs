@@ -1,4 +1,4 @@
-//! Crash mid-write (issue 12, item 7): the real daemon is killed with SIGKILL at random moments
+//! Crash mid-write: the real daemon is killed with SIGKILL at random moments
 //! while six clients rotate three-second tokens into four formats each. After every kill, every
 //! output and state file present holds a complete token of its own client; every few kills a
 //! restarted daemon must reuse the saved token or request a new one, never publish a token older

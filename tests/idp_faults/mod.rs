@@ -1,4 +1,4 @@
-//! IdP faults switched on and off while tokend runs (issue 12, item 9), one row per fault, each
+//! IdP faults switched on and off while tokend runs, one row per fault, each
 //! row against the development issuer and against a third-party server (`oauth2-mock-server`,
 //! driven through its hooks by tests/interop/mock-idp.mjs; see `mock_server`), each with its
 //! own server process and its own tokend. For each fault: tokend keeps running, asks no more

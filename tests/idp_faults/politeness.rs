@@ -1,4 +1,4 @@
-//! The IdP is never hammered (issue 13, item 4): two hundred clients due at once, against
+//! The IdP is never hammered: two hundred clients due at once, against
 //! `oauth2-mock-server`, which counts the TLS connections it accepts and the most token requests
 //! it has in progress at once. tokend lets at most `idp.max_concurrent_requests` (default 8) be
 //! in flight to one server, and reuses the connections it opened; every client still gets its

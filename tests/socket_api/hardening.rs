@@ -1,4 +1,4 @@
-//! Issue 12, item 15: the socket API against hostile or broken callers, byte by byte. Requests
+//! The socket API against hostile or broken callers, byte by byte. Requests
 //! go over a raw `UnixStream` (exactly the bytes written, no client normalizing them), or as
 //! another uid through `setpriv` + curl. What `mod.rs` proves already is not repeated here.
 

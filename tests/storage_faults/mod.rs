@@ -1,4 +1,4 @@
-//! Storage faults (issue 12, item 8), with the real binary and real file systems: an output
+//! Storage faults, with the real binary and real file systems: an output
 //! directory that is full (a 64 KiB tmpfs), read-only (the tmpfs remounted `ro`), deleted while
 //! tokend runs, or not writable by tokend's user; a full state directory. Each time the other
 //! outputs and clients keep working, the log says what failed where and why, `/metrics` shows
