@@ -11,7 +11,10 @@ Scenarios (each prints one JSON line and a short table):
   scale      N hosts, C clients each (every host holds all C), refreshers
 
 What is measured, over LIFETIMES token lifetimes after every host has its first tokens:
-  - token requests per lifetime (the issuer's own log of requests), for the fleet and per client;
+  - token requests per lifetime (the issuer's own log of requests), for the fleet and per client,
+    counted in the window and from the intervals between requests (which does not depend on
+    where the window falls); in the outage, per host from the intervals between its own tokens,
+    and the requests after the first lifetime with Redis back;
   - Redis commands per client per lifetime per host (INFO commandstats, before and after);
   - reads: every read of every host's file is checked: empty, torn (not a whole JWT), or expired
     (its `exp` passed) count as bad;
@@ -267,10 +270,40 @@ def run(args, scenario, fleet=True):
                 lifetimes = (time.time() - p0) / args.lifetime
                 phases.append({"phase": label, "requests_per_lifetime": round((len(issuer.requests()) - a0) / lifetimes, 2)})
             result["phases"] = phases
+            # A count in a 3-lifetime window is whole refresh cycles: hosts that held the fleet's
+            # token are due together, so each fits 3 or 4 of its own cycles into the outage by
+            # where it began (1.0 or 1.33 per lifetime). The rate that does not depend on where
+            # the window falls comes from the intervals: each host's own tokens during the outage
+            # (their writes to its file), and the fleet's requests after the first lifetime back.
+            cycles = rates = 0
+            for r in readers:
+                own = sorted(m for m in list(r.written.values())
+                             if result["outage_began"] <= m < result["after_began"])
+                if len(own) >= 2:
+                    cycles += len(own) - 1
+                    rates += (len(own) - 1) / (own[-1] - own[0]) * args.lifetime
+            result["outage_rate_from_intervals_per_lifetime"] = round(rates, 2)
+            result["outage_cycles_measured"] = cycles
+            settled = sorted(q["at_ms"] / 1000 for q in issuer.requests()
+                             if q["at_ms"] / 1000 >= result["after_began"] + args.lifetime)
+            if len(settled) >= 2:
+                result["after_first_lifetime_rate_from_intervals"] = round(
+                    (len(settled) - 1) / (settled[-1] - settled[0]) * args.lifetime, 2)
+            result["after_first_lifetime_requests"] = len(settled)
         else:
             time.sleep(args.lifetimes * args.lifetime)
         elapsed = time.time() - t0
-        asked = len(issuer.requests()) - asked0
+        seen = issuer.requests()
+        asked = len(seen) - asked0
+        # The same rate without counting whole cycles in a window (which gives 12 or 13 requests
+        # in 10 lifetimes by where the window falls): per client, the requests in the window over
+        # the time from its first to its last, averaged over the clients.
+        by_client = {}
+        for q in seen[asked0:]:
+            by_client.setdefault(q.get("audience"), []).append(q["at_ms"] / 1000)
+        rates = [(len(t) - 1) / (max(t) - min(t)) * args.lifetime for t in by_client.values() if len(t) >= 2 and max(t) > min(t)]
+        if rates and scenario != "outage":
+            result["requests_per_client_per_lifetime_from_intervals"] = round(statistics.mean(rates), 3)
         commands = redis.commands()
         # Each host's own account: adoptions by how they came, and the delay histogram.
         adoptions, buckets = {}, {}
@@ -362,7 +395,7 @@ def show(r):
     print(json.dumps(r), flush=True)
     print(f"# {r['scenario']}: {r['nodes']} hosts x {r['clients']} clients, {r['lifetime_s']}s tokens: "
           f"{r['requests_per_client_per_lifetime']} requests per client per lifetime "
-          f"({r['requests']} in all); {r['redis_commands_per_client_per_lifetime_per_node']} Redis commands per client "
+          f"({r['requests']} in all; from the intervals {r.get('requests_per_client_per_lifetime_from_intervals')}); {r['redis_commands_per_client_per_lifetime_per_node']} Redis commands per client "
           f"per lifetime per host; {r['reads']} reads, bad {r['bad_reads']}; spread {r['spread_ms']}; "
           f"Redis values with a token or secret: {r['redis_values_with_a_token_or_secret']} of {r['redis_values_scanned']}; "
           f"log lines with one: {r['log_lines_with_a_token_or_secret']}", flush=True)
