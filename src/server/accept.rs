@@ -207,6 +207,17 @@ mod tests {
         calls: Arc<AtomicUsize>,
     }
 
+    impl Flaky {
+        /// A listener that always yields a connection; `calls` counts the accepts.
+        fn steady(calls: &Arc<AtomicUsize>) -> Flaky {
+            Flaky {
+                errno: 0,
+                failures: AtomicUsize::new(0),
+                calls: calls.clone(),
+            }
+        }
+    }
+
     impl Accept for Flaky {
         type Conn = usize;
         async fn accept(&self) -> io::Result<usize> {
@@ -273,11 +284,7 @@ mod tests {
         // Close: two slots; the next connections are accepted and dropped, never taken.
         let slots = Arc::new(Semaphore::new(2));
         let calls = Arc::new(AtomicUsize::new(0));
-        let flaky = Flaky {
-            errno: 0,
-            failures: AtomicUsize::new(0),
-            calls: calls.clone(),
-        };
+        let flaky = Flaky::steady(&calls);
         let stop = CancellationToken::new();
         let taken = Arc::new(AtomicUsize::new(0));
         let t = taken.clone();
@@ -302,11 +309,7 @@ mod tests {
         // Queue: with both slots held, the listener is not even asked.
         let slots = Arc::new(Semaphore::new(2));
         let calls = Arc::new(AtomicUsize::new(0));
-        let flaky = Flaky {
-            errno: 0,
-            failures: AtomicUsize::new(0),
-            calls: calls.clone(),
-        };
+        let flaky = Flaky::steady(&calls);
         let stop = CancellationToken::new();
         let held = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = held.clone();
