@@ -40,16 +40,96 @@ pub fn service_identity(as_user: Option<&str>) -> Result<Identity, String> {
     }
 }
 
-/// What `check` found beyond a valid configuration.
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// tokend would start, and this would fail once it runs (exit 1).
+    Problem,
+    /// It works, but it is risky or surprising.
+    Warning,
+}
+
+/// One thing `check` found beyond a valid configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The setting it is about (`socket.group`, `clients.billing.outputs`), or empty.
+    pub key: String,
+    /// The whole sentence, as `check` prints it.
+    pub message: String,
+}
+
+/// What `check` found: the plan, what `run` would refuse, and findings.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The plan: what tokend would do with the configuration, never a secret.
     pub text: String,
     /// What `run` and `once` would refuse to start with, as configuration errors (exit 78): a
     /// secret, key, certificate or CA file that cannot be read or used (by the service's user).
     pub config: Vec<Problem>,
-    /// What would fail once tokend runs (exit 1).
-    pub problems: Vec<String>,
-    pub warnings: Vec<String>,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn problem(&mut self, key: &str, message: String) {
+        self.finding(Severity::Problem, key, message);
+    }
+
+    fn warning(&mut self, key: &str, message: String) {
+        self.finding(Severity::Warning, key, message);
+    }
+
+    fn finding(&mut self, severity: Severity, key: &str, message: String) {
+        self.findings.push(Finding {
+            severity,
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    fn with(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.severity == severity)
+    }
+}
+
+/// How `check` ended, by what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing stands in the way (warnings aside).
+    Fine,
+    /// tokend would start, and something would fail (exit 1).
+    Problems,
+    /// `run` and `once` would refuse the configuration (exit 78).
+    Refused,
+}
+
+/// The report as `tokend check` prints it: the plan for stdout; for stderr the warnings, what
+/// would be refused (exactly as `run` would say it), the problems and their count.
+pub fn render(report: &Report, source: &Path) -> (String, String, Verdict) {
+    let mut err = String::new();
+    for w in report.with(Severity::Warning) {
+        let _ = writeln!(err, "warning: {}", w.message);
+    }
+    if !report.config.is_empty() {
+        let refused = crate::config::ConfigError {
+            file: source.to_path_buf(),
+            problems: report.config.clone(),
+        };
+        let _ = writeln!(err, "{refused}");
+    }
+    let problems = report.with(Severity::Problem).count();
+    for p in report.with(Severity::Problem) {
+        let _ = writeln!(err, "problem: {}", p.message);
+    }
+    if problems > 0 {
+        let _ = writeln!(err, "{problems} problem{} found", plural(problems));
+    }
+    let verdict = match (report.config.is_empty(), problems) {
+        (false, _) => Verdict::Refused,
+        (true, 0) => Verdict::Fine,
+        (true, _) => Verdict::Problems,
+    };
+    (report.text.clone(), err, verdict)
 }
 
 /// With `connect`, each distinct token request's endpoints are also reached over the network
@@ -58,7 +138,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     let mut r = Report::default();
     let reached = if connect {
         probe_all(&config.clients).unwrap_or_else(|e| {
-            r.problems.push(e);
+            r.problem("", e);
             HashMap::new()
         })
     } else {
@@ -88,16 +168,16 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         groups.join(", ")
     );
     fleet(&mut r, config, connect);
-    check_dir(&mut r, &cx, "state_dir", &config.state_dir, None);
+    check_dir(&mut r, &cx, ("state_dir", "state_dir"), &config.state_dir, None);
     match &config.socket {
         None => {
             let _ = writeln!(r.text, "socket API disabled");
         }
         Some(s) => {
             let dir = s.path.parent().unwrap_or(Path::new("/"));
-            let state = check_dir(&mut r, &cx, "socket", dir, None);
+            let state = check_dir(&mut r, &cx, ("socket", "socket"), dir, None);
             if let Some(problem) = who.cannot_serve(config) {
-                r.problems.push(format!("socket.group: {problem}"));
+                r.problem("socket.group", format!("socket.group: {problem}"));
             }
             let group = s
                 .group
@@ -113,10 +193,13 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
             if let Ok(meta) = std::fs::symlink_metadata(&s.path)
                 && !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
             {
-                r.problems.push(format!(
-                    "socket: {} exists and is not a socket; tokend will not replace it",
-                    s.path.display()
-                ));
+                r.problem(
+                    "socket",
+                    format!(
+                        "socket: {} exists and is not a socket; tokend will not replace it",
+                        s.path.display()
+                    ),
+                );
             }
         }
     }
@@ -124,7 +207,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         let owner_ok = cx.who.uid == meta.uid();
         if meta.mode() & 0o022 != 0 || !owner_ok || meta.file_type().is_symlink() {
             // tokend would not trust a token saved there: someone else could have planted it.
-            r.problems.push(format!(
+            r.problem("state_dir", format!(
                 "state_dir {} is {} (owner {}, mode {:04o}); tokend trusts saved tokens only in a directory of its own that no one else can write: `chown {} {0}; chmod 0700 {0}`",
                 config.state_dir.display(),
                 if meta.file_type().is_symlink() { "a symlink" } else if owner_ok { "writable by others" } else { "not owned by tokend's user" },
@@ -133,11 +216,14 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
                 cx.who.name.as_deref().unwrap_or("tokend"),
             ));
         } else if meta.mode() & 0o077 != 0 {
-            r.warnings.push(format!(
-                "state_dir {} has mode {:04o}; it holds tokens, so 0700 is safer",
-                config.state_dir.display(),
-                meta.mode() & 0o7777
-            ));
+            r.warning(
+                "state_dir",
+                format!(
+                    "state_dir {} has mode {:04o}; it holds tokens, so 0700 is safer",
+                    config.state_dir.display(),
+                    meta.mode() & 0o7777
+                ),
+            );
         }
     }
     for p in &config.proxies {
@@ -145,7 +231,13 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
             crate::config::ProxyBind::Tcp(addr) => (addr.to_string(), "anyone who can connect".to_owned()),
             crate::config::ProxyBind::Unix { path, mode, .. } => {
                 let dir = path.parent().unwrap_or(Path::new("/"));
-                check_dir(&mut r, &cx, &format!("proxy socket {}", path.display()), dir, None);
+                check_dir(
+                    &mut r,
+                    &cx,
+                    ("proxies", &format!("proxy socket {}", path.display())),
+                    dir,
+                    None,
+                );
                 (
                     format!("{} (mode {mode})", path.display()),
                     who_may_read(Some(&p.readers)),
@@ -160,10 +252,13 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
         if let crate::config::ProxyBind::Tcp(addr) = &p.bind
             && !addr.ip().is_loopback()
         {
-            r.warnings.push(format!(
-                "proxy {addr} listens beyond this host: whoever reaches it makes requests with {}'s token",
-                p.client
-            ));
+            r.warning(
+                "proxies",
+                format!(
+                    "proxy {addr} listens beyond this host: whoever reaches it makes requests with {}'s token",
+                    p.client
+                ),
+            );
         }
     }
     let config_mode = std::fs::metadata(&config.source).map(|m| m.mode() & 0o777).unwrap_or(0);
@@ -187,7 +282,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
                 Err(e) => {
                     let _ = writeln!(r.text, "  connection      FAILED");
                     let advice = e.advice().map_or(String::new(), |a| format!("; {a}"));
-                    r.problems.push(format!("{n}: {e}{advice}"));
+                    r.problem(&format!("clients.{n}"), format!("{n}: {e}{advice}"));
                 }
             }
         }
@@ -224,7 +319,7 @@ fn fleet(r: &mut Report, config: &Config, connect: bool) {
         crate::config::RedisEndpoint::Sentinel { .. } => !fleet.redis.endpoint.is_tls(),
     };
     if plain {
-        r.warnings.push(
+        r.warning("fleet.redis", 
             "fleet.redis: without TLS (`rediss://`) the store's password and commands cross the network in clear; the tokens stay sealed".into(),
         );
     }
@@ -234,12 +329,12 @@ fn fleet(r: &mut Report, config: &Config, connect: bool) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            r.problems.push(format!("cannot start the fleet store probe: {e}"));
+            r.problem("fleet", format!("cannot start the fleet store probe: {e}"));
             return;
         }
     };
     match runtime.block_on(crate::fleet::probe::probe(fleet, &config.clients)) {
-        Err(e) => r.problems.push(format!("fleet store: {e}")),
+        Err(e) => r.problem("fleet", format!("fleet store: {e}")),
         Ok(findings) => {
             let _ = writeln!(r.text, "fleet store reached");
             for f in findings {
@@ -247,7 +342,10 @@ fn fleet(r: &mut Report, config: &Config, connect: bool) {
                     Ok(line) => {
                         let _ = writeln!(r.text, "  {:<15} {line}", f.client);
                     }
-                    Err(e) => r.problems.push(format!("{}: fleet store: {e}", f.client)),
+                    Err(e) => r.problem(
+                        &format!("clients.{}", f.client),
+                        format!("{}: fleet store: {e}", f.client),
+                    ),
                 }
             }
         }
@@ -357,7 +455,7 @@ fn describe(
                         ", and the config file is readable by others (mode {config_mode:04o})"
                     ));
                 }
-                r.warnings.push(warning);
+                r.warning(&format!("clients.{n}.client_secret"), warning);
             }
         }
         Credentials::PrivateKey(pk) => {
@@ -443,15 +541,24 @@ fn describe(
     if c.outputs.is_empty() {
         let _ = writeln!(r.text, "  outputs         none");
         if !cx.proxied.contains(n.as_str()) {
-            r.warnings
-                .push(format!("{n}: no outputs; the token is not published anywhere"));
+            r.warning(
+                &format!("clients.{n}.outputs"),
+                format!("{n}: no outputs; the token is not published anywhere"),
+            );
         }
     }
     for (i, o) in c.outputs.iter().enumerate() {
         let label = if i == 0 { "outputs" } else { "" };
         let owner = ownership(o);
         let dir = o.path.parent().unwrap_or(Path::new("/"));
-        let state = check_dir(r, cx, &format!("{n}: output {}", o.path.display()), dir, Some(o));
+        let key = format!("clients.{n}.outputs");
+        let state = check_dir(
+            r,
+            cx,
+            (&key, &format!("{n}: output {}", o.path.display())),
+            dir,
+            Some(o),
+        );
         let format = match &o.template {
             Some(t) => format!("template {}", t.origin),
             None => o.format.as_str().to_owned(),
@@ -463,11 +570,10 @@ fn describe(
             o.mode
         );
         if o.mode.bits() & 0o004 != 0 {
-            r.warnings.push(format!(
-                "{n}: {} is readable by every user (mode {})",
-                o.path.display(),
-                o.mode
-            ));
+            r.warning(
+                &format!("clients.{n}.outputs"),
+                format!("{n}: {} is readable by every user (mode {})", o.path.display(), o.mode),
+            );
         }
     }
     hooks(r, cx, c);
@@ -494,15 +600,17 @@ fn ownership(o: &Output) -> String {
 
 /// Checks that tokend can write into `dir` (or create it) and, for an output, give the file its
 /// owner and group. Returns a short description for the plan.
-fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option<&Output>) -> String {
+/// `key` names the setting in findings; `what` starts their messages.
+fn check_dir(r: &mut Report, cx: &Cx<'_>, (key, what): (&str, &str), dir: &Path, output: Option<&Output>) -> String {
     if let Some(o) = output {
         let (owner, group) = cx.who.cannot_own(o.owner.as_ref(), o.group.as_ref());
-        r.problems
-            .extend(owner.into_iter().chain(group).map(|p| format!("{what}: {p}")));
+        for p in owner.into_iter().chain(group) {
+            r.problem(key, format!("{what}: {p}"));
+        }
         // (The state directory, which the unit may write too, is no place for outputs: the
         // configuration refuses them there.)
         if cx.service && !dir.starts_with(SERVICE_RUNTIME_DIR) {
-            r.warnings.push(format!(
+            r.warning(key, format!(
                 "{what}: the packaged unit (ProtectSystem=strict) lets tokend write token files only under {SERVICE_RUNTIME_DIR}; \
                  for this output add `ReadWritePaths={}` in a drop-in (systemctl edit tokend)",
                 dir.display()
@@ -519,29 +627,33 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
     let meta = match std::fs::metadata(existing) {
         Ok(meta) if meta.is_dir() => meta,
         _ => {
-            r.problems
-                .push(format!("{what}: {} is not a directory", existing.display()));
+            r.problem(key, format!("{what}: {} is not a directory", existing.display()));
             return "blocked".into();
         }
     };
     if let Some(why) = unusable_file_system(existing) {
-        r.problems.push(format!("{what}: {} {why}", existing.display()));
+        r.problem(key, format!("{what}: {} {why}", existing.display()));
         return "blocked".into();
     }
     if !cx.who.may_write_dir(&meta) {
-        r.problems
-            .push(denied(cx, &format!("{what}: directory"), existing, "writable", &meta));
+        r.problem(
+            key,
+            denied(cx, &format!("{what}: directory"), existing, "writable", &meta),
+        );
         return "NOT WRITABLE".into();
     }
     if output.is_some()
         && let Some(who) = crate::output::replaceable_by(meta.mode())
     {
-        r.warnings.push(format!(
-            "{what}: the directory {} (mode {:04o}) can be written by {who}: {}",
-            existing.display(),
-            meta.mode() & 0o7777,
-            crate::output::REPLACEABLE_FIX
-        ));
+        r.warning(
+            key,
+            format!(
+                "{what}: the directory {} (mode {:04o}) can be written by {who}: {}",
+                existing.display(),
+                meta.mode() & 0o7777,
+                crate::output::REPLACEABLE_FIX
+            ),
+        );
     }
     if existing == dir {
         "directory writable".into()
@@ -555,27 +667,36 @@ fn check_dir(r: &mut Report, cx: &Cx<'_>, what: &str, dir: &Path, output: Option
 fn placeholders(r: &mut Report, c: &Client) {
     let n = &c.name;
     if is_placeholder(&c.spec.grant.client_id) {
-        r.problems.push(format!(
-            "{n}: client_id `{}` is the example's placeholder; put the client's id from your IdP there",
-            c.spec.grant.client_id
-        ));
+        r.problem(
+            &format!("clients.{n}.client_id"),
+            format!(
+                "{n}: client_id `{}` is the example's placeholder; put the client's id from your IdP there",
+                c.spec.grant.client_id
+            ),
+        );
     }
     if let Credentials::SecretPost(source) | Credentials::SecretBasic(source) = &c.spec.credentials
         && let Ok(secret) = source.read()
         && is_placeholder(secret.expose_secret())
     {
-        r.problems.push(format!(
-            "{n}: the client secret in {} is the example's placeholder; put the client's secret there",
-            source.describe()
-        ));
+        r.problem(
+            &format!("clients.{n}.client_secret"),
+            format!(
+                "{n}: the client secret in {} is the example's placeholder; put the client's secret there",
+                source.describe()
+            ),
+        );
     }
     if let Some(host) = c.spec.grant.endpoint.url().host_str()
         && is_example_host(host)
     {
-        r.problems.push(format!(
-            "{n}: {} is the example's placeholder host; put your IdP's there",
-            c.spec.grant.endpoint.describe()
-        ));
+        r.problem(
+            &format!("clients.{n}.token_url"),
+            format!(
+                "{n}: {} is the example's placeholder host; put your IdP's there",
+                c.spec.grant.endpoint.describe()
+            ),
+        );
     }
     if let Some(audience) = &c.spec.grant.audience
         && url::Url::parse(audience)
@@ -583,9 +704,10 @@ fn placeholders(r: &mut Report, c: &Client) {
             .and_then(|u| u.host_str().map(is_example_host))
             == Some(true)
     {
-        r.warnings.push(format!(
-            "{n}: audience {audience} looks like the example's; check that it is your API's identifier"
-        ));
+        r.warning(
+            &format!("clients.{n}.audience"),
+            format!("{n}: audience {audience} looks like the example's; check that it is your API's identifier"),
+        );
     }
 }
 
@@ -701,17 +823,23 @@ fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
             HookAction::Exec { argv, user, .. } => {
                 let command = Path::new(&argv[0]);
                 match std::fs::metadata(command) {
-                    Err(e) => r.problems.push(format!("{n}: hook command {}: {e}", command.display())),
+                    Err(e) => r.problem(
+                        &format!("clients.{n}.hooks"),
+                        format!("{n}: hook command {}: {e}", command.display()),
+                    ),
                     Ok(meta)
                         if !meta.is_file()
                             || !cx.who.permits(meta.mode(), meta.uid(), meta.gid(), identity::SEARCH) =>
                     {
-                        r.problems.push(format!(
-                            "{n}: hook command {} is not a file {} may run (mode {:04o})",
-                            command.display(),
-                            cx.who,
-                            meta.mode() & 0o7777
-                        ));
+                        r.problem(
+                            &format!("clients.{n}.hooks"),
+                            format!(
+                                "{n}: hook command {} is not a file {} may run (mode {:04o})",
+                                command.display(),
+                                cx.who,
+                                meta.mode() & 0o7777
+                            ),
+                        );
                     }
                     Ok(_) => {}
                 }
@@ -719,19 +847,25 @@ fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
                     && !cx.who.is_root()
                     && user.id != cx.who.uid
                 {
-                    r.problems.push(format!(
-                        "{n}: a hook that runs as {} needs tokend to run as root ({} is not)",
-                        user.spec, cx.who
-                    ));
+                    r.problem(
+                        &format!("clients.{n}.hooks"),
+                        format!(
+                            "{n}: a hook that runs as {} needs tokend to run as root ({} is not)",
+                            user.spec, cx.who
+                        ),
+                    );
                 }
             }
             HookAction::Signal { pid_file, .. } => {
                 let dir = pid_file.parent().unwrap_or(Path::new("/"));
                 if !dir.is_dir() {
-                    r.warnings.push(format!(
-                        "{n}: the directory of pid file {} does not exist (yet); the hook fails until it does",
-                        pid_file.display()
-                    ));
+                    r.warning(
+                        &format!("clients.{n}.hooks"),
+                        format!(
+                            "{n}: the directory of pid file {} does not exist (yet); the hook fails until it does",
+                            pid_file.display()
+                        ),
+                    );
                 }
             }
         }
@@ -747,5 +881,100 @@ fn who_may_read(readers: Option<&crate::config::Readers>) -> String {
             let groups = r.groups.iter().map(|g| format!("group {}", g.spec));
             users.chain(groups).collect::<Vec<_>>().join(", ") + ", root and tokend's user"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A configuration in a fresh directory, checked as the current user.
+    fn checked(clients: &str) -> (tempfile::TempDir, Report) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let yaml = format!(
+            "state_dir: {}\nsocket: {{ path: {}/tokend.sock }}\nclients:\n{clients}",
+            state.display(),
+            dir.path().display()
+        );
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = crate::config::load(&path).unwrap();
+        let report = check(&config, &Identity::current(), false);
+        (dir, report)
+    }
+
+    fn keys(report: &Report, severity: Severity) -> Vec<&str> {
+        report.with(severity).map(|f| f.key.as_str()).collect()
+    }
+
+    #[test]
+    fn findings_name_their_setting_and_severity() {
+        let (dir, report) = checked(
+            "  billing:\n    token_url: https://idp.internal/oauth/token\n    client_id: YOUR_CLIENT_ID\n    \
+             client_secret: s3cret-inline\n    outputs: [{ path: OUT, mode: \"0644\" }]\n  lonely:\n    \
+             token_url: https://idp.internal/oauth/token\n    client_id: app\n    client_secret: other-secret\n"
+                .replace("OUT", "/tmp/tokend-check-test/out/billing")
+                .as_str(),
+        );
+        assert!(report.config.is_empty(), "{:?}", report.config);
+        assert_eq!(
+            keys(&report, Severity::Problem),
+            ["clients.billing.client_id"],
+            "{:?}",
+            report.findings
+        );
+        let warnings = keys(&report, Severity::Warning);
+        for key in [
+            "clients.billing.client_secret",
+            "clients.billing.outputs",
+            "clients.lonely.client_secret",
+            "clients.lonely.outputs",
+        ] {
+            assert!(warnings.contains(&key), "{key} missing from {warnings:?}");
+        }
+        // The plan names what tokend would do, and never a secret.
+        assert!(report.text.contains("billing"), "{}", report.text);
+        assert!(!report.text.contains("s3cret-inline") && !report.text.contains("other-secret"));
+        assert!(report.findings.iter().all(|f| !f.message.contains("s3cret-inline")));
+        drop(dir);
+    }
+
+    #[test]
+    fn the_rendering_puts_the_plan_on_stdout_and_findings_on_stderr_by_severity() {
+        let mut report = Report {
+            text: "plan\n".into(),
+            ..Report::default()
+        };
+        let source = Path::new("/etc/tokend/config.yaml");
+        assert_eq!(render(&report, source), ("plan\n".into(), String::new(), Verdict::Fine));
+        report.warning("state_dir", "state_dir /x has mode 0755; 0700 is safer".into());
+        report.problem("socket.group", "socket.group: tokend is not in group web".into());
+        report.problem("clients.a.hooks", "a: hook command /h is not a file".into());
+        let (out, err, verdict) = render(&report, source);
+        assert_eq!(out, "plan\n");
+        assert_eq!(
+            err,
+            "warning: state_dir /x has mode 0755; 0700 is safer\n\
+             problem: socket.group: tokend is not in group web\n\
+             problem: a: hook command /h is not a file\n\
+             2 problems found\n"
+        );
+        assert_eq!(verdict, Verdict::Problems);
+        report.config.push(Problem {
+            key: "clients.a.client_secret".into(),
+            position: Some((7, 3)),
+            message: "cannot read /s".into(),
+        });
+        let (_, err, verdict) = render(&report, source);
+        assert_eq!(verdict, Verdict::Refused);
+        let refused = err.lines().position(|l| l.contains("cannot read /s")).unwrap();
+        let first_problem = err.lines().position(|l| l.starts_with("problem:")).unwrap();
+        assert!(refused < first_problem, "{err}");
     }
 }

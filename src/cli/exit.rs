@@ -212,38 +212,13 @@ fn socket_command(
 fn run_check(path: &Path, as_user: Option<&str>, connect: bool) -> Result<Ended, Failure> {
     let config = config::load(path).map_err(|e| Failure::Config(e.to_string()))?;
     let who = check::service_identity(as_user).map_err(|e| Failure::Config(format!("tokend: --as-user: {e}")))?;
-    let check::Report {
-        text,
-        config: refused,
-        problems,
-        warnings,
-    } = check::check(&config, &who, connect);
-    print!("{text}");
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    // Exactly as `run` and `once` would refuse to start.
-    let is_refused = !refused.is_empty();
-    if is_refused {
-        let refused = config::ConfigError {
-            file: config.source.clone(),
-            problems: refused,
-        };
-        eprintln!("{refused}");
-    }
-    for p in &problems {
-        eprintln!("problem: {p}");
-    }
-    if !problems.is_empty() {
-        eprintln!(
-            "{} problem{} found",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        );
-    }
-    if is_refused {
-        Err(Failure::ConfigReported)
-    } else {
-        Ok(problems.is_empty().into())
+    let report = check::check(&config, &who, connect);
+    let (out, err, verdict) = check::render(&report, &config.source);
+    print!("{out}");
+    eprint!("{err}");
+    match verdict {
+        check::Verdict::Fine => Ok(Ended::Done),
+        check::Verdict::Problems => Ok(Ended::No),
+        check::Verdict::Refused => Err(Failure::ConfigReported),
     }
 }
