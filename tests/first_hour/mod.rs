@@ -79,6 +79,41 @@ fn the_issuer_only_mode_says_which_credentials_it_accepts() {
         "{out}"
     );
     assert!(!out.contains("secret are generated now"), "{out}");
+    // It issues tokens, and cannot be told to misbehave: fault injection is the test suite's
+    // own issuer (`tokend-test-issuer`), not part of `tokend`.
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tokend dev issuer listening on "))
+        .expect("the issuer's URL")
+        .trim()
+        .to_owned();
+    let (status, body) = curl(&[
+        "-u",
+        "tokend-dev:tokend-dev-secret",
+        "-d",
+        "grant_type=client_credentials",
+        &format!("{url}/oauth/token"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("access_token"), "{body}");
+    let (status, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        "[{\"status\": 503}]",
+        &format!("{url}/_dev/faults"),
+    ]);
+    assert_eq!(status, 404);
+    let (status, body) = curl(&[
+        "-u",
+        "tokend-dev:tokend-dev-secret",
+        "-d",
+        "grant_type=client_credentials",
+        &format!("{url}/oauth/token"),
+    ]);
+    assert_eq!(status, 200, "{body}");
     assert!(issuer.stop().success());
 }
 

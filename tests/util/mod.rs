@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokend");
+/// The test issuer (see `Issuer`).
+pub const TEST_ISSUER: &str = env!("CARGO_BIN_EXE_tokend-test-issuer");
 
 /// A fresh directory for one test, removed when dropped.
 pub struct TestDir {
@@ -139,7 +141,8 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (status.parse().unwrap(), body.to_owned())
 }
 
-/// The development issuer (`tokend dev --issuer-only`) as a separate process.
+/// The test issuer (`tokend-test-issuer`: the development issuer of `tokend dev --issuer-only`,
+/// which can be told to misbehave) as a separate process.
 pub struct Issuer {
     child: Child,
     pub url: String,
@@ -151,7 +154,7 @@ impl Issuer {
         Self::start_with(dir, clients, lifetime, &[])
     }
 
-    /// `start` with extra arguments for `tokend dev --issuer-only` (`--port`, `--rfc8414-only`).
+    /// `start` with extra arguments for the issuer (`--port`, `--rfc8414-only`).
     pub fn start_with(dir: &TestDir, clients: &[(&str, &str)], lifetime: &str, extra: &[&str]) -> Issuer {
         Self::start_under(&[], dir, clients, lifetime, extra)
     }
@@ -170,10 +173,10 @@ impl Issuer {
             .collect();
         let file = dir.write("issuer-clients.json", &Value::Object(map).to_string());
         let mut command = match under {
-            [] => Command::new(BIN),
+            [] => Command::new(TEST_ISSUER),
             [program, args @ ..] => {
                 let mut c = Command::new(program);
-                c.args(args).arg(BIN).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c.args(args).arg(TEST_ISSUER).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
                 // `faketime` forks the issuer and waits for it: killing `faketime` alone left
                 // the issuer running after every test that wrapped it. Its own process group
                 // lets `drop` end both.
@@ -182,7 +185,7 @@ impl Issuer {
             }
         };
         let mut child = command
-            .args(["dev", "--issuer-only", "--lifetime", lifetime, "--clients-file"])
+            .args(["--lifetime", lifetime, "--clients-file"])
             .arg(&file)
             .args(extra)
             .stdout(Stdio::piped())

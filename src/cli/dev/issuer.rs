@@ -3,31 +3,27 @@
 //! validates tokens the way a resource server would. Loopback only, with a key that lives as long
 //! as the process.
 //!
-//! It doubles as the token server of the integration tests, so it can be told to misbehave:
-//! `POST /_dev/faults` queues answers for the next token requests (errors, `Retry-After`, delays,
-//! garbage, odd token fields, a reset or closed connection, a body that stalls), one that stays
-//! until `DELETE /_dev/faults` switches it off, and `GET /_dev/requests` lists the token requests
-//! it has received.
+//! `GET /_dev/requests` lists the token requests it has received. The test suite's issuer that
+//! can be told to misbehave (`tests/support/test_issuer`) is built from the same parts
+//! (`Issuer::record`, `Issuer::answer`, `Issuer::routes`), and is not part of `tokend`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use url::form_urlencoded;
-
-use super::connection_faults::{Abort, Control, FaultyListener};
 
 /// What the issuer accepts and issues.
 pub struct IssuerSettings {
@@ -37,43 +33,6 @@ pub struct IssuerSettings {
     pub clients: HashMap<String, String>,
     /// Serve metadata only at RFC 8414's location, not OIDC's (to exercise the fallback).
     pub rfc8414_only: bool,
-}
-
-/// A queued misbehaviour for the next token request.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// Wait this long before answering (to provoke client timeouts).
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// Answer with this status instead of issuing a token.
-    pub status: Option<u16>,
-    /// With `status`: an OAuth error code, sent as a §5.2 JSON body.
-    pub error: Option<String>,
-    /// With `status`: a raw body instead of the JSON error.
-    pub body: Option<String>,
-    pub content_type: Option<String>,
-    /// A `Retry-After` header value.
-    pub retry_after: Option<String>,
-    /// A `Location` header value (with a 3xx `status`: a redirect).
-    pub location: Option<String>,
-    /// Without `status`: issue a token with this lifetime instead.
-    pub lifetime_s: Option<u64>,
-    /// Without `status`: leave `expires_in` out of the response.
-    #[serde(default)]
-    pub omit_expires_in: bool,
-    /// Without `status`: send this as `expires_in` instead (any JSON: `0`, `-5`, `"3600"`).
-    pub expires_in: Option<Value>,
-    /// Without `status`: send this `token_type` instead of `Bearer`.
-    pub token_type: Option<String>,
-    /// Send the status line and headers at once, the body only after this long.
-    #[serde(default)]
-    pub body_delay_ms: u64,
-    /// Answer nothing: reset or close the connection (after `delay_ms`).
-    pub abort: Option<Abort>,
-    /// Answer every token request this way until `DELETE /_dev/faults`, instead of once.
-    #[serde(default)]
-    pub until_cleared: bool,
 }
 
 /// One token request as the issuer saw it.
@@ -91,12 +50,12 @@ pub struct Seen {
     pub status: u16,
 }
 
-struct Issuer {
+/// The issuer's key, clients and records.
+pub struct Issuer {
     key: Ed25519KeyPair,
     kid: String,
     base: String,
     settings: IssuerSettings,
-    faults: Mutex<VecDeque<Fault>>,
     seen: Mutex<Vec<Seen>>,
     /// The `jti` of every token issued, and those `POST /_dev/revoke` revoked (which
     /// `/api/whoami` refuses, as a resource server refuses a revoked token).
@@ -116,47 +75,124 @@ pub async fn start(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(Running, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
-    let addr = listener.local_addr()?;
-    let base = format!("http://{addr}");
-    let key = Ed25519KeyPair::generate().map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
-    let kid = URL_SAFE_NO_PAD
-        .encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()[..8]);
-    let mut app = Router::new()
-        .route("/oauth/token", post(token))
-        .route("/.well-known/oauth-authorization-server", get(discovery));
-    if !settings.rfc8414_only {
-        app = app.route("/.well-known/openid-configuration", get(discovery));
-    }
-    let issuer = Arc::new(Issuer {
-        key,
-        kid,
-        base: base.clone(),
-        settings,
-        faults: Mutex::new(VecDeque::new()),
-        seen: Mutex::new(Vec::new()),
-        issued: Mutex::new(Vec::new()),
-        revoked: Mutex::new(Default::default()),
-    });
-    let app = app
-        .route("/jwks.json", get(jwks))
-        .route("/api/whoami", get(whoami))
-        .route("/_dev/faults", post(push_faults).delete(clear_faults))
-        .route("/_dev/revoke", post(revoke))
-        .route("/_dev/requests", get(requests))
-        .with_state(issuer);
+    let base = format!("http://{}", listener.local_addr()?);
+    let issuer = Issuer::new(base.clone(), settings)?;
+    let app = issuer.routes().route("/oauth/token", post(token)).with_state(issuer);
     let handle = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<Control>();
-        if let Err(e) = axum::serve(FaultyListener(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "development issuer stopped");
         }
     });
     Ok((Running { base_url: base }, handle))
 }
 
-fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+impl Issuer {
+    /// An issuer at `base` (its URL, which goes into tokens and metadata), with a new key.
+    pub fn new(base: String, settings: IssuerSettings) -> std::io::Result<Arc<Issuer>> {
+        let key = Ed25519KeyPair::generate().map_err(|_| std::io::Error::other("cannot generate a signing key"))?;
+        let kid = URL_SAFE_NO_PAD
+            .encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref()).as_ref()[..8]);
+        Ok(Arc::new(Issuer {
+            key,
+            kid,
+            base,
+            settings,
+            seen: Mutex::new(Vec::new()),
+            issued: Mutex::new(Vec::new()),
+            revoked: Mutex::new(Default::default()),
+        }))
+    }
+
+    /// Every route but the token endpoint: discovery, JWKS, `/api/whoami`, `/_dev/revoke`,
+    /// `/_dev/requests`.
+    pub fn routes(&self) -> Router<Arc<Issuer>> {
+        let mut app = Router::new().route("/.well-known/oauth-authorization-server", get(discovery));
+        if !self.settings.rfc8414_only {
+            app = app.route("/.well-known/openid-configuration", get(discovery));
+        }
+        app.route("/jwks.json", get(jwks))
+            .route("/api/whoami", get(whoami))
+            .route("/_dev/revoke", post(revoke))
+            .route("/_dev/requests", get(requests))
+    }
+
+    /// The lifetime of the tokens it issues.
+    pub fn lifetime(&self) -> Duration {
+        self.settings.lifetime
+    }
+
+    /// Records a token request on arrival (status 0 until `answered`, so that requests a
+    /// client gave up on still show); its index.
+    pub fn record(&self, headers: &HeaderMap, form: &[(String, String)]) -> usize {
+        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let authenticated = authenticate(headers, form);
+        let mut seen = self.seen.lock().expect("seen lock");
+        seen.push(Seen {
+            at_ms: now_ms(),
+            client_id: authenticated.as_ref().ok().map(|(id, _, _)| id.clone()),
+            auth: authenticated.as_ref().map_or("none", |(_, _, method)| *method),
+            audience: field("audience"),
+            scope: field("scope"),
+            resource: form
+                .iter()
+                .filter(|(k, _)| k == "resource")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            organization: field("organization"),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            status: 0,
+        });
+        seen.len() - 1
+    }
+
+    /// The status the request recorded at `index` was answered with.
+    pub fn answered(&self, index: usize, status: StatusCode) {
+        self.seen.lock().expect("seen lock")[index].status = status.as_u16();
+    }
+
+    /// The answer to a token request: a token living `lifetime`, or the OAuth error that
+    /// refuses it.
+    pub fn answer(&self, headers: &HeaderMap, form: &[(String, String)], lifetime: Duration) -> Response {
+        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        match authenticate(headers, form) {
+            Err((status, code, description)) => oauth_error(status, code, description),
+            Ok((id, secret, _)) => {
+                let registered = self.settings.clients.get(&id);
+                if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
+                    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
+                } else if field("grant_type").as_deref() != Some("client_credentials") {
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "unsupported_grant_type",
+                        "only client_credentials is supported",
+                    )
+                } else {
+                    issue(self, &id, form, lifetime)
+                }
+            }
+        }
+    }
+}
+
+/// The token endpoint.
+async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = parse_form(&body);
+    let index = issuer.record(&headers, &form);
+    let response = issuer.answer(&headers, &form, issuer.lifetime());
+    issuer.answered(index, response.status());
+    response
+}
+
+/// A form body's fields, in order.
+pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// An OAuth error answer (RFC 6749 §5.2).
+pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
     (status, Json(json!({ "error": code, "error_description": description }))).into_response()
 }
 
@@ -207,124 +243,8 @@ fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(Strin
     }
 }
 
-async fn token(
-    State(issuer): State<Arc<Issuer>>,
-    ConnectInfo(connection): ConnectInfo<Control>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], lifetime: Duration) -> Response {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let fault = {
-        let mut faults = issuer.faults.lock().expect("faults lock");
-        match faults.front() {
-            Some(f) if f.until_cleared => f.clone(),
-            _ => faults.pop_front().unwrap_or_default(),
-        }
-    };
-    let authenticated = authenticate(&headers, &form);
-    // Recorded on arrival (status 0 until answered), so requests a client gave up on still show.
-    let index = {
-        let mut seen = issuer.seen.lock().expect("seen lock");
-        seen.push(Seen {
-            at_ms: now_ms(),
-            client_id: authenticated.as_ref().ok().map(|(id, _, _)| id.clone()),
-            auth: authenticated.as_ref().map_or("none", |(_, _, method)| *method),
-            audience: field("audience"),
-            scope: field("scope"),
-            resource: form
-                .iter()
-                .filter(|(k, _)| k == "resource")
-                .map(|(_, v)| v.clone())
-                .collect(),
-            organization: field("organization"),
-            user_agent: headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            status: 0,
-        });
-        seen.len() - 1
-    };
-    if fault.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
-    }
-    if let Some(how) = fault.abort {
-        // The status stays 0: nothing was answered.
-        connection.abort(how);
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    let response = match (fault.status, authenticated) {
-        (Some(status), _) => fault_response(&fault, status),
-        (None, Err((status, code, description))) => oauth_error(status, code, description),
-        (None, Ok((id, secret, _))) => {
-            let registered = issuer.settings.clients.get(&id);
-            if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
-                oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
-            } else if field("grant_type").as_deref() != Some("client_credentials") {
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_grant_type",
-                    "only client_credentials is supported",
-                )
-            } else {
-                issue(&issuer, &id, &form, &fault)
-            }
-        }
-    };
-    issuer.seen.lock().expect("seen lock")[index].status = response.status().as_u16();
-    if fault.body_delay_ms > 0 {
-        return stall_body(response, Duration::from_millis(fault.body_delay_ms)).await;
-    }
-    response
-}
-
-/// The same response, with the headers and half the body sent at once, the rest after `delay`.
-async fn stall_body(response: Response, delay: Duration) -> Response {
-    use futures_util::StreamExt;
-    let (mut parts, body) = response.into_parts();
-    let mut first = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let rest = first.split_off(first.len() / 2);
-    // Chunked: the length would not change when the bytes come, but a client may count on it.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let now = futures_util::stream::once(std::future::ready(first));
-    let later = futures_util::stream::once(async move {
-        tokio::time::sleep(delay).await;
-        rest
-    });
-    let stream = now.chain(later).map(Ok::<_, std::convert::Infallible>);
-    Response::from_parts(parts, axum::body::Body::from_stream(stream))
-}
-
-fn fault_response(fault: &Fault, status: u16) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = match (&fault.body, &fault.error) {
-        (Some(body), _) => (status, body.clone()).into_response(),
-        (None, Some(code)) => oauth_error(status, code, "injected by the development issuer"),
-        (None, None) => status.into_response(),
-    };
-    if let Some(ct) = fault
-        .content_type
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        response.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if let Some(ra) = fault.retry_after.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        response.headers_mut().insert(header::RETRY_AFTER, ra);
-    }
-    if let Some(to) = fault.location.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        response.headers_mut().insert(header::LOCATION, to);
-    }
-    response
-}
-
-fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fault) -> Response {
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let lifetime = fault
-        .lifetime_s
-        .map(Duration::from_secs)
-        .unwrap_or(issuer.settings.lifetime);
     let now = now_ms() / 1000;
     let resources: Vec<String> = form
         .iter()
@@ -369,13 +289,7 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], fault: &Fa
     );
     let signature = issuer.key.sign(signing_input.as_bytes());
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
-    let token_type = fault.token_type.as_deref().unwrap_or("Bearer");
-    let mut body = json!({ "access_token": token, "token_type": token_type });
-    match &fault.expires_in {
-        Some(v) => body["expires_in"] = v.clone(),
-        None if !fault.omit_expires_in => body["expires_in"] = json!(lifetime.as_secs()),
-        None => {}
-    }
+    let mut body = json!({ "access_token": token, "token_type": "Bearer", "expires_in": lifetime.as_secs() });
     if let Some(scope) = field("scope") {
         body["scope"] = json!(scope);
     }
@@ -478,16 +392,6 @@ async fn whoami(State(issuer): State<Arc<Issuer>>, headers: HeaderMap) -> Respon
 async fn revoke(State(issuer): State<Arc<Issuer>>) -> StatusCode {
     let issued = std::mem::take(&mut *issuer.issued.lock().expect("issued lock"));
     issuer.revoked.lock().expect("revoked lock").extend(issued);
-    StatusCode::NO_CONTENT
-}
-
-async fn push_faults(State(issuer): State<Arc<Issuer>>, Json(faults): Json<Vec<Fault>>) -> StatusCode {
-    issuer.faults.lock().expect("faults lock").extend(faults);
-    StatusCode::NO_CONTENT
-}
-
-async fn clear_faults(State(issuer): State<Arc<Issuer>>) -> StatusCode {
-    issuer.faults.lock().expect("faults lock").clear();
     StatusCode::NO_CONTENT
 }
 

@@ -2,8 +2,7 @@
 //! so a newcomer sees tokens appear and refresh without an IdP account. Never for production: the
 //! issuer binds 127.0.0.1 only, its signing key lives as long as the process, and it says so.
 
-mod connection_faults;
-pub(crate) mod issuer;
+pub mod issuer;
 
 use std::collections::HashMap;
 use std::io::Write;

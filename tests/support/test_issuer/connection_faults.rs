@@ -1,4 +1,4 @@
-//! Connection-level misbehaviour for the development issuer: a token request can be answered by
+//! Connection-level misbehaviour for the test issuer: a token request can be answered by
 //! resetting the TCP connection (RST) or closing it (FIN) without a byte of an answer, as a
 //! crashing IdP or a load balancer that drops a backend does. A handler cannot reach its socket
 //! through axum, so every accepted connection is wrapped in a `FaultyIo` that the handler can
