@@ -10,7 +10,7 @@
 // Prints one JSON line: {"token_endpoint", "control_url", "ca_file", "pid"}. Control (plain
 // HTTP, loopback):
 //   POST /fault  {...}   the fault for every token request from now on, until the next POST;
-//                        {} switches it off. Fields (as the dev issuer's `POST /_dev/faults`):
+//                        {} switches it off. Fields (as the test issuer's `POST /_dev/faults`):
 //                        status, error (a §5.2 body), body + content_type (a raw body),
 //                        retry_after, location, delay_ms (before the headers), body_delay_ms
 //                        (half the body, then the rest after this long), abort ("reset" or
