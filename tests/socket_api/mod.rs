@@ -464,18 +464,26 @@ fn many_connections_and_a_slow_loris_do_not_starve_readers() {
     }
     // The slow loris: one byte of a request head every 100 ms.
     let loris_socket = socket.clone();
+    let (sending, sent) = std::sync::mpsc::channel();
     let loris = std::thread::spawn(move || {
         let mut c = UnixStream::connect(&loris_socket).unwrap();
         let started = Instant::now();
-        for byte in b"GET /v1/tokens/f HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n" {
+        for (i, byte) in b"GET /v1/tokens/f HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+            .iter()
+            .enumerate()
+        {
             if c.write_all(&[*byte]).is_err() {
                 return started.elapsed();
+            }
+            if i == 2 {
+                let _ = sending.send(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("the slow client was never cut off");
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The slow client is connected and sending before the new reader comes.
+    sent.recv_timeout(T).expect("the slow client started");
     let started = Instant::now();
     let (status, _, _) = get(&socket, "/v1/tokens/f", &[]);
     let took = started.elapsed();

@@ -169,7 +169,12 @@ fn contained_reported_and_retried(
     );
     assert_eq!(temp_files(faulty.parent().unwrap()), Vec::<String>::new());
     assert!(!faulty.exists());
-
+    // A retry fails too while the fault lasts; then the fault is cleared.
+    wait_for(T, "a failed retry", || {
+        metric(&socket, "tokend_output_write_errors_total{client=\"c\"}")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n >= 2)
+    });
     clear();
     let retried = wait_for(RETRIED_WITHIN, "the retried output", || read(faulty));
     assert_eq!(retried, token, "the retry writes the same token");
@@ -199,7 +204,6 @@ fn a_full_output_directory_fails_only_that_output_and_is_retried_once_space_is_f
     let cfg = two_clients(&dir, &issuer, &faulty);
     let daemon = Tokend::run(&dir, &cfg);
     contained_reported_and_retried(&dir, &issuer, daemon, &faulty, "No space left on device", || {
-        std::thread::sleep(Duration::from_millis(1500));
         fs::remove_file(&filler).unwrap();
     });
 }
@@ -217,7 +221,6 @@ fn a_read_only_output_directory_fails_only_that_output_and_is_retried_once_writa
     let cfg = two_clients(&dir, &issuer, &faulty);
     let daemon = Tokend::run(&dir, &cfg);
     contained_reported_and_retried(&dir, &issuer, daemon, &faulty, "Read-only file system", || {
-        std::thread::sleep(Duration::from_millis(1500));
         tmpfs.remount("rw");
     });
 }
@@ -241,7 +244,6 @@ fn an_output_directory_tokend_may_not_write_fails_only_that_output_and_is_retrie
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
     let daemon = Tokend::spawn_as(&dir, 65534, &["--config", cfg.to_str().unwrap(), "run"]);
     contained_reported_and_retried(&dir, &issuer, daemon, &faulty, "Permission denied", || {
-        std::thread::sleep(Duration::from_millis(1500));
         std::os::unix::fs::chown(&locked, Some(65534), Some(65534)).unwrap();
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o750)).unwrap();
     });
@@ -353,7 +355,12 @@ fn a_full_state_directory_keeps_the_old_state_file_whole_and_publishing_on() {
     assert_eq!(fs::read(&state_file).unwrap(), before);
     assert_eq!(temp_files(&dir.join("state")), Vec::<String>::new());
 
-    std::thread::sleep(Duration::from_millis(1500));
+    // A retry fails too while the directory is full; then space is freed.
+    wait_for(T, "a failed retry of the save", || {
+        metric(&socket, "tokend_state_write_errors_total{client=\"c\"}")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n >= 2)
+    });
     fs::remove_file(&filler).unwrap();
     let saved = wait_for(RETRIED_WITHIN, "the retried save", || {
         let v: Value = serde_json::from_slice(&fs::read(&state_file).ok()?).ok()?;
