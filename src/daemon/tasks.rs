@@ -249,6 +249,7 @@ impl Daemon {
                 )
                 .collect();
             error!(
+                stop = "incomplete",
                 clients = %stuck.join(", "),
                 waited = %humantime::format_duration(STOPPED_TASKS_WAIT),
                 "stopped without waiting for writes still in progress (a hung file system?); \
@@ -271,6 +272,7 @@ impl Reload {
                 Ok(Err(e)) => error!(client = %r.group.label(), error = %e, "refresh task ended abnormally"),
                 Err(_) => {
                     warn!(
+                        task = "left_behind",
                         client = %r.group.label(),
                         waited = %humantime::format_duration(STOPPED_TASKS_WAIT),
                         "the previous configuration's task is still writing (a hung file system?); \

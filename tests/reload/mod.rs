@@ -203,7 +203,9 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
         (200, Some("https://new/"))
     );
     assert_eq!(temp_files(&dir.join("hung")), Vec::<String>::new());
-    assert!(daemon.output().contains("still writing"), "{}", daemon.output());
+    daemon.wait_event(T, "the old task left behind", |e| {
+        is(e, "task", "left_behind") && is(e, "client", "stuck")
+    });
 
     // A stop while a write hangs ends within its bound, with the stuck write named.
     hang.hold();
@@ -217,6 +219,11 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
     let took = stopping.elapsed();
     assert!(took < Duration::from_secs(20), "stopping took {took:?}");
     assert!(status.success(), "{status:?}\n{}", daemon.output());
-    let log = daemon.output();
-    assert!(log.contains("stopped without waiting for"), "{log}");
+    let stopped = daemon.wait_event(T, "the incomplete stop", |e| is(e, "stop", "incomplete"));
+    assert!(
+        stopped["clients"]
+            .as_str()
+            .is_some_and(|c| c.contains("stuck") || c.contains("other")),
+        "{stopped}"
+    );
 }
