@@ -17,6 +17,6 @@ pub(crate) mod state;
 
 pub use group::Group;
 pub use publisher::{Attempts, OUTPUT_RETRY_INITIAL, OUTPUT_RETRY_MAX, Publisher};
-pub use runner::Runner;
+pub use runner::{Runner, backoff};
 pub use seed::{MIN_SAVED_VALIDITY, Seed, kept};
 pub use source::{IdpSource, TokenSource};

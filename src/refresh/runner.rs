@@ -267,7 +267,7 @@ impl<S: TokenSource> Runner<S> {
         let class = e.class();
         let delay = schedule::retry_delay(
             &self.group.retry(),
-            class,
+            backoff(class),
             self.failures,
             e.retry_after(),
             (self.jitter)(),
@@ -559,5 +559,14 @@ fn whole_seconds(d: Duration) -> Duration {
 }
 
 /// The loop's timing, under tokio's paused time.
+/// How a failure of `class` backs off: bad credentials or a refused token cannot be mended by
+/// asking again soon (and each ask spends IdP quota); anything else may pass.
+pub fn backoff(class: ErrorClass) -> schedule::Backoff {
+    match class {
+        ErrorClass::Permanent => schedule::Backoff::Maximum,
+        ErrorClass::Transient | ErrorClass::RateLimited => schedule::Backoff::Exponential,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,6 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config::{RefreshPolicy, RetryPolicy};
-use crate::oauth::ErrorClass;
 
 /// No retry comes sooner than this after a failure, however the jitter falls.
 pub const MIN_RETRY: Duration = Duration::from_millis(100);
@@ -43,23 +42,31 @@ pub fn refresh_at(issued: SystemTime, expires: SystemTime, policy: &RefreshPolic
     }
 }
 
+/// How a failure backs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// A failure that may pass (the network, a 5xx, a rate limit): exponentially, with jitter.
+    Exponential,
+    /// A failure that retrying soon cannot mend (bad credentials): the maximum at once.
+    Maximum,
+}
+
 /// How long to wait after the `attempt`-th consecutive failure (1-based).
 ///
-/// Transient and rate-limit failures back off exponentially with full jitter: a uniformly random
-/// delay in [0, cap] (`sample` in [0, 1)), where the cap starts at `initial` and doubles per
-/// attempt up to `max`, so a fleet that failed together does not retry together. Delays never go
-/// below `MIN_RETRY`. Permanent failures (bad credentials) wait `max` at once. A `Retry-After`
-/// from the server is a floor.
+/// `Exponential` backs off with full jitter: a uniformly random delay in [0, cap] (`sample` in
+/// [0, 1)), where the cap starts at `initial` and doubles per attempt up to `max`, so a fleet
+/// that failed together does not retry together. Delays never go below `MIN_RETRY`. `Maximum`
+/// waits `max` at once. A `Retry-After` from the server is a floor.
 pub fn retry_delay(
     policy: &RetryPolicy,
-    class: ErrorClass,
+    backoff: Backoff,
     attempt: u32,
     retry_after: Option<Duration>,
     sample: f64,
 ) -> Duration {
-    let backoff = match class {
-        ErrorClass::Permanent => policy.max,
-        ErrorClass::Transient | ErrorClass::RateLimited => {
+    let backoff = match backoff {
+        Backoff::Maximum => policy.max,
+        Backoff::Exponential => {
             let doublings = attempt.saturating_sub(1).min(30);
             let cap = policy.initial.saturating_mul(1 << doublings).min(policy.max);
             cap.mul_f64(sample.clamp(0.0, 1.0)).max(MIN_RETRY)
@@ -148,24 +155,24 @@ mod tests {
             initial: S(1),
             max: S(300),
         };
-        use ErrorClass::*;
-        // (class, attempt, retry_after, sample, expected)
-        let cases: &[(ErrorClass, u32, Option<u64>, f64, f64)] = &[
-            (Transient, 1, None, 0.5, 0.5),         // first retry: [0, initial]
-            (Transient, 1, None, 0.0, 0.1),         // never below MIN_RETRY
-            (Transient, 2, None, 1.0, 2.0),         // [0, 2]
-            (Transient, 4, None, 0.5, 4.0),         // [0, 8]
-            (Transient, 20, None, 1.0, 300.0),      // capped at max
-            (Transient, 500, None, 0.5, 150.0),     // no overflow
-            (Permanent, 1, None, 0.0, 300.0),       // invalid_client: straight to max
-            (RateLimited, 1, Some(30), 0.0, 30.0),  // Retry-After is a floor
-            (RateLimited, 9, Some(30), 1.0, 256.0), // backoff already longer
-            (RateLimited, 9, Some(30), 0.0, 30.0),
-            (RateLimited, 1, Some(86400), 0.0, 3600.0), // capped
-            (Permanent, 1, Some(900), 0.0, 900.0),
+        use Backoff::*;
+        // (backoff, attempt, retry_after, sample, expected)
+        let cases: &[(Backoff, u32, Option<u64>, f64, f64)] = &[
+            (Exponential, 1, None, 0.5, 0.5),       // first retry: [0, initial]
+            (Exponential, 1, None, 0.0, 0.1),       // never below MIN_RETRY
+            (Exponential, 2, None, 1.0, 2.0),       // [0, 2]
+            (Exponential, 4, None, 0.5, 4.0),       // [0, 8]
+            (Exponential, 20, None, 1.0, 300.0),    // capped at max
+            (Exponential, 500, None, 0.5, 150.0),   // no overflow
+            (Maximum, 1, None, 0.0, 300.0),         // invalid_client: straight to max
+            (Exponential, 1, Some(30), 0.0, 30.0),  // Retry-After is a floor
+            (Exponential, 9, Some(30), 1.0, 256.0), // backoff already longer
+            (Exponential, 9, Some(30), 0.0, 30.0),
+            (Exponential, 1, Some(86400), 0.0, 3600.0), // capped
+            (Maximum, 1, Some(900), 0.0, 900.0),
         ];
-        for (i, &(class, attempt, ra, sample, expected)) in cases.iter().enumerate() {
-            let d = retry_delay(&p, class, attempt, ra.map(S), sample);
+        for (i, &(backoff, attempt, ra, sample, expected)) in cases.iter().enumerate() {
+            let d = retry_delay(&p, backoff, attempt, ra.map(S), sample);
             assert!(
                 (d.as_secs_f64() - expected).abs() < 1e-6,
                 "case {i}: got {d:?}, want {expected}"
