@@ -771,7 +771,7 @@ fn each_idp_fault_is_ridden_out_and_recovered_from() {
 #[test]
 fn each_idp_fault_is_ridden_out_and_recovered_from_with_oauth2_mock_server() {
     let test = "idp_faults::each_idp_fault_is_ridden_out_and_recovered_from_with_oauth2_mock_server";
-    if !crate::interop_suite::interop_ready(test, &[]) {
+    if !crate::environments::interop_suite::interop_ready(test, &[]) {
         return;
     }
     run_rows(

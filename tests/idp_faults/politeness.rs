@@ -36,7 +36,7 @@ fn config(dir: &TestDir, idp: &MockIdp, limit: Option<usize>) -> std::path::Path
 #[test]
 fn clients_due_at_once_share_a_few_connections_to_their_idp() {
     let test = "idp_faults::politeness::clients_due_at_once_share_a_few_connections_to_their_idp";
-    if !crate::interop_suite::interop_ready(test, &[]) {
+    if !crate::environments::interop_suite::interop_ready(test, &[]) {
         return;
     }
     let mut figures = Vec::new();

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::{SECRET, T, config, running_as_root};
+use crate::out;
 use crate::util::*;
+use serde_json::Value;
+use std::fs;
 
 /// `hang.py` watching one directory.
 struct Hang {
@@ -226,4 +229,209 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
             .is_some_and(|c| c.contains("stuck") || c.contains("other")),
         "{stopped}"
     );
+}
+
+#[test]
+fn sighup_adds_changes_and_removes_clients_and_survives_a_broken_config() {
+    let dir = TestDir::new("reload");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let client =
+        |aud: &str, file: &str| format!("audience: https://{aud}/\noutputs: [{{ path: {} }}]", out(&dir, file));
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("a", &client("a", "a.token")),
+            ("b", &client("b", "b.token")),
+            ("c", &client("c", "c.token")),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    // Ready means every token is in the store; the files follow it (store, outputs, state).
+    wait_ready(&dir.join("tokend.sock"));
+    let token_a = wait_for(T, "a's file", || read(&dir.join("out/a.token")));
+    let token_b = wait_for(T, "b's file", || read(&dir.join("out/b.token")));
+    wait_for(T, "c's state file", || dir.join("state/c.state").exists().then_some(()));
+
+    config(
+        &dir,
+        &issuer,
+        &[
+            ("a", &client("a", "a.token")),
+            ("b", &client("b2", "b.token")),
+            ("d", &client("d", "d.token")),
+        ],
+    );
+    daemon.signal(Signal::SIGHUP);
+    let reload = daemon.wait_event(T, "the reload", |e| is(e, "reload", "applied"));
+    for (field, count) in [("added", "1"), ("changed", "1"), ("removed", "1"), ("unchanged", "1")] {
+        assert_eq!(reload[field], count, "{field}: {reload}");
+    }
+    let listed = socket_json(&dir.join("tokend.sock"), "/v1/tokens");
+    let names: Vec<&str> = listed["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "d"]);
+    let new_b = wait_for(T, "b's new token", || {
+        read(&dir.join("out/b.token")).filter(|t| *t != token_b)
+    });
+    assert_eq!(claims(&new_b)["aud"], "https://b2/");
+    let token_d = wait_for(T, "d's token", || read(&dir.join("out/d.token")));
+    assert_eq!(claims(&token_d)["aud"], "https://d/");
+    assert_eq!(
+        read(&dir.join("out/a.token")).unwrap(),
+        token_a,
+        "unchanged client keeps its token"
+    );
+    let for_a = issuer
+        .requests()
+        .iter()
+        .filter(|r| r["audience"] == "https://a/")
+        .count();
+    assert_eq!(for_a, 1, "unchanged client made no new request");
+    assert!(!dir.join("state/c.state").exists(), "removed client's state is deleted");
+
+    // A broken config is rejected and the running one keeps working.
+    dir.write("config.yaml", "clients:\n  a:\n    tokne_url: nope\n");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_event(T, "the rejected reload", |e| is(e, "reload", "rejected"));
+    let log = daemon.output();
+    assert!(
+        log.contains("config.yaml:3:5: clients.a: unknown key `tokne_url`; did you mean `token_url`?"),
+        "{log}"
+    );
+    let mut daemon = daemon;
+    assert!(daemon.is_running());
+    assert_eq!(read(&dir.join("out/a.token")).unwrap(), token_a);
+    assert_eq!(issuer.request_count(), 5);
+    assert!(daemon.stop().success());
+}
+
+/// A reload leaves an unchanged client's task alone: the same token, the same planned refresh,
+/// no request. (That a timer fires on time is the refresh loop's unit tests' business.)
+#[test]
+fn a_reload_leaves_unchanged_clients_untouched() {
+    let dir = TestDir::new("timers");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let a = format!("audience: https://a/\noutputs: [{{ path: {} }}]", out(&dir, "a.token"));
+    let cfg = config(&dir, &issuer, &[("a", &a)]);
+    let daemon = Tokend::run(&dir, &cfg);
+    let refreshed = daemon.wait_event(T, "a's token", |e| is(e, "outcome", "refreshed"));
+    let token = read(&dir.join("out/a.token")).unwrap();
+    config(&dir, &issuer, &[("a", &a), ("b", "audience: https://b/")]);
+    daemon.signal(Signal::SIGHUP);
+    let reload = daemon.wait_event(T, "the reload", |e| is(e, "reload", "applied"));
+    assert_eq!(
+        (reload["added"].as_str(), reload["unchanged"].as_str()),
+        (Some("1"), Some("1"))
+    );
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    let listed = socket_json(&socket, "/v1/tokens");
+    let status_a = &listed["clients"][0];
+    assert_eq!(status_a["name"], "a");
+    assert_eq!(status_a["next_refresh"], refreshed["next_refresh"], "the same plan");
+    assert_eq!(read(&dir.join("out/a.token")).unwrap(), token);
+    let restarted = daemon
+        .events()
+        .into_iter()
+        .any(|e| is(&e, "client", "a") && (is(&e, "outcome", "kept") || is(&e, "outcome", "reused")));
+    assert!(!restarted, "a's task was restarted:\n{}", daemon.output());
+    let for_a = issuer
+        .requests()
+        .iter()
+        .filter(|r| r["audience"] == "https://a/")
+        .count();
+    assert_eq!(for_a, 1);
+    assert!(daemon.stop().success());
+}
+
+/// A reload that removes a client while its files are being written waits for the write to
+/// finish before deleting the client's state: nothing of the removed client appears afterwards.
+#[test]
+fn a_reload_waits_for_writes_in_progress() {
+    const OUTPUTS: usize = 1500;
+    let dir = TestDir::new("reload-mid-write");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let many: String = (0..OUTPUTS)
+        .map(|i| format!("- {{ path: {} }}\n", out(&dir, &format!("many/{i}.token"))))
+        .collect();
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[
+            ("many", &format!("outputs:\n{many}")),
+            ("stay", "audience: https://stay/"),
+        ],
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    let count = || fs::read_dir(dir.join("out/many")).map(|d| d.count()).unwrap_or(0);
+    wait_for(T, "the first outputs", || (count() > 0).then_some(()));
+    config(&dir, &issuer, &[("stay", "audience: https://stay/")]);
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_event(Duration::from_secs(60), "the reload", |e| is(e, "reload", "applied"));
+    let after_reload = count();
+    assert!(
+        !dir.join("state/many.state").exists(),
+        "the removed client's state is gone"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        count(),
+        after_reload,
+        "a removed client's write went on after the reload"
+    );
+    assert!(
+        !dir.join("state/many.state").exists(),
+        "the removed client's state came back"
+    );
+    assert!(daemon.stop().success());
+}
+
+/// A reload may be what fixes a failing client (a rotated secret, key or certificate), so a
+/// failing group retries once right after it, whether the reload restarted it (here: a group-mate's
+/// outputs changed) or left it alone, and then backs off again instead of looping. The
+/// retry uses the secret file as it is now: rotation plus SIGHUP recovers at once.
+#[test]
+fn a_reload_retries_failing_clients_once_with_the_current_secret() {
+    let dir = TestDir::new("reload-backoff");
+    let issuer = Issuer::start(&dir, &[("app", "the-right-secret")], "1h");
+    let x = format!(
+        "outputs: [{{ path: {} }}]\nretry: {{ initial: 1s, max: 1h }}",
+        out(&dir, "x.token")
+    );
+    let z = |file: &str| {
+        format!(
+            "outputs: [{{ path: {} }}]\nretry: {{ initial: 1s, max: 1h }}",
+            out(&dir, file)
+        )
+    };
+    let cfg = config(&dir, &issuer, &[("x", &x), ("z", &z("z.token"))]);
+    let daemon = Tokend::run(&dir, &cfg);
+    let rejected = |e: &Value| is(e, "outcome", "rejected");
+    daemon.wait_event(T, "the rejection", rejected);
+    assert_eq!(issuer.request_count(), 1);
+    // Restarted by the reload: one retry (still the wrong secret), then the hour-long backoff.
+    config(&dir, &issuer, &[("x", &x), ("z", &z("z2.token"))]);
+    daemon.signal(Signal::SIGHUP);
+    let reload = daemon.wait_event(T, "the reload", |e| is(e, "reload", "applied"));
+    assert_eq!(reload["changed"], "1");
+    daemon.wait_events(2, T, "the retry's rejection", rejected);
+    let status = &socket_json(&dir.join("tokend.sock"), "/v1/tokens")["clients"][0];
+    assert_eq!(status["failures"], 2, "{status}");
+    assert!(
+        status["next_refresh_in"].as_u64().unwrap() > 3000,
+        "the retry is followed by the backoff, not another retry: {status}"
+    );
+    assert_eq!(issuer.request_count(), 2);
+    // Untouched by the reload (nothing changed), but the secret file was rotated: one retry, and it works.
+    dir.secret("secret", "the-right-secret");
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_event(T, "the retry", |e| is(e, "retry", "now"));
+    wait_for(T, "the token after the rotation", || read(&dir.join("out/x.token")));
+    assert_eq!(issuer.request_count(), 3);
+    assert!(daemon.stop().success());
 }

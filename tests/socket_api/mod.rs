@@ -14,7 +14,9 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::{SECRET, T, config, out, running_as_root};
+use crate::hand_to_nobody;
 use crate::util::*;
+use std::fs;
 
 /// curl over the socket; returns (status, headers, body).
 fn get(socket: &Path, path: &str, extra: &[&str]) -> (u16, String, String) {
@@ -904,5 +906,57 @@ fn the_connection_cap_refuses_quickly_and_keeps_a_reserve_for_root() {
     holder.release();
     let refusal = daemon.wait_event(T, "the logged refusal", |e| e["limit"].is_string());
     assert_eq!(refusal["uid"], 65534);
+    assert!(daemon.stop().success());
+}
+
+/// A socket group tokend is not in cannot be applied: at start-up that is a configuration error
+/// (exit 78, naming the group and the fix) rather than a restart loop; at a reload the new
+/// configuration is rejected and the socket keeps working; `check` says so beforehand, judging
+/// the service's user, not root.
+#[test]
+fn a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket() {
+    if !running_as_root("a_socket_group_tokend_is_not_in_is_refused_before_it_breaks_the_socket") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new("socket-group");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(&dir, &issuer, &[("g", "audience: https://g/")]);
+    let plain = fs::read_to_string(&cfg).unwrap();
+    let with_group = plain.replace("socket: {", "socket: { group: 4242,");
+    hand_to_nobody(&dir);
+    fs::write(&cfg, &with_group).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "run"];
+
+    // `check --as-user nobody` judges for nobody, although root runs it.
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check", "--as-user", "nobody"]);
+    assert_eq!(check.status.code(), Some(1));
+    let expected = "socket.group: tokend (user nobody, uid 65534) is not a member of group 4242";
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains(expected), "{err}");
+    // As root, the same config is fine: root may give the socket any group.
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check", "--as-user", "root"]);
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("socket.group"));
+
+    let mut refused = Tokend::spawn_as(&dir, 65534, &args);
+    assert_eq!(refused.wait(T).code(), Some(78), "{}", refused.output());
+    let log = refused.output();
+    assert!(
+        log.contains(expected) && log.contains("SupplementaryGroups=4242"),
+        "{log}"
+    );
+    assert!(!dir.join("tokend.sock").exists(), "no socket was created");
+
+    // Running without the group, a reload that asks for it is rejected; the socket stays usable.
+    fs::write(&cfg, &plain).unwrap();
+    let daemon = Tokend::spawn_as(&dir, 65534, &args);
+    let socket = dir.join("tokend.sock");
+    wait_ready(&socket);
+    fs::write(&cfg, &with_group).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_event(T, "the rejected reload", |e| is(e, "reload", "rejected"));
+    assert!(daemon.output().contains(expected), "{}", daemon.output());
+    assert_eq!(fs::metadata(&socket).unwrap().gid(), 65534, "the socket kept its group");
+    assert_eq!(socket_status(&socket, "/v1/tokens/g"), Some(200));
     assert!(daemon.stop().success());
 }

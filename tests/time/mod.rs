@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{SECRET, config, out};
+use crate::T;
 use crate::util::*;
+use serde_json::json;
+use std::fs;
 
 fn faketime_installed(test: &str) -> bool {
     let found = std::process::Command::new("sh")
@@ -179,5 +182,57 @@ fn clock_jumps_are_noticed_within_seconds_by_one_watcher_for_every_client() {
     let events = daemon.events();
     let reports = |direction| events.iter().filter(|e| stepped(direction)(e)).count();
     assert_eq!((reports("forward"), reports("back")), (1, 1), "one report per step");
+    assert!(daemon.stop().success());
+}
+
+/// A saved token whose issue time lies in the future means the clock went back since it was
+/// obtained; its expiry cannot be trusted, so tokend refreshes at once instead of reusing it.
+#[test]
+fn a_clock_that_went_back_triggers_an_immediate_refresh() {
+    let dir = TestDir::new("clock-back");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("c", &format!("outputs: [{{ path: {} }}]", out(&dir, "c.token")))],
+    );
+    assert!(tokend(&["--config", cfg.to_str().unwrap(), "once"]).status.success());
+    let state_path = dir.join("state/c.state");
+    let mut state: Value = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    // As if the token had been obtained an hour from now: the clock has since stepped back.
+    let now = now_ms();
+    state["issued_at_ms"] = json!(now + 3_600_000);
+    state["expires_at_ms"] = json!(now + 7_200_000);
+    fs::write(&state_path, state.to_string()).unwrap();
+    let old = read(&dir.join("out/c.token")).unwrap();
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_event(T, "the clock leap", |e| {
+        is(e, "clock", "went_back") && is(e, "client", "c")
+    });
+    wait_for(T, "a new token", || {
+        read(&dir.join("out/c.token")).filter(|t| *t != old)
+    });
+    assert_eq!(issuer.request_count(), 2);
+    assert!(daemon.stop().success());
+
+    // The same leap while the IdP rejects the client: one immediate attempt, then the normal
+    // backoff (retry.max = 3s for a rejection), not a tight loop.
+    let mut state: Value = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+    let now = now_ms();
+    state["issued_at_ms"] = json!(now + 3_600_000);
+    state["expires_at_ms"] = json!(now + 7_200_000);
+    fs::write(&state_path, state.to_string()).unwrap();
+    issuer.faults(json!([
+        { "status": 401, "error": "invalid_client" },
+        { "status": 401, "error": "invalid_client" },
+        { "status": 401, "error": "invalid_client" },
+    ]));
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_event(T, "the rejection", |e| is(e, "outcome", "rejected"));
+    // The next attempt is planned after the backoff, not at once again.
+    let status = &socket_json(&dir.join("tokend.sock"), "/v1/tokens")["clients"][0];
+    assert_eq!(status["failures"], 1, "{status}");
+    assert!(status["next_refresh_in"].as_u64().unwrap() >= 2, "{status}");
+    assert_eq!(issuer.request_count(), 3, "one attempt after the leap");
     assert!(daemon.stop().success());
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{SECRET, config};
+use crate::out;
 use crate::util::*;
+use std::collections::HashSet;
 
 /// Clients rotating; readers watch the first eight.
 const CLIENTS: usize = 16;
@@ -188,4 +190,65 @@ fn readers_of_every_kind_never_see_a_torn_token_across_thousands_of_rotations() 
     }
     assert!(daemon.stop().success());
     assert_eq!(temp_files(&dir.join("out")), Vec::<String>::new());
+}
+
+/// Readers looping on open/read while the real binary replaces the files over a thousand times
+/// never see an empty or partial token.
+#[test]
+fn readers_never_see_a_partial_token_across_a_thousand_rotations() {
+    const ROTATIONS: usize = 1000;
+    let _heavy = heavy();
+    let dir = TestDir::new("atomic");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "r",
+            &format!(
+                "outputs:\n- {{ path: {} }}\n- {{ path: {}, format: header }}\n- {{ path: {}, format: json }}",
+                out(&dir, "r.token"),
+                out(&dir, "r.header"),
+                out(&dir, "r.json")
+            ),
+        )],
+    );
+    let cfg = cfg.to_str().unwrap().to_owned();
+    assert!(tokend(&["--config", &cfg, "once"]).status.success());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = ["r.token", "r.header", "r.json"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&format!("out/{name}"));
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut seen = HashSet::new();
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = fs::read_to_string(&path).expect("the file always exists");
+                    let format = name.rsplit('.').next().unwrap();
+                    let token = token_in(format, &text, None).unwrap_or_else(|e| panic!("torn read: {e}: {text:?}"));
+                    seen.insert(token);
+                    reads += 1;
+                }
+                (reads, seen.len())
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    for _ in 0..ROTATIONS {
+        let once = tokend(&["--config", &cfg, "--log-level", "warn", "once", "--force"]);
+        assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    }
+    let elapsed = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        let (reads, distinct) = reader.join().expect("a reader saw a torn file");
+        assert!(
+            reads > 100 && distinct > 10,
+            "readers barely ran: {reads} reads, {distinct} tokens"
+        );
+    }
+    assert_eq!(issuer.request_count(), ROTATIONS + 1);
+    eprintln!("{ROTATIONS} rotations in {elapsed:?}");
 }

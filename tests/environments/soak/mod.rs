@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{SECRET, config};
 use crate::util::*;
+use crate::{SECRET, config};
 
 const CLIENTS: usize = 200;
 const READERS: usize = 1000;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::T;
+use crate::T;
 use crate::util::*;
 
 const RESOURCE: &str = "https://api.example.test/";
