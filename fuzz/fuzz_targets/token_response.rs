@@ -170,7 +170,13 @@ fn failure(answer: &Answer<'_>, e: &ResponseError, retry_after: Option<Duration>
     // Ignored: only that they do not panic.
     let _ = (fetch.summary(), fetch.advice());
     for attempt in [1, 2, 31, u32::MAX] {
-        let delay = schedule::retry_delay(&DEFAULT_RETRY, tokend::refresh::backoff(class), attempt, fetch.retry_after(), 0.999);
+        let delay = schedule::retry_delay(
+            &DEFAULT_RETRY,
+            tokend::refresh::backoff(class),
+            attempt,
+            fetch.retry_after(),
+            0.999,
+        );
         assert!(delay <= RETRY_AFTER_CAP.max(DEFAULT_RETRY.max), "retry in {delay:?}");
         if class == ErrorClass::Permanent {
             assert_eq!(
