@@ -21,6 +21,8 @@ use super::publisher::{Attempts, Publisher};
 use super::seed;
 use super::{Group, TokenSource};
 
+mod steps;
+
 /// A token younger than this is not replaced on request: a new one would be refused too.
 pub const MIN_AGE_FOR_FORCED_REFRESH: Duration = Duration::from_secs(2);
 
@@ -260,137 +262,6 @@ impl<S: TokenSource> Runner<S> {
             next: self.due,
         };
         self.publisher.publish(token, attempts, save_state, why).await;
-    }
-
-    fn fail(&mut self, e: &FetchError) {
-        self.failures += 1;
-        let class = e.class();
-        let delay = schedule::retry_delay(
-            &self.group.retry(),
-            backoff(class),
-            self.failures,
-            e.retry_after(),
-            (self.jitter)(),
-        );
-        let now = self.clock.now();
-        self.due = now + delay;
-        let then = if self.single_attempt {
-            "`once` does not retry".to_owned()
-        } else {
-            format!(
-                "retrying in {}",
-                humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-            )
-        };
-        let keeping = match self.publisher.current().filter(|t| t.is_valid_at(now)) {
-            Some(t) => format!("still serving the current token, valid until {}", rfc3339(t.expires_at)),
-            None => "no valid token is available".to_owned(),
-        };
-        let message = e.to_string();
-        self.publisher.report_failure(
-            &message,
-            Attempts {
-                failures: self.failures,
-                next: self.due,
-            },
-        );
-        let outcome = Outcome::from(class).as_str();
-        let line = match e.advice() {
-            Some(advice) => format!("{}; {advice}; {keeping}; {then}", e.summary()),
-            None => format!("{}; {keeping}; {then}", e.summary()),
-        };
-        match class {
-            ErrorClass::Permanent => error!(
-                client = %self.label,
-                outcome,
-                attempt = self.failures,
-                error = %message,
-                "{line}"
-            ),
-            ErrorClass::RateLimited => warn!(
-                client = %self.label,
-                outcome,
-                attempt = self.failures,
-                error = %message,
-                retry_after = ?e.retry_after().map(|d| d.as_secs()),
-                "{line}"
-            ),
-            ErrorClass::Transient => warn!(
-                client = %self.label,
-                outcome,
-                attempt = self.failures,
-                error = %message,
-                "{line}"
-            ),
-        }
-    }
-
-    /// The wall clock was stepped back by `by` since the plans were made (seen while sleeping,
-    /// or after a request): every time planned on the old clock (the refresh, the retry, the
-    /// token's expiry) now lies `by` too late, so each moves earlier by as much, and the token
-    /// is published again with its times on the new clock (readers, `/readyz` and the state
-    /// file must not believe it valid for longer). Each group keeps its own jittered time: a
-    /// step does not send every group (and every host that stepped together) to the IdP at
-    /// once.
-    async fn stepped_back(&mut self, by: Duration) {
-        self.move_plans_back(by);
-        if let Some(token) = self.publisher.current() {
-            let token = Arc::new(token.stepped_back(by));
-            self.publish(token, true, None).await;
-        }
-    }
-
-    /// What `stepped_back` does, but publishing the token: its caller has a new one.
-    fn move_plans_back(&mut self, by: Duration) {
-        self.planned_on = self.planned_on.stepped_back(by);
-        self.due = self.due.checked_sub(by).unwrap_or(self.planned_on.wall);
-        self.publisher.stepped_back(by, self.planned_on.wall);
-        info!(
-            client = %self.label,
-            clock = "stepped_back",
-            by = %humantime::format_duration(whole_seconds(by)),
-            next_refresh = %rfc3339(self.due),
-            "the clock was stepped back; the refresh and the expiry move earlier by as much"
-        );
-    }
-
-    /// A request's outcome, with the times of its token on the clock as it is now: they count
-    /// from when the request was sent, and a step back while it was out (which no sleep saw)
-    /// makes them lie as much too late — the token would look issued in the future, and be
-    /// replaced at once.
-    async fn on_current_clock(&mut self, result: Result<Token, FetchError>) -> Result<Token, FetchError> {
-        let Some(by) = self.planned_on.stepped_back_by(&self.clock.read()) else {
-            return result;
-        };
-        match result {
-            Ok(token) => {
-                self.move_plans_back(by);
-                Ok(token.stepped_back(by))
-            }
-            Err(e) => {
-                self.stepped_back(by).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// A token whose issue time lies in the future: the clock went back by more than its age
-    /// while tokend was not watching (before a restart), so its expiry cannot be trusted at
-    /// all. Refresh at once, once per token.
-    fn check_clock(&mut self, now: SystemTime) {
-        if let Some(token) = self.publisher.current()
-            && !self.clock_leap_handled
-            && schedule::clock_went_back(token.issued_at, now)
-        {
-            self.clock_leap_handled = true;
-            warn!(
-                client = %self.label,
-                clock = "went_back",
-                issued_at = %rfc3339(token.issued_at),
-                "the clock went back since the token was obtained; its expiry cannot be trusted, refreshing now"
-            );
-            self.due = self.due.min(now);
-        }
     }
 
     /// The token proxy's upstream refused the current token (revoked, or signed with a key it
