@@ -13,9 +13,12 @@ mod once;
 pub(crate) mod preflight;
 mod reload;
 mod run;
+mod sources;
 pub(crate) mod status_line;
 pub(crate) mod systemd;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,10 +8,10 @@ use tracing::error;
 
 use super::AppError;
 use super::cleanup;
-use super::tasks::{join_fleet, runner};
+use super::sources::Upstream;
+use super::tasks::runner;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::oauth::HttpClients;
 use crate::refresh::Group;
 use crate::store::Store;
 
@@ -20,15 +20,14 @@ use crate::store::Store;
 pub async fn once(config: Config, force: bool) -> Result<bool, AppError> {
     let store = Store::new();
     store.retain_clients(config.clients.iter().map(|c| &c.name));
-    let http = HttpClients::new(config.max_concurrent_requests);
     let metrics = Arc::new(Metrics::new());
-    let fleet = join_fleet(config.fleet.as_ref(), &metrics, &store);
+    let sources = Upstream::new(&config, &metrics, &store);
     let mut jobs = Vec::new();
     let groups: Vec<Arc<Group>> = Group::from_clients(&config.clients).into_iter().map(Arc::new).collect();
     let batch: Vec<(Arc<Group>, Vec<PathBuf>)> = groups.into_iter().map(|g| (g, Vec::new())).collect();
     cleanup::before_start(&batch, &config.state_dir);
     for (group, _) in batch {
-        let mut runner = runner(&group, &config.state_dir, &store, &metrics, &http, fleet.as_ref()).single_attempt();
+        let mut runner = runner(&group, &config.state_dir, &store, &metrics, &sources).single_attempt();
         jobs.push(async move {
             if !force {
                 runner.seed().await;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::config_watch::ConfigWatch;
+use super::sources::Sources;
 use super::status_line::{self, STATUS_EVERY, StatusUpdates};
 use super::{AppError, Daemon, Reload, load_applicable, memory, systemd};
 use crate::config::ConfigError;
@@ -138,8 +139,8 @@ async fn start(
 /// has made its first attempt, keeps `STATUS=` current (after a change, at most once a second,
 /// and every minute for the "in 41m" ages, only under systemd), and applies reloads: one asked
 /// for while another waits for its stopped tasks is done once that one is over.
-async fn serve(
-    daemon: &mut Daemon,
+pub(super) async fn serve<S: Sources>(
+    daemon: &mut Daemon<S>,
     server: &mut Server,
     proxies: &mut Proxies,
     first: Vec<tokio::sync::oneshot::Receiver<()>>,
@@ -194,7 +195,7 @@ async fn serve(
 
 /// Ends a reload whose stopped tasks have ended (or were left behind): the new tasks start, the
 /// proxies follow the new configuration, and systemd hears the reload is over.
-async fn finish_reload(daemon: &mut Daemon, proxies: &mut Proxies, settled: Reload, started: bool) {
+async fn finish_reload<S: Sources>(daemon: &mut Daemon<S>, proxies: &mut Proxies, settled: Reload, started: bool) {
     daemon.finish(settled);
     tokio::task::spawn_blocking(memory::release_free);
     let proxy_configs = daemon.config().proxies.clone();
@@ -214,8 +215,8 @@ async fn finish_reload(daemon: &mut Daemon, proxies: &mut Proxies, settled: Relo
 /// future returned ends the wait for the stopped tasks. A rejected configuration changes
 /// nothing. Before start-up has completed (READY not yet sent), systemd is not told about the
 /// reload: READY will follow when start-up completes.
-async fn begin_reload(
-    daemon: &mut Daemon,
+async fn begin_reload<S: Sources>(
+    daemon: &mut Daemon<S>,
     server: &mut Server,
     config_path: &Path,
     started: bool,

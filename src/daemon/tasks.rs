@@ -14,14 +14,12 @@ use tracing::{error, info, warn};
 use super::STOPPED_TASKS_WAIT;
 use super::cleanup::{self, withdraw_files};
 use super::reload::{self, Summary};
-use crate::config::{self, Config};
-use crate::fleet::Source;
+use super::sources::{Sources, Upstream};
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::oauth::HttpClients;
 use crate::output::lock;
-use crate::refresh::clock::Clock;
 use crate::refresh::state;
-use crate::refresh::{Group, IdpSource, Publisher, Runner};
+use crate::refresh::{Group, Publisher, Runner};
 use crate::store::Store;
 
 struct Running {
@@ -34,14 +32,12 @@ struct Running {
     retry_now: Arc<tokio::sync::Notify>,
 }
 
-/// The running set of groups.
-pub struct Daemon {
+/// The running set of groups, with their tokens from `S` (the IdP, unless a test says).
+pub struct Daemon<S: Sources = Upstream> {
     config: Config,
-    /// This host's part in the fleet, with `fleet:`.
-    fleet: Option<crate::fleet::Member>,
+    sources: S,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    http: HttpClients,
     running: Vec<Running>,
     /// Tasks a reload stopped that had not ended within `STOPPED_TASKS_WAIT`, by label.
     lingering: Vec<(String, JoinHandle<()>)>,
@@ -62,14 +58,26 @@ pub struct Reload {
 }
 
 impl Daemon {
-    /// Starts a task for every group of `config`. The receivers resolve as each group finishes
-    /// its first attempt.
+    /// Starts a task for every group of `config`, asking the IdP (and the fleet). The receivers
+    /// resolve as each group finishes its first attempt.
     pub fn start(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> (Daemon, Vec<oneshot::Receiver<()>>) {
+        let sources = Upstream::new(&config, &metrics, &store);
+        Daemon::start_with(config, store, metrics, sources)
+    }
+}
+
+impl<S: Sources> Daemon<S> {
+    /// `start`, with the tokens from `sources`.
+    pub fn start_with(
+        config: Config,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        sources: S,
+    ) -> (Daemon<S>, Vec<oneshot::Receiver<()>>) {
         store.retain_clients(config.clients.iter().map(|c| &c.name));
         let groups = Group::from_clients(&config.clients);
         let mut daemon = Daemon {
-            http: HttpClients::new(config.max_concurrent_requests),
-            fleet: join_fleet(config.fleet.as_ref(), &metrics, &store),
+            sources,
             config,
             store,
             metrics,
@@ -118,8 +126,7 @@ impl Daemon {
             &self.config.state_dir,
             &self.store,
             &self.metrics,
-            &self.http,
-            self.fleet.as_ref(),
+            &self.sources,
         );
         let (cancel, retired) = (CancellationToken::new(), CancellationToken::new());
         runner.retire_on(retired.clone());
@@ -166,12 +173,7 @@ impl Daemon {
             });
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
-        self.http.set_max_concurrent_requests(config.max_concurrent_requests);
-        // Changed fleet settings changed every shared group's spec: those were stopped above,
-        // and start again on the new member.
-        if self.fleet.as_ref().map(|m| &m.config) != config.fleet.as_ref() {
-            self.fleet = join_fleet(config.fleet.as_ref(), &self.metrics, &self.store);
-        }
+        self.sources.reconfigure(&config, &self.metrics, &self.store);
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):
         // failing groups retry now rather than after their backoff.
         for r in &keep {
@@ -298,67 +300,15 @@ impl Reload {
     }
 }
 
-/// A group's refresh task: tokens from its IdP (through the fleet, for a group shared with it),
-/// published to its members, on the system clock.
-pub(super) fn runner(
+/// A group's refresh task: tokens from `sources`, published to its members.
+pub(super) fn runner<S: Sources>(
     group: &Arc<Group>,
     state_dir: &Path,
     store: &Arc<Store>,
     metrics: &Arc<Metrics>,
-    http: &HttpClients,
-    fleet: Option<&crate::fleet::Member>,
-) -> Runner<Source> {
-    let clock = Clock::system();
+    sources: &S,
+) -> Runner<S::Source> {
+    let clock = sources.clock();
     let publisher = Publisher::new(group.clone(), state_dir, store.clone(), metrics.clone(), clock.clone());
-    let idp = IdpSource::new(group, http, metrics.clone());
-    // Without the fleet, a refresher's client asks the IdP alone; a follower's has no
-    // credentials, and serves no new token until a reload or a restart joins the fleet.
-    let alone = if matches!(group.spec.credentials, crate::config::Credentials::Follower) {
-        "this follower's client gets no new token until the fleet can be joined (a reload or a restart tries again)"
-    } else {
-        "this client's tokens come from the IdP alone"
-    };
-    let source = match (group.spec.fleet.is_some(), fleet) {
-        (false, _) => Source::Idp(idp),
-        (true, Some(member)) => member.source(group, idp, clock.clone()).unwrap_or_else(|e| {
-            error!(client = %group.label(), error = %e, "this client cannot share through the fleet; {alone}");
-            Source::Idp(IdpSource::new(group, http, metrics.clone()))
-        }),
-        (true, None) => {
-            error!(client = %group.label(), "the fleet could not be joined; {alone}");
-            Source::Idp(idp)
-        }
-    };
-    Runner::new(group.clone(), source, publisher, clock)
-}
-
-/// This host's part in the fleet `config` names, if any; one that cannot be joined (its key
-/// became unreadable since the configuration was checked) is logged, and the shared groups ask
-/// the IdP alone.
-pub(super) fn join_fleet(
-    config: Option<&Arc<config::Fleet>>,
-    metrics: &Arc<Metrics>,
-    store: &Arc<Store>,
-) -> Option<crate::fleet::Member> {
-    store.set_fleet(None);
-    let config = config?;
-    match crate::fleet::Member::join(config, metrics) {
-        Ok(member) => {
-            let (shared, at) = (member.shared.clone(), config.redis.endpoint.describe());
-            store.set_fleet(Some(Box::new(move || shared.report(at.clone()))));
-            info!(
-                fleet = "joined",
-                store = %config.redis.endpoint.describe(),
-                role = config.role.as_str(),
-                namespace = %config.namespace,
-                node = %member.shared.node,
-                "fleet mode: tokens are shared through the fleet store"
-            );
-            Some(member)
-        }
-        Err(e) => {
-            error!(error = %e, "cannot join the fleet");
-            None
-        }
-    }
+    Runner::new(group.clone(), sources.source(group, &clock), publisher, clock)
 }
