@@ -44,7 +44,7 @@ use tokend::config::{self, Endpoint};
 use tokend::metrics::Metrics;
 use tokend::oauth::issuer::IssuerCache;
 use tokend::oauth::{ClientSettings, HttpClients};
-use tokend::output::hooks::Why;
+use tokend::output::hooks::Reason;
 use tokend::refresh::clock::Clock;
 use tokend::refresh::{Attempts, Group, IdpSource, Publisher, Runner, TokenSource};
 use tokend::store::Store;
@@ -347,7 +347,7 @@ impl Split {
         };
         let m = Meter::start();
         self.publisher
-            .publish(Arc::new(token), attempts, true, Some(Why::New))
+            .publish(Arc::new(token), attempts, true, Some(Reason::New))
             .await;
         let publish = m.stop();
         assert_eq!(self.publisher.failed_outputs(), 0);

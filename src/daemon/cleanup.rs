@@ -100,7 +100,7 @@ fn warn_replaceable_dirs(groups: &[&Group]) {
         };
         if let Some(who) = crate::output::replaceable_by(mode) {
             warn!(
-                clients = %some_of(&clients),
+                clients = %first_names(&clients),
                 dir = %dir.display(),
                 mode = %format!("{:04o}", mode & 0o7777),
                 "an output directory can be written by {who}: {}",
@@ -111,7 +111,7 @@ fn warn_replaceable_dirs(groups: &[&Group]) {
 }
 
 /// `a,b,c` — or, past five names, `a,b,c,d,e and 995 more`.
-fn some_of(names: &[&ClientName]) -> String {
+fn first_names(names: &[&ClientName]) -> String {
     const SHOWN: usize = 5;
     let shown: Vec<&str> = names.iter().take(SHOWN).map(|n| n.as_str()).collect();
     match names.len().saturating_sub(SHOWN) {

@@ -92,7 +92,7 @@ fn controls(
     let changes = futures_util::stream::unfold(watch, move |mut watch| {
         let path = path.clone();
         async move {
-            changed(&mut watch).await;
+            file_changed(&mut watch).await;
             info!(config = %path.display(), "the configuration file changed");
             Some((Control::Reload, watch))
         }
@@ -260,7 +260,7 @@ async fn begin_reload<S: Sources>(
 }
 
 /// The next change of the watched configuration file; never, without a watch.
-async fn changed(watch: &mut Option<ConfigWatch>) {
+async fn file_changed(watch: &mut Option<ConfigWatch>) {
     match watch {
         Some(watch) => watch.changed().await,
         None => std::future::pending().await,

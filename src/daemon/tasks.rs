@@ -22,7 +22,7 @@ use crate::refresh::state;
 use crate::refresh::{Group, Publisher, Runner};
 use crate::store::Store;
 
-struct Running {
+struct Task {
     group: Arc<Group>,
     /// Stops the task at its next safe point (a reload or a stop).
     cancel: CancellationToken,
@@ -38,7 +38,7 @@ pub struct Daemon<S: Sources = Upstream> {
     sources: S,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    running: Vec<Running>,
+    running: Vec<Task>,
     /// Tasks a reload stopped that had not ended within `STOPPED_TASKS_WAIT`, by label.
     lingering: Vec<(String, JoinHandle<()>)>,
     tracker: TaskTracker,
@@ -48,7 +48,7 @@ pub struct Daemon<S: Sources = Upstream> {
 pub struct Reload {
     config: Config,
     summary: Summary,
-    stopped: Vec<Running>,
+    stopped: Vec<Task>,
     lingering: Vec<(String, JoinHandle<()>)>,
     /// The groups to start, each with the withdrawn files it writes (see `reload::Plan`).
     start: Vec<(Group, Vec<PathBuf>)>,
@@ -136,7 +136,7 @@ impl<S: Sources> Daemon<S> {
         // The runner's own future, not one wrapping it: a wrapper would hold the runner twice.
         let task = runner.run(cancel.clone(), Some(tx));
         let handle = self.tracker.spawn(task);
-        self.running.push(Running {
+        self.running.push(Task {
             group,
             cancel,
             retired,

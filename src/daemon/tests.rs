@@ -96,7 +96,7 @@ fn write_config(dir: &Path, clients: &str) -> PathBuf {
 }
 
 /// The daemon's loop running in a task, and what the test holds of it.
-struct Running {
+struct Driven {
     controls: mpsc::UnboundedSender<Control>,
     store: Arc<Store>,
     asked: Asked,
@@ -104,7 +104,7 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(path: &Path) -> Running {
+fn start(path: &Path) -> Driven {
     let config = load_applicable(path).unwrap();
     let (store, metrics) = (Store::new(), Arc::new(Metrics::new()));
     let (clock, _handle) = manual::clock(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
@@ -135,7 +135,7 @@ fn start(path: &Path) -> Running {
         server.shutdown().await;
         daemon.shutdown().await;
     });
-    Running {
+    Driven {
         controls,
         store,
         asked,
@@ -144,7 +144,7 @@ fn start(path: &Path) -> Running {
     }
 }
 
-impl Running {
+impl Driven {
     /// Each client's current token, by name.
     fn tokens(&self) -> HashMap<String, String> {
         use secrecy::ExposeSecret;

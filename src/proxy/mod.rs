@@ -43,10 +43,10 @@ const LIMITS: Limits = Limits {
 /// The running proxies.
 #[derive(Default)]
 pub struct Proxies {
-    running: Vec<Running>,
+    running: Vec<Listening>,
 }
 
-struct Running {
+struct Listening {
     config: TokenProxy,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -72,7 +72,7 @@ impl Proxies {
         store: &Arc<Store>,
         metrics: &Arc<Metrics>,
     ) -> Result<(), String> {
-        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+        let (keep, stop): (Vec<Listening>, Vec<Listening>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|r| configs.contains(&r.config));
         for r in stop {
@@ -95,7 +95,7 @@ impl Proxies {
     }
 }
 
-impl Running {
+impl Listening {
     async fn stop_and_wait(self) {
         self.stop.cancel();
         let _ = self.task.await;
@@ -110,7 +110,7 @@ enum Listener {
     Unix(UnixListener),
 }
 
-async fn start(config: &TokenProxy, store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Running, String> {
+async fn start(config: &TokenProxy, store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Listening, String> {
     let upstream = forward::Upstream::new(config, store, metrics)?;
     let (listener, bound, shown) = match &config.bind {
         ProxyBind::Tcp(addr) => {
@@ -146,7 +146,7 @@ async fn start(config: &TokenProxy, store: Arc<Store>, metrics: Arc<Metrics>) ->
         stop.clone(),
         shown,
     ));
-    Ok(Running {
+    Ok(Listening {
         config: config.clone(),
         stop,
         task,

@@ -262,13 +262,13 @@ async fn drive(timers: Arc<Timers>) {
         tokio::select! {
             () = sleep => {}
             () = timers.rearm.notified() => {}
-            () = changed(&mut changes) => {}
+            () = next_change(&mut changes) => {}
         }
     }
 }
 
 /// Returns when `changes` is bumped; never, once its sender is gone (nothing can report then).
-async fn changed(changes: &mut watch::Receiver<u64>) {
+async fn next_change(changes: &mut watch::Receiver<u64>) {
     if changes.changed().await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ClientName, Output};
 use crate::metrics::Metrics;
 use crate::metrics::outcome::Outcome;
-use crate::output::hooks::{self, Hooks, Why};
+use crate::output::hooks::{self, Hooks, Reason};
 use crate::output::{self, lock};
 use crate::refresh::clock::Clock;
 use crate::refresh::fingerprint::Fingerprint;
@@ -59,7 +59,7 @@ pub struct Publisher {
     single_attempt: bool,
     hooks: Hooks,
     /// Members whose hooks wait for a failed output to be written, and why they would run.
-    hooks_due: Vec<(ClientName, Why)>,
+    hooks_due: Vec<(ClientName, Reason)>,
     /// Cancelled when a reload replaces this group: from then on it writes no file, even from a
     /// write job already under way (one file at a time, checked with the file held).
     retired: CancellationToken,
@@ -188,7 +188,7 @@ impl Publisher {
     /// (a stop waits for the files to be written), but once a reload has replaced the group
     /// (`retire_on`) it writes nothing more and leaves the store alone. `why`: the hooks that
     /// `fire_hooks` is to run (none for a token only re-timed, or kept across a reload).
-    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, why: Option<Why>) {
+    pub async fn publish(&mut self, token: Arc<Token>, attempts: Attempts, save_state: bool, why: Option<Reason>) {
         self.current = Some(token.clone());
         let all = self
             .group

@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::outcome::Outcome;
 use crate::oauth::{ErrorClass, FetchError};
-use crate::output::hooks::Why;
+use crate::output::hooks::Reason;
 use crate::refresh::clock::{Clock, Reading, Wake};
 use crate::refresh::schedule;
 use crate::token::{Token, rfc3339};
@@ -164,7 +164,7 @@ impl<S: TokenSource> Runner<S> {
             self.due = self.plan(&token);
         }
         // The state file already holds this token (or, after a reload, the same grant's).
-        let why = (outcome == Outcome::Reused).then_some(Why::Reused);
+        let why = (outcome == Outcome::Reused).then_some(Reason::Reused);
         Box::pin(self.publish(token.clone(), false, why)).await;
         // Logged once the files hold the token, so the line means it is there.
         info!(
@@ -228,7 +228,7 @@ impl<S: TokenSource> Runner<S> {
         };
         self.failures = 0;
         self.due = self.plan(&token);
-        self.publish(token.clone(), true, Some(Why::New)).await;
+        self.publish(token.clone(), true, Some(Reason::New)).await;
         // Logged once the files hold the token, so the line means it is there.
         match token.origin.node() {
             None => info!(
@@ -254,7 +254,7 @@ impl<S: TokenSource> Runner<S> {
         Ok(())
     }
 
-    async fn publish(&mut self, token: Arc<Token>, save_state: bool, why: Option<Why>) {
+    async fn publish(&mut self, token: Arc<Token>, save_state: bool, why: Option<Reason>) {
         self.expiry_reported = false;
         self.clock_leap_handled = false;
         let attempts = Attempts {

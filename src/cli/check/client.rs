@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::files::{check_dir, unreadable_by_service};
-use super::{Cx, Report, config_problem};
+use super::{Checking, Report, config_problem};
 use crate::config::identity;
 use crate::config::{Access, Client, Credentials, HookAction, Output, Proxy};
 use crate::daemon::preflight::{self, Preflight};
@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 
 pub(super) fn describe(
     r: &mut Report,
-    cx: &Cx<'_>,
+    cx: &Checking<'_>,
     preflight: &mut Preflight,
     c: &Client,
     clients: &[Arc<Client>],
@@ -65,7 +65,14 @@ pub(super) fn describe(
 
 /// The client's credentials, and the files a request reads, which the service's user must be
 /// able to read.
-fn credentials(r: &mut Report, cx: &Cx<'_>, preflight: &mut Preflight, c: &Client, config_mode: u32, state: &str) {
+fn credentials(
+    r: &mut Report,
+    cx: &Checking<'_>,
+    preflight: &mut Preflight,
+    c: &Client,
+    config_mode: u32,
+    state: &str,
+) {
     let n = &c.name;
     let mut files: Vec<(&str, PathBuf)> = Vec::new();
     match &c.spec.credentials {
@@ -170,7 +177,7 @@ fn request(r: &mut Report, c: &Client) {
 
 /// Where the token goes: socket readers, outputs (with what could stop each), hooks, and the
 /// clients that share its request.
-fn publishing(r: &mut Report, cx: &Cx<'_>, c: &Client, clients: &[Arc<Client>], access: &Access) {
+fn publishing(r: &mut Report, cx: &Checking<'_>, c: &Client, clients: &[Arc<Client>], access: &Access) {
     let n = &c.name;
     let readers = who_may_read(access.readers.get(&c.name));
     let _ = writeln!(r.text, "  socket readers  {readers}");
@@ -308,7 +315,7 @@ fn is_example_host(host: &str) -> bool {
 
 /// The client's hooks, and what would stop each from running: a command that is missing or
 /// that the service's user may not run, a `user` that needs root, a pid file's missing directory.
-fn hooks(r: &mut Report, cx: &Cx<'_>, c: &Client) {
+fn hooks(r: &mut Report, cx: &Checking<'_>, c: &Client) {
     let n = &c.name;
     for (i, hook) in c.hooks.iter().enumerate() {
         let label = if i == 0 { "hooks" } else { "" };

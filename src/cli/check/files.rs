@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::{Cx, Report, SERVICE_RUNTIME_DIR};
+use super::{Checking, Report, SERVICE_RUNTIME_DIR};
 use crate::config::Output;
 use crate::config::identity;
 
@@ -13,7 +13,7 @@ use crate::config::identity;
 /// `key` names the setting in findings; `what` starts their messages.
 pub(super) fn check_dir(
     r: &mut Report,
-    cx: &Cx<'_>,
+    cx: &Checking<'_>,
     (key, what): (&str, &str),
     dir: &Path,
     output: Option<&Output>,
@@ -108,7 +108,7 @@ pub(super) fn unusable_file_system(dir: &Path) -> Option<String> {
 
 /// A file the service reads for every request (a secret, key, certificate or CA file) that its
 /// user may not read: `run` would refuse to start although `check`, run by root, could read it.
-pub(super) fn unreadable_by_service(cx: &Cx<'_>, what: &str, path: &Path) -> Option<String> {
+pub(super) fn unreadable_by_service(cx: &Checking<'_>, what: &str, path: &Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     if cx.who.may_read(&meta) {
         return None;
@@ -122,7 +122,7 @@ pub(super) fn unreadable_by_service(cx: &Cx<'_>, what: &str, path: &Path) -> Opt
 }
 
 /// `what path is not <how> by tokend (user …) (mode 0600, owner 0:root)`.
-pub(super) fn denied(cx: &Cx<'_>, what: &str, path: &Path, how: &str, meta: &std::fs::Metadata) -> String {
+pub(super) fn denied(cx: &Checking<'_>, what: &str, path: &Path, how: &str, meta: &std::fs::Metadata) -> String {
     format!(
         "{what} {} is not {how} by {} (mode {:04o}, owner {}:{})",
         path.display(),

@@ -148,7 +148,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
     } else {
         HashMap::new()
     };
-    let cx = Cx {
+    let cx = Checking {
         who,
         service: who.name.as_deref() == Some(SERVICE_USER),
         proxied: config.proxies.iter().map(|p| p.client.as_str()).collect(),
@@ -206,7 +206,7 @@ pub fn check(config: &Config, who: &Identity, connect: bool) -> Report {
 }
 
 /// The socket: its directory, its group, and a file in its way.
-fn socket(r: &mut Report, cx: &Cx<'_>, config: &Config) {
+fn socket(r: &mut Report, cx: &Checking<'_>, config: &Config) {
     match &config.socket {
         None => {
             let _ = writeln!(r.text, "socket API disabled");
@@ -244,7 +244,7 @@ fn socket(r: &mut Report, cx: &Cx<'_>, config: &Config) {
 }
 
 /// The state directory: tokend trusts saved tokens only in a directory of its own.
-fn state_dir(r: &mut Report, cx: &Cx<'_>, config: &Config) {
+fn state_dir(r: &mut Report, cx: &Checking<'_>, config: &Config) {
     if let Ok(meta) = std::fs::symlink_metadata(&config.state_dir) {
         let owner_ok = cx.who.uid == meta.uid();
         if meta.mode() & 0o022 != 0 || !owner_ok || meta.file_type().is_symlink() {
@@ -271,7 +271,7 @@ fn state_dir(r: &mut Report, cx: &Cx<'_>, config: &Config) {
 }
 
 /// Each token proxy: where it listens, for whom, and a warning when beyond this host.
-fn proxies(r: &mut Report, cx: &Cx<'_>, config: &Config) {
+fn proxies(r: &mut Report, cx: &Checking<'_>, config: &Config) {
     for p in &config.proxies {
         let (listen, who) = match &p.bind {
             crate::config::ProxyBind::Tcp(addr) => (addr.to_string(), "anyone who can connect".to_owned()),
@@ -407,7 +407,7 @@ fn probe_all(clients: &[Arc<Client>]) -> Result<HashMap<Arc<RequestSpec>, Result
 }
 
 /// What every check of one run shares.
-struct Cx<'a> {
+struct Checking<'a> {
     who: &'a Identity,
     /// Checking as the service's user: its sandbox applies too.
     service: bool,

@@ -64,7 +64,7 @@ pub struct Issuer {
 }
 
 /// A running issuer.
-pub struct Running {
+pub struct Started {
     pub base_url: String,
 }
 
@@ -73,7 +73,7 @@ pub async fn start(
     port: u16,
     settings: IssuerSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(Running, tokio::task::JoinHandle<()>)> {
+) -> std::io::Result<(Started, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let issuer = Issuer::new(base.clone(), settings)?;
@@ -83,7 +83,7 @@ pub async fn start(
             tracing::error!(error = %e, "development issuer stopped");
         }
     });
-    Ok((Running { base_url: base }, handle))
+    Ok((Started { base_url: base }, handle))
 }
 
 impl Issuer {

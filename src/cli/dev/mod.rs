@@ -190,7 +190,7 @@ async fn issuer_only(args: DevArgs, stop: CancellationToken) -> Result<(), AppEr
 async fn start_issuer(
     args: &DevArgs,
     clients: HashMap<String, String>,
-) -> Result<(issuer::Running, CancellationToken, tokio::task::JoinHandle<()>), AppError> {
+) -> Result<(issuer::Started, CancellationToken, tokio::task::JoinHandle<()>), AppError> {
     let stop = CancellationToken::new();
     let settings = issuer::IssuerSettings {
         lifetime: args.lifetime,

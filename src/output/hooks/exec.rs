@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Outcome, Why};
+use super::{Event, Reason, RunEnded};
 use crate::config::{Hook, HookAction};
 use crate::token::{rfc3339, unix_millis};
 
@@ -21,7 +21,7 @@ const STDERR_TAIL: usize = 2048;
 /// `PATH` when tokend itself has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcome {
+pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> RunEnded {
     let HookAction::Exec {
         argv,
         working_directory,
@@ -30,14 +30,14 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
         environment,
     } = &hook.action
     else {
-        return Outcome::Failed("not an exec hook".into());
+        return RunEnded::Failed("not an exec hook".into());
     };
     // Checked when the configuration was loaded, and again now: a command someone else has
     // since made writable, or moved under a directory of theirs, is not run.
     if let Some(why) =
         crate::config::identity::others_may_change(std::path::Path::new(&argv[0]), nix::unistd::geteuid().as_raw())
     {
-        return Outcome::Failed(format!("not run: {why}"));
+        return RunEnded::Failed(format!("not run: {why}"));
     }
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -54,8 +54,8 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
         .env(
             "TOKEND_REASON",
             match event.why {
-                Why::New => "new",
-                Why::Reused => "reused",
+                Reason::New => "new",
+                Reason::Reused => "reused",
             },
         )
         .envs(environment.iter().map(|(k, v)| (k, v)))
@@ -75,14 +75,14 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
         // command keeps the user's primary group only.
         let gid = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(user.id)) {
             Ok(Some(u)) => u.gid.as_raw(),
-            Ok(None) => return Outcome::Failed(format!("there is no user with uid {}", user.id)),
-            Err(e) => return Outcome::Failed(format!("cannot look up uid {}: {e}", user.id)),
+            Ok(None) => return RunEnded::Failed(format!("there is no user with uid {}", user.id)),
+            Err(e) => return RunEnded::Failed(format!("cannot look up uid {}: {e}", user.id)),
         };
         cmd.uid(user.id).gid(gid);
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return Outcome::Failed(format!("cannot run {}: {e}", argv[0])),
+        Err(e) => return RunEnded::Failed(format!("cannot run {}: {e}", argv[0])),
     };
     let group = child.id().map(|id| GroupGuard(Pid::from_raw(id as i32)));
     let mut stderr = child.stderr.take();
@@ -135,10 +135,10 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
         g.disarm();
     }
     match status {
-        None if stop.is_cancelled() => Outcome::Failed("stopped with tokend".into()),
-        None => Outcome::TimedOut,
-        Some(Err(e)) => Outcome::Failed(format!("cannot wait for {}: {e}", argv[0])),
-        Some(Ok(s)) if s.success() => Outcome::Ok,
+        None if stop.is_cancelled() => RunEnded::Failed("stopped with tokend".into()),
+        None => RunEnded::TimedOut,
+        Some(Err(e)) => RunEnded::Failed(format!("cannot wait for {}: {e}", argv[0])),
+        Some(Ok(s)) if s.success() => RunEnded::Ok,
         Some(Ok(s)) => {
             let said = String::from_utf8_lossy(&stderr);
             let said = said.trim();
@@ -147,7 +147,7 @@ pub async fn run(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
             } else {
                 format!(": {said}")
             };
-            Outcome::Failed(format!("{} exited with {s}{said}", argv[0]))
+            RunEnded::Failed(format!("{} exited with {s}{said}", argv[0]))
         }
     }
 }

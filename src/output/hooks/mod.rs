@@ -26,9 +26,9 @@ use crate::token::Token;
 /// The first retry of a failed hook comes after this; each next one after twice as long.
 const RETRY_INITIAL: Duration = Duration::from_secs(1);
 
-/// Why a token was published, as far as hooks care.
+/// Reason a token was published, as far as hooks care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
+pub enum Reason {
     /// A new token from the IdP.
     New,
     /// A saved token reused at start-up: hooks with `on_reuse` run.
@@ -43,23 +43,23 @@ pub struct Event {
     pub token: Arc<Token>,
     /// The store's version of the token (the socket's `Token-Version`).
     pub version: u64,
-    pub why: Why,
+    pub why: Reason,
 }
 
 /// How a run ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum RunEnded {
     Ok,
     Failed(String),
     TimedOut,
 }
 
-impl Outcome {
+impl RunEnded {
     fn label(&self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed(_) => "failed",
-            Outcome::TimedOut => "timeout",
+            RunEnded::Ok => "ok",
+            RunEnded::Failed(_) => "failed",
+            RunEnded::TimedOut => "timeout",
         }
     }
 }
@@ -124,12 +124,12 @@ impl Hooks {
     pub async fn fire(&self, event: Event) {
         let event = Arc::new(event);
         for (client, on_reuse, tx) in &self.feeds {
-            if *client == event.client && (event.why == Why::New || *on_reuse) {
+            if *client == event.client && (event.why == Reason::New || *on_reuse) {
                 tx.send_replace(Some(event.clone()));
             }
         }
         for (client, hook) in &self.inline {
-            if *client == event.client && (event.why == Why::New || hook.on_reuse) {
+            if *client == event.client && (event.why == Reason::New || hook.on_reuse) {
                 attempts(hook, client, &event, &self.metrics, &CancellationToken::new(), None).await;
             }
         }
@@ -228,7 +228,7 @@ fn backoff(attempt: u32) -> Duration {
     RETRY_INITIAL * 2u32.saturating_pow(attempt.saturating_sub(1).min(16))
 }
 
-async fn execute(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcome {
+async fn execute(hook: &Hook, event: &Event, stop: &CancellationToken) -> RunEnded {
     match &hook.action {
         HookAction::Exec { .. } => exec::run(hook, event, stop).await,
         HookAction::Signal { signal, pid_file, .. } => signal::send(*signal, pid_file),
@@ -239,7 +239,7 @@ async fn execute(hook: &Hook, event: &Event, stop: &CancellationToken) -> Outcom
 fn settle(
     hook: &Hook,
     client: &ClientName,
-    outcome: &Outcome,
+    outcome: &RunEnded,
     attempt: u32,
     metrics: &Metrics,
     then: &str,
@@ -247,11 +247,11 @@ fn settle(
     metrics.hook_run(client, outcome.label());
     let shown = describe(hook);
     match outcome {
-        Outcome::Ok => {
+        RunEnded::Ok => {
             info!(client = %client, hook = %shown, "hook ran");
             None
         }
-        Outcome::Failed(why) => {
+        RunEnded::Failed(why) => {
             let then = if attempt < hook.retries {
                 then
             } else {
@@ -260,7 +260,7 @@ fn settle(
             warn!(client = %client, hook = %shown, attempt = attempt + 1, error = %why, "hook failed; {then}");
             Some(())
         }
-        Outcome::TimedOut => {
+        RunEnded::TimedOut => {
             let then = if attempt < hook.retries {
                 then
             } else {

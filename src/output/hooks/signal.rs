@@ -12,15 +12,15 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, geteuid};
 
-use super::Outcome;
+use super::RunEnded;
 
 /// A pid file larger than this is not a pid file.
 const MAX_PID_FILE: u64 = 64;
 
-pub fn send(signal: i32, pid_file: &Path) -> Outcome {
+pub fn send(signal: i32, pid_file: &Path) -> RunEnded {
     match try_send(signal, pid_file) {
-        Ok(()) => Outcome::Ok,
-        Err(e) => Outcome::Failed(e),
+        Ok(()) => RunEnded::Ok,
+        Err(e) => RunEnded::Failed(e),
     }
 }
 
