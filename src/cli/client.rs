@@ -90,6 +90,7 @@ pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) 
     let name = ClientName::new(name).map_err(CliError::Unknown)?;
     let deadline = wait.map(|w| Instant::now() + w);
     let mut retry = Duration::from_millis(50);
+    let mut said = false;
     loop {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()).min(MAX_WAIT));
         let path = match remaining {
@@ -99,7 +100,10 @@ pub async fn get(socket: &Path, name: &str, wait: Option<Duration>, json: bool) 
         let timeout = remaining.unwrap_or_default() + Duration::from_secs(10);
         let reply = match request(socket, &path, json, timeout).await {
             // Waiting covers tokend not running yet (boot) or restarting: keep trying.
-            Err(CliError::Unavailable { .. }) if deadline.is_some_and(|d| Instant::now() + retry < d) => {
+            Err(CliError::Unavailable { reason, .. }) if deadline.is_some_and(|d| Instant::now() + retry < d) => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::debug!(socket = %socket.display(), reason, wait = "no_daemon", "tokend does not answer on the socket yet; waiting for it");
+                }
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(Duration::from_secs(1));
                 continue;

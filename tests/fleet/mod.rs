@@ -339,11 +339,7 @@ fn a_store_that_is_down_leaves_refreshers_asking_the_idp_and_followers_serving_t
     assert_eq!(socket_status(&follower.socket(), "/readyz"), Some(503));
     let status = follower.status();
     assert_eq!(status["fleet"]["reachable"], false, "{status}");
-    assert!(
-        daemons[0].output().contains("the fleet store cannot be used"),
-        "{}",
-        daemons[0].output()
-    );
+    daemons[0].wait_event(T, "the store said to be down", |e| is(e, "fleet", "store_down"));
     // Back (empty, as after a restart without persistence): sharing resumes within a lifetime.
     redis.up();
     wait_for(Duration::from_secs(20), "the follower to be served again", || {
@@ -353,13 +349,8 @@ fn a_store_that_is_down_leaves_refreshers_asking_the_idp_and_followers_serving_t
         let t: Vec<String> = hosts.iter().chain([&follower]).filter_map(Host::token).collect();
         (t.len() == 3 && t.iter().all(|x| *x == t[0])).then_some(())
     });
-    assert!(
-        daemons
-            .iter()
-            .any(|d| d.output().contains("the fleet store answers again")),
-        "{}",
-        daemons[0].output()
-    );
+    // Up at start, down, up again.
+    daemons[0].wait_events(2, T, "the store said to answer again", |e| is(e, "fleet", "store_up"));
     assert_store_holds_nothing_in_clear(&redis);
     for d in daemons {
         assert!(d.stop().success());
@@ -786,17 +777,10 @@ fn a_restarted_host_takes_its_saved_token_or_the_stores_without_asking() {
     wait_ready(&a.socket());
     wait_ready(&b.socket());
     assert_eq!(requests(&fleet.issuer), 1, "a restart asked the IdP");
-    assert!(
-        da.output().contains("reused the token saved by the previous run"),
-        "{}",
-        da.output()
-    );
-    assert!(
-        db.output()
-            .contains("took the token another host of the fleet obtained"),
-        "{}",
-        db.output()
-    );
+    da.wait_event(T, "the saved token reused", |e| is(e, "outcome", "reused"));
+    db.wait_event(T, "the fleet's token adopted", |e| {
+        is(e, "outcome", "adopted") && e["node"].is_string()
+    });
     assert_eq!(a.token(), b.token());
     assert!(da.stop().success() && db.stop().success());
 }

@@ -634,16 +634,32 @@ fn get_and_status_commands_speak_the_socket_api_with_script_friendly_exit_codes(
 
     // --wait started before tokend: it waits for the socket, then through the two failed
     // requests, until the token exists (the socket path comes from --config).
-    let waiter = Command::new(crate::util::BIN)
-        .args(["--config", &cfg_arg, "get", "a", "--wait", "--timeout", "20s"])
+    let mut waiter = Command::new(crate::util::BIN)
+        .args(["--config", &cfg_arg, "--log-format", "json", "--log-level", "debug"])
+        .args(["get", "a", "--wait", "--timeout", "20s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // tokend starts once the waiter has found no socket and said it waits.
+    let (lines, waiting) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(waiter.stderr.take().unwrap());
+    let said = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            if serde_json::from_str::<Value>(&line).is_ok_and(|e| is(&e, "wait", "no_daemon")) {
+                let _ = lines.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    waiting.recv_timeout(T).expect("the waiter says it waits for tokend");
     let daemon = Tokend::run(&dir, &cfg);
     let o = waiter.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = said.join().unwrap();
+    assert!(o.status.success(), "{said}");
     let token = String::from_utf8(o.stdout).unwrap();
     // The socket announces a token only once the files hold it.
     assert_eq!(read(&dir.join("out/a.token")).as_deref(), Some(token.trim_end()));
