@@ -104,7 +104,11 @@ fn tokens_whose_iat_lies_in_the_future_are_served_and_refreshed_on_time() {
     }
 }
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// The multi-threaded build: tokend reads the clock from several threads at once, and the
+/// single-threaded one parses the offset file into static buffers without a lock, so a reading
+/// taken while another thread re-read the file could come out with no offset at all (a second
+/// step back of an hour, seen once in CI).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// Changes libfaketime's offset by renaming a new file over its file: it re-reads the file at
 /// every clock reading, and one made while the file is being rewritten in place (truncated,
