@@ -87,32 +87,20 @@ fn the_issuer_only_mode_says_which_credentials_it_accepts() {
         .expect("the issuer's URL")
         .trim()
         .to_owned();
-    let (status, body) = curl(&[
-        "-u",
-        "tokend-dev:tokend-dev-secret",
-        "-d",
-        "grant_type=client_credentials",
-        &format!("{url}/oauth/token"),
-    ]);
+    let token = || {
+        curl(&[
+            "-u",
+            "tokend-dev:tokend-dev-secret",
+            "-d",
+            "grant_type=client_credentials",
+            &format!("{url}/oauth/token"),
+        ])
+    };
+    let (status, body) = token();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("access_token"), "{body}");
-    let (status, _) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "--data",
-        "[{\"status\": 503}]",
-        &format!("{url}/_dev/faults"),
-    ]);
-    assert_eq!(status, 404);
-    let (status, body) = curl(&[
-        "-u",
-        "tokend-dev:tokend-dev-secret",
-        "-d",
-        "grant_type=client_credentials",
-        &format!("{url}/oauth/token"),
-    ]);
+    assert_eq!(push_faults(&url, &serde_json::json!([{ "status": 503 }])), 404);
+    let (status, body) = token();
     assert_eq!(status, 200, "{body}");
     assert!(issuer.stop().success());
 }

@@ -226,16 +226,7 @@ impl Issuer {
 
     /// Queues misbehaviours for the next token requests.
     pub fn faults(&self, faults: Value) {
-        let (status, _) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            &faults.to_string(),
-            &format!("{}/_dev/faults", self.url),
-        ]);
-        assert_eq!(status, 204);
+        assert_eq!(push_faults(&self.url, &faults), 204);
     }
 
     /// Drops every queued misbehaviour, `until_cleared` ones included.
@@ -253,6 +244,20 @@ impl Drop for Issuer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `POST {issuer}/_dev/faults` with `faults`; the status.
+pub fn push_faults(issuer: &str, faults: &Value) -> u16 {
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        &faults.to_string(),
+        &format!("{issuer}/_dev/faults"),
+    ])
+    .0
 }
 
 /// The real daemon, with stdout and stderr captured to a file.
