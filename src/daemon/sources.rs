@@ -22,7 +22,7 @@ pub trait Sources: Send + 'static {
     /// A group's source of tokens.
     fn source(&self, group: &Arc<Group>, clock: &Clock) -> Self::Source;
     /// A reload: the new configuration's request limits and fleet, before its groups start.
-    fn reconfigure(&mut self, config: &Config, metrics: &Arc<Metrics>, store: &Arc<Store>);
+    fn reconfigure(&mut self, config: &Config, store: &Arc<Store>);
 }
 
 /// The IdP, through the fleet for shared groups, on the system clock.
@@ -73,12 +73,12 @@ impl Sources for Upstream {
         }
     }
 
-    fn reconfigure(&mut self, config: &Config, metrics: &Arc<Metrics>, store: &Arc<Store>) {
+    fn reconfigure(&mut self, config: &Config, store: &Arc<Store>) {
         self.http.set_max_concurrent_requests(config.max_concurrent_requests);
         // Changed fleet settings changed every shared group's spec: those were stopped, and
         // start again on the new member.
         if self.fleet.as_ref().map(|m| &m.config) != config.fleet.as_ref() {
-            self.fleet = join_fleet(config.fleet.as_ref(), metrics, store);
+            self.fleet = join_fleet(config.fleet.as_ref(), &self.metrics, store);
         }
     }
 }

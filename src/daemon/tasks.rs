@@ -173,7 +173,7 @@ impl<S: Sources> Daemon<S> {
             });
         }
         self.store.retain_clients(config.clients.iter().map(|c| &c.name));
-        self.sources.reconfigure(&config, &self.metrics, &self.store);
+        self.sources.reconfigure(&config, &self.store);
         // A reload may be the fix for failing requests (a rotated secret, key or certificate):
         // failing groups retry now rather than after their backoff.
         for r in &keep {

@@ -72,7 +72,7 @@ impl Sources for Scripted {
         }
     }
 
-    fn reconfigure(&mut self, _config: &Config, _metrics: &Arc<Metrics>, _store: &Arc<Store>) {}
+    fn reconfigure(&mut self, _config: &Config, _store: &Arc<Store>) {}
 }
 
 /// Writes the configuration (its clients as YAML lines) where the daemon reloads it from.
