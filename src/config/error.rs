@@ -333,7 +333,8 @@ struct KeyProbe<'a> {
 impl<'de> DeserializeSeed<'de> for KeyProbe<'_> {
     type Value = bool;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
+        // As text: `0x1F` is a key of its own, not the integer 31 (see `shape::tree`).
+        d.deserialize_str(self)
     }
 }
 

@@ -91,7 +91,7 @@ pub fn parse(source: &str, path: &Path, host: &dyn Host) -> Result<Config, Confi
                 // serde's first error, exactly as it saw it; then the others, from the
                 // document as a tree with each bad node taken out in turn.
                 let mut problems = vec![error::from_serde(&first, source)];
-                let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(source) else {
+                let Ok(tree) = shape::tree(source) else {
                     return Err(fail(problems));
                 };
                 let repaired = shape::repair(source, tree);

@@ -5,7 +5,10 @@
 //! follows from a node that was taken out ("client has no `token_url`" after its `token_url` was
 //! refused).
 
-use serde_yaml::Value;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_yaml::{Mapping, Value};
 
 use super::error::{self, Problem};
 use super::raw::RawConfig;
@@ -22,6 +25,71 @@ pub struct Repaired {
     /// The key paths taken out (`clients.billing.outputs[0].mode`), and the keys misspelt ones
     /// meant: the validator's complaints about these follow from the problems already found.
     pub removed: Vec<String>,
+}
+
+/// The document as a tree whose mapping keys are their text as written: `31` and `0x1F` are
+/// two keys here, as they are two client names to `RawConfig`, where `serde_yaml::Value` reads
+/// both as the integer 31 and refuses the whole file, hiding every problem after the first. A
+/// key written twice keeps its last value (serde has already reported it).
+pub fn tree(source: &str) -> Result<Value, serde_yaml::Error> {
+    serde_yaml::from_str::<Tree>(source).map(|t| t.0)
+}
+
+struct Tree(Value);
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tree, D::Error> {
+        d.deserialize_any(TreeVisitor).map(Tree)
+    }
+}
+
+struct TreeVisitor;
+
+impl<'de> Visitor<'de> for TreeVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML document")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(TreeVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Tree(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Sequence(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut mapping = Mapping::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Tree(value) = map.next_value()?;
+            mapping.insert(Value::String(key), value);
+        }
+        Ok(Value::Mapping(mapping))
+    }
 }
 
 /// Reads `tree` (parsed from `source`) into a `RawConfig`, taking out each node that does not
@@ -112,7 +180,15 @@ pub fn follows_from_removal(problem: &Problem, removed: &[String]) -> bool {
 /// The same problem, found once by serde on the text and once on the tree, which may place it
 /// one level apart (a map key, a list element).
 pub fn same(a: &Problem, b: &Problem) -> bool {
-    a.message == b.message && (a.key == b.key || is_under(&a.key, &b.key) || is_under(&b.key, &a.key))
+    // A client named `31` is `clients.31` to serde and `clients[31]` to a path rebuilt from
+    // the tree's segments.
+    let (ka, kb) = (dotted(&a.key), dotted(&b.key));
+    a.message == b.message && (ka == kb || is_under(&ka, &kb) || is_under(&kb, &ka))
+}
+
+/// `clients[31].outputs[0]` as `clients.31.outputs.0`.
+fn dotted(key: &str) -> String {
+    key.replace('[', ".").replace(']', "")
 }
 
 /// `clients.a.outputs[0].mode` is under `clients.a.outputs` and `clients.a.outputs[0]`.

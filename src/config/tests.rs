@@ -846,3 +846,29 @@ fn no_output_inside_the_credentials_directory() {
     let beside = MINIMAL.replace("/run/tokend/billing.token", "/etc/tokend/secrets/out/billing.token");
     assert!(super::parse(&beside, Path::new(FILE), &Credentials).is_ok());
 }
+
+/// Keys that YAML reads as the same value (`31` and `0x1F` are both the integer 31) are two
+/// client names to tokend: a file holding both still has each of its problems reported, not
+/// only serde's first.
+#[test]
+fn keys_that_yaml_reads_as_one_value_do_not_hide_later_problems() {
+    let yaml = "\
+clients:
+  31:
+    token_url: https://idp.example/oauth/token
+    client_id: a
+    client_secret: { file: /etc/tokend/secrets/a }
+    outputs: [{ path: /run/tokend/a, fromat: raw }]
+  0x1F:
+    token_url: https://idp.example/oauth/token
+    client_id: b
+    client_secret: { file: /etc/tokend/secrets/b }
+    scoep: read
+";
+    let text = errors(yaml);
+    assert!(
+        text.contains("6:38: clients.31.outputs[0]: unknown key `fromat`"),
+        "{text}"
+    );
+    assert!(text.contains("11:5: clients.0x1F: unknown key `scoep`"), "{text}");
+}
