@@ -157,6 +157,7 @@ pub(super) async fn serve<S: Sources>(
     let startup = futures_util::future::join_all(first);
     tokio::pin!(startup);
     let mut started = false;
+    let mut loading: Option<Pin<Box<dyn Future<Output = Loaded> + Send>>> = None;
     let mut settling: Option<Pin<Box<dyn Future<Output = Reload> + Send>>> = None;
     let mut reload_again = false;
     loop {
@@ -176,6 +177,11 @@ pub(super) async fn serve<S: Sources>(
                 Some(Control::Reload) => reload_asked = true,
                 Some(Control::Stop) | None => break,
             },
+            loaded = async { loading.as_mut().expect("guarded").await }, if loading.is_some() => {
+                loading = None;
+                settling = apply_reload(daemon, server, loaded, started).await;
+                reload_asked = settling.is_none() && std::mem::take(&mut reload_again);
+            }
             settled = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
                 settling = None;
                 finish_reload(daemon, proxies, settled, started).await;
@@ -183,11 +189,11 @@ pub(super) async fn serve<S: Sources>(
             }
         }
         if reload_asked {
-            if settling.is_some() {
+            if settling.is_some() || loading.is_some() {
                 info!("a reload is still under way; reloading again once it is over");
                 reload_again = true;
             } else {
-                settling = begin_reload(daemon, server, config_path, started).await;
+                loading = Some(begin_reload(config_path, started));
             }
         }
     }
@@ -210,22 +216,65 @@ async fn finish_reload<S: Sources>(daemon: &mut Daemon<S>, proxies: &mut Proxies
     }
 }
 
-/// Starts a reload: the whole new configuration is validated first; if it is good, readers and
-/// the socket change at once, and the groups begin to change (see `Daemon::reconfigure`); the
-/// future returned ends the wait for the stopped tasks. A rejected configuration changes
-/// nothing. Before start-up has completed (READY not yet sent), systemd is not told about the
-/// reload: READY will follow when start-up completes.
-async fn begin_reload<S: Sources>(
-    daemon: &mut Daemon<S>,
-    server: &mut Server,
-    config_path: &Path,
-    started: bool,
-) -> Option<Pin<Box<dyn Future<Output = Reload> + Send>>> {
+/// A reload's configuration as read off the loop: usable, refused, or not read in time.
+type Loaded = Result<crate::config::Config, String>;
+
+/// How long a reload waits for the configuration and every secret it names to be read: a file
+/// on a hung file system (a stuck NFS mount) must not hold up the loop (signals, the watchdog)
+/// nor the reload for longer than a hung output write holds a stop.
+const LOAD_WAIT: Duration = super::STOPPED_TASKS_WAIT;
+
+/// Starts a reload: the configuration file and every secret, key and certificate it names are
+/// read on a blocking thread, for `LOAD_WAIT` at most, while the loop runs on. Before start-up
+/// has completed (READY not yet sent), systemd is not told about the reload: READY will follow
+/// when start-up completes.
+fn begin_reload(config_path: &Path, started: bool) -> Pin<Box<dyn Future<Output = Loaded> + Send>> {
     if started {
         systemd::reloading();
     }
     info!(config = %config_path.display(), "reloading configuration");
-    match load_applicable(config_path) {
+    let path = config_path.to_owned();
+    let reading = tokio::task::spawn_blocking(move || {
+        load_applicable(&path).map_err(|e| {
+            let lines: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| format!("invalid configuration: {l}"))
+                .collect();
+            lines.join("\n")
+        })
+    });
+    // The wait is measured on the real clock: a reading is real work on another thread,
+    // which tokio's paused time (the daemon's tests) would otherwise skip past.
+    let deadline = std::time::Instant::now() + LOAD_WAIT;
+    Box::pin(async move {
+        let mut reading = std::pin::pin!(reading);
+        loop {
+            tokio::select! {
+                read = &mut reading => return read.unwrap_or_else(|e| Err(format!("reading the configuration failed: {e}"))),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "the configuration and its secrets could not be read within {} (a hung file system?)",
+                            humantime::format_duration(LOAD_WAIT)
+                        ));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Applies a configuration read by `begin_reload`: if it is good, readers and the socket change
+/// at once, and the groups begin to change (see `Daemon::reconfigure`); the future returned
+/// ends the wait for the stopped tasks. A rejected configuration changes nothing.
+async fn apply_reload<S: Sources>(
+    daemon: &mut Daemon<S>,
+    server: &mut Server,
+    loaded: Loaded,
+    started: bool,
+) -> Option<Pin<Box<dyn Future<Output = Reload> + Send>>> {
+    match loaded {
         Ok(config) => {
             // Readers first: a reader taken away must lose access before anything else happens.
             server
@@ -244,8 +293,8 @@ async fn begin_reload<S: Sources>(
             Some(Box::pin(daemon.reconfigure(config).settle()))
         }
         Err(e) => {
-            for line in e.to_string().lines() {
-                error!("invalid configuration: {line}");
+            for line in e.lines() {
+                error!("{line}");
             }
             error!(
                 reload = "rejected",

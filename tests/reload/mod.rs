@@ -435,3 +435,75 @@ fn a_reload_retries_failing_clients_once_with_the_current_secret() {
     assert_eq!(issuer.request_count(), 3);
     assert!(daemon.stop().success());
 }
+
+/// A reload reads the configuration and its secrets off the main loop: a secret on a hung file
+/// system does not stall the watchdog, signals or the socket, the reload is given up after the
+/// bound a hung write gets, and a stop while it hangs ends in good time.
+#[test]
+fn a_reload_does_not_wait_on_a_secret_on_a_hung_file_system() {
+    if !running_as_root("a_reload_does_not_wait_on_a_secret_on_a_hung_file_system") {
+        return;
+    }
+    let dir = TestDir::new("hung-secret");
+    fs::create_dir_all(dir.join("secrets")).unwrap();
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let secret = dir.join("secrets/app");
+    fs::write(&secret, SECRET).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(dir.join("secrets"), fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "c",
+            &format!(
+                "client_secret: {{ file: {} }}\noutputs: [{{ path: {} }}]",
+                secret.display(),
+                out(&dir, "c.token")
+            ),
+        )],
+    );
+    let mut hang = Hang::start(&dir.join("secrets"));
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let notified = notifications(notify);
+    let env = [
+        ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    let mut daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    let socket = dir.join("tokend.sock");
+    wait_for(T, "the token", || read(&dir.join("out/c.token")));
+
+    hang.hold();
+    let reloaded_at = Instant::now();
+    daemon.signal(Signal::SIGHUP);
+    hang.wait_held();
+    let pings = watchdog_pings(&notified, Duration::from_secs(4));
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in 4 s while a reload reads a hung secret"
+    );
+    assert_eq!(socket_status(&socket, "/v1/tokens/c"), Some(200));
+    let given_up = daemon.wait_event(Duration::from_secs(20), "the reload given up", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be read within 10s (a hung file system?)"))
+    });
+    assert!(reloaded_at.elapsed() < Duration::from_secs(15), "{given_up}");
+    daemon.wait_event(T, "the reload rejected", |e| is(e, "reload", "rejected"));
+
+    // A stop while another reload hangs on the secret.
+    daemon.signal(Signal::SIGHUP);
+    hang.wait_held();
+    let stopping = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", daemon.output());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        stopping.elapsed()
+    );
+}
