@@ -344,6 +344,7 @@ impl Split {
         let attempts = Attempts {
             failures: 0,
             next: self.group.plan(&token).at,
+            held_until: None,
         };
         let m = Meter::start();
         self.publisher

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
 
 use crate::config::ClientName;
-use crate::token::{Token, unix_millis};
+use crate::token::{Token, rfc3339, unix_millis};
 
 /// What is known about one client at a moment.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// Consecutive failed attempts.
     pub failures: u32,
+    /// The IdP's `Retry-After`: it asked for no request before this time. Cleared by the next
+    /// token.
+    pub held_until: Option<SystemTime>,
     /// Grows with every new token: the token's issue time in milliseconds, or one more than the
     /// previous version if that is not larger (after the clock went back). Long-polls compare it.
     pub version: u64,
@@ -42,6 +45,39 @@ impl Snapshot {
 
     pub fn valid_token(&self, now: SystemTime) -> Option<&Arc<Token>> {
         self.token.as_ref().filter(|t| t.is_valid_at(now))
+    }
+
+    /// When the token expires before the IdP allows the next request (`Retry-After`): the expiry
+    /// and the end of the wait. Readers will have no valid token in between.
+    pub fn expires_while_held(&self) -> Option<(SystemTime, SystemTime)> {
+        let expires = self.token.as_ref()?.expires_at;
+        self.held_until
+            .filter(|until| *until > expires)
+            .map(|until| (expires, until))
+    }
+
+    /// What readiness says of this client at `now`: why it is not ready, or what will soon
+    /// stop it being ready; `None` when all is well.
+    pub fn readiness_note(&self, now: SystemTime) -> Option<String> {
+        let held = self.expires_while_held().map(|(expires, until)| {
+            format!(
+                "the IdP asked tokend to wait until {} (Retry-After), after the token expires at {}",
+                rfc3339(until),
+                rfc3339(expires)
+            )
+        });
+        if self.valid_token(now).is_some() {
+            return held;
+        }
+        let why = match (&self.token, &self.last_error) {
+            (Some(t), _) => format!("the token expired at {}", rfc3339(t.expires_at)),
+            (None, Some(_)) => "no token yet, and the requests are failing".to_owned(),
+            (None, None) => "no token yet".to_owned(),
+        };
+        Some(match held {
+            Some(held) => format!("{why}; {held}"),
+            None => why,
+        })
     }
 }
 
@@ -247,6 +283,22 @@ impl Store {
     }
 
     /// How many clients have a valid token at `now`, and how many there are.
+    /// Readiness at `now`: how many clients have a valid token, of how many, and a note for
+    /// each client that is not ready or soon will not be (see `Snapshot::readiness_note`).
+    pub fn readiness(&self, now: SystemTime) -> (usize, usize, Vec<(ClientName, String)>) {
+        let clients = self.clients();
+        let mut valid = 0;
+        let mut notes = Vec::new();
+        for (name, slot) in clients.iter() {
+            let snapshot = slot.read();
+            valid += usize::from(snapshot.valid_token(now).is_some());
+            if let Some(note) = snapshot.readiness_note(now) {
+                notes.push((name.clone(), note));
+            }
+        }
+        (valid, clients.len(), notes)
+    }
+
     pub fn count_valid(&self, now: SystemTime) -> (usize, usize) {
         let clients = self.clients();
         let valid = clients

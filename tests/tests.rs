@@ -9,6 +9,7 @@
 //! | token files: formats, modes, owners, symlinks, umask, an output failing alone | `outputs` |
 //! | getting and refreshing tokens: lifetimes, backoff, `Retry-After`, shared requests, discovery | `refresh` |
 //! | each IdP fault switched on and off, and never hammering the IdP | `idp_faults` |
+//! | what real IdPs do: bare refusals, undecoded Basic, narrowed scopes, `token_type` | `idp_quirks` |
 //! | restarts: saved tokens reused, state files of the previous release | `restart` |
 //! | reloads: SIGHUP, unchanged clients, writes in progress, hung file systems | `reload` |
 //! | secrets: files, env, credentials, rotation; never in an output or a log | `secrets` |
@@ -39,6 +40,7 @@ mod environments;
 mod fleet;
 mod generated;
 mod idp_faults;
+mod idp_quirks;
 mod outputs;
 mod refresh;
 mod reload;

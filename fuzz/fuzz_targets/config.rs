@@ -17,7 +17,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use secrecy::ExposeSecret;
 use serde_yaml::Value;
-use tokend::config::{self, Config, ConfigError, Credentials, Host};
+use tokend::config::{self, Config, ConfigError, Host};
 use tokend::secret::SecretSource;
 
 /// A host with a few users and groups, and an empty environment.
@@ -197,10 +197,8 @@ fn valid_config_matches_its_text(source: &str, config: &Config, shown: &str) {
             assert!(output.path.is_absolute(), "output {:?}", output.path);
             assert!(paths.insert(output.path.clone()), "output {:?} twice", output.path);
         }
-        let secret = match &client.spec.credentials {
-            Credentials::SecretPost(SecretSource::Literal(s)) | Credentials::SecretBasic(SecretSource::Literal(s)) => {
-                Some(s.expose_secret().to_owned())
-            }
+        let secret = match client.spec.credentials.secret() {
+            Some(SecretSource::Literal(s)) => Some(s.expose_secret().to_owned()),
             _ => None,
         };
         if let Some(secret) = secret.filter(|s| s.trim().len() >= 6 && source.matches(s.as_str()).count() == 1) {

@@ -161,7 +161,11 @@ pub fn status_table(status: &TokenList) -> String {
             f.role, f.node, f.namespace, f.store,
         ));
     }
+    let scopes = status.clients.iter().any(|c| c.scope.is_some());
     let mut header = vec!["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH"];
+    if scopes {
+        header.push("SCOPE");
+    }
     if fleet.is_some() {
         header.push("FROM");
     }
@@ -179,6 +183,9 @@ pub fn status_table(status: &TokenList) -> String {
             },
             span(c.next_refresh_in).map_or("-".to_owned(), |s| format!("in {s}")),
         ];
+        if scopes {
+            row.push(c.scope.clone().unwrap_or_else(|| "-".to_owned()));
+        }
         if fleet.is_some() {
             row.push(match (c.from, &c.node) {
                 (Some(TokenFrom::Fleet), Some(node)) => node.clone(),
@@ -186,7 +193,12 @@ pub fn status_table(status: &TokenList) -> String {
                 (None, _) => "-".to_owned(),
             });
         }
-        row.push(c.last_error.clone().unwrap_or_else(|| "-".to_owned()));
+        row.push(match (&c.warning, &c.last_error) {
+            (Some(warning), Some(error)) => format!("WARNING: {warning}; {error}"),
+            (Some(warning), None) => format!("WARNING: {warning}"),
+            (None, Some(error)) => error.clone(),
+            (None, None) => "-".to_owned(),
+        });
         rows.push(row);
     }
     let last = rows[0].len() - 1;
@@ -225,6 +237,8 @@ mod tests {
             issued_at_ms: None,
             from: None,
             node: None,
+            scope: None,
+            warning: None,
         }
     }
 
@@ -266,5 +280,23 @@ mod tests {
         );
         assert!(fleet.contains("FROM"), "{fleet}");
         assert!(fleet.contains("node-7"), "{fleet}");
+    }
+
+    #[test]
+    fn a_granted_scope_gets_a_column_and_a_warning_comes_before_the_error() {
+        let mut held = client("held", ClientState::Retrying);
+        held.scope = Some("api.read".into());
+        held.warning = Some("the token expires first".into());
+        held.last_error = Some("HTTP 429".into());
+        let list = TokenList {
+            clients: vec![held, client("plain", ClientState::Pending)],
+            fleet: None,
+        };
+        assert_eq!(
+            status_table(&list),
+            "NAME   STATE     EXPIRES IN  NEXT REFRESH  SCOPE     LAST ERROR\n\
+             held   retrying  -           -             api.read  WARNING: the token expires first; HTTP 429\n\
+             plain  pending   -           -             -         -\n"
+        );
     }
 }

@@ -22,8 +22,8 @@ use std::path::Path;
 pub use error::{ConfigError, Problem};
 pub use host::{Host, System};
 pub use model::*;
-pub use raw::{AuthMethod, FleetRole, Format};
-pub use values::{ClientName, JwsAlg, Mode, Principal};
+pub use raw::{AuthMethod, BasicEncoding, FleetRole, Format};
+pub use values::{ClientName, JwsAlg, Mode, Principal, is_scope_char};
 
 use raw::RawConfig;
 use validator::Validator;

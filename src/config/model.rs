@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{AuthMethod, FleetRole, Format};
+use super::raw::{AuthMethod, BasicEncoding, FleetRole, Format};
 use super::values::{ClientName, JwsAlg, Mode, Principal};
 use crate::secret::SecretSource;
 
@@ -214,6 +214,9 @@ pub struct RequestSpec {
     pub transport: Transport,
     /// Checks a token must pass before it is published.
     pub validation: Option<Validation>,
+    /// Scopes the granted token must have (`require_scope`); empty: a narrower grant is only
+    /// warned about.
+    pub required_scope: Vec<String>,
     /// Shared with the fleet: the token comes from the store when another host got it first.
     /// Not part of the fingerprint: where a token came from does not change what it is.
     pub fleet: Option<FleetUse>,
@@ -265,8 +268,12 @@ impl Endpoint {
 pub enum Credentials {
     /// `client_secret_post`: id and secret in the form body (Auth0's documented default).
     SecretPost(SecretSource),
-    /// `client_secret_basic`: id and secret form-urlencoded, then HTTP Basic (RFC 6749 §2.3.1).
-    SecretBasic(SecretSource),
+    /// `client_secret_basic`: id and secret form-urlencoded (unless `basic_encoding: raw`),
+    /// then HTTP Basic (RFC 6749 §2.3.1).
+    SecretBasic {
+        secret: SecretSource,
+        encoding: BasicEncoding,
+    },
     /// `private_key_jwt`: a signed client assertion (RFC 7523 §2.2).
     PrivateKey(PrivateKey),
     /// `tls_client_auth`: a client certificate (chain) and its key, both PEM (RFC 8705), from a
@@ -280,11 +287,19 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// The client secret of `client_secret_post` and `client_secret_basic`.
+    pub fn secret(&self) -> Option<&SecretSource> {
+        match self {
+            Credentials::SecretPost(secret) | Credentials::SecretBasic { secret, .. } => Some(secret),
+            _ => None,
+        }
+    }
+
     /// The `auth` method, or `None` for a follower, which authenticates nowhere.
     pub fn method(&self) -> Option<AuthMethod> {
         match self {
             Credentials::SecretPost(_) => Some(AuthMethod::ClientSecretPost),
-            Credentials::SecretBasic(_) => Some(AuthMethod::ClientSecretBasic),
+            Credentials::SecretBasic { .. } => Some(AuthMethod::ClientSecretBasic),
             Credentials::PrivateKey(_) => Some(AuthMethod::PrivateKeyJwt),
             Credentials::Certificate { .. } => Some(AuthMethod::TlsClientAuth),
             Credentials::Follower => None,

@@ -192,6 +192,8 @@ pub struct RawClient {
     pub client_id: Option<String>,
     pub client_secret: Option<RawSecret>,
     pub auth: Option<AuthMethod>,
+    /// `client_secret_basic`: how id and secret are encoded before Base64 (default `form`).
+    pub basic_encoding: Option<BasicEncoding>,
     /// `private_key_jwt`: the PEM private key that signs client assertions.
     pub private_key: Option<RawPem>,
     /// `private_key_jwt`: the `kid` header of client assertions.
@@ -213,6 +215,8 @@ pub struct RawClient {
     pub validate: Option<RawValidate>,
     pub audience: Option<String>,
     pub scope: Option<OneOrMany>,
+    /// Refuse a token granted without these scopes (`true`: every scope in `scope`).
+    pub require_scope: Option<RawRequireScope>,
     pub resource: Option<OneOrMany>,
     pub organization: Option<String>,
     pub params: Option<BTreeMap<String, String>>,
@@ -327,6 +331,56 @@ impl AuthMethod {
             AuthMethod::PrivateKeyJwt => "private_key_jwt",
             AuthMethod::TlsClientAuth => "tls_client_auth",
         }
+    }
+}
+
+/// How `client_secret_basic` encodes the id and secret before joining them with `:` and
+/// Base64-encoding them.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BasicEncoding {
+    /// `application/x-www-form-urlencoded` first, as RFC 6749 §2.3.1 says.
+    #[default]
+    Form,
+    /// As they are (RFC 7617), for IdPs that do not decode them.
+    Raw,
+}
+
+impl BasicEncoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BasicEncoding::Form => "form",
+            BasicEncoding::Raw => "raw",
+        }
+    }
+}
+
+/// `require_scope`: `true` (every scope asked for) or the scopes themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawRequireScope {
+    All(bool),
+    These(OneOrMany),
+}
+
+impl<'de> Deserialize<'de> for RawRequireScope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRequireScope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false`, or the scopes a token must have (`a b` or `[a, b]`)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawRequireScope, E> {
+                Ok(RawRequireScope::All(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRequireScope, E> {
+                Ok(RawRequireScope::These(OneOrMany(vec![v.to_owned()])))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawRequireScope, A::Error> {
+                OneOrMany::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(RawRequireScope::These)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -300,6 +300,11 @@ impl<'de> Deserialize<'de> for Principal {
     }
 }
 
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+pub fn is_scope_char(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
+}
+
 /// One string or a list of strings (`scope: a b` or `scope: [a, b]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OneOrMany(pub Vec<String>);

@@ -81,6 +81,7 @@ type HistogramFamily = Family<EndpointLabel, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     expiry: Family<ClientLabel, Gauge<f64, AtomicU64>>,
+    next_attempt: Family<ClientLabel, Gauge<f64, AtomicU64>>,
     refreshes: Family<RefreshLabels, Counter>,
     latency: HistogramFamily,
     output_errors: Family<ClientLabel, Counter>,
@@ -121,6 +122,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tokend");
         let expiry = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
+        let next_attempt = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
         let refreshes = Family::<RefreshLabels, Counter>::default();
         let latency: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
@@ -138,6 +140,11 @@ impl Metrics {
             "token_expiry_timestamp_seconds",
             "When the client's current token expires, in Unix seconds",
             expiry.clone(),
+        );
+        registry.register(
+            "next_attempt_timestamp_seconds",
+            "When tokend next asks for the client's token (a refresh, or a retry after any Retry-After), in Unix seconds; past the expiry gauge, the token will expire first",
+            next_attempt.clone(),
         );
         registry.register(
             "refreshes",
@@ -203,6 +210,7 @@ impl Metrics {
         Metrics {
             registry,
             expiry,
+            next_attempt,
             refreshes,
             latency,
             output_errors,
@@ -223,6 +231,12 @@ impl Metrics {
     pub fn token_published(&self, client: &ClientName, expires_at: SystemTime) {
         let seconds = expires_at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         self.expiry.get_or_create(&label(client)).set(seconds);
+    }
+
+    /// When the next request for the client is planned.
+    pub fn next_attempt(&self, client: &ClientName, at: SystemTime) {
+        let seconds = at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        self.next_attempt.get_or_create(&label(client)).set(seconds);
     }
 
     /// A request's outcome, counted for one client it was sent for.
@@ -339,6 +353,7 @@ impl Metrics {
     pub fn forget(&self, client: &ClientName) {
         let l = label(client);
         self.expiry.remove(&l);
+        self.next_attempt.remove(&l);
         self.output_errors.remove(&l);
         self.forget_outputs(client);
         self.state_errors.remove(&l);

@@ -8,6 +8,7 @@ use super::assertion::AssertionError;
 use super::discovery::DiscoveryError;
 use super::response::ResponseError;
 use super::validate::ValidationError;
+use crate::config::{AuthMethod, BasicEncoding};
 use crate::secret::SecretError;
 
 /// Why a token could not be obtained.
@@ -21,6 +22,10 @@ pub enum FetchError {
     Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Response(#[from] ResponseError),
+    /// The token endpoint refused the request: its answer, and how the client authenticated
+    /// (for the advice).
+    #[error("{answer}")]
+    Refused { answer: ResponseError, auth: AuthUsed },
     #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error("cannot use the TLS settings: {0}")]
@@ -44,10 +49,22 @@ pub enum FetchError {
     },
     #[error("the response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    /// The IdP granted less than `require_scope` names.
+    #[error("the IdP granted the scope `{granted}`, without `{missing}` that `require_scope` requires")]
+    ScopeMissing { granted: String, missing: String },
     /// Fleet mode: no token to be had from the fleet (a follower that finds nothing newer in
     /// the store, or cannot reach it).
     #[error("{0}")]
     Fleet(String),
+}
+
+/// How a refused request authenticated: what the advice on a refusal names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUsed {
+    pub method: AuthMethod,
+    /// `client_secret_basic` only: the encoding, and whether form-encoding changes the id or
+    /// the secret (then an IdP that does not decode them sees other ones).
+    pub basic: Option<(BasicEncoding, bool)>,
 }
 
 /// How a failure should be retried.
@@ -66,7 +83,7 @@ pub enum ErrorClass {
 impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            FetchError::Response(e) => response_class(e),
+            FetchError::Response(e) | FetchError::Refused { answer: e, .. } => response_class(e),
             FetchError::Validation(e) => match e {
                 ValidationError::Jwks { .. } => ErrorClass::Transient,
                 // A token that fails validation comes from a misconfiguration (or an attack);
@@ -92,8 +109,9 @@ impl FetchError {
             FetchError::Assertion(AssertionError::Unusable { .. } | AssertionError::WrongAlgorithm { .. }) => {
                 ErrorClass::Permanent
             }
-            // Retrying does not make a certificate trusted; someone must change a setting.
-            FetchError::Certificate { .. } => ErrorClass::Permanent,
+            // Retrying does not make a certificate trusted, nor widen a grant: someone must
+            // change a setting.
+            FetchError::Certificate { .. } | FetchError::ScopeMissing { .. } => ErrorClass::Permanent,
             FetchError::Secret(_)
             | FetchError::Tls(_)
             | FetchError::Transport { .. }
@@ -114,6 +132,7 @@ impl FetchError {
             FetchError::Assertion(_) => "cannot sign the client assertion",
             FetchError::Secret(_) => "cannot read the client's credentials",
             FetchError::Fleet(_) => "no token from the fleet",
+            FetchError::ScopeMissing { .. } => "the token lacks a required scope",
             _ => match self.class() {
                 ErrorClass::Permanent => "token request rejected",
                 ErrorClass::RateLimited => "token endpoint asked to slow down",
@@ -123,22 +142,19 @@ impl FetchError {
     }
 
     /// What to check for a failure that retrying will not fix, naming the settings involved.
-    pub fn advice(&self) -> Option<&'static str> {
+    pub fn advice(&self) -> Option<String> {
         if self.class() != ErrorClass::Permanent {
             return None;
         }
         Some(match self {
-            FetchError::Response(ResponseError::OAuth { status, error, .. }) => match error.as_str() {
-                "invalid_client" | "unauthorized_client" => "check the client's `client_id` and its credentials",
-                "invalid_scope" => "check the client's `scope`",
-                "invalid_target" => "check the client's `audience` and `resource`",
-                "access_denied" => "check that the IdP grants this client the `audience` and `scope` asked for",
-                "unsupported_grant_type" => "enable the client-credentials grant for this client at the IdP",
-                "invalid_grant" => "check the client's credentials and grant settings at the IdP",
-                _ if *status == 401 => "check the client's `client_id` and its credentials",
-                _ => "check the client's settings",
-            },
-            FetchError::Response(_) => "check `token_url` (or `issuer`)",
+            FetchError::Response(answer) => refusal_advice(answer, None),
+            FetchError::Refused { answer, auth } => refusal_advice(answer, Some(auth)),
+            other => other.setting_advice().to_owned(),
+        })
+    }
+
+    fn setting_advice(&self) -> &'static str {
+        match self {
             FetchError::Validation(ValidationError::Opaque) => "check the client's `audience`",
             FetchError::Validation(_) => "check `validate` and the client's `issuer` and `audience`",
             FetchError::Discovery(_) => "check the client's `issuer`",
@@ -146,17 +162,77 @@ impl FetchError {
                 "if the IdP's certificate comes from a private CA, name that CA in `ca_file`"
             }
             FetchError::Assertion(_) => "check `private_key` and `signing_alg`",
+            FetchError::ScopeMissing { .. } => {
+                "have the IdP grant the client those scopes, or take them out of `require_scope`"
+            }
             _ => "check the client's settings",
-        })
+        }
     }
 
     /// The server's `Retry-After`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            FetchError::Response(e) => e.retry_after(),
+            FetchError::Response(e) | FetchError::Refused { answer: e, .. } => e.retry_after(),
             _ => None,
         }
     }
+}
+
+/// What to check when the token endpoint refuses: the credentials and the `auth` method for a
+/// 401 or 403 (an IdP such as Glewlwyd answers every refusal with a bare 403), the URL for a
+/// 404 or 405, the setting an RFC 6749 §5.2 error code names otherwise.
+fn refusal_advice(answer: &ResponseError, auth: Option<&AuthUsed>) -> String {
+    let url = "check `token_url` (or `issuer`): nothing there takes token requests";
+    match answer {
+        ResponseError::OAuth { status, error, .. } => match error.as_str() {
+            "invalid_client" | "unauthorized_client" => credentials_advice(auth),
+            // Glewlwyd says `scope_invalid`.
+            "invalid_scope" | "scope_invalid" => "check the client's `scope` and what the IdP lets it have".to_owned(),
+            "invalid_target" => "check the client's `audience` and `resource`".to_owned(),
+            "access_denied" => "check that the IdP grants this client the `audience` and `scope` asked for".to_owned(),
+            "unsupported_grant_type" => "enable the client-credentials grant for this client at the IdP".to_owned(),
+            "invalid_grant" => "check the client's credentials and grant settings at the IdP".to_owned(),
+            _ if matches!(status, 401 | 403) => credentials_advice(auth),
+            _ if matches!(status, 404 | 405) => url.to_owned(),
+            _ => "check the client's settings".to_owned(),
+        },
+        ResponseError::Status { status: 401 | 403, .. } => format!(
+            "{}; then that the IdP grants it the `scope` and `audience` asked for",
+            credentials_advice(auth)
+        ),
+        ResponseError::Status { status: 404 | 405, .. } => url.to_owned(),
+        ResponseError::Status { .. } => "check `token_url` (or `issuer`) and the client's settings".to_owned(),
+        ResponseError::Invalid(_) => "check `token_url` (or `issuer`)".to_owned(),
+    }
+}
+
+/// The client's id, what proves it, and the method it was sent by.
+fn credentials_advice(auth: Option<&AuthUsed>) -> String {
+    let Some(auth) = auth else {
+        return "check the client's `client_id` and its credentials".to_owned();
+    };
+    let proof = match auth.method {
+        AuthMethod::ClientSecretPost | AuthMethod::ClientSecretBasic => "its `client_secret`",
+        AuthMethod::PrivateKeyJwt => "its `private_key` and `key_id` (is the public key registered at the IdP?)",
+        AuthMethod::TlsClientAuth => "its `client_certificate` (is it registered at the IdP?)",
+    };
+    let mut advice = format!(
+        "check the client's `client_id`, {proof}, and that the IdP lets it authenticate with `{}` (`auth`)",
+        auth.method.as_str()
+    );
+    match auth.basic {
+        Some((BasicEncoding::Form, true)) => advice.push_str(
+            "; its id or secret has characters that `client_secret_basic` form-encodes before Base64 \
+             (RFC 6749 §2.3.1), which some IdPs do not decode: try `basic_encoding: raw` (or \
+             `auth: client_secret_post`)",
+        ),
+        Some((BasicEncoding::Raw, true)) => advice.push_str(
+            "; `basic_encoding: raw` sends its id and secret unencoded: if the IdP decodes them as \
+             RFC 6749 §2.3.1 says, remove it",
+        ),
+        _ => {}
+    }
+    advice
 }
 
 /// RFC 6749 §5.2 error codes and HTTP statuses, by what retrying can achieve.

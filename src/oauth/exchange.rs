@@ -13,12 +13,16 @@ use url::Url;
 use super::assertion::{self, SigningKey};
 use super::client::{ClientSettings, HttpClient, HttpClients};
 use super::discovery::Metadata;
-use super::error::FetchError;
+use super::error::{AuthUsed, FetchError};
 use super::issuer::IssuerCache;
 use super::lifetime;
 use super::request::{self, Credential};
+use super::response::ResponseError;
+use super::scope;
 use super::validate::ValidationError;
-use crate::config::{AssertionAudience, Credentials, Endpoint, PrivateKey, RequestSpec, Timeouts, Validation};
+use crate::config::{
+    AssertionAudience, BasicEncoding, Credentials, Endpoint, PrivateKey, RequestSpec, Timeouts, Validation,
+};
 use crate::token::Token;
 
 /// What a group adds to its request spec: how long to wait, and the lifetime to assume for a
@@ -73,7 +77,7 @@ async fn exchange(
     let assertion;
     let credential = match material {
         Material::SecretPost(secret) => Credential::Post(secret),
-        Material::SecretBasic(secret) => Credential::Basic(secret),
+        Material::SecretBasic(secret, encoding) => Credential::Basic(secret, *encoding),
         Material::PrivateKey { key, config } => {
             let audience = match &config.audience {
                 AssertionAudience::TokenEndpoint => token_endpoint.as_str().to_owned(),
@@ -93,14 +97,60 @@ async fn exchange(
         }
     };
     let request = request::build(&spec.grant, credential);
-    let issued = http.fetch(&token_endpoint, &request).await?;
+    let issued = http
+        .fetch(&token_endpoint, &request)
+        .await
+        .map_err(|e| refused(e, spec, material))?;
     if let Some(rules) = &spec.validation {
         let (issuer, jwks_uri) = trust(rules, metadata.as_ref())?;
         cache
             .validate(http, issued.access_token.expose_secret(), rules, &issuer, &jwks_uri)
             .await?;
     }
-    Ok(lifetime::token_from(issued, sent_at, default_lifetime)?)
+    let mut token = lifetime::token_from(issued, sent_at, default_lifetime)?;
+    token.scope = scope::granted(
+        token.scope.take(),
+        token.access_token.expose_secret(),
+        spec.grant.scope.as_deref(),
+    );
+    require_scope(spec, &token)?;
+    Ok(token)
+}
+
+/// `require_scope`: the token's granted scope (for a token saved before tokend kept it, the
+/// scope asked for) holds every scope it names.
+fn require_scope(spec: &RequestSpec, token: &Token) -> Result<(), FetchError> {
+    let granted = token.scope.as_deref().or(spec.grant.scope.as_deref());
+    let missing = scope::missing(spec.required_scope.iter().map(String::as_str), granted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(FetchError::ScopeMissing {
+        granted: granted.unwrap_or_default().to_owned(),
+        missing: missing.join(" "),
+    })
+}
+
+/// A refusal from the token endpoint, with how the client authenticated (which the advice
+/// names); any other failure as it is.
+fn refused(e: FetchError, spec: &RequestSpec, material: &Material) -> FetchError {
+    match (e, spec.credentials.method()) {
+        (FetchError::Response(answer @ (ResponseError::OAuth { .. } | ResponseError::Status { .. })), Some(method)) => {
+            let basic = match material {
+                Material::SecretBasic(secret, encoding) => Some((
+                    *encoding,
+                    request::form_encoding_changes(&spec.grant.client_id)
+                        || request::form_encoding_changes(secret.expose_secret()),
+                )),
+                _ => None,
+            };
+            FetchError::Refused {
+                answer,
+                auth: AuthUsed { method, basic },
+            }
+        }
+        (e, _) => e,
+    }
 }
 
 /// Validates a saved token by the spec's `validate:` rules (nothing to do without them), as a
@@ -112,6 +162,7 @@ pub async fn validate_saved(
     terms: Terms,
     token: &Token,
 ) -> Result<(), FetchError> {
+    require_scope(spec, token)?;
     let Some(rules) = &spec.validation else {
         return Ok(());
     };
@@ -164,7 +215,7 @@ fn trust(rules: &Validation, metadata: Option<&Metadata>) -> Result<(String, Url
 /// variant, so every method is handled and none can meet another's material.
 enum Material {
     SecretPost(SecretString),
-    SecretBasic(SecretString),
+    SecretBasic(SecretString, BasicEncoding),
     PrivateKey {
         key: SigningKey,
         config: PrivateKey,
@@ -196,7 +247,7 @@ impl Material {
         let mut identity_pem = None;
         let material = match &spec.credentials {
             Credentials::SecretPost(source) => Material::SecretPost(source.read()?),
-            Credentials::SecretBasic(source) => Material::SecretBasic(source.read()?),
+            Credentials::SecretBasic { secret, encoding } => Material::SecretBasic(secret.read()?, *encoding),
             Credentials::PrivateKey(config) => Material::PrivateKey {
                 key: SigningKey::load(&config.key)?,
                 config: config.clone(),

@@ -5,7 +5,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use url::form_urlencoded;
 
-use crate::config::Grant;
+use crate::config::{BasicEncoding, Grant};
 
 /// A fully encoded token request.
 pub struct TokenRequest {
@@ -25,8 +25,8 @@ impl std::fmt::Debug for TokenRequest {
 pub enum Credential<'a> {
     /// `client_secret_post`: id and secret as body parameters (RFC 6749 §2.3.1).
     Post(&'a SecretString),
-    /// `client_secret_basic`: HTTP Basic with form-urlencoded id and secret.
-    Basic(&'a SecretString),
+    /// `client_secret_basic`: HTTP Basic with id and secret encoded as `BasicEncoding` says.
+    Basic(&'a SecretString, BasicEncoding),
     /// `private_key_jwt`: a signed assertion (RFC 7523 §2.2).
     Assertion(&'a SecretString),
     /// `tls_client_auth`: the certificate is on the connection; the body names the client
@@ -44,7 +44,7 @@ pub fn build(grant: &Grant, credential: Credential<'_>) -> TokenRequest {
             form.append_pair("client_secret", secret.expose_secret());
             None
         }
-        Credential::Basic(secret) => Some(basic_authorization(&grant.client_id, secret)),
+        Credential::Basic(secret, encoding) => Some(basic_authorization(&grant.client_id, secret, encoding)),
         Credential::Assertion(assertion) => {
             form.append_pair("client_id", &grant.client_id);
             form.append_pair("client_assertion_type", super::assertion::ASSERTION_TYPE);
@@ -77,14 +77,30 @@ pub fn build(grant: &Grant, credential: Credential<'_>) -> TokenRequest {
     }
 }
 
+/// Whether `BasicEncoding::Form` changes `text`: if it does, an IdP that does not decode Basic
+/// credentials sees another id or secret than the one it holds.
+pub fn form_encoding_changes(text: &str) -> bool {
+    form_urlencoded::byte_serialize(text.as_bytes()).ne(std::iter::once(text))
+}
+
 /// RFC 6749 §2.3.1: the id and secret are each encoded with the
 /// `application/x-www-form-urlencoded` algorithm *before* being joined with `:` and base64-encoded
-/// for HTTP Basic (RFC 7617). Servers decode them the same way, so `:` in an id survives.
-pub fn basic_authorization(client_id: &str, secret: &SecretString) -> SecretString {
+/// for HTTP Basic (RFC 7617). Servers decode them the same way, so `:` in an id survives. Some
+/// do not decode them: `BasicEncoding::Raw` sends them as they are.
+pub fn basic_authorization(client_id: &str, secret: &SecretString, encoding: BasicEncoding) -> SecretString {
     let mut pair = zeroize::Zeroizing::new(String::with_capacity(client_id.len() + 64));
-    pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
-    pair.push(':');
-    pair.extend(form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()));
+    match encoding {
+        BasicEncoding::Form => {
+            pair.extend(form_urlencoded::byte_serialize(client_id.as_bytes()));
+            pair.push(':');
+            pair.extend(form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()));
+        }
+        BasicEncoding::Raw => {
+            pair.push_str(client_id);
+            pair.push(':');
+            pair.push_str(secret.expose_secret());
+        }
+    }
     let encoded = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()));
     SecretString::from(format!("Basic {}", encoded.as_str()))
 }
@@ -137,7 +153,10 @@ mod tests {
 
     #[test]
     fn basic_keeps_the_secret_out_of_the_body() {
-        let req = build(&grant(), Credential::Basic(&SecretString::from("pw")));
+        let req = build(
+            &grant(),
+            Credential::Basic(&SecretString::from("pw"), BasicEncoding::Form),
+        );
         assert!(!req.body.expose_secret().contains("client_secret"));
         assert!(!req.body.expose_secret().contains("client_id"));
         assert_eq!(decode_basic(req.authorization.unwrap().expose_secret()), "my+id:pw");
@@ -156,13 +175,23 @@ mod tests {
             ("x/y?z", "=&", "x%2Fy%3Fz:%3D%26"),
         ];
         for (id, secret, pair) in cases {
-            let header = basic_authorization(id, &SecretString::from(secret));
+            let header = basic_authorization(id, &SecretString::from(secret), BasicEncoding::Form);
             assert_eq!(
                 decode_basic(header.expose_secret()),
                 pair,
                 "id={id:?} secret={secret:?}"
             );
+            assert_eq!(form_encoding_changes(secret), secret != pair.split_once(':').unwrap().1);
         }
+    }
+
+    #[test]
+    fn raw_basic_sends_id_and_secret_as_they_are() {
+        let secret = "p+q/r=s%t&u v~w:x";
+        let header = basic_authorization("app", &SecretString::from(secret), BasicEncoding::Raw);
+        assert_eq!(decode_basic(header.expose_secret()), format!("app:{secret}"));
+        assert!(form_encoding_changes(secret));
+        assert!(!form_encoding_changes("Abc-123_x.y*z"));
     }
 
     #[test]

@@ -376,8 +376,10 @@ mod tests {
             assert!(seen.insert(fp(v)), "variant {i} collides: {v:?}");
         }
         let mut other_secret = base.clone();
-        other_secret.credentials =
-            crate::config::Credentials::SecretBasic(crate::secret::SecretSource::Env("X".into()));
+        other_secret.credentials = crate::config::Credentials::SecretBasic {
+            secret: crate::secret::SecretSource::Env("X".into()),
+            encoding: crate::config::BasicEncoding::Raw,
+        };
         other_secret.transport.allow_insecure_http = true;
         assert_eq!(fp(&other_secret), fp(&base));
     }

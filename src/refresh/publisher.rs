@@ -37,6 +37,8 @@ pub struct Attempts {
     pub failures: u32,
     /// When the next request is planned (a refresh or a retry).
     pub next: SystemTime,
+    /// The IdP's `Retry-After` asked for no request before this time.
+    pub held_until: Option<SystemTime>,
 }
 
 pub struct Publisher {
@@ -177,7 +179,9 @@ impl Publisher {
                 s.last_error = Some(error.to_owned());
                 s.failures = attempts.failures;
                 s.next_attempt = Some(attempts.next);
+                s.held_until = attempts.held_until;
             });
+            self.metrics.next_attempt(&member.name, attempts.next);
         }
     }
 
@@ -211,6 +215,7 @@ impl Publisher {
         self.retry_at = self.clock.now() + OUTPUT_RETRY_INITIAL;
         for member in self.group.members() {
             self.metrics.token_published(&member.name, token.expires_at);
+            self.metrics.next_attempt(&member.name, attempts.next);
             self.store.update(&member.name, |s| {
                 s.set_token(token.clone());
                 s.fingerprint = self.fingerprint.shared();
@@ -219,6 +224,7 @@ impl Publisher {
                 }
                 s.failures = attempts.failures;
                 s.next_attempt = Some(attempts.next);
+                s.held_until = attempts.held_until;
             });
         }
         // A re-timed token (`why` None) leaves hooks still waiting for an output as they are.

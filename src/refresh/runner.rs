@@ -23,6 +23,12 @@ use super::{Group, TokenSource};
 
 mod steps;
 
+/// How long a stop waits for a token request in flight: by the time the answer is on its way the
+/// IdP has issued (and counted, and billed) the token, so it is saved rather than thrown away and
+/// asked for again after the restart. Well inside systemd's and Kubernetes' stop timeouts, and
+/// within the daemon's own wait for its tasks (`STOPPED_TASKS_WAIT`).
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
 /// A token younger than this is not replaced on request: a new one would be refused too.
 pub const MIN_AGE_FOR_FORCED_REFRESH: Duration = Duration::from_secs(2);
 
@@ -47,6 +53,10 @@ pub struct Runner<S> {
     /// backs off normally.
     clock_leap_handled: bool,
     short_lifetime_reported: bool,
+    /// The IdP's `Retry-After` asked for no request before this time (cleared by a token).
+    held_until: Option<SystemTime>,
+    /// The scopes asked for that the IdP left out, as last reported (empty: none).
+    dropped_scope: String,
     /// Poked by a reload: an operator may have fixed what made the requests fail.
     retry_now: Arc<Notify>,
     /// Poked by the token proxy when an upstream refused the current token.
@@ -72,6 +82,8 @@ impl<S: TokenSource> Runner<S> {
             expiry_reported: false,
             clock_leap_handled: false,
             short_lifetime_reported: false,
+            dropped_scope: String::new(),
+            held_until: None,
             retry_now: Arc::new(Notify::new()),
             refresh_now: Arc::new(Notify::new()),
             single_attempt: false,
@@ -188,13 +200,47 @@ impl<S: TokenSource> Runner<S> {
         let plan = self.group.plan(token);
         if plan.min_remaining_unmet && !self.short_lifetime_reported {
             self.short_lifetime_reported = true;
+            let lifetime = whole_seconds(token.lifetime());
+            let min_remaining = self
+                .group
+                .members()
+                .map(|m| m.refresh.min_remaining)
+                .max()
+                .unwrap_or_default();
             warn!(
                 client = %self.label,
-                lifetime = %humantime::format_duration(whole_seconds(token.lifetime())),
-                "the token lives too briefly to be refreshed `min_remaining` before expiry; refreshing at half its lifetime"
+                lifetime = %humantime::format_duration(lifetime),
+                min_remaining = %humantime::format_duration(min_remaining),
+                "the token lives too briefly to be refreshed `min_remaining` before expiry: it lives {}, less than twice `refresh.min_remaining` ({}); refreshing at half its lifetime instead (set `min_remaining` below {} to refresh later)",
+                humantime::format_duration(lifetime),
+                humantime::format_duration(min_remaining),
+                humantime::format_duration(whole_seconds(lifetime / 2)),
             );
         }
         plan.at
+    }
+
+    /// Warns when the IdP granted less than the scope asked for (RFC 6749 §3.3 lets it), once
+    /// for each change of what it left out.
+    fn report_scope(&mut self, token: &Token) {
+        let Some(asked) = self.group.spec.grant.scope.as_deref() else {
+            return;
+        };
+        let dropped = crate::oauth::scope::missing(asked.split(' '), token.scope.as_deref()).join(" ");
+        if dropped == self.dropped_scope {
+            return;
+        }
+        if dropped.is_empty() {
+            info!(client = %self.label, scope = %asked, "the IdP grants every scope asked for again");
+        } else {
+            warn!(
+                client = %self.label,
+                scope_dropped = %dropped,
+                scope_granted = token.scope.as_deref().unwrap_or_default(),
+                "the IdP granted less than the scope asked for, leaving out `{dropped}`; the token is published (`require_scope` refuses such a token)"
+            );
+        }
+        self.dropped_scope = dropped;
     }
 
     /// Requests a new token now. On success it is published; on failure the current token stays
@@ -227,7 +273,9 @@ impl<S: TokenSource> Runner<S> {
             }
         };
         self.failures = 0;
+        self.held_until = None;
         self.due = self.plan(&token);
+        self.report_scope(&token);
         self.publish(token.clone(), true, Some(Reason::New)).await;
         // Logged once the files hold the token, so the line means it is there.
         match token.origin.node() {
@@ -260,6 +308,7 @@ impl<S: TokenSource> Runner<S> {
         let attempts = Attempts {
             failures: self.failures,
             next: self.due,
+            held_until: self.held_until,
         };
         self.publisher.publish(token, attempts, save_state, why).await;
     }
@@ -282,8 +331,9 @@ impl<S: TokenSource> Runner<S> {
     /// Drives the group until `cancel` fires. `first_attempt` is told once the group has a token
     /// or its first request has finished, whichever comes first (for readiness).
     ///
-    /// Cancellation only takes effect while sleeping or waiting for the token source; once an
-    /// answer is in, it is published completely (files and state) before the task can stop.
+    /// Cancellation takes effect while sleeping; a request in flight gets `IN_FLIGHT_GRACE` to
+    /// finish, and once an answer is in, it is published completely (files and state) before
+    /// the task stops.
     ///
     /// There is one task per group, asleep nearly all the time, so its size is the daemon's
     /// cost per client. What the loop awaits (seeding, a request, publishing, the sleep itself)
@@ -326,14 +376,17 @@ impl<S: TokenSource> Runner<S> {
             if now >= self.due {
                 // The new token's times are on this reading, and the failure's retry too.
                 self.planned_on = reading;
-                let result = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    result = Box::pin(self.source.obtain(now, self.publisher.current().cloned())) => result,
+                let request = Box::pin(self.source.obtain(now, self.publisher.current().cloned()));
+                let Some(result) = in_flight(cancel, request, &self.label).await else {
+                    return;
                 };
                 let result = Box::pin(self.on_current_clock(result)).await;
                 // The outcome is logged and recorded in the store by `complete` itself.
                 let _ = Box::pin(self.complete(result)).await;
                 signal_once(&mut first_attempt);
+                if cancel.is_cancelled() {
+                    return;
+                }
                 continue;
             }
             let expiry = self
@@ -386,6 +439,26 @@ impl<S: TokenSource> Runner<S> {
             }
         }
     }
+}
+
+/// The answer to a request; if `cancel` fires while it is out, it gets `IN_FLIGHT_GRACE` more,
+/// and `None` if even that is not enough.
+async fn in_flight<T>(cancel: &CancellationToken, request: impl Future<Output = T>, label: &str) -> Option<T> {
+    let mut request = std::pin::pin!(request);
+    tokio::select! {
+        result = &mut request => return Some(result),
+        _ = cancel.cancelled() => {}
+    }
+    info!(
+        client = %label,
+        grace = %humantime::format_duration(IN_FLIGHT_GRACE),
+        "stopping: waiting for the token request in flight, so that its token is saved rather than asked for again"
+    );
+    let answer = tokio::time::timeout(IN_FLIGHT_GRACE, request).await.ok();
+    if answer.is_none() {
+        warn!(client = %label, "stopping: the token request in flight did not end within the grace; abandoned");
+    }
+    answer
 }
 
 /// What ended a sleep of the loop.

@@ -73,9 +73,14 @@ pub fn retry_delay(
         }
     };
     match retry_after {
-        Some(ra) => backoff.max(ra.min(RETRY_AFTER_CAP.max(policy.max))),
+        Some(ra) => backoff.max(honoured_retry_after(policy, ra)),
         None => backoff,
     }
+}
+
+/// As much of a `Retry-After` as is honoured: up to `RETRY_AFTER_CAP` or `retry.max`.
+pub fn honoured_retry_after(policy: &RetryPolicy, retry_after: Duration) -> Duration {
+    retry_after.min(RETRY_AFTER_CAP.max(policy.max))
 }
 
 /// A token whose issue time lies in the future means the clock stepped backwards since it was

@@ -66,6 +66,14 @@ pub struct ClientStatus {
     pub from: Option<TokenFrom>,
     /// The host that asked the IdP, when another host of the fleet did.
     pub node: Option<String>,
+    /// The scope the current token was granted (what was asked for, unless the IdP said or
+    /// the token shows otherwise).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// What will go wrong unless something changes: the token expires before the IdP allows the
+    /// next request (`Retry-After`).
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
 /// Fleet mode: what this host is, and whether the store answers.
@@ -128,6 +136,14 @@ impl ClientStatus {
                 }
             }),
             node: token.and_then(|t| t.origin.node()).map(str::to_owned),
+            scope: token.and_then(|t| t.scope.clone()),
+            warning: s.expires_while_held().map(|(expires, until)| {
+                format!(
+                    "the token expires at {}, before the IdP allows the next request at {} (Retry-After)",
+                    rfc3339(expires),
+                    rfc3339(until)
+                )
+            }),
         }
     }
 }

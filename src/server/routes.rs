@@ -339,17 +339,30 @@ fn liveness(state: &ServerState) -> Response<Body> {
     }
 }
 
+/// `/readyz`: ready while every client has a valid token. The body says why not, client by
+/// client (the first `READINESS_NOTES`), and warns of a token that will expire before the IdP
+/// allows the next request.
 fn readiness(state: &ServerState) -> Response<Body> {
-    let (valid, total) = state.store.count_valid(SystemTime::now());
-    if valid == total {
-        plain(StatusCode::OK, "ready\n")
+    let (valid, total, notes) = state.store.readiness(SystemTime::now());
+    let (status, mut body) = if valid == total {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        plain(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {valid} of {total} clients have a valid token\n"),
         )
+    };
+    for (name, note) in notes.iter().take(READINESS_NOTES) {
+        body.push_str(&format!("{name}: {note}\n"));
     }
+    if notes.len() > READINESS_NOTES {
+        body.push_str(&format!("and {} more\n", notes.len() - READINESS_NOTES));
+    }
+    plain(status, body)
 }
+
+/// How many clients `/readyz` names: enough to act on, not a page for 10,000 failing clients.
+const READINESS_NOTES: usize = 10;
 
 fn metrics(peer: &Peer, state: &ServerState) -> Response<Body> {
     if !state.authority().may_read_metrics(peer) {

@@ -167,7 +167,7 @@ fn once_says_what_failed_what_to_check_and_that_nothing_is_retried() {
     let (code, err) = run_once(&once_config(&dir, &issuer, "a-wrong-secret", token_url));
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("token request rejected; check the client's `client_id` and its credentials; no valid token is available; `once` does not retry"),
+        err.contains("token request rejected; check the client's `client_id`, its `client_secret`, and that the IdP lets it authenticate with `client_secret_post` (`auth`); no valid token is available; `once` does not retry"),
         "{err}"
     );
     assert!(!err.contains("retrying"), "{err}");

@@ -58,7 +58,7 @@ const CASES: &[Case] = &[
         edit: &[("    client_id: a\n", "    client_id: a\n    zzz: 1\n")],
         secret_mode: None,
         env: &[],
-        stderr: "{config}:7:5: clients.x: unknown key `zzz`; expected one of: token_url, issuer, client_id, client_secret, auth, private_key, key_id, signing_alg, assertion_audience, client_certificate, client_key, ca_file, proxy, no_proxy, validate, audience, scope, resource, organization, params, allow_insecure_http, timeouts, refresh, retry, outputs, readers, hooks, fleet, fleet_key\n",
+        stderr: "{config}:7:5: clients.x: unknown key `zzz`; expected one of: token_url, issuer, client_id, client_secret, auth, basic_encoding, private_key, key_id, signing_alg, assertion_audience, client_certificate, client_key, ca_file, proxy, no_proxy, validate, audience, scope, require_scope, resource, organization, params, allow_insecure_http, timeouts, refresh, retry, outputs, readers, hooks, fleet, fleet_key\n",
     },
     Case {
         class: "wrong type",

@@ -370,3 +370,105 @@ fn discovery_falls_back_to_rfc8414_and_a_rotated_signing_key_is_fetched() {
     assert!(issuer.request_count() >= 1);
     assert!(daemon.stop().success());
 }
+
+/// A `Retry-After` that outlasts the token is honoured (the IdP asked; asking anyway risks a
+/// ban), and said loudly: in the log, in `/v1/tokens` and `tokend status`, by the next-attempt
+/// gauge passing the expiry gauge, and in `/readyz`, before and after the token expires.
+#[test]
+fn a_retry_after_longer_than_the_token_lives_is_honoured_and_said_loudly() {
+    let dir = TestDir::new("retry-after-past-expiry");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "5s");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[(
+            "held",
+            &format!(
+                "refresh: {{ at: 50%, jitter: 0%, min_remaining: 1s }}\noutputs: [{{ path: {} }}]",
+                out(&dir, "held.token")
+            ),
+        )],
+    );
+    issuer.faults(json!([{}, { "status": 429, "error": "too_many_requests", "retry_after": "20" }]));
+    let daemon = Tokend::run(&dir, &cfg);
+    let socket = dir.join("tokend.sock");
+    let held = daemon.wait_event(T, "the hold past expiry", |e| e["held_until"].is_string());
+    assert_eq!(held["level"], "ERROR", "{held}");
+    assert!(
+        held["message"].as_str().unwrap().contains("(Retry-After)")
+            && held["message"]
+                .as_str()
+                .unwrap()
+                .contains("readers will have no valid token in between; tokend honours the wait"),
+        "{held}"
+    );
+    let listed = socket_json(&socket, "/v1/tokens");
+    let warning = listed["clients"][0]["warning"].as_str().unwrap_or_default().to_owned();
+    assert!(warning.contains("before the IdP allows the next request"), "{listed}");
+    let table = String::from_utf8_lossy(&tokend(&["--config", cfg.to_str().unwrap(), "status"]).stdout).into_owned();
+    assert!(table.contains("WARNING: the token expires at"), "{table}");
+    let metrics = socket_text(&socket, "/metrics");
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{client=\"held\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let (next, expiry) = (
+        gauge("tokend_next_attempt_timestamp_seconds"),
+        gauge("tokend_token_expiry_timestamp_seconds"),
+    );
+    assert!(next > expiry + 10.0, "next attempt {next}, expiry {expiry}");
+    let (status, body) = curl(&["--unix-socket", socket.to_str().unwrap(), "http://tokend/readyz"]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("held: the IdP asked tokend to wait until"), "{body}");
+    // The token expires; the wait is honoured all the same, and /readyz says why.
+    wait_for(T, "not ready", || {
+        (socket_status(&socket, "/readyz") == Some(503)).then_some(())
+    });
+    let (_, body) = curl(&["--unix-socket", socket.to_str().unwrap(), "http://tokend/readyz"]);
+    assert!(
+        body.contains("held: the token expired at") && body.contains("(Retry-After)"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(issuer.request_count(), 2, "no request before the Retry-After is over");
+    assert!(daemon.stop().success());
+}
+
+/// Tokens that live less than twice `refresh.min_remaining` (2 minutes by default) are refreshed
+/// at half their lifetime: said once in the log, with the figures, and in `check`'s plan.
+#[test]
+fn a_lifetime_shorter_than_twice_min_remaining_is_said_once_and_in_the_plan() {
+    let dir = TestDir::new("short-lifetime");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "4s");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("brief", &format!("outputs: [{{ path: {} }}]", out(&dir, "brief.token")))],
+    );
+    let check = tokend(&["--config", cfg.to_str().unwrap(), "check"]);
+    let plan = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        plan.contains("at least 2m before expiry (a token living under 4m at half its lifetime)"),
+        "{plan}"
+    );
+    let daemon = Tokend::run(&dir, &cfg);
+    daemon.wait_events(3, T, "three tokens", |e| is(e, "outcome", "refreshed"));
+    let warnings: Vec<Value> = daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["min_remaining"].is_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]["message"].as_str().unwrap().contains(
+            "less than twice `refresh.min_remaining` (2m); refreshing at half its lifetime instead (set `min_remaining` below 2s to refresh later)"
+        ),
+        "{}",
+        warnings[0]
+    );
+    assert!(daemon.stop().success());
+}

@@ -196,3 +196,58 @@ fn a_saved_token_that_fails_validation_is_not_reused() {
         saved["access_token"].as_str().unwrap()
     );
 }
+
+/// A stop while a token request is out: the IdP has issued (and counted) the token by the time
+/// its answer is on the way, so tokend waits for it (a bounded grace), saves it, and the next
+/// start reuses it: one request across the stop. An answer slower than the grace is abandoned,
+/// and the stop still ends in good time.
+#[test]
+fn a_stop_during_a_slow_answer_saves_the_token_instead_of_asking_again() {
+    let dir = TestDir::new("stop-in-flight");
+    let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
+    let cfg = config(
+        &dir,
+        &issuer,
+        &[("slow", &format!("outputs: [{{ path: {} }}]", out(&dir, "slow.token")))],
+    );
+    issuer.faults(json!([{ "delay_ms": 2500 }]));
+    let mut first = Tokend::run(&dir, &cfg);
+    wait_for(T, "the request in flight", || {
+        (issuer.request_count() == 1).then_some(())
+    });
+    let stopping = std::time::Instant::now();
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = first.wait(T);
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}\n{}", first.output());
+    assert!(took < std::time::Duration::from_secs(8), "the stop took {took:?}");
+    let token = read(&dir.join("out/slow.token")).expect("the token of the answer that came during the stop");
+    first.wait_event(T, "the grace", |e| is(e, "client", "slow") && e["grace"].is_string());
+    let second = Tokend::run(&dir, &cfg);
+    second.wait_event(T, "the reuse", |e| is(e, "outcome", "reused"));
+    assert_eq!(read(&dir.join("out/slow.token")).unwrap(), token);
+    assert_eq!(issuer.request_count(), 1, "one request across the stop");
+    assert!(second.stop().success());
+
+    // An answer that takes longer than the grace is abandoned.
+    std::fs::remove_dir_all(dir.join("state")).unwrap();
+    issuer.faults(json!([{ "delay_ms": 30000 }]));
+    let mut third = Tokend::run(&dir, &cfg);
+    wait_for(T, "the second request in flight", || {
+        (issuer.request_count() == 2).then_some(())
+    });
+    let stopping = std::time::Instant::now();
+    third.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = third.wait(std::time::Duration::from_secs(30));
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(12),
+        "the stop took {took:?}; the grace is 5 s"
+    );
+    third.wait_event(T, "the request abandoned", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not end within the grace"))
+    });
+}

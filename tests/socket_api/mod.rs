@@ -200,7 +200,10 @@ fn tokens_are_served_as_text_and_json_with_the_documented_statuses() {
     let (status, _, body) = get(&socket, "/readyz", &[]);
     assert_eq!(
         (status, body.as_str()),
-        (503, "not ready: 1 of 2 clients have a valid token\n")
+        (
+            503,
+            "not ready: 1 of 2 clients have a valid token\npending: no token yet\n"
+        )
     );
 
     let (status, _, body) = get(&socket, "/v1/tokens", &[]);

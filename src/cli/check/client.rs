@@ -76,7 +76,7 @@ fn credentials(
     let n = &c.name;
     let mut files: Vec<(&str, PathBuf)> = Vec::new();
     match &c.spec.credentials {
-        Credentials::SecretPost(source) | Credentials::SecretBasic(source) => {
+        Credentials::SecretPost(source) | Credentials::SecretBasic { secret: source, .. } => {
             let _ = writeln!(r.text, "  client secret   {} ({state})", source.describe());
             files.extend(source.file().map(|path| ("client secret", path)));
             if let SecretSource::Literal(_) = source {
@@ -160,10 +160,11 @@ fn request(r: &mut Report, c: &Client) {
     let f = |d| humantime::format_duration(d);
     let _ = writeln!(
         r.text,
-        "  refresh         at {:.0}% ±{:.0}% of the lifetime, at least {} before expiry; retries {} … {}",
+        "  refresh         at {:.0}% ±{:.0}% of the lifetime, at least {} before expiry (a token living under {} at half its lifetime); retries {} … {}",
         c.refresh.at * 100.0,
         c.refresh.jitter * 100.0,
         f(c.refresh.min_remaining),
+        f(c.refresh.min_remaining * 2),
         f(c.retry.initial),
         f(c.retry.max)
     );
@@ -254,7 +255,7 @@ fn placeholders(r: &mut Report, c: &Client) {
             ),
         );
     }
-    if let Credentials::SecretPost(source) | Credentials::SecretBasic(source) = &c.spec.credentials
+    if let Some(source) = c.spec.credentials.secret()
         && let Ok(secret) = source.read()
         && is_placeholder(secret.expose_secret())
     {

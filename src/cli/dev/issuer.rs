@@ -33,6 +33,25 @@ pub struct IssuerSettings {
     pub clients: HashMap<String, String>,
     /// Serve metadata only at RFC 8414's location, not OIDC's (to exercise the fallback).
     pub rfc8414_only: bool,
+    /// Where a real IdP departs from the RFCs (the test issuer sets these; `tokend dev` keeps
+    /// to the RFCs).
+    pub quirks: Quirks,
+}
+
+/// Behaviours seen in real IdPs, which the test suite's issuer can imitate.
+#[derive(Debug, Clone, Default)]
+pub struct Quirks {
+    /// Refuse bad client credentials with a bare `403` and no body, instead of RFC 6749 §5.2's
+    /// `401 invalid_client` (as Glewlwyd does).
+    pub bare_refusals: bool,
+    /// Take the id and secret of HTTP Basic as sent, without form-urldecoding them (RFC 7617
+    /// rather than RFC 6749 §2.3.1).
+    pub raw_basic: bool,
+    /// Grant only these scopes, dropping the others asked for in silence (the response and the
+    /// token's `scope` claim name what was granted).
+    pub granted_scopes: Option<Vec<String>>,
+    /// Leave `scope` out of the response (the token's claim still names it).
+    pub omit_scope: bool,
 }
 
 /// One token request as the issuer saw it.
@@ -125,7 +144,7 @@ impl Issuer {
     /// client gave up on still show); its index.
     pub fn record(&self, headers: &HeaderMap, form: &[(String, String)]) -> usize {
         let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let authenticated = authenticate(headers, form);
+        let authenticated = authenticate(headers, form, self.settings.quirks.raw_basic);
         let mut seen = self.seen.lock().expect("seen lock");
         seen.push(Seen {
             at_ms: now_ms(),
@@ -157,11 +176,16 @@ impl Issuer {
     /// refuses it.
     pub fn answer(&self, headers: &HeaderMap, form: &[(String, String)], lifetime: Duration) -> Response {
         let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        match authenticate(headers, form) {
+        let quirks = &self.settings.quirks;
+        match authenticate(headers, form, quirks.raw_basic) {
+            Err(_) if quirks.bare_refusals => StatusCode::FORBIDDEN.into_response(),
             Err((status, code, description)) => oauth_error(status, code, description),
             Ok((id, secret, _)) => {
                 let registered = self.settings.clients.get(&id);
                 if registered.is_none_or(|s| !constant_time_eq(s.as_bytes(), secret.as_bytes())) {
+                    if quirks.bare_refusals {
+                        return StatusCode::FORBIDDEN.into_response();
+                    }
                     oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized")
                 } else if field("grant_type").as_deref() != Some("client_credentials") {
                     oauth_error(
@@ -199,9 +223,13 @@ pub fn oauth_error(status: StatusCode, code: &str, description: &str) -> Respons
 /// A refusal: status, OAuth error code and description.
 type Refusal = (StatusCode, &'static str, &'static str);
 
-/// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret, or
-/// both in the body — never both at once.
-fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(String, String, &'static str), Refusal> {
+/// Client authentication per RFC 6749 §2.3.1: HTTP Basic with form-urlencoded id and secret
+/// (taken as sent with `raw_basic`), or both in the body — never both at once.
+fn authenticate(
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    raw_basic: bool,
+) -> Result<(String, String, &'static str), Refusal> {
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -224,6 +252,9 @@ fn authenticate(headers: &HeaderMap, form: &[(String, String)]) -> Result<(Strin
             let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
             let text = String::from_utf8(decoded).map_err(|_| bad())?;
             let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            if raw_basic {
+                return Ok((id.to_owned(), secret.to_owned(), "client_secret_basic"));
+            }
             let decode = |s: &str| {
                 form_urlencoded::parse(format!("x={s}").as_bytes())
                     .next()
@@ -275,7 +306,15 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], lifetime: 
         .lock()
         .expect("issued lock")
         .push(URL_SAFE_NO_PAD.encode(jti));
-    if let Some(scope) = field("scope") {
+    let scope = field("scope").map(|asked| match &issuer.settings.quirks.granted_scopes {
+        Some(granted) => asked
+            .split(' ')
+            .filter(|s| granted.iter().any(|g| g == s))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => asked,
+    });
+    if let Some(scope) = &scope {
         claims["scope"] = json!(scope);
     }
     if let Some(org) = field("organization") {
@@ -290,7 +329,7 @@ fn issue(issuer: &Issuer, client_id: &str, form: &[(String, String)], lifetime: 
     let signature = issuer.key.sign(signing_input.as_bytes());
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
     let mut body = json!({ "access_token": token, "token_type": "Bearer", "expires_in": lifetime.as_secs() });
-    if let Some(scope) = field("scope") {
+    if let Some(scope) = scope.filter(|_| !issuer.settings.quirks.omit_scope) {
         body["scope"] = json!(scope);
     }
     let mut response = Json(body).into_response();

@@ -196,6 +196,7 @@ async fn start_issuer(
         lifetime: args.lifetime,
         clients,
         rfc8414_only: args.rfc8414_only,
+        quirks: issuer::Quirks::default(),
     };
     let (running, handle) = issuer::start(args.port, settings, stop.clone().cancelled_owned())
         .await

@@ -12,9 +12,9 @@ use crate::config::model::{
     Client, Credentials, DEFAULT_REFRESH, DEFAULT_RETRY, DEFAULT_TIMEOUTS, Endpoint, Grant, RefreshPolicy, RequestSpec,
     RetryPolicy, Timeouts,
 };
-use crate::config::raw::FleetRole;
+use crate::config::raw::{FleetRole, RawRequireScope};
 use crate::config::url_policy::check_idp_url;
-use crate::config::values::ClientName;
+use crate::config::values::{ClientName, is_scope_char};
 
 /// Form parameters tokend sets itself; `params` may not override them.
 const RESERVED_PARAMS: &[&str] = &[
@@ -52,6 +52,7 @@ impl Validator<'_> {
             _ => self.credentials(cx, endpoint.as_ref()),
         };
         let (p, parameters_ok) = self.parameters(cx);
+        let required_scope = self.required_scope(cx, p.scope.as_deref());
         let transport = self.transport(cx);
         let asked_for = p.audience.iter().chain(&p.resources).cloned().collect();
         let validation = self.validation(cx, endpoint.as_ref(), asked_for);
@@ -77,6 +78,7 @@ impl Validator<'_> {
             credentials: credentials?,
             transport: transport?,
             validation: validation?,
+            required_scope: required_scope?,
             fleet: fleet.ok()?,
         };
         Some(Client {
@@ -137,6 +139,36 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `require_scope`: scopes among those asked for that a granted token must hold.
+    fn required_scope(&mut self, cx: &ClientCtx<'_>, asked: Option<&str>) -> Option<Vec<String>> {
+        let asked: Vec<&str> = asked.map(|s| s.split(' ').collect()).unwrap_or_default();
+        let wanted: Vec<String> = match &cx.merged.require_scope {
+            None | Some(RawRequireScope::All(false)) => return Some(Vec::new()),
+            Some(RawRequireScope::All(true)) => asked.iter().map(|s| s.to_string()).collect(),
+            Some(RawRequireScope::These(list)) => list
+                .0
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_owned)
+                .collect(),
+        };
+        if wanted.is_empty() {
+            self.problem(
+                &cx.at("require_scope"),
+                "`require_scope` needs scopes to require: set `scope`, or list them here",
+            );
+            return None;
+        }
+        if let Some(missing) = wanted.iter().find(|w| !asked.contains(&w.as_str())) {
+            self.problem(
+                &cx.at("require_scope"),
+                format!("`require_scope` names `{missing}`, which `scope` does not ask for; add it to `scope`"),
+            );
+            return None;
+        }
+        Some(wanted)
     }
 
     /// The parameters, and whether all of them are valid (the valid ones are kept either way,
@@ -277,9 +309,4 @@ impl Validator<'_> {
         }
         Some(p)
     }
-}
-
-/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-fn is_scope_char(b: u8) -> bool {
-    b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
 }

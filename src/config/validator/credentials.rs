@@ -7,7 +7,7 @@ use url::Url;
 
 use super::{ClientCtx, Validator};
 use crate::config::model::{AssertionAudience, Credentials, Endpoint, PrivateKey};
-use crate::config::raw::{AuthMethod, RawAssertionAudience, RawPem, RawSecret};
+use crate::config::raw::{AuthMethod, BasicEncoding, RawAssertionAudience, RawPem, RawSecret};
 use crate::config::values::JwsAlg;
 use crate::secret::SecretSource;
 
@@ -24,6 +24,14 @@ impl Validator<'_> {
                 );
             }
         };
+        if auth != AuthMethod::ClientSecretBasic {
+            unused(
+                self,
+                own.basic_encoding.is_some(),
+                "basic_encoding",
+                "client_secret_basic",
+            );
+        }
         let is_assertion = auth == AuthMethod::PrivateKeyJwt;
         let is_mtls = auth == AuthMethod::TlsClientAuth;
         // Only what the client writes itself is questioned: settings inherited from `defaults`
@@ -92,9 +100,22 @@ impl Validator<'_> {
                     );
                     return None;
                 };
+                let encoding = c.basic_encoding.unwrap_or_default();
+                if auth == AuthMethod::ClientSecretBasic
+                    && encoding == BasicEncoding::Raw
+                    && c.client_id.as_deref().is_some_and(|id| id.contains(':'))
+                {
+                    self.problem(
+                        &cx.at("basic_encoding"),
+                        "with `basic_encoding: raw` a `client_id` cannot hold `:` (HTTP Basic splits at the first one, RFC 7617); use `form` or `auth: client_secret_post`",
+                    );
+                }
                 let source = self.secret(raw.clone(), &cx.at("client_secret"))?;
                 Some(match auth {
-                    AuthMethod::ClientSecretBasic => Credentials::SecretBasic(source),
+                    AuthMethod::ClientSecretBasic => Credentials::SecretBasic {
+                        secret: source,
+                        encoding,
+                    },
                     _ => Credentials::SecretPost(source),
                 })
             }

@@ -327,7 +327,7 @@ fn secret_dirs(clients: &[Arc<Client>]) -> Vec<(PathBuf, String)> {
     let mut dirs: Vec<(PathBuf, String)> = Vec::new();
     for client in clients {
         let sources: Vec<(&SecretSource, &str)> = match &client.spec.credentials {
-            Credentials::SecretPost(s) | Credentials::SecretBasic(s) => vec![(s, "client_secret")],
+            Credentials::SecretPost(s) | Credentials::SecretBasic { secret: s, .. } => vec![(s, "client_secret")],
             Credentials::PrivateKey(pk) => vec![(&pk.key, "private_key")],
             Credentials::Certificate { key, .. } => vec![(key, "client_key")],
             Credentials::Follower => Vec::new(),

@@ -28,6 +28,9 @@ impl<S: TokenSource> Runner<S> {
         );
         let now = self.clock.now();
         self.due = now + delay;
+        self.held_until = e
+            .retry_after()
+            .map(|after| now + schedule::honoured_retry_after(&self.group.retry(), after));
         let then = if self.single_attempt {
             "`once` does not retry".to_owned()
         } else {
@@ -46,8 +49,10 @@ impl<S: TokenSource> Runner<S> {
             Attempts {
                 failures: self.failures,
                 next: self.due,
+                held_until: self.held_until,
             },
         );
+        self.report_hold(now);
         let outcome = Outcome::from(class).as_str();
         let line = match e.advice() {
             Some(advice) => format!("{}; {advice}; {keeping}; {then}", e.summary()),
@@ -79,6 +84,30 @@ impl<S: TokenSource> Runner<S> {
         }
     }
 
+    /// The policy for a `Retry-After` that outlasts the token: it is honoured (the IdP asked,
+    /// and asking anyway risks a ban), and said loudly, once per hold: here, in `status`, in
+    /// `/readyz` and by `tokend_next_attempt_timestamp_seconds` passing the expiry gauge.
+    fn report_hold(&self, now: SystemTime) {
+        let Some(until) = self.held_until else {
+            return;
+        };
+        let Some(token) = self
+            .publisher
+            .current()
+            .filter(|t| t.is_valid_at(now) && t.expires_at < until)
+        else {
+            return;
+        };
+        error!(
+            client = %self.label,
+            held_until = %rfc3339(until),
+            expires_at = %rfc3339(token.expires_at),
+            "the IdP asked tokend to wait until {} (Retry-After), {} after the current token expires: readers will have no valid token in between; tokend honours the wait",
+            rfc3339(until),
+            humantime::format_duration(whole_seconds(until.duration_since(token.expires_at).unwrap_or_default())),
+        );
+    }
+
     /// The wall clock was stepped back by `by` since the plans were made (seen while sleeping,
     /// or after a request): every time planned on the old clock (the refresh, the retry, the
     /// token's expiry) now lies `by` too late, so each moves earlier by as much, and the token
@@ -98,6 +127,7 @@ impl<S: TokenSource> Runner<S> {
     pub(super) fn move_plans_back(&mut self, by: Duration) {
         self.planned_on = self.planned_on.stepped_back(by);
         self.due = self.due.checked_sub(by).unwrap_or(self.planned_on.wall);
+        self.held_until = self.held_until.and_then(|until| until.checked_sub(by));
         self.publisher.stepped_back(by, self.planned_on.wall);
         info!(
             client = %self.label,

@@ -61,7 +61,7 @@ fn the_fleet_components_followers_refreshers_and_the_sidecar_meet_on_the_same_re
         assert!(
             matches!(
                 c.spec.credentials,
-                Credentials::SecretPost(_) | Credentials::SecretBasic(_)
+                Credentials::SecretPost(_) | Credentials::SecretBasic { .. }
             ),
             "the refreshers' {} has its secret",
             c.name

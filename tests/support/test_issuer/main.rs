@@ -6,7 +6,8 @@
 //! it has received. It is built with the tests and is not part of `tokend`: fault injection does
 //! not ship.
 //!
-//! Usage: tokend-test-issuer [--lifetime 60s] [--clients-file FILE] [--port 0] [--rfc8414-only];
+//! Usage: tokend-test-issuer [--lifetime 60s] [--clients-file FILE] [--port 0] [--rfc8414-only]
+//! [--bare-refusals] [--raw-basic] [--granted-scopes 'a b'] [--omit-scope];
 //! the first line on stdout ends with the issuer's URL.
 
 mod connection_faults;
@@ -27,7 +28,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokend::cli::dev::issuer::{Issuer, IssuerSettings, oauth_error, parse_form};
+use tokend::cli::dev::issuer::{Issuer, IssuerSettings, Quirks, oauth_error, parse_form};
 
 use connection_faults::{Abort, Control, FaultyListener};
 
@@ -45,6 +46,18 @@ struct Args {
     /// Serve metadata only at RFC 8414's location.
     #[arg(long)]
     rfc8414_only: bool,
+    /// Refuse bad client credentials with a bare 403, no body (as Glewlwyd does).
+    #[arg(long)]
+    bare_refusals: bool,
+    /// Take HTTP Basic's id and secret as sent, without form-urldecoding them.
+    #[arg(long)]
+    raw_basic: bool,
+    /// Grant only these scopes (space-separated), dropping the rest in silence.
+    #[arg(long)]
+    granted_scopes: Option<String>,
+    /// Leave `scope` out of token responses (the token's claim still names it).
+    #[arg(long)]
+    omit_scope: bool,
 }
 
 /// A queued misbehaviour for the next token request.
@@ -112,6 +125,14 @@ fn main() -> std::process::ExitCode {
             lifetime: args.lifetime,
             clients,
             rfc8414_only: args.rfc8414_only,
+            quirks: Quirks {
+                bare_refusals: args.bare_refusals,
+                raw_basic: args.raw_basic,
+                granted_scopes: args
+                    .granted_scopes
+                    .map(|s| s.split_whitespace().map(str::to_owned).collect()),
+                omit_scope: args.omit_scope,
+            },
         };
         let issuer = Issuer::new(base.clone(), settings).expect("an issuer");
         let faulty = Arc::new(Faulty {
