@@ -1,6 +1,7 @@
 //! Interop with a real, certified OAuth server: oidc-provider (tests/interop, run as its own
 //! process behind nginx for TLS and client certificates) and a resource server that validates
-//! tokens against its JWKS. Run alone with `cargo test --test tests interop`.
+//! tokens against its JWKS; and with Glewlwyd, Debian's package, which keeps to the RFCs less
+//! closely (tests/interop/glewlwyd.sh). Run alone with `cargo test --test tests interop`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -921,4 +922,35 @@ fn interop_the_token_proxy_reaches_a_resource_server_that_verifies_the_jwt() {
     }
     assert!(subjects.len() >= 2, "the requests spanned no refresh: {subjects:?}");
     assert!(daemon.stop().success());
+}
+
+/// Glewlwyd (Debian's package), a server nobody here wrote and that keeps to the RFCs less
+/// closely: every refusal it answers (a bare 403 for a wrong secret, a forbidden auth method,
+/// an unknown key or no scope; `scope_invalid`; a 404) gets advice naming the setting to check,
+/// Basic with a secret it does not decode gets through with `basic_encoding: raw`, its narrowed
+/// scope is warned about, and no secret reaches a log. The checks are in the script, which
+/// runs Glewlwyd behind nginx with TLS from a private CA.
+#[test]
+fn interop_glewlwyd_refusals_get_advice_that_names_the_setting() {
+    let test = "interop_glewlwyd_refusals_get_advice_that_names_the_setting";
+    let has = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = ["glewlwyd", "nginx", "openssl", "curl", "jq", "sqlite3", "python3"]
+        .into_iter()
+        .filter(|t| !has(t))
+        .collect();
+    let ready = if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {} (Debian packages)", missing.join(", ")))
+    };
+    if unless_skipped(test, "TOKEND_REQUIRE_INTEROP", ready).is_none() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/glewlwyd.sh");
+    run_checks("glewlwyd", &script, &[std::ffi::OsStr::new(BIN)]);
 }
