@@ -47,10 +47,11 @@ pub fn time_claims(token: &str) -> Option<TimeClaims> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn jwt(payload: &str) -> String {
+    /// A compact JWS with `payload` and a dummy signature.
+    pub(crate) fn jwt(payload: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.{}", b64(r#"{"alg":"EdDSA"}"#), b64(payload), "c2ln")
     }

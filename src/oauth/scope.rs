@@ -42,12 +42,7 @@ pub fn missing<'a>(wanted: impl IntoIterator<Item = &'a str>, granted: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
-
-    fn jwt(payload: &str) -> String {
-        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.{}", b64(r#"{"alg":"EdDSA"}"#), b64(payload), "c2ln")
-    }
+    use crate::oauth::jwt::tests::jwt;
 
     #[test]
     fn the_granted_scope_comes_from_the_response_then_the_token_then_the_request() {

@@ -105,6 +105,19 @@ fn notifications(socket: std::os::unix::net::UnixDatagram) -> mpsc::Receiver<(In
     rx
 }
 
+/// `tokend run` with a systemd watchdog of 1 s, and the notifications it sends.
+fn run_watched(dir: &TestDir, cfg: &Path) -> (Tokend, mpsc::Receiver<(Instant, String)>) {
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let notified = notifications(notify);
+    let env = [
+        ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    let daemon = Tokend::spawn(dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    (daemon, notified)
+}
+
 fn watchdog_pings(rx: &mpsc::Receiver<(Instant, String)>, during: Duration) -> usize {
     let end = Instant::now() + during;
     let mut pings = 0;
@@ -137,14 +150,7 @@ fn a_reload_and_a_stop_do_not_wait_on_a_hung_file_system() {
     let stuck = client("old", &["hung/stuck.token"]);
     let cfg = config(&dir, &issuer, &[("stuck", &stuck), ("other", &other)]);
     let mut hang = Hang::start(&dir.join("hung"));
-    let notify_path = dir.join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    let notified = notifications(notify);
-    let env = [
-        ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "1000000"),
-    ];
-    let mut daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    let (mut daemon, notified) = run_watched(&dir, &cfg);
     let socket = dir.join("tokend.sock");
     wait_ready(&socket);
     let token_of = |name: &str| socket_status(&socket, &format!("/v1/tokens/{name}"));
@@ -465,14 +471,7 @@ fn a_reload_does_not_wait_on_a_secret_on_a_hung_file_system() {
         )],
     );
     let mut hang = Hang::start(&dir.join("secrets"));
-    let notify_path = dir.join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    let notified = notifications(notify);
-    let env = [
-        ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "1000000"),
-    ];
-    let mut daemon = Tokend::spawn(&dir, &["--config", cfg.to_str().unwrap(), "run"], &env);
+    let (mut daemon, notified) = run_watched(&dir, &cfg);
     let socket = dir.join("tokend.sock");
     wait_for(T, "the token", || read(&dir.join("out/c.token")));
 
