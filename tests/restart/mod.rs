@@ -221,6 +221,7 @@ fn a_stop_during_a_slow_answer_saves_the_token_instead_of_asking_again() {
     let took = stopping.elapsed();
     assert!(status.success(), "{status:?}\n{}", first.output());
     assert!(took < std::time::Duration::from_secs(8), "the stop took {took:?}");
+    eprintln!("a stop during a 2.5 s answer took {took:.1?}");
     let token = read(&dir.join("out/slow.token")).expect("the token of the answer that came during the stop");
     first.wait_event(T, "the grace", |e| is(e, "client", "slow") && e["grace"].is_string());
     let second = Tokend::run(&dir, &cfg);
@@ -245,6 +246,7 @@ fn a_stop_during_a_slow_answer_saves_the_token_instead_of_asking_again() {
         took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(12),
         "the stop took {took:?}; the grace is 5 s"
     );
+    eprintln!("a stop during a 30 s answer took {took:.1?}");
     third.wait_event(T, "the request abandoned", |e| {
         e["message"]
             .as_str()
