@@ -141,11 +141,42 @@ pub async fn status(socket: &Path) -> Result<TokenList, CliError> {
     serde_json::from_slice(&reply.body).map_err(|e| CliError::Other(format!("unreadable status: {e}")))
 }
 
-/// `tokend status` as a table, under a line about the fleet in fleet mode (with a column
-/// saying which host asked the IdP for each token).
+/// One line of counts by state, as `systemctl status` opens with one: `3 clients: 2 ok, 1
+/// retrying; 1 warning`. States with no client are left out.
+pub fn status_summary(status: &TokenList) -> String {
+    let clients = &status.clients;
+    let states = [
+        ClientState::Ok,
+        ClientState::Retrying,
+        ClientState::Expired,
+        ClientState::Failing,
+        ClientState::Pending,
+        ClientState::Unknown,
+    ];
+    let counts: Vec<String> = states
+        .iter()
+        .map(|state| (state, clients.iter().filter(|c| c.state == *state).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(state, n)| format!("{n} {}", state.as_str()))
+        .collect();
+    let noun = if clients.len() == 1 { "client" } else { "clients" };
+    let mut line = format!("{} {noun}", clients.len());
+    if !counts.is_empty() {
+        line.push_str(&format!(": {}", counts.join(", ")));
+    }
+    match clients.iter().filter(|c| c.warning.is_some()).count() {
+        0 => {}
+        1 => line.push_str("; 1 warning"),
+        n => line.push_str(&format!("; {n} warnings")),
+    }
+    line
+}
+
+/// `tokend status`: the summary line, a line about the fleet in fleet mode, then a table (with
+/// a column saying which host asked the IdP for each token in fleet mode).
 pub fn status_table(status: &TokenList) -> String {
     let fleet = status.fleet.as_ref();
-    let mut out = String::new();
+    let mut out = format!("{}\n", status_summary(status));
     if let Some(f) = fleet {
         let store = match f.reachable {
             Some(true) => "reachable".to_owned(),
@@ -157,10 +188,11 @@ pub fn status_table(status: &TokenList) -> String {
             .as_ref()
             .map_or(String::new(), |t| format!(", last shared a token issued {t}"));
         out.push_str(&format!(
-            "fleet: {} {} in namespace {}; store {} {store}{shared}\n\n",
+            "fleet: {} {} in namespace {}; store {} {store}{shared}\n",
             f.role, f.node, f.namespace, f.store,
         ));
     }
+    out.push('\n');
     let scopes = status.clients.iter().any(|c| c.scope.is_some());
     let mut header = vec!["NAME", "STATE", "EXPIRES IN", "NEXT REFRESH"];
     if scopes {
@@ -259,7 +291,9 @@ mod tests {
         let alone = status_table(&list);
         assert_eq!(
             alone,
-            "NAME     STATE    EXPIRES IN  NEXT REFRESH  LAST ERROR\n\
+            "2 clients: 1 ok, 1 expired\n\
+             \n\
+             NAME     STATE    EXPIRES IN  NEXT REFRESH  LAST ERROR\n\
              billing  ok       1h          in 48m        -\n\
              old      expired  expired     -             IdP unreachable\n"
         );
@@ -273,7 +307,7 @@ mod tests {
             last_shared: None,
         });
         let fleet = status_table(&list);
-        let mut lines = fleet.lines();
+        let mut lines = fleet.lines().skip(1);
         assert_eq!(
             lines.next(),
             Some("fleet: follower node-1 in namespace prod; store redis://r:6379/0 UNREACHABLE (connection refused)")
@@ -294,7 +328,9 @@ mod tests {
         };
         assert_eq!(
             status_table(&list),
-            "NAME   STATE     EXPIRES IN  NEXT REFRESH  SCOPE     LAST ERROR\n\
+            "2 clients: 1 retrying, 1 pending; 1 warning\n\
+             \n\
+             NAME   STATE     EXPIRES IN  NEXT REFRESH  SCOPE     LAST ERROR\n\
              held   retrying  -           -             api.read  WARNING: the token expires first; HTTP 429\n\
              plain  pending   -           -             -         -\n"
         );

@@ -275,8 +275,9 @@ impl<S: TokenSource> Runner<S> {
         self.failures = 0;
         self.held_until = None;
         self.due = self.plan(&token);
-        self.report_scope(&token);
         self.publish(token.clone(), true, Some(Reason::New)).await;
+        // Logged once the files hold the token, as the line below.
+        self.report_scope(&token);
         // Logged once the files hold the token, so the line means it is there.
         match token.origin.node() {
             None => info!(

@@ -169,7 +169,7 @@ fn a_narrowed_scope_is_warned_about_shown_and_refused_when_required() {
         let status = tokend(&["--config", cfg.to_str().unwrap(), "status"]);
         let table = String::from_utf8_lossy(&status.stdout);
         assert!(
-            table.lines().next().unwrap().contains("SCOPE") && table.contains("api.read"),
+            table.lines().nth(2).unwrap().contains("SCOPE") && table.contains("api.read"),
             "{table}"
         );
         let warnings = daemon

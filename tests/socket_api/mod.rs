@@ -697,6 +697,8 @@ fn get_and_status_commands_speak_the_socket_api_with_script_friendly_exit_codes(
     let table = String::from_utf8(o.stdout).unwrap();
     assert!(o.status.success());
     let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "2 clients: 1 ok, 1 pending", "{table}");
+    let lines = &lines[2..];
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("LAST ERROR"),
         "{table}"
