@@ -24,7 +24,7 @@
 //! | man pages and completions generated from the command line | `generated` |
 //! | fleet mode with Redis, Sentinel, TLS, ACLs | `fleet` |
 //! | the shape of the source tree (no cycles, layers) | `architecture` |
-//! | the Debian package booted, the image and pods, interop servers, soak | `environments` |
+//! | the Debian package booted, the image and pods, interop servers, soak, Prometheus alerts | `environments` |
 //!
 //! A new test goes into the module of the behaviour it shows (a new module, added here, for a new
 //! behaviour). Helpers that more than one module uses live in `util` (or, for the few every

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served at `/metrics` on the socket: token expiry and refresh outcomes by
-//! client, request latency by token endpoint, output and state file write errors (and which
-//! files are failing now), hook runs, requests by status on the socket and on the TCP listener,
-//! and socket connections hyper ended with an error, by reason; in fleet mode, the store's
+//! client (and how many requests in a row have failed), request latency by token endpoint, output
+//! and state file write errors (and which files are failing now), hook runs, requests by status
+//! on the socket and on the TCP listener, connections the socket refused over a limit, and socket
+//! connections hyper ended with an error, by reason; in fleet mode, the store's
 //! health and how the fleet served each client.
 
 pub(crate) mod outcome;
@@ -40,6 +41,12 @@ struct RefreshLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+/// The setting whose limit a refused socket connection was over.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +90,7 @@ pub struct Metrics {
     expiry: Family<ClientLabel, Gauge<f64, AtomicU64>>,
     next_attempt: Family<ClientLabel, Gauge<f64, AtomicU64>>,
     refreshes: Family<RefreshLabels, Counter>,
+    failures: Family<ClientLabel, Gauge>,
     latency: HistogramFamily,
     output_errors: Family<ClientLabel, Counter>,
     output_failing: Family<OutputLabels, Gauge>,
@@ -91,6 +99,7 @@ pub struct Metrics {
     state_errors: Family<ClientLabel, Counter>,
     state_failing: Family<ClientLabel, Gauge>,
     requests: Family<StatusLabel, Counter>,
+    refusals: Family<LimitLabel, Counter>,
     connection_errors: Family<ReasonLabel, Counter>,
     tcp_requests: Family<StatusLabel, Counter>,
     hook_runs: Family<RefreshLabels, Counter>,
@@ -124,6 +133,7 @@ impl Metrics {
         let expiry = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
         let next_attempt = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
         let refreshes = Family::<RefreshLabels, Counter>::default();
+        let failures = Family::<ClientLabel, Gauge>::default();
         let latency: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14)));
         let output_errors = Family::<ClientLabel, Counter>::default();
@@ -131,6 +141,12 @@ impl Metrics {
         let state_errors = Family::<ClientLabel, Counter>::default();
         let state_failing = Family::<ClientLabel, Gauge>::default();
         let requests = Family::<StatusLabel, Counter>::default();
+        let refusals = Family::<LimitLabel, Counter>::default();
+        // Both series from the start, so that a first refusal shows as an increase from 0
+        // (the guard returned is dropped at once).
+        for limit in [LIMIT_CONNECTIONS, LIMIT_PER_USER] {
+            drop(refusals.get_or_create(&LimitLabel { limit }));
+        }
         let connection_errors = Family::<ReasonLabel, Counter>::default();
         let tcp_requests = Family::<StatusLabel, Counter>::default();
         let hook_runs = Family::<RefreshLabels, Counter>::default();
@@ -150,6 +166,11 @@ impl Metrics {
             "refreshes",
             "Token requests by outcome (refreshed, failed, rate_limited, rejected), and tokens taken from the fleet (adopted)",
             refreshes.clone(),
+        );
+        registry.register(
+            "refresh_failures",
+            "Token requests for the client that failed in a row (the failures of `tokend status`), 0 once a token is obtained",
+            failures.clone(),
         );
         registry.register(
             "refresh_duration_seconds",
@@ -182,6 +203,11 @@ impl Metrics {
             requests.clone(),
         );
         registry.register(
+            "socket_refusals",
+            "Socket connections refused at once with a 503 (also counted in socket_requests), by the limit they were over (max_connections, max_connections_per_user)",
+            refusals.clone(),
+        );
+        registry.register(
             "socket_connection_errors",
             "Socket connections ended by an error before or instead of an answer, by reason (malformed, header_too_large, header_timeout, incomplete, other); hyper's own 400 and 431 answers also count in socket_requests",
             connection_errors.clone(),
@@ -212,6 +238,7 @@ impl Metrics {
             expiry,
             next_attempt,
             refreshes,
+            failures,
             latency,
             output_errors,
             output_failing,
@@ -219,6 +246,7 @@ impl Metrics {
             state_errors,
             state_failing,
             requests,
+            refusals,
             connection_errors,
             tcp_requests,
             hook_runs,
@@ -246,6 +274,11 @@ impl Metrics {
             outcome: outcome.as_str(),
         };
         self.refreshes.get_or_create(&labels).inc();
+    }
+
+    /// How many requests for the client have failed in a row (0 after a new token).
+    pub fn refresh_failures(&self, client: &ClientName, failures: u32) {
+        self.failures.get_or_create(&label(client)).set(i64::from(failures));
     }
 
     /// How long a request to `endpoint` took, once per request (not per client it serves).
@@ -316,6 +349,13 @@ impl Metrics {
         self.requests.get_or_create(&StatusLabel { status }).inc();
     }
 
+    /// A socket connection refused over a limit: `at_capacity` for `socket.max_connections`,
+    /// else `socket.max_connections_per_user`.
+    pub fn socket_refusal(&self, at_capacity: bool) {
+        let limit = if at_capacity { LIMIT_CONNECTIONS } else { LIMIT_PER_USER };
+        self.refusals.get_or_create(&LimitLabel { limit }).inc();
+    }
+
     /// A socket connection hyper ended with an error (see `server::cutoff`).
     pub fn connection_error(&self, reason: &'static str) {
         self.connection_errors.get_or_create(&ReasonLabel { reason }).inc();
@@ -354,6 +394,7 @@ impl Metrics {
         let l = label(client);
         self.expiry.remove(&l);
         self.next_attempt.remove(&l);
+        self.failures.remove(&l);
         self.output_errors.remove(&l);
         self.forget_outputs(client);
         self.state_errors.remove(&l);
@@ -387,6 +428,10 @@ impl EncodeLabelValue for ClientName {
         encoder.write_str(self.as_str())
     }
 }
+
+/// The `limit` label of `tokend_socket_refusals_total`: the settings, by their names.
+const LIMIT_CONNECTIONS: &str = "max_connections";
+const LIMIT_PER_USER: &str = "max_connections_per_user";
 
 fn label(client: &ClientName) -> ClientLabel {
     ClientLabel { client: client.clone() }
@@ -578,6 +623,7 @@ mod tests {
         let c = ClientName::new("billing").unwrap();
         m.token_published(&c, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         m.refresh(&c, Outcome::Refreshed);
+        m.refresh_failures(&c, 3);
         let endpoint = Url::parse("https://idp.example/oauth/token?tenant=x#f").unwrap();
         m.request_duration(&endpoint, Duration::from_millis(40));
         m.output_write(&c, Path::new("/run/billing/token"), false);
@@ -587,6 +633,8 @@ mod tests {
         m.request(200);
         m.request(403);
         m.connection_error("header_timeout");
+        m.socket_refusal(true);
+        m.socket_refusal(true);
         m.refresh(&c, Outcome::Adopted);
         m.fleet.store_up(true);
         m.fleet.command("get", true);
@@ -600,6 +648,9 @@ mod tests {
         for line in [
             "tokend_token_expiry_timestamp_seconds{client=\"billing\"} 1700000000.0",
             "tokend_refreshes_total{client=\"billing\",outcome=\"refreshed\"} 1",
+            "tokend_refresh_failures{client=\"billing\"} 3",
+            "tokend_socket_refusals_total{limit=\"max_connections\"} 2",
+            "tokend_socket_refusals_total{limit=\"max_connections_per_user\"} 0",
             "tokend_refresh_duration_seconds_count{endpoint=\"https://idp.example/oauth/token\"} 1",
             "tokend_output_write_errors_total{client=\"billing\"} 1",
             "tokend_output_write_failing{client=\"billing\",path=\"/run/billing/token\"} 1",

@@ -182,6 +182,7 @@ impl Publisher {
                 s.held_until = attempts.held_until;
             });
             self.metrics.next_attempt(&member.name, attempts.next);
+            self.metrics.refresh_failures(&member.name, attempts.failures);
         }
     }
 
@@ -216,6 +217,7 @@ impl Publisher {
         for member in self.group.members() {
             self.metrics.token_published(&member.name, token.expires_at);
             self.metrics.next_attempt(&member.name, attempts.next);
+            self.metrics.refresh_failures(&member.name, attempts.failures);
             self.store.update(&member.name, |s| {
                 s.set_token(token.clone());
                 s.fingerprint = self.fingerprint.shared();

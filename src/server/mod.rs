@@ -198,6 +198,7 @@ fn refuse(stream: &tokio::net::UnixStream, peer: &Peer, refusal: Refusal, state:
     // Ignored: if the caller cannot take even this, it is gone anyway.
     let _ = stream.try_write(ANSWER);
     state.metrics.request(503);
+    state.metrics.socket_refusal(matches!(refusal, Refusal::AtCapacity));
     let what = match refusal {
         Refusal::AtCapacity => "connection cap".to_owned(),
         Refusal::TooManyForUser(n) => format!("{n} connections per user"),

@@ -5,9 +5,11 @@
 //! - `booted`: the Debian package under a booted systemd (debootstrap + systemd-nspawn);
 //! - `kubernetes`: the container image and the manifests, with podman (`podman kube play`);
 //! - `interop_suite`: a certified OAuth server (oidc-provider behind nginx) and others;
-//! - `soak`: load over minutes.
+//! - `soak`: load over minutes;
+//! - `prometheus`: the alert rules in promtool and in a real Prometheus scraping tokend.
 
 mod booted;
 pub(crate) mod interop_suite;
 mod kubernetes;
+mod prometheus;
 mod soak;

@@ -925,6 +925,14 @@ fn the_connection_cap_refuses_quickly_and_keeps_a_reserve_for_root() {
     assert_eq!(hold_connections(65534, &socket_str, 1), ["503"]);
     assert_eq!(get(&socket, "/v1/tokens/c", &[]).0, 200);
     holder.release();
+    // Counted by the limit they were over (the alert on a socket at its cap reads this).
+    let metrics = socket_text(&socket, "/metrics");
+    for line in [
+        "tokend_socket_refusals_total{limit=\"max_connections\"} 4",
+        "tokend_socket_refusals_total{limit=\"max_connections_per_user\"} 0",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
     let refusal = daemon.wait_event(T, "the logged refusal", |e| e["limit"].is_string());
     assert_eq!(refusal["uid"], 65534);
     assert!(daemon.stop().success());
