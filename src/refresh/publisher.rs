@@ -139,12 +139,18 @@ impl Publisher {
         self.group
             .members()
             .filter_map(|m| {
+                let mut reset = false;
                 self.store.update(&m.name, |s| {
                     if &*s.fingerprint != ours {
                         s.token = None;
                         s.failures = 0;
+                        s.held_until = None;
+                        reset = true;
                     }
                 });
+                if reset {
+                    self.metrics.refresh_failures(&m.name, 0);
+                }
                 self.store.get(&m.name)
             })
             .collect()

@@ -1,7 +1,8 @@
 //! The alert rules of `packaging/prometheus` in a real Prometheus: `promtool` checks the shipped
 //! file and runs its unit tests; the PrometheusRule for the Operator holds the same rules; and a
 //! Prometheus scraping a real tokend fires the expiry alert when the IdP fails, at the moment
-//! the token's expiry predicts. Needs `prometheus` and `promtool` (Debian's `prometheus`
+//! the token's expiry predicts; and every query of the Grafana dashboard returns series from
+//! a Prometheus scraping a real tokend (`packaging/grafana/check-dashboard.sh`). Needs `prometheus` and `promtool` (Debian's `prometheus`
 //! package); skips loudly without them, fails instead where TOKEND_REQUIRE_PROMETHEUS is set.
 
 use std::fs;
@@ -417,4 +418,32 @@ fn prometheus_fires_the_expiry_alert_when_the_token_expires_before_the_idp_recov
     assert!(gauge(&metrics_url, "tokend_token_expiry_timestamp_seconds") > expiry);
     eprintln!("the Prometheus end-to-end test took {:.1?}", started.elapsed());
     assert!(daemon.stop().success());
+}
+
+/// The Grafana dashboard's queries (`packaging/grafana`) against a real Prometheus scraping a
+/// real tokend for 40 s while the IdP refuses some requests, an output cannot be written and a
+/// caller who is not a reader is refused: every expression of every panel returns series.
+#[test]
+fn every_query_of_the_dashboard_returns_series_from_a_real_prometheus() {
+    let test = "every_query_of_the_dashboard_returns_series_from_a_real_prometheus";
+    if unless_skipped(test, REQUIRE, tool("prometheus")).is_none() || !crate::running_as_root(test) {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/grafana/check-dashboard.sh");
+    let out = Command::new(script)
+        .args([BIN, TEST_ISSUER])
+        .env("DURATION", "40")
+        .output()
+        .expect("run check-dashboard.sh");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    let verdict = log.lines().last().unwrap_or_default();
+    assert!(
+        verdict.starts_with("0 of ") && verdict.ends_with(" expressions returned nothing"),
+        "{log}"
+    );
 }
