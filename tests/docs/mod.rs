@@ -205,7 +205,8 @@ fn only_host_facts(config: &Path, stderr: &str) -> bool {
     stderr.lines().filter(|l| l.starts_with(&prefix)).all(|l| {
         l.contains("No such file or directory (os error 2)")
             || l.contains("$CREDENTIALS_DIRECTORY is not set")
-            || (l.contains("there is no user `") || l.contains("there is no group `")) && l.ends_with("` on this system")
+            || (l.contains("there is no user `") || l.contains("there is no group `"))
+                && l.ends_with("` on this system")
     })
 }
 
@@ -240,14 +241,20 @@ fn docs_configurations_pass_tokend_check() {
             }
         }
     }
-    assert!(checked >= 8, "only {checked} configurations found: is the scanner broken?");
+    assert!(
+        checked >= 8,
+        "only {checked} configurations found: is the scanner broken?"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// The scanners themselves, on a page made for them.
 #[test]
 fn docs_scanners_find_links_anchors_and_marked_blocks() {
-    assert_eq!(slug(" Client keys (all but `outputs` may also go under `defaults`)"), "client-keys-all-but-outputs-may-also-go-under-defaults");
+    assert_eq!(
+        slug(" Client keys (all but `outputs` may also go under `defaults`)"),
+        "client-keys-all-but-outputs-may-also-go-under-defaults"
+    );
     let page = "# A b\n## A b\n<a id=\"x\"></a>see [c](c.md#d) and `[e](f)`\n```sh\n[g](h)\n```\n<!-- fragment -->\n\n```yaml\nclients:\n```\n  ```yaml\n  clients: {}\n  ```\n";
     assert_eq!(anchors(page), HashSet::from(["a-b".into(), "a-b-1".into(), "x".into()]));
     assert_eq!(links(page), vec!["c.md#d"]);
