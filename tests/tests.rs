@@ -24,7 +24,8 @@
 //! | man pages and completions generated from the command line | `generated` |
 //! | fleet mode with Redis, Sentinel, TLS, ACLs | `fleet` |
 //! | the shape of the source tree (no cycles, layers) | `architecture` |
-//! | the Debian package booted, the image and pods, interop servers, soak, Prometheus alerts | `environments` |
+//! | the Debian package booted, the image and pods, interop servers, soak, Prometheus alerts and the dashboard | `environments` |
+//! | the user's documentation: links that lead somewhere, examples `check` accepts | `docs` |
 //!
 //! A new test goes into the module of the behaviour it shows (a new module, added here, for a new
 //! behaviour). Helpers that more than one module uses live in `util` (or, for the few every
@@ -36,6 +37,7 @@ mod cli;
 mod config_catalogue;
 mod consumers;
 mod crash;
+mod docs;
 mod environments;
 mod fleet;
 mod generated;

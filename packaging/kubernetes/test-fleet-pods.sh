@@ -12,7 +12,7 @@
 #    (test/podsecurity.py: the refreshers and the sidecar pass, the DaemonSet with its hostPath
 #    does not, and each check catches a pod changed to break it).
 # 2. The pods, played with `podman kube play` (test/kubelet.py turns the templates into Pods):
-#    a Redis (an image built offline from Debian's redis-server, with the README's ACL users),
+#    a Redis (an image built offline from Debian's redis-server, with the ACL users of docs/fleet.md),
 #    the development issuer (20-second tokens, refreshed at half their lifetime), the
 #    DaemonSet's follower on the test's "node", the two refreshers of the Deployment, and the
 #    sidecar example with an app that reads the token from the shared volume. Followers started
@@ -176,7 +176,7 @@ else
   bad "the restricted checks: $(cat "$work/controls.log")"
 fi
 
-say "Redis, built offline from Debian's redis-server, with the README's ACL users"
+say "Redis, built offline from Debian's redis-server, with the ACL users of docs/fleet.md"
 redis_image=$("$top/packaging/container/build-redis-image.sh")
 echo "redis image: $redis_image ($(podman image inspect "$redis_image" --format '{{.Size}}') bytes)"
 redis_port=$(free_port)
@@ -189,10 +189,10 @@ rcli() { redis-cli -h 127.0.0.1 -p "$redis_port" --no-auth-warning "$@"; }
 wait_for "redis-cli -h 127.0.0.1 -p $redis_port --no-auth-warning --pass $admin_pw PING | grep -q PONG" 10 ||
   { echo "redis did not start:"; podman logs "$tag-redis"; exit 1; }
 check "Redis runs as 6379, not root" test "$(podman inspect "$tag-redis" --format '{{.Config.User}}')" = 6379:6379
-# The ACL lines README.md gives (namespace prod), with the test's passwords.
-acl_lines=$(grep -E '^ACL SETUSER tokend-(refresher|follower) ' "$top/README.md" |
+# The ACL lines docs/fleet.md gives (namespace prod), with the test's passwords.
+acl_lines=$(grep -E '^ACL SETUSER tokend-(refresher|follower) ' "$top/docs/fleet.md" |
   sed -e "s/>REFRESHER-PASSWORD/>$refresher_pw/" -e "s/>FOLLOWER-PASSWORD/>$follower_pw/")
-check "README.md gives an ACL line for each role" test "$(printf '%s\n' "$acl_lines" | grep -c .)" = 2
+check "docs/fleet.md gives an ACL line for each role" test "$(printf '%s\n' "$acl_lines" | grep -c .)" = 2
 while read -r line; do
   # shellcheck disable=SC2086 # the line is the command's words
   rcli --pass "$admin_pw" $line >/dev/null

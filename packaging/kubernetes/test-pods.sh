@@ -121,7 +121,7 @@ wait_for "curl -sf --cacert $pki/ca.crt --resolve idp.test:$tls_port:127.0.0.1 h
 say "manifests: render and validate offline (Kubernetes $kube_version schemas, strict)"
 kubectl kustomize "$top/packaging/kubernetes" >"$work/base.yaml"
 echo "rendered base: $(grep '^kind:' "$work/base.yaml" | cut -d' ' -f2 | tr '\n' ' ')"
-# An overlay that adds a client, as the README tells users to write one.
+# An overlay that adds a client, as docs/kubernetes.md tells users to write one.
 metrics_port=$(free_port)
 mkdir -p "$work/overlay/secrets"
 printf %s s3cret-for-tests >"$work/overlay/secrets/node-agent"

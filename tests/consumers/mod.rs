@@ -11,18 +11,18 @@ use serde_json::Value;
 
 use crate::util::*;
 
-/// The README's template examples, as written there, rendered for a real token and read the
+/// The template examples of docs/outputs.md, as written there, rendered for a real token and read the
 /// way each consumer reads them.
 #[test]
 fn every_readme_template_renders_what_its_consumer_reads() {
     let dir = TestDir::new("templates");
     let issuer = Issuer::start(&dir, &[("app", "s3cret")], "1h");
-    let readme = include_str!("../../README.md");
-    let block = readme
+    let page = include_str!("../../docs/outputs.md");
+    let block = page
         .split("```yaml\n")
         .filter_map(|rest| rest.split_once("```").map(|(b, _)| b))
         .find(|b| b.contains("format: template"))
-        .expect("the README's template example");
+        .expect("the template example in docs/outputs.md");
     // Its outputs, with paths moved into the test directory and no owner or group.
     let outputs = block.split_once("    outputs:\n").expect("outputs").1;
     let moved: String = outputs

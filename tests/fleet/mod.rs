@@ -457,7 +457,7 @@ fn a_redis_acl_limits_a_reader_to_its_own_clients() {
     }
     let dir = TestDir::new("fleet-acl");
     let redis = Redis::start(&dir, &[]);
-    // The lines README.md gives, as written there.
+    // The lines docs/fleet.md gives, as written there.
     for line in [
         "ACL SETUSER tokend-refresher on >refresher-pw ~tokend:test:* &tokend:test:* -@all +get +set +del +pexpire +publish +subscribe +ping +eval",
         "ACL SETUSER tokend-billing on >billing-pw ~tokend:test:billing:* &tokend:test:billing:* -@all +get +subscribe +ping",
