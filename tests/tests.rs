@@ -19,6 +19,7 @@
 //! | torn reads, and crashes mid-write | `torn_reads`, `crash` |
 //! | storage faults: full, read-only, deleted directories | `storage_faults` |
 //! | configuration errors, each refused alike by check, once and run | `config_catalogue` |
+//! | the configuration's JSON Schema: up to date, and agreeing with check | `schema` |
 //! | systemd notifications, the journal, stop signals | `systemd` |
 //! | the command line: check, dev, logs; a newcomer's first hour (`cli::newcomer`) | `cli` |
 //! | man pages and completions generated from the command line | `generated` |
@@ -47,6 +48,7 @@ mod outputs;
 mod refresh;
 mod reload;
 mod restart;
+mod schema;
 mod secrets;
 mod socket_api;
 mod storage_faults;

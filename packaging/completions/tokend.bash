@@ -43,6 +43,9 @@ _tokend() {
             tokend,run)
                 cmd="tokend__subcmd__run"
                 ;;
+            tokend,schema)
+                cmd="tokend__subcmd__schema"
+                ;;
             tokend,status)
                 cmd="tokend__subcmd__status"
                 ;;
@@ -56,7 +59,7 @@ _tokend() {
 
     case "${cmd}" in
         tokend)
-            opts="-h -V --config --log-format --log-level --help --version run check once get status probe dev prepare-dirs fleet configured"
+            opts="-h -V --config --log-format --log-level --help --version run check once get status probe dev prepare-dirs schema fleet configured"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +356,32 @@ _tokend() {
             ;;
         tokend__subcmd__run)
             opts="-h --watch-config --config --log-format --log-level --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tokend__subcmd__schema)
+            opts="-h --config --log-format --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

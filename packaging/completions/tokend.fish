@@ -38,6 +38,7 @@ complete -c tokend -n "__fish_tokend_needs_command" -f -a "status" -d 'Show ever
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "probe" -d 'Ask the running daemon, through the socket, whether it is alive or ready (exit 0 if so)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "dev" -d 'Run a local development issuer and the daemon against it (never for production)'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "prepare-dirs" -d 'Create directories and give them an owner and a mode, then exit: for a Kubernetes init container with only CAP_CHOWN, since a hostPath directory is created owned by root'
+complete -c tokend -n "__fish_tokend_needs_command" -f -a "schema" -d 'Print the configuration file\'s JSON Schema, for editors that validate and complete YAML'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "fleet" -d 'Fleet mode\'s tools'
 complete -c tokend -n "__fish_tokend_needs_command" -f -a "configured" -d 'Exit 0 if the configuration lists at least one client, 1 if it lists none yet (the packaged example). For the unit\'s ExecCondition=: an installed but unconfigured tokend stays inactive instead of failing. A file that cannot be read or parsed counts as configured, so that `run` reports what is wrong with it'
 complete -c tokend -n "__fish_tokend_using_subcommand run" -l config -d 'Configuration file' -r -F
@@ -98,6 +99,11 @@ complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l log-forma
 json\t''"
 complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
 complete -c tokend -n "__fish_tokend_using_subcommand prepare-dirs" -s h -l help -d 'Print help'
+complete -c tokend -n "__fish_tokend_using_subcommand schema" -l config -d 'Configuration file' -r -F
+complete -c tokend -n "__fish_tokend_using_subcommand schema" -l log-format -d 'Log line format' -r -f -a "text\t''
+json\t''"
+complete -c tokend -n "__fish_tokend_using_subcommand schema" -l log-level -d 'Log level for tokend\'s own messages (error, warn, info, debug, trace)' -r
+complete -c tokend -n "__fish_tokend_using_subcommand schema" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tokend -n "__fish_tokend_using_subcommand fleet; and not __fish_seen_subcommand_from keygen" -l config -d 'Configuration file' -r -F
 complete -c tokend -n "__fish_tokend_using_subcommand fleet; and not __fish_seen_subcommand_from keygen" -l log-format -d 'Log line format' -r -f -a "text\t''
 json\t''"

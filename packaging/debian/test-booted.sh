@@ -121,7 +121,11 @@ check "/etc/tokend is root:tokend 0750, config.yaml root:tokend 0640 (a conffile
 check "man pages, completions and docs are installed" \
   ct test -f /usr/share/man/man1/tokend.1.gz -a -f /usr/share/man/man1/tokend-run.1.gz \
   -a -f /usr/share/bash-completion/completions/tokend -a -f /usr/share/doc/tokend/copyright \
-  -a -f /usr/share/doc/tokend/README.md -a -f /usr/share/doc/tokend/LICENSE-APACHE
+  -a -f /usr/share/doc/tokend/README.md -a -f /usr/share/doc/tokend/LICENSE-APACHE \
+  -a -f /usr/share/doc/tokend/docs/configuration.md -a -f /usr/share/doc/tokend/docs/troubleshooting.md \
+  -a -f /usr/share/doc/tokend/SECURITY.md
+check "the configuration's JSON Schema, which config.yaml names, is installed" \
+  ct sh -c "test -f /usr/share/tokend/tokend-config.schema.json && head -1 /etc/tokend/config.yaml | grep -q 'schema=/usr/share/tokend/tokend-config.schema.json'"
 
 say "configure, against the development issuer on the container's loopback"
 ct_sh 'echo "{\"app\":\"s3cret\"}" > /root/clients.json

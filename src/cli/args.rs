@@ -155,6 +155,15 @@ cannot be reached.")]
         #[arg(required = true, value_name = "PATH:MODE")]
         dirs: Vec<String>,
     },
+    /// Print the configuration file's JSON Schema, for editors that validate and complete YAML.
+    #[command(after_long_help = "\
+With the YAML language server (VS Code, Neovim, JetBrains and others), the first line of the
+configuration names the schema:
+  # yaml-language-server: $schema=/usr/share/tokend/tokend-config.schema.json
+(the file the Debian package installs; or `tokend schema > tokend-config.schema.json` and a
+path relative to the configuration file). The schema checks each key and value alone; `tokend
+check` also checks what depends on other keys, files, users and the environment.")]
+    Schema,
     /// Fleet mode's tools.
     #[command(subcommand)]
     Fleet(FleetCommand),

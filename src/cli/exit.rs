@@ -124,6 +124,13 @@ fn run(cli: Cli) -> Result<Ended, Failure> {
                 .map_err(|e| Failure::Other(format!("tokend: cannot write the key: {e}")))?;
             Ok(Ended::Done)
         }
+        Command::Schema => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(config::schema::to_json().as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::Other(format!("tokend: cannot write the schema: {e}")))?;
+            Ok(Ended::Done)
+        }
         Command::Configured => Ok(match config::lists_clients(&config) {
             Some(false) => {
                 logging::eprint_lines(

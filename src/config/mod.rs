@@ -10,6 +10,7 @@ pub(crate) mod identity;
 mod inherit;
 mod model;
 mod raw;
+pub(crate) mod schema;
 mod shape;
 pub(crate) mod suggest;
 pub(crate) mod template;

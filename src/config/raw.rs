@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::values::{ClientName, JwsAlg, Mode, OneOrMany, Percent, Principal, Span};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, JsonSchema, Default)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping with a `clients:` key (and optionally `defaults:`, `socket:`, `metrics:`, `idp:`, `proxies:`, `fleet:`, `state_dir:`)"
@@ -33,7 +34,7 @@ pub struct RawConfig {
 }
 
 /// `fleet:`: the shared store, the fleet's key, and this node's part.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ redis: { url: rediss://redis.internal:6380/0 }, key: { file: /etc/tokend/secrets/fleet.key } }`"
@@ -48,7 +49,7 @@ pub struct RawFleet {
 }
 
 /// `fleet.redis:` where the store is and how to log in.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ url: rediss://redis.internal:6380/0, password: { file: /etc/tokend/secrets/redis } }`"
@@ -68,7 +69,7 @@ pub struct RawRedis {
 }
 
 /// `fleet.redis.sentinel:` the service's name and the sentinels that know its master.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ master: mymaster, nodes: [\"redis://s1:26379\", \"redis://s2:26379\"] }`"
@@ -82,7 +83,7 @@ pub struct RawSentinel {
 }
 
 /// What this node does in the fleet.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetRole {
     /// Shares the tokens it gets from the IdP and takes those another refresher got.
@@ -102,7 +103,7 @@ impl FleetRole {
 }
 
 /// A token proxy: a listener bound to one client and one upstream base URL.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a proxy: a mapping such as `{ client: billing, upstream: https://api.example.com/, listen: 127.0.0.1:8081 }`"
@@ -126,7 +127,7 @@ pub struct RawTokenProxy {
 }
 
 /// Health and metrics over TCP.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ listen: \"127.0.0.1:9464\" }`"
@@ -137,7 +138,7 @@ pub struct RawMetrics {
 }
 
 /// Limits towards the token servers.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ max_concurrent_requests: 8 }`"
@@ -149,7 +150,7 @@ pub struct RawIdp {
 }
 
 /// The Unix socket API.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ path: /run/tokend/tokend.sock, mode: \"0660\" }`"
@@ -169,7 +170,7 @@ pub struct RawSocket {
 }
 
 /// Users and groups allowed to read something over the socket.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ users: [billing], groups: [tokend-readers] }`"
@@ -180,7 +181,7 @@ pub struct RawReaders {
 }
 
 /// One client, or the `defaults` every client inherits. `outputs` is only valid on a client.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a client: a mapping such as `{ token_url: …, client_id: …, client_secret: { file: … } }`"
@@ -236,7 +237,7 @@ pub struct RawClient {
 }
 
 /// One hook: `exec` (a command, no shell) or `signal` (to the pid in a pid file).
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "a hook: a mapping such as `{ exec: [/usr/bin/systemctl, reload, app.service] }` or `{ signal: SIGHUP, pid_file: /run/app.pid }`"
@@ -256,7 +257,7 @@ pub struct RawHook {
     pub environment: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ connect: 10s, request: 30s }`"
@@ -266,7 +267,7 @@ pub struct RawTimeouts {
     pub request: Option<Span>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy)]
 #[serde(
     deny_unknown_fields,
     expecting = "a mapping such as `{ at: 80%, jitter: 10%, min_remaining: 2m }`"
@@ -278,21 +279,23 @@ pub struct RawRefresh {
     pub default_lifetime: Option<Span>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, JsonSchema, Default, Clone, Copy)]
 #[serde(deny_unknown_fields, expecting = "a mapping such as `{ initial: 1s, max: 5m }`")]
 pub struct RawRetry {
     pub initial: Option<Span>,
     pub max: Option<Span>,
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, JsonSchema, Clone)]
 #[serde(
     deny_unknown_fields,
     expecting = "an output: a mapping such as `{ path: /run/tokend/billing.token }`"
 )]
 pub struct RawOutput {
-    /// Required; optional here so that the validator, not serde, says it is missing (and a
-    /// list element taken out by `shape::repair` still reads).
+    /// The file to write: an absolute path.
+    // Required; optional here so that the validator, not serde, says it is missing (and a list
+    // element taken out by `shape::repair` still reads). The schema says it is required.
+    #[schemars(required)]
     pub path: Option<String>,
     pub format: Option<Format>,
     pub mode: Option<Mode>,
@@ -309,7 +312,7 @@ pub struct RawOutput {
 }
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3).
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// id and secret in the form body (Auth0's documented default).
@@ -336,7 +339,7 @@ impl AuthMethod {
 
 /// How `client_secret_basic` encodes the id and secret before joining them with `:` and
 /// Base64-encoding them.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BasicEncoding {
     /// `application/x-www-form-urlencoded` first, as RFC 6749 §2.3.1 says.
@@ -385,19 +388,19 @@ impl<'de> Deserialize<'de> for RawRequireScope {
 }
 
 /// What a token file contains.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// The token alone.
     #[default]
     Raw,
-    /// The token's JSON document (`Token::document`).
+    /// The token's JSON document (access_token, token_type, expires_in, scope, expires_at, …).
     Json,
     /// `ACCESS_TOKEN=…`, for systemd `EnvironmentFile=` and shell `. file`.
     Env,
     /// `Authorization: Bearer …`, for `curl -H @file`.
     Header,
-    /// Rendered from `template` or `template_file` (`crate::config::template`).
+    /// Rendered from `template` or `template_file`.
     Template,
 }
 
@@ -600,7 +603,7 @@ pub struct RawValidate {
     pub settings: RawValidateSettings,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Clone)]
 #[serde(deny_unknown_fields, expecting = "a mapping such as `{ issuer: …, audience: … }`")]
 pub struct RawValidateSettings {
     pub issuer: Option<String>,

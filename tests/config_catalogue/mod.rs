@@ -14,7 +14,7 @@ use crate::util::*;
 
 /// A valid configuration: one client, its secret in `{dir}/secrets`, its token in `{dir}/out`.
 /// No socket, and nothing listens at the token URL: nothing here may get as far as a request.
-const BASE: &str = "\
+pub(crate) const BASE: &str = "\
 state_dir: {dir}/state
 socket: { enabled: false }
 clients:
@@ -26,19 +26,47 @@ clients:
       - path: {dir}/out/x.token
 ";
 
-struct Case {
-    class: &'static str,
+pub(crate) struct Case {
+    pub class: &'static str,
     /// Replacements in `BASE`, in order.
-    edit: &'static [(&'static str, &'static str)],
+    pub edit: &'static [(&'static str, &'static str)],
     /// Makes the secret file's mode this (it is 0600), or removes it (`None`).
-    secret_mode: Option<Option<u32>>,
+    pub secret_mode: Option<Option<u32>>,
     /// Environment for tokend (`{dir}` is replaced).
-    env: &'static [(&'static str, &'static str)],
+    pub env: &'static [(&'static str, &'static str)],
     /// What tokend prints on stderr: `{config}` is the file, `{dir}` the test's directory.
-    stderr: &'static str,
+    pub stderr: &'static str,
 }
 
-const CASES: &[Case] = &[
+/// Lays out a case in a new directory: the secret, `credentials/`, and `config.yaml` from
+/// `BASE` with the case's edits. Returns the directory, the config's path and tokend's
+/// environment (the schema test, `tests/schema`, lays out the same cases).
+pub(crate) fn lay_out(case: &Case, name: &str) -> (TestDir, std::path::PathBuf, Vec<(String, String)>) {
+    let dir = TestDir::new(name);
+    let d = dir.path().display().to_string();
+    let secret = dir.secret("secrets/x", "catalogue-secret");
+    match case.secret_mode {
+        None => {}
+        Some(None) => fs::remove_file(&secret).unwrap(),
+        Some(Some(mode)) => fs::set_permissions(&secret, fs::Permissions::from_mode(mode)).unwrap(),
+    }
+    fs::create_dir(dir.join("credentials")).unwrap();
+    let mut yaml = BASE.to_owned();
+    for (from, to) in case.edit {
+        let edited = yaml.replace(from, to);
+        assert_ne!(edited, yaml, "{}: `{from}` is not in the config", case.class);
+        yaml = edited;
+    }
+    let cfg = dir.write("config.yaml", &yaml.replace("{dir}", &d));
+    let env = case
+        .env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.replace("{dir}", &d)))
+        .collect();
+    (dir, cfg, env)
+}
+
+pub(crate) const CASES: &[Case] = &[
     Case {
         class: "YAML syntax error",
         edit: &[("/secrets/x }", "/secrets/x")],
@@ -229,28 +257,9 @@ fn run(dir: &TestDir, cfg: &str, env: &[(String, String)]) -> Refusal {
 fn every_class_of_bad_config_is_refused_with_78_and_the_same_message_by_check_once_and_run() {
     let mut failures = Vec::new();
     for case in CASES {
-        let dir = TestDir::new("catalogue");
+        let (dir, cfg, env) = lay_out(case, "catalogue");
         let d = dir.path().display().to_string();
-        let secret = dir.secret("secrets/x", "catalogue-secret");
-        match case.secret_mode {
-            None => {}
-            Some(None) => fs::remove_file(&secret).unwrap(),
-            Some(Some(mode)) => fs::set_permissions(&secret, fs::Permissions::from_mode(mode)).unwrap(),
-        }
-        fs::create_dir(dir.join("credentials")).unwrap();
-        let mut yaml = BASE.to_owned();
-        for (from, to) in case.edit {
-            let edited = yaml.replace(from, to);
-            assert_ne!(edited, yaml, "{}: `{from}` is not in the config", case.class);
-            yaml = edited;
-        }
-        let cfg = dir.write("config.yaml", &yaml.replace("{dir}", &d));
         let cfg = cfg.to_str().unwrap();
-        let env: Vec<(String, String)> = case
-            .env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.replace("{dir}", &d)))
-            .collect();
         let expected = case.stderr.replace("{config}", cfg).replace("{dir}", &d);
         for (command, got) in [
             ("check", check_and_once(&dir, cfg, "check", &env)),
