@@ -57,7 +57,7 @@ fn npm_packages() -> Result<(), String> {
         .get_or_init(|| {
             let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
             let complete = || {
-                ["oidc-provider", "jose", "oauth2-mock-server"]
+                ["oidc-provider", "jose", "oauth2-mock-server", "yaml-language-server"]
                     .iter()
                     .all(|p| here.join("node_modules").join(p).is_dir())
             };
@@ -953,4 +953,89 @@ fn interop_glewlwyd_refusals_get_advice_that_names_the_setting() {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/glewlwyd.sh");
     run_checks("glewlwyd", &script, &[std::ffi::OsStr::new(BIN)]);
+}
+
+/// An editor flags a typo in config.yaml, thanks to the schema tokend ships: the real YAML
+/// language server (the one VS Code, Neovim and JetBrains run), given a config whose first line
+/// names `packaging/tokend-config.schema.json` as the shipped ones do, reports an unknown key at
+/// its line and a misspelt value, and nothing once both are fixed; `tokend check` agrees.
+#[test]
+fn interop_the_yaml_language_server_flags_typos_through_the_shipped_schema() {
+    let test = "interop_the_yaml_language_server_flags_typos_through_the_shipped_schema";
+    if !interop_ready(test, &[]) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = TestDir::new("yamlls");
+    let secret = dir.secret("secrets/billing", "yamlls-not-a-real-secret-7f3a");
+    let fixed = format!(
+        "# yaml-language-server: $schema={schema}
+clients:
+  billing:
+    token_url: https://idp.test/oauth/token
+    client_id: billing
+    client_secret: {{ file: {secret} }}
+    auth: client_secret_basic
+    outputs:
+      - {{ path: {out}/billing.token }}
+",
+        schema = root.join("packaging/tokend-config.schema.json").display(),
+        secret = secret.display(),
+        out = dir.join("out").display(),
+    );
+    let typos = fixed
+        .replace("token_url:", "tokne_url:")
+        .replace("client_secret_basic", "client_secret_bsic");
+    let editor = |name: &str, yaml: &str| -> (PathBuf, Vec<String>) {
+        let config = dir.write(name, yaml);
+        let out = Command::new("node")
+            .arg(root.join("tests/interop/yaml-ls-check.mjs"))
+            .arg(&config)
+            .output()
+            .expect("run node");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "yaml-ls-check.mjs {name}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (config, stdout.lines().map(str::to_owned).collect())
+    };
+    let check = |config: &Path| {
+        Command::new(BIN)
+            .args(["--config".as_ref(), config.as_os_str(), "check".as_ref()])
+            .output()
+            .expect("run tokend check")
+    };
+
+    let (config, diagnostics) = editor("typos.yaml", &typos);
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.starts_with("4:5 ") && d.contains("tokne_url")),
+        "no diagnostic for the unknown key `tokne_url` at line 4: {diagnostics:#?}"
+    );
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.starts_with("7:11 ") && d.contains("client_secret_basic")),
+        "no diagnostic for `auth: client_secret_bsic` at line 7 naming the valid values: {diagnostics:#?}"
+    );
+    assert_eq!(diagnostics.len(), 2, "{diagnostics:#?}");
+    let refused = check(&config);
+    assert_eq!(refused.status.code(), Some(78), "tokend check accepted the typos");
+
+    let (config, diagnostics) = editor("fixed.yaml", &fixed);
+    assert!(
+        diagnostics.is_empty(),
+        "the fixed config still has diagnostics: {diagnostics:#?}"
+    );
+    // Exit 1 would be the host's problem (say, an unwritable state directory), not the config's.
+    let accepted = check(&config);
+    assert!(
+        matches!(accepted.status.code(), Some(0 | 1)),
+        "tokend check refused the fixed config: {}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
 }
