@@ -18,17 +18,19 @@ use crate::util::*;
 
 const RESOURCE: &str = "https://api.example.test/";
 
+/// Whether `tool` is on the PATH (or in /usr/sbin, where Debian puts nginx).
+fn has(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Whether the interop suite can run here: node, npm, nginx and openssl (and `extra`, such as
 /// faketime) installed, and the npm packages in place (installed here, once, if missing).
 /// Without them the test is skipped, loudly; with `TOKEND_REQUIRE_INTEROP=1` (as `.ci/run`
 /// sets after installing them) a missing tool fails the test instead.
 pub(crate) fn interop_ready(test: &str, extra: &[&str]) -> bool {
-    let has = |tool: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     let missing: Vec<&str> = ["node", "npm", "nginx", "openssl"]
         .iter()
         .chain(extra)
@@ -933,12 +935,6 @@ fn interop_the_token_proxy_reaches_a_resource_server_that_verifies_the_jwt() {
 #[test]
 fn interop_glewlwyd_refusals_get_advice_that_names_the_setting() {
     let test = "interop_glewlwyd_refusals_get_advice_that_names_the_setting";
-    let has = |tool: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     let missing: Vec<&str> = ["glewlwyd", "nginx", "openssl", "curl", "jq", "sqlite3", "python3"]
         .into_iter()
         .filter(|t| !has(t))
