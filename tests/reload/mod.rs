@@ -453,10 +453,8 @@ fn a_reload_does_not_wait_on_a_secret_on_a_hung_file_system() {
     let dir = TestDir::new("hung-secret");
     fs::create_dir_all(dir.join("secrets")).unwrap();
     let issuer = Issuer::start(&dir, &[("app", SECRET)], "1h");
-    let secret = dir.join("secrets/app");
-    fs::write(&secret, SECRET).unwrap();
+    let secret = dir.secret("secrets/app", SECRET);
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(dir.join("secrets"), fs::Permissions::from_mode(0o700)).unwrap();
     let cfg = config(
         &dir,
